@@ -1,0 +1,63 @@
+"""Score a clip (a video file or a sequence of decoded frames) with the one batched scorer.
+
+`ffp score`, `ffp eval` and the service's POST /v1/score all go through `score_frames`: frames are
+preprocessed once, grouped into windows of k+1 and scored in batches. The first k frames have no history
+and get no score (None), exactly as a live camera that has just started.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .scoring import CausalSmoother, FrameScores
+from .weights import Predictor
+
+
+@dataclass(frozen=True)
+class ScoredFrame:
+    index: int
+    metrics: dict[str, float | None] | None  # FrameScores.row(...) or None for the first k frames
+    smoothed: float | None  # causal EMA of the calibrated score (None without calibration/history)
+    heatmap: np.ndarray | None  # (H, W) float32 in [0, 1]
+
+
+def windows_from_frames(frames: Iterable[np.ndarray], k: int) -> Iterator[tuple[int, np.ndarray | None]]:
+    """Preprocessed frames (C, H, W) -> (index, window (k+1, C, H, W) or None while history fills)."""
+    ring: deque[np.ndarray] = deque(maxlen=k + 1)
+    for i, f in enumerate(frames):
+        ring.append(f)
+        yield i, (np.stack(ring) if len(ring) == k + 1 else None)
+
+
+def score_frames(predictor: Predictor, frames: Iterable[np.ndarray], *, batch_size: int = 8,
+                 preprocessed: bool = False, half_life: float = 2.0,
+                 keep_heatmaps: bool = False) -> Iterator[ScoredFrame]:
+    """Decoded frames (uint8 BGR/grey) or preprocessed frames -> ScoredFrame per input frame, in order."""
+    k = predictor.num_frames
+    prepped = frames if preprocessed else (predictor.preprocess(f) for f in frames)
+    smoother = CausalSmoother(half_life)
+    pending: list[tuple[int, np.ndarray | None]] = []
+
+    def flush() -> Iterator[ScoredFrame]:
+        ready = [(i, w) for i, w in pending if w is not None]
+        scores: FrameScores | None = predictor.score(np.stack([w for _, w in ready])) if ready else None
+        j = 0
+        for i, w in pending:
+            if w is None:
+                yield ScoredFrame(i, None, None, None)
+                continue
+            assert scores is not None
+            row = scores.row(j)
+            sm = None if row["score"] is None else smoother.update(float(row["score"]))  # type: ignore[arg-type]
+            yield ScoredFrame(i, row, sm, scores.heatmap[j] if keep_heatmaps else None)
+            j += 1
+        pending.clear()
+
+    for i, w in windows_from_frames(prepped, k):
+        pending.append((i, w))
+        if sum(p[1] is not None for p in pending) >= batch_size:
+            yield from flush()
+    yield from flush()

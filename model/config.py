@@ -1,0 +1,131 @@
+"""Presets are data: a ModelConfig names every architectural choice; one builder turns it into modules."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the generator (and its discriminator) from a checkpoint."""
+
+    name: str = "lite"
+    num_frames: int = 4  # k past frames in, frame k+1 predicted
+    channels: int = 1  # 1 = grey, 3 = RGB
+    image_size: tuple[int, int] = (128, 128)  # (H, W) the frames are resized to
+    base_width: int = 32  # width of the first U-Net level; level i has base_width * 2**i
+    depth: int = 4  # U-Net levels (3 pooling steps for depth 4)
+    residual: bool = True  # predict last frame + tanh(residual) instead of tanh(output)
+    disc_widths: tuple[int, ...] = (32, 64, 128, 128)  # PatchGAN filters, strides 2, 2, 2, 1
+
+    def __post_init__(self) -> None:
+        h, w = self.image_size
+        stride = 2 ** (self.depth - 1)
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if h % stride or w % stride:
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2**(depth-1) = {stride}")
+        if self.base_width < 1 or self.depth < 2:
+            raise ValueError("base_width must be >= 1 and depth >= 2")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        d = dict(d)
+        for key in ("image_size", "disc_widths"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The official architecture: 256x256 RGB, 64/128/256/512, k=4, tanh output (~7.7 M parameters).
+    "paper": ModelConfig(
+        name="paper", num_frames=4, channels=3, image_size=(256, 256), base_width=64, depth=4,
+        residual=False, disc_widths=(128, 256, 512, 512),
+    ),
+    # The CPU default, sized by benchmarks/generator_fps.py (see README): grey 128x128, 16..128 widths.
+    "lite": ModelConfig(
+        name="lite", num_frames=4, channels=1, image_size=(128, 128), base_width=16, depth=4,
+        residual=True, disc_widths=(32, 64, 128, 128),
+    ),
+}
+
+
+def get_preset(preset: str, **overrides: Any) -> ModelConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return replace(PRESETS[preset], **overrides) if overrides else PRESETS[preset]
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """lambda_int, lambda_grad, lambda_flow, lambda_adv of the paper's objective."""
+
+    intensity: float = 1.0
+    gradient: float = 1.0
+    flow: float = 2.0
+    adversarial: float = 0.05
+
+
+# The paper's per-dataset defaults (paper-notes: Avenue lambda_int 0.001, Ped1 lambda_flow 0.01).
+DATASET_LOSS_WEIGHTS: dict[str, LossWeights] = {
+    "ped2": LossWeights(),
+    "ped1": LossWeights(flow=0.01),
+    "avenue": LossWeights(intensity=0.001),
+    "shanghaitech": LossWeights(),
+    "default": LossWeights(),
+}
+
+# The paper's learning rates (G, D) per dataset.
+DATASET_LEARNING_RATES: dict[str, tuple[float, float]] = {
+    "ped2": (1e-4, 1e-5),
+    "ped1": (1e-4, 1e-5),
+    "avenue": (2e-4, 2e-5),
+    "shanghaitech": (2e-4, 2e-5),
+    "default": (1e-4, 1e-5),
+}
+
+
+@dataclass(frozen=True)
+class FlowNetConfig:
+    """The small distilled flow CNN (see model/flownet.py)."""
+
+    channels: int = 1
+    image_size: tuple[int, int] = (128, 128)
+    base_width: int = 16
+    depth: int = 4
+    flow_scale: float = 4.0  # network output is multiplied by this: flows in pixels at image_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlowNetConfig:
+        d = dict(d)
+        d["image_size"] = tuple(d["image_size"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How per-pixel errors become per-frame scores."""
+
+    # Side of the square patch for the local error, as a fraction of the frame height. A cyclist or a cart
+    # covers a few percent of a Ped2 frame, so a frame-mean error dilutes it; 1/8 of the height is about
+    # the size of a person in a surveillance view (chosen from geometry, not from test labels).
+    patch_fraction: float = 0.125
+    # Weights of A_t = alpha L_int + beta L_grad + gamma L_flow; by default each term is divided by its
+    # standard deviation on normal footage when calibration is present (see Calibration.combined_weights).
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,175 @@
+"""One scorer for everything: evaluation, `ffp score`, the REST clip upload and live cameras.
+
+A window is k+1 preprocessed frames (k past + the real next one). The scorer predicts the next frame and
+returns per-frame: PSNR (the paper's score), L_int, L_grad, L_flow, A_t, a local PSNR (the worst patch), the
+raw anomaly score, the calibrated score (when calibration is known) and a per-pixel error heatmap.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import ModelConfig, ScoreConfig
+from .losses import flow_loss, gradient_loss, intensity_loss, psnr
+
+METRICS = ("psnr", "local_psnr", "l_int", "l_grad", "l_flow", "a_t", "anomaly")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Statistics of the scores on normal footage (held-out training video), stored with the weights.
+
+    The calibrated score of a frame is z = (anomaly - mean) / std of the raw anomaly score on normal
+    footage: causal (no look-ahead, no per-video statistics) and comparable across cameras.
+    """
+
+    mean: dict[str, float]
+    std: dict[str, float]
+    quantiles: dict[str, float]  # of the calibrated score z on the normal footage: p50, p90, p99, p99.9
+    frames: int
+    source: str
+
+    def z(self, anomaly: np.ndarray) -> np.ndarray:
+        return (anomaly - self.mean["anomaly"]) / max(self.std["anomaly"], 1e-8)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        return cls(mean=dict(d["mean"]), std=dict(d["std"]), quantiles=dict(d["quantiles"]),
+                   frames=int(d["frames"]), source=str(d["source"]))
+
+    @classmethod
+    def from_scores(cls, scores: dict[str, np.ndarray], source: str) -> Calibration:
+        mean = {k: float(np.mean(v)) for k, v in scores.items() if k in METRICS}
+        std = {k: float(np.std(v)) + 1e-8 for k, v in scores.items() if k in METRICS}
+        z = (scores["anomaly"] - mean["anomaly"]) / std["anomaly"]
+        quantiles = {f"p{q:g}": float(np.percentile(z, q)) for q in (50, 90, 99, 99.9)}
+        return cls(mean=mean, std=std, quantiles=quantiles, frames=int(len(z)), source=source)
+
+
+@dataclass(frozen=True)
+class FrameScores:
+    """Scores of B frames; every field has the batch as its first axis."""
+
+    psnr: np.ndarray  # (B,) dB, the paper's score (lower = more anomalous)
+    local_psnr: np.ndarray  # (B,) dB of the worst patch
+    l_int: np.ndarray  # (B,)
+    l_grad: np.ndarray  # (B,)
+    l_flow: np.ndarray  # (B,)
+    a_t: np.ndarray  # (B,) alpha L_int + beta L_grad + gamma L_flow
+    anomaly: np.ndarray  # (B,) raw anomaly score, higher = more anomalous (= -local_psnr)
+    score: np.ndarray | None  # (B,) calibrated anomaly score z, None without calibration
+    heatmap: np.ndarray  # (B, H, W) float32 in [0, 1]: absolute prediction error per pixel
+    prediction: np.ndarray = field(repr=False)  # (B, C, H, W) float32 in [-1, 1]
+
+    def __len__(self) -> int:
+        return len(self.psnr)
+
+    def metrics(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in METRICS}
+
+    def row(self, i: int) -> dict[str, float | None]:
+        """Frame i's scalar scores, JSON-ready."""
+        out: dict[str, float | None] = {k: float(getattr(self, k)[i]) for k in METRICS}
+        out["score"] = None if self.score is None else float(self.score[i])
+        return out
+
+
+def patch_size(config: ModelConfig, score_config: ScoreConfig) -> int:
+    return max(4, int(round(config.image_size[0] * score_config.patch_fraction)))
+
+
+class Scorer:
+    """Batched scoring of windows (B, k+1, C, H, W) in [-1, 1]. Owns no state beyond the modules."""
+
+    def __init__(self, generator: nn.Module, flownet: nn.Module | None, config: ModelConfig,
+                 score_config: ScoreConfig | None = None, calibration: Calibration | None = None,
+                 device: str | torch.device = "cpu", precision: str = "bf16") -> None:
+        self.generator = generator.eval()
+        self.flownet = flownet.eval() if flownet is not None else None
+        self.config = config
+        self.score_config = score_config or ScoreConfig()
+        self.calibration = calibration
+        self.device = torch.device(device)
+        self.precision = precision
+        self.patch = patch_size(config, self.score_config)
+
+    def _autocast(self) -> Any:
+        if self.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def weights(self) -> tuple[float, float, float]:
+        """(alpha, beta, gamma) of A_t. With calibration each term is scaled by 1/std on normal footage,
+        so the three errors count equally instead of by their units."""
+        sc = self.score_config
+        if self.calibration is None:
+            return sc.alpha, sc.beta, sc.gamma
+        s = self.calibration.std
+        return sc.alpha / s["l_int"], sc.beta / s["l_grad"], sc.gamma / s["l_flow"]
+
+    @torch.inference_mode()
+    def __call__(self, windows: torch.Tensor | np.ndarray) -> FrameScores:
+        cfg = self.config
+        x = torch.as_tensor(windows, dtype=torch.float32)
+        expected = (cfg.num_frames + 1, cfg.channels, *cfg.image_size)
+        if x.ndim != 5 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"windows must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        x = x.to(self.device)
+        past = x[:, :cfg.num_frames].flatten(1, 2)  # (B, k*C, H, W)
+        real = x[:, cfg.num_frames]  # (B, C, H, W)
+        last = x[:, cfg.num_frames - 1]
+        with self._autocast():
+            pred = self.generator(past)
+            l_flow = (flow_loss(self.flownet, last, pred.float(), real) if self.flownet is not None
+                      else torch.zeros(len(x), device=self.device))
+        pred = pred.float()
+        l_flow = l_flow.float()
+        l_int = intensity_loss(pred, real)
+        l_grad = gradient_loss(pred, real)
+        frame_psnr = psnr(pred, real)
+        abs_err = ((pred - real).abs() / 2).mean(1)  # (B, H, W) in [0, 1]
+        # Local error: mean squared error over patches of about a person's size, the worst patch counts.
+        sq = abs_err.pow(2).unsqueeze(1)
+        patch_mse = F.avg_pool2d(sq, self.patch, stride=max(1, self.patch // 2)).flatten(1).amax(1)
+        local_psnr = 10 * torch.log10(1.0 / patch_mse.clamp_min(1e-10))
+        a, b, g = self.weights()
+        a_t = a * l_int + b * l_grad + g * l_flow
+        anomaly = -local_psnr
+        np_ = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+        anomaly_np = np_(anomaly)
+        return FrameScores(
+            psnr=np_(frame_psnr), local_psnr=np_(local_psnr), l_int=np_(l_int), l_grad=np_(l_grad),
+            l_flow=np_(l_flow), a_t=np_(a_t), anomaly=anomaly_np,
+            score=None if self.calibration is None else self.calibration.z(anomaly_np).astype(np.float32),
+            heatmap=np_(abs_err), prediction=np_(pred),
+        )
+
+
+class CausalSmoother:
+    """Exponential moving average of a stream's scores: causal, one value in, one out.
+
+    half_life is in frames; 0 disables smoothing. The same object serves `ffp eval`'s causal protocol and a
+    live camera's alert engine, so both see the same numbers.
+    """
+
+    def __init__(self, half_life: float = 2.0) -> None:
+        self.alpha = 1.0 if half_life <= 0 else 1.0 - math.pow(0.5, 1.0 / half_life)
+        self.value: float | None = None
+
+    def update(self, x: float) -> float:
+        self.value = x if self.value is None else self.value + self.alpha * (x - self.value)
+        return self.value
+
+    def reset(self) -> None:
+        self.value = None
