@@ -1,0 +1,75 @@
+"""`python -m service --config FILE [--host H] [--port P] [--weights W] [--data-dir D]` (also `ffp serve`).
+
+settings -> predictor -> EventStore -> Pipeline -> create_app -> uvicorn. A bad config, missing or corrupt
+weights, or an unusable data dir ends with one line on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_CONFIG = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="ffp serve", description="Run the ffp anomaly detection service.")
+    ap.add_argument("--config", type=Path, help="YAML settings file (FFP_* environment variables override it)")
+    ap.add_argument("--host", help="bind address (default from settings: 127.0.0.1)")
+    ap.add_argument("--port", type=int, help="bind port (default from settings: 8000)")
+    ap.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
+    ap.add_argument("--data-dir", type=Path, help="events database and images folder")
+    ap.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    return ap.parse_args(argv)
+
+
+def fail(message: str) -> int:
+    print(f"ffp serve: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Imported here so `--help` is instant and import errors surface as messages below, not at import time.
+    from model import WeightsError, load_predictor
+
+    from .api import create_app
+    from .pipeline import Pipeline
+    from .settings import SettingsError, load_settings
+    from .store import EventStore
+
+    overrides: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                                    ("weights", args.weights), ("data_dir", args.data_dir),
+                                                    ("device", args.device)) if v is not None}
+    try:
+        settings = load_settings(args.config, **overrides)
+    except SettingsError as e:
+        return fail(str(e))
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        predictor = load_predictor(settings.weights, device=settings.device)
+    except WeightsError as e:
+        return fail(str(e))
+    try:
+        store = EventStore.open(settings.data_dir)
+    except (OSError, sqlite3.Error) as e:
+        return fail(f"cannot open the event store in {settings.data_dir}: {e}")
+    try:
+        pipeline = Pipeline(settings, predictor, store)
+        app = create_app(settings, pipeline=pipeline, store=store)
+        import uvicorn
+
+        # log_config=None: uvicorn's loggers propagate to the root logger configured above.
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, ws="websockets")
+    except ValueError as e:  # e.g. a configured camera the pipeline refuses
+        return fail(str(e))
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""FastAPI dependencies: the app's collaborators, typed, so handlers read like plain signatures."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from ..hub import Hub
+from ..pipeline import Pipeline
+from ..settings import Settings
+from ..store import EventStore
+from .security import key_ok, presented_key
+
+
+@dataclass
+class AppState:
+    """Everything the routes use; one typed object on app.state instead of loose attributes."""
+
+    settings: Settings
+    pipeline: Pipeline | None = None
+    store: EventStore | None = None
+    hub: Hub | None = None
+    # Clip scoring is CPU-bound and shares the cores with the live cameras: one upload at a time.
+    score_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.ffp
+    return state
+
+
+def _running(state: AppState) -> tuple[Pipeline, EventStore]:
+    if state.pipeline is None or state.store is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the service is starting or stopping")
+    return state.pipeline, state.store
+
+
+def get_pipeline(state: Annotated[AppState, Depends(get_state)]) -> Pipeline:
+    return _running(state)[0]
+
+
+def get_store(state: Annotated[AppState, Depends(get_state)]) -> EventStore:
+    return _running(state)[1]
+
+
+def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+    return state.settings
+
+
+def require_api_key(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
+    if not key_ok(state.settings.api_key, presented_key(request.headers)):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            "missing or invalid API key (send X-API-Key or Authorization: Bearer)",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+StoreDep = Annotated[EventStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ApiKey = Depends(require_api_key)

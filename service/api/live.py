@@ -1,0 +1,191 @@
+"""WebSocket /v1/ws: live scores and events.
+
+Protocol (JSON text frames; the models are in service/api/schemas.py):
+
+Connect to `/v1/ws?cameras=a,b&kinds=scores,events&resume_from=N&api_key=K`; every parameter is optional
+(default: every camera, both kinds, no replay). The key may also come as an `X-API-Key` or
+`Authorization: Bearer` header. The server answers `{"type": "subscribed", ..., "replayed": n}` and then
+streams:
+- `{"type": "score", "camera_id", "frame_index", "ts", "score", "smoothed", "psnr", ..., "dropped_scores"}`
+  for every scored frame (`score`: calibrated anomaly score, higher = more anomalous);
+- `{"type": "event", "seq", "kind": "start"|"update"|"end", "replay", "event": {...}}` for every event message;
+- `{"type": "heartbeat", "ts", "dropped_scores", "last_seq"}` when nothing else was sent for HEARTBEAT_S.
+The client may send `{"type": "subscribe", "cameras": [...]|null, "kinds": [...], "resume_from": N}` at any
+time to change its subscription (with resume_from: replay stored events after N first).
+
+Resume: keep the last event `seq` seen and reconnect with `resume_from=<seq>`. The server registers the
+connection for live messages *before* reading the store, then sends every stored message after N (marked
+`replay: true`), then the live ones, skipping any seq it already sent: no gap and no duplicate at the seam.
+
+Slow clients never slow the pipeline. Score messages beyond a bounded backlog are dropped and counted
+(`dropped_scores` in the next score/heartbeat message). Event messages are never dropped silently: if a
+client's event backlog overflows, the server closes the connection with code 4000 (CLOSE_RESUME) and the
+client should reconnect with resume_from. Close codes: 1008 = missing or bad API key; 4400 = invalid
+subscription in the query string; 4000 = event backlog overflow, resume.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ..frames import EventMessage
+from ..hub import CLOSE_RESUME, Message, Subscriber
+from .deps import AppState
+from .schemas import EventPublic, SubscribeRequest
+from .security import key_ok, presented_key
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["live"])
+
+HEARTBEAT_S = 5.0
+MAX_PENDING_SCORES = 256
+MAX_PENDING_EVENTS = 1024
+REPLAY_PAGE = 500
+CLOSE_BAD_REQUEST = 4400
+
+
+def _finite(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _query_subscription(ws: WebSocket) -> SubscribeRequest:
+    q = ws.query_params
+
+    def listed(name: str) -> list[str] | None:
+        vals = [v for raw in q.getlist(name) for v in raw.split(",") if v]
+        return vals or None
+
+    data: dict[str, Any] = {"cameras": listed("cameras")}
+    if listed("kinds"):
+        data["kinds"] = listed("kinds")
+    if q.get("resume_from") not in (None, ""):
+        data["resume_from"] = q.get("resume_from")
+    return SubscribeRequest.model_validate(data)
+
+
+class Connection:
+    """One WebSocket client: its hub subscriber, the replay/dedup state, and the single writer."""
+
+    def __init__(self, ws: WebSocket, state: AppState) -> None:
+        self.ws, self.state = ws, state
+        self.sub = Subscriber(max_scores=MAX_PENDING_SCORES, max_events=MAX_PENDING_EVENTS)
+        self.sent_seqs: set[int] = set()  # seqs sent by replay; live copies of them are skipped
+        self.floor = -1  # the client has seen every seq <= floor
+        self.last_seq: int | None = None
+        self.send_lock = asyncio.Lock()  # replay (reader task) and live sends (writer task) never interleave
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        await self.ws.send_text(json.dumps(obj, allow_nan=False, separators=(",", ":")))
+
+    def encode(self, msg: Message, *, replay: bool = False) -> dict[str, Any] | None:
+        if isinstance(msg, EventMessage):
+            if not replay and (msg.seq <= self.floor or msg.seq in self.sent_seqs):
+                return None
+            self.last_seq = msg.seq if self.last_seq is None else max(self.last_seq, msg.seq)
+            return {"type": "event", "seq": msg.seq, "kind": msg.kind, "replay": replay,
+                    "event": EventPublic.from_event(msg.event).model_dump()}
+        d = {k: _finite(v) for k, v in msg.to_dict().items()}
+        d["dropped_scores"] = self.sub.dropped_scores
+        return d
+
+    async def subscribe(self, req: SubscribeRequest) -> None:
+        assert self.state.store is not None
+        async with self.send_lock:
+            self.sub.cameras = None if req.cameras is None else frozenset(req.cameras)
+            self.sub.scores, self.sub.events = "scores" in req.kinds, "events" in req.kinds
+            replayed = 0
+            if req.resume_from is not None and self.sub.events:
+                # The subscriber is already registered with the hub, so anything stored after this read
+                # also arrives live; anything stored before it is read here. Together: no gap.
+                self.floor = max(self.floor, req.resume_from)
+                after = req.resume_from
+                while True:
+                    page = await run_in_threadpool(self.state.store.messages_since, after, req.cameras,
+                                                   limit=REPLAY_PAGE)
+                    for m in page:
+                        self.sent_seqs.add(m.seq)
+                        await self.send(self.encode(m, replay=True) or {})
+                    replayed += len(page)
+                    if len(page) < REPLAY_PAGE:
+                        break
+                    after = page[-1].seq
+            await self.send({"type": "subscribed", "cameras": req.cameras, "kinds": list(req.kinds),
+                             "resume_from": req.resume_from, "replayed": replayed})
+
+    async def write_loop(self) -> None:
+        while True:
+            try:
+                msg = await asyncio.wait_for(self.sub.get(), HEARTBEAT_S)
+            except asyncio.TimeoutError:
+                async with self.send_lock:
+                    await self.send({"type": "heartbeat", "ts": time.time(), "last_seq": self.last_seq,
+                                     "dropped_scores": self.sub.dropped_scores})
+                continue
+            if msg is None:  # event backlog overflowed: live() closes with CLOSE_RESUME
+                return
+            async with self.send_lock:
+                if self.sub.wants(msg):  # the subscription may have changed since it was queued
+                    out = self.encode(msg)
+                    if out is not None:
+                        await self.send(out)
+
+    async def read_loop(self) -> None:
+        while True:
+            text = await self.ws.receive_text()
+            try:
+                req = SubscribeRequest.model_validate_json(text)
+            except ValidationError as e:
+                await self.send({"type": "error", "detail": f"invalid message: {e.errors()[0]['msg']} "
+                                                            "(expected a subscribe message)"})
+                continue
+            await self.subscribe(req)
+
+
+@router.websocket("/v1/ws")
+async def live(ws: WebSocket) -> None:
+    state: AppState = ws.app.state.ffp
+    await ws.accept()  # accept first so the refusal carries a close code instead of a bare HTTP 403
+    if not key_ok(state.settings.api_key, presented_key(ws.headers, ws.query_params)):
+        await ws.close(1008, "missing or invalid API key")
+        return
+    if state.hub is None or state.store is None:
+        await ws.close(1013, "the service is starting or stopping")
+        return
+    try:
+        first = _query_subscription(ws)
+    except ValidationError as e:
+        await ws.close(CLOSE_BAD_REQUEST, f"invalid subscription: {e.errors()[0]['msg']}"[:120])
+        return
+    conn = Connection(ws, state)
+    unsubscribe = state.hub.subscribe(conn.sub)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await conn.subscribe(first)
+        writer = asyncio.create_task(conn.write_loop())
+        tasks = [writer, asyncio.create_task(conn.read_loop())]
+        # A client stuck mid-send must not hold its backlog: overflow cancels the writer wherever it waits.
+        conn.sub.on_overflow = writer.cancel
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if conn.sub.overflowed:
+            log.warning("websocket client fell behind on events; closing it so it resumes from the store")
+            await asyncio.wait_for(ws.close(CLOSE_RESUME, f"event backlog overflow; reconnect with "
+                                                          f"resume_from={conn.last_seq or 0}"), 2.0)
+            return
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    except (WebSocketDisconnect, RuntimeError, ConnectionError, asyncio.TimeoutError):
+        pass  # the client went away (RuntimeError: sending on a closed socket)
+    finally:
+        unsubscribe()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

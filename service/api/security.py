@@ -1,0 +1,33 @@
+"""API key check shared by REST routes and the WebSocket.
+
+A key is accepted from `X-API-Key: <key>` or `Authorization: Bearer <key>` (and, for the WebSocket only,
+the `api_key` query parameter, because browsers cannot set headers on a WebSocket). Comparison is constant
+time. Without a configured key every request is allowed.
+"""
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from pydantic import SecretStr
+
+
+def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if query is not None:
+        return query.get("api_key") or None
+    return None
+
+
+def key_ok(expected: SecretStr | None, presented: str | None) -> bool:
+    if expected is None:
+        return True
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())

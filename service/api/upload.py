@@ -1,0 +1,180 @@
+"""Receive a clip upload safely: stream it to a server-named temp file with a size cap, then sniff it.
+
+- The size cap holds while the body streams (Content-Length is checked first, but a chunked or lying body is
+  cut off as soon as it passes the cap): nothing is buffered whole in memory.
+- The client's file name is ignored; the file lands in data_dir/tmp under a random name and the caller
+  deletes it.
+- Before OpenCV/FFmpeg sees the file, its first bytes must be a known video container (MP4/MOV, AVI,
+  Matroska/WebM, MPEG-TS). FFmpeg probes content, so a playlist (#EXTM3U), an ffconcat script or a text
+  file naming `concat:`/`file:` URLs would otherwise make it open other files; those are refused here.
+  MP4 and AVI are also checked for truncation (a box or RIFF chunk running past the end of the file).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+MULTIPART_SLACK = 64 * 1024  # boundaries and part headers on top of the clip itself
+FIELD = "file"
+
+
+class UploadError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _too_large(max_bytes: int) -> UploadError:
+    return UploadError(413, f"upload larger than the limit of {max_bytes / 2**20:g} MB (max_upload_mb)")
+
+
+async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Path:
+    """Stream the request body's clip into a new file under tmp_dir; returns its path (caller deletes it)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes + MULTIPART_SLACK:
+        raise _too_large(max_bytes)
+    ctype, params = parse_options_header(request.headers.get("content-type"))
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".bin", dir=tmp_dir)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if ctype == b"multipart/form-data":
+                if not params.get(b"boundary"):
+                    raise UploadError(400, "multipart/form-data without a boundary")
+                got = await _stream_multipart(request, params[b"boundary"], out, max_bytes)
+            else:
+                got = await _stream_raw(request, out, max_bytes)
+        if got is None:
+            raise UploadError(422, f"multipart body has no '{FIELD}' field with the clip")
+        if got == 0:
+            raise UploadError(422, "the uploaded clip is empty")
+        return path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+async def _stream_raw(request: Request, out: BinaryIO, max_bytes: int) -> int:
+    n = 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > max_bytes:
+            raise _too_large(max_bytes)
+        out.write(chunk)
+    return n
+
+
+class _FilePart:
+    """python-multipart callbacks that copy the first part named FIELD into `out`, with the size cap."""
+
+    def __init__(self, out: BinaryIO, max_bytes: int) -> None:
+        self.out, self.max_bytes = out, max_bytes
+        self.field, self.value = b"", b""
+        self.headers: dict[bytes, bytes] = {}
+        self.active = self.found = False
+        self.written = 0
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.field.lower()] = self.value
+        self.field, self.value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, disp = parse_options_header(self.headers.get(b"content-disposition", b""))
+        self.active = disp.get(b"name") == FIELD.encode() and not self.found
+        self.found = self.found or self.active
+        self.headers = {}
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.active:
+            self.written += end - start
+            if self.written > self.max_bytes:
+                raise _too_large(self.max_bytes)
+            self.out.write(data[start:end])
+
+    def on_part_end(self) -> None:
+        self.active = False
+
+
+async def _stream_multipart(request: Request, boundary: bytes, out: BinaryIO, max_bytes: int) -> int | None:
+    part = _FilePart(out, max_bytes)
+    parser = MultipartParser(boundary, {  # type: ignore[arg-type]
+        name: getattr(part, name) for name in ("on_header_field", "on_header_value", "on_header_end",
+                                               "on_headers_finished", "on_part_data", "on_part_end")})
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > max_bytes + MULTIPART_SLACK:
+                raise _too_large(max_bytes)
+            parser.write(chunk)
+        parser.finalize()
+    except UploadError:
+        raise
+    except Exception as e:  # python-multipart's MultipartParseError and friends
+        raise UploadError(400, f"malformed multipart body: {e}") from e
+    return part.written if part.found else None
+
+
+# --- container sniffing --------------------------------------------------------------------------------------
+
+def sniff_container(path: Path) -> str:
+    """Name of the video container in `path`, or UploadError (415 unknown / 422 truncated)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        _check_isobmff(path, size)
+        return "mp4"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        riff_size = struct.unpack("<I", head[4:8])[0] + 8
+        if riff_size > size:
+            raise UploadError(422, f"truncated AVI: header says {riff_size} bytes, the upload has {size}")
+        return "avi"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if len(head) >= 377 and head[0] == head[188] == head[376] == 0x47:
+        return "mpegts"
+    raise UploadError(415, "not a supported video container (expected MP4/MOV, AVI, Matroska/WebM or "
+                           "MPEG-TS; playlists, scripts and text files are refused)")
+
+
+def _check_isobmff(path: Path, size: int) -> None:
+    """Walk the top-level boxes: every box must fit in the file, and a `moov` box must be present."""
+    seen: set[bytes] = set()
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < size:
+            f.seek(pos)
+            hdr = f.read(16)
+            if len(hdr) < 8:
+                raise UploadError(422, f"truncated MP4: {size - pos} stray bytes at offset {pos}")
+            box_size, kind = struct.unpack(">I4s", hdr[:8])
+            if box_size == 1:
+                if len(hdr) < 16:
+                    raise UploadError(422, f"truncated MP4: cut inside the {kind!r} box header")
+                box_size = struct.unpack(">Q", hdr[8:16])[0]
+            elif box_size == 0:  # "extends to the end of the file"
+                box_size = size - pos
+            if box_size < 8:
+                raise UploadError(422, f"corrupt MP4: box {kind!r} at offset {pos} has size {box_size}")
+            if pos + box_size > size:
+                raise UploadError(422, f"truncated MP4: box {kind.decode('latin-1')!r} needs {box_size} bytes "
+                                       f"at offset {pos}, the upload ends at {size}")
+            seen.add(kind)
+            pos += box_size
+    if b"moov" not in seen:
+        raise UploadError(422, "MP4 without a 'moov' box (truncated or not finalised)")

@@ -1,0 +1,115 @@
+"""Fan pipeline messages (from worker threads) out to WebSocket clients (on the asyncio loop).
+
+`Hub.publish` is the pipeline listener: it only hands the message to the loop with call_soon_threadsafe, so
+a worker thread never waits on a client. On the loop each subscriber has a bounded outbox:
+- score messages beyond `max_scores` pending are dropped and counted (the client sees the count);
+- event messages are never dropped: if more than `max_events` are pending the subscriber is marked
+  overflowed and its connection is closed with CLOSE_RESUME, so the client reconnects with resume_from
+  and gets the missed events from the store.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Union
+
+from .frames import EventMessage, ScoreMessage
+
+log = logging.getLogger(__name__)
+
+Message = Union[ScoreMessage, EventMessage]
+CLOSE_RESUME = 4000  # "you fell behind on events: reconnect with resume_from=<last seq>"
+
+
+@dataclass(eq=False)  # identity hashing: subscribers live in a set
+class Subscriber:
+    cameras: frozenset[str] | None = None  # None = all cameras
+    scores: bool = True
+    events: bool = True
+    max_scores: int = 64
+    max_events: int = 1024
+    outbox: deque[Message] = field(default_factory=deque)
+    pending_scores: int = 0
+    pending_events: int = 0
+    dropped_scores: int = 0
+    overflowed: bool = False
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    on_overflow: Callable[[], None] | None = None  # the connection closes itself (even mid-send)
+
+    def wants(self, msg: Message) -> bool:
+        if self.cameras is not None and _camera_of(msg) not in self.cameras:
+            return False
+        return self.events if isinstance(msg, EventMessage) else self.scores
+
+    def offer(self, msg: Message) -> None:
+        """Loop thread only."""
+        if self.overflowed:
+            return
+        if isinstance(msg, EventMessage):
+            if self.pending_events >= self.max_events:
+                self.overflowed = True
+                if self.on_overflow is not None:
+                    self.on_overflow()
+            else:
+                self.pending_events += 1
+                self.outbox.append(msg)
+        elif self.pending_scores >= self.max_scores:
+            self.dropped_scores += 1
+        else:
+            self.pending_scores += 1
+            self.outbox.append(msg)
+        self.wakeup.set()
+
+    async def get(self) -> Message | None:
+        """Next message, or None once the subscriber overflowed (the caller closes the connection)."""
+        while not self.outbox and not self.overflowed:
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        if self.overflowed:
+            return None
+        msg = self.outbox.popleft()
+        if isinstance(msg, EventMessage):
+            self.pending_events -= 1
+        else:
+            self.pending_scores -= 1
+        return msg
+
+
+def _camera_of(msg: Message) -> str:
+    return msg.event.camera_id if isinstance(msg, EventMessage) else msg.camera_id
+
+
+class Hub:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._subs: set[Subscriber] = set()
+        self.published = 0
+
+    def publish(self, msg: Message) -> None:
+        """Pipeline listener; called from any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._dispatch, msg)
+        except RuntimeError:  # loop closed during shutdown: nobody is listening any more
+            pass
+
+    def _dispatch(self, msg: Message) -> None:
+        self.published += 1
+        for sub in self._subs:
+            if sub.wants(msg):
+                sub.offer(msg)
+
+    def subscribe(self, sub: Subscriber) -> Callable[[], None]:
+        """Loop thread only. Returns the unsubscribe function."""
+        self._subs.add(sub)
+        return lambda: self._subs.discard(sub)
+
+    def subscribers(self) -> Iterable[Subscriber]:
+        return tuple(self._subs)
+
+    def stats(self) -> dict[str, int]:
+        subs = self.subscribers()
+        return {"clients": len(subs), "published": self.published,
+                "dropped_scores": sum(s.dropped_scores for s in subs)}
