@@ -1,0 +1,1 @@
+"""ffp service: live cameras -> batched future-frame prediction -> alerts -> events (REST + WebSocket)."""

@@ -1,0 +1,175 @@
+"""AlertEngine: one camera's raw anomaly scores -> events (start / update / end). Pure: time is an argument.
+
+Pipeline per frame: raw anomaly -> calibrated z (the weights' calibration, optionally blended with the
+camera's own statistics after a warm-up) -> causal EMA (the CausalSmoother `ffp eval` uses) -> hysteresis:
+  idle     --z >= on, held for min_duration, not in cooldown--> active  (emits start; start_ts = first crossing)
+  active   --z < off for hold seconds--> idle                         (emits end; end_ts = when z fell below off)
+  active   --every update_interval--> update (peak, frame count so far)
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from model import Calibration, CausalSmoother
+
+from .settings import AlertSettings
+
+# Without calibration the engine cannot read z-scores; it then learns the camera's statistics first.
+DEFAULT_WARMUP_S = 5.0
+MIN_WARMUP_FRAMES = 10
+
+
+@dataclass(frozen=True)
+class EventUpdate:
+    kind: Literal["start", "update", "end"]
+    event_id: str
+    camera_id: str
+    start_ts: float
+    end_ts: float | None
+    peak_score: float
+    peak_ts: float
+    frames: int
+
+
+class _Stats:
+    """Welford mean/std of the raw score during warm-up."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self._m2 = 0, 0.0, 0.0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        d = x - self.mean
+        self.mean += d / self.n
+        self._m2 += d * (x - self.mean)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self._m2 / self.n) if self.n > 1 else 0.0
+
+
+class AlertEngine:
+    def __init__(self, camera_id: str, settings: AlertSettings, calibration: Calibration | None, *,
+                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+        self.camera_id = camera_id
+        self.settings = settings
+        self._new_id = new_id
+        self._smoother = CausalSmoother(settings.smoothing_half_life_frames)
+        self._mean = calibration.mean["anomaly"] if calibration else None
+        self._std = max(calibration.std["anomaly"], 1e-8) if calibration else None
+        self._warmup_s = settings.warmup_s if calibration or settings.warmup_s > 0 else DEFAULT_WARMUP_S
+        self._warm: _Stats | None = _Stats() if self._warmup_s > 0 else None
+        self._t0: float | None = None  # time of the first score
+        # Outputs of the latest update() for the caller's score message and snapshots.
+        self.score: float | None = None
+        self.smoothed: float | None = None
+        self.peak_changed = False
+        # Hysteresis state.
+        self._above_since: float | None = None  # pending: z >= on since then
+        self._pending_peak: tuple[float, float] = (-math.inf, 0.0)
+        self._pending_frames = 0
+        self._event: dict[str, float | int | str] | None = None
+        self._below_since: float | None = None
+        self._last_msg = 0.0
+        self._last_end = -math.inf
+
+    @property
+    def active(self) -> bool:
+        return self._event is not None
+
+    @property
+    def active_event_id(self) -> str | None:
+        return None if self._event is None else str(self._event["id"])
+
+    def _calibrate(self, anomaly: float, now: float) -> float | None:
+        if self._t0 is None:
+            self._t0 = now
+        if self._warm is not None:
+            self._warm.add(anomaly)
+            if now - self._t0 >= self._warmup_s and self._warm.n >= MIN_WARMUP_FRAMES:
+                self._adapt(self._warm)
+                self._warm = None
+        if self._mean is None or self._std is None:
+            return None
+        return (anomaly - self._mean) / self._std
+
+    def _adapt(self, stats: _Stats) -> None:
+        std = max(stats.std, 1e-6)
+        if self._mean is None or self._std is None:
+            self._mean, self._std = stats.mean, std
+            return
+        b = self.settings.warmup_blend
+        self._mean = (1 - b) * self._mean + b * stats.mean
+        self._std = (1 - b) * self._std + b * std
+
+    def update(self, anomaly: float, now: float) -> list[EventUpdate]:
+        """One frame's raw anomaly score (higher = more anomalous) at time `now` -> event updates."""
+        self.peak_changed = False
+        z = self._calibrate(anomaly, now) if math.isfinite(anomaly) else None
+        self.score = z
+        if z is None:
+            self.smoothed = None
+            return []
+        s = self.smoothed = self._smoother.update(z)
+        cfg = self.settings
+        if self._event is None:
+            return self._idle(s, now, cfg)
+        return self._active(s, now, cfg)
+
+    def _idle(self, s: float, now: float, cfg: AlertSettings) -> list[EventUpdate]:
+        if s < cfg.on_threshold or now - self._last_end < cfg.cooldown_s:
+            self._above_since = None
+            self._pending_peak = (-math.inf, 0.0)
+            self._pending_frames = 0
+            return []
+        if self._above_since is None:
+            self._above_since = now
+        self._pending_frames += 1
+        if s > self._pending_peak[0]:
+            self._pending_peak = (s, now)
+            self.peak_changed = True
+        if now - self._above_since < cfg.min_duration_s:
+            return []
+        peak, peak_ts = self._pending_peak
+        self._event = {"id": self._new_id(), "start": self._above_since, "peak": peak, "peak_ts": peak_ts,
+                       "frames": self._pending_frames}
+        self._above_since, self._below_since, self._last_msg, self._pending_frames = None, None, now, 0
+        return [self._msg("start", None)]
+
+    def _active(self, s: float, now: float, cfg: AlertSettings) -> list[EventUpdate]:
+        ev = self._event
+        assert ev is not None
+        ev["frames"] = int(ev["frames"]) + 1
+        if s > float(ev["peak"]):
+            ev["peak"], ev["peak_ts"] = s, now
+            self.peak_changed = True
+        if s >= cfg.off_threshold:
+            self._below_since = None
+        elif self._below_since is None:
+            self._below_since = now
+        if self._below_since is not None and now - self._below_since >= cfg.hold_s:
+            return [self._end(self._below_since, now)]
+        if now - self._last_msg >= cfg.update_interval_s:
+            self._last_msg = now
+            return [self._msg("update", None)]
+        return []
+
+    def close(self, now: float) -> list[EventUpdate]:
+        """End an active event now (camera removed, service stopping)."""
+        if self._event is None:
+            return []
+        return [self._end(self._below_since if self._below_since is not None else now, now)]
+
+    def _end(self, end_ts: float, now: float) -> EventUpdate:
+        msg = self._msg("end", max(end_ts, float(self._event["start"])) if self._event else end_ts)
+        self._event, self._below_since, self._last_end = None, None, now
+        return msg
+
+    def _msg(self, kind: Literal["start", "update", "end"], end_ts: float | None) -> EventUpdate:
+        ev = self._event
+        assert ev is not None
+        return EventUpdate(kind, str(ev["id"]), self.camera_id, float(ev["start"]), end_ts, float(ev["peak"]),
+                           float(ev["peak_ts"]), int(ev["frames"]))

@@ -1,0 +1,84 @@
+"""The frozen messages that threads pass to each other (pydantic lives only at the edges)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+CameraState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "stopped"]
+EventKind = Literal["start", "update", "end"]
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    id: str
+    url: str  # redacted: never holds credentials
+    state: CameraState
+    fps_target: float
+    reconnects: int
+    stalls: int
+    last_frame_age_s: float | None  # None before the first frame
+    last_error: str | None  # redacted
+    frames_captured: int
+    frames_scored: int
+    frames_skipped: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Window:
+    """k+1 preprocessed frames of one camera, ready to score; `frame` is the newest raw BGR frame."""
+
+    camera_id: str
+    frame_index: int  # index of the newest frame in the camera's captured (decimated) sequence
+    ts: float  # capture wall time of the newest frame
+    data: np.ndarray  # (k+1, C, H, W) float32 in [-1, 1]
+    frame: np.ndarray  # (H0, W0, 3) uint8 BGR, kept for event snapshots
+
+
+@dataclass(frozen=True)
+class ScoreMessage:
+    camera_id: str
+    frame_index: int
+    ts: float  # capture wall time
+    score: float | None  # calibrated z (None without calibration)
+    smoothed: float | None  # what the alert engine compares with its thresholds
+    psnr: float
+    local_psnr: float
+    l_int: float
+    l_grad: float
+    l_flow: float
+    a_t: float
+    latency_ms: float  # emission time - capture time
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "score", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str  # uuid4 hex
+    camera_id: str
+    start_ts: float
+    end_ts: float | None  # None while active
+    peak_score: float
+    peak_ts: float
+    snapshot_path: str | None  # JPEG of the peak frame, relative to data_dir
+    heatmap_path: str | None  # JPEG of the peak frame's error heatmap over the frame, relative to data_dir
+    frames: int  # scored frames inside the event so far
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    seq: int  # persisted, strictly increasing: a WebSocket client resumes with messages_since(seq)
+    kind: EventKind
+    event: Event
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "event", "seq": self.seq, "kind": self.kind, "event": self.event.to_dict()}

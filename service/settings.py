@@ -1,0 +1,161 @@
+"""Service settings: a YAML file plus FFP_* environment variables (secrets come from the environment).
+
+Validators never do I/O: whether a camera URL is reachable or a path exists is the pipeline's business.
+Precedence: explicit kwargs > environment (FFP_PORT, FFP_INFERENCE__MAX_BATCH, FFP_API_KEY) > YAML > defaults.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .urls import check_scheme
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class SettingsError(ValueError):
+    """The settings file or environment is invalid; the message says where and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlertSettings(_Model):
+    """Turns a camera's calibrated score stream (z units) into events. Times are in seconds."""
+
+    on_threshold: float = Field(4.0, description="An event may start when the smoothed z score reaches this.")
+    off_threshold: float = Field(2.5, description="An event may end once the smoothed z score falls below this.")
+    min_duration_s: float = Field(0.4, ge=0, description="The score must stay above on_threshold this long "
+                                                         "before an event starts (filters single-frame spikes).")
+    hold_s: float = Field(1.0, ge=0, description="An active event stays open this long after the score drops "
+                                                 "below off_threshold (bridges short dips).")
+    cooldown_s: float = Field(2.0, ge=0, description="No new event starts this soon after the previous one ended.")
+    smoothing_half_life_frames: float = Field(2.0, ge=0, description="Half-life of the causal EMA over scores, "
+                                                                     "in frames; 0 disables smoothing.")
+    warmup_s: float = Field(0.0, ge=0, description="Adapt calibration to the camera: estimate mean/std of the "
+                                                   "raw score over its first warmup_s seconds (0 = off).")
+    warmup_blend: float = Field(0.5, ge=0, le=1, description="Weight of the camera's own statistics after "
+                                                             "warm-up (0 = shipped calibration only).")
+    update_interval_s: float = Field(1.0, gt=0, description="At most one 'update' message per event this often.")
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> AlertSettings:
+        if self.off_threshold > self.on_threshold:
+            raise ValueError(f"off_threshold ({self.off_threshold}) must be <= on_threshold ({self.on_threshold})")
+        return self
+
+
+class CameraSettings(_Model):
+    """One camera. `url`: rtsp://, rtsps://, http(s)://, a file path, or webcam:N."""
+
+    id: str = Field(description="Camera id: a slug (lowercase letters, digits, - and _), unique.")
+    url: str = Field(description="Source: rtsp(s)://, http(s)://, a local video file, or webcam:N. "
+                                 "Credentials in the URL are never logged or returned.")
+    fps: float = Field(10.0, gt=0, le=120, description="Target scoring rate; faster sources are decimated.")
+    loop: bool = Field(False, description="Files only: start again at the end (the file acts as a live camera, "
+                                          "paced at its native fps).")
+    open_timeout_s: float = Field(10.0, gt=0, description="Give up opening the source after this long.")
+    read_timeout_s: float = Field(5.0, gt=0, description="Give up on one frame read after this long.")
+    stall_after_s: float = Field(5.0, gt=0, description="The camera is 'stalled' when no frame came for this long.")
+    enabled: bool = Field(True, description="Disabled cameras are configured but not started.")
+    alerts: dict[str, Any] | None = Field(None, description="Per-camera overrides of AlertSettings fields.")
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG.match(v):
+            raise ValueError(f"camera id {v!r} must be a slug: [a-z0-9][a-z0-9_-]{{0,62}}")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        check_scheme(v)
+        return v
+
+    @field_validator("alerts")
+    @classmethod
+    def _alerts(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            AlertSettings(**v)  # validate the partial override now, so a typo fails at load time
+        return v
+
+    def alert_settings(self, base: AlertSettings) -> AlertSettings:
+        return base if not self.alerts else AlertSettings(**{**base.model_dump(), **self.alerts})
+
+
+class InferenceSettings(_Model):
+    max_batch: int = Field(8, ge=1, le=256, description="Most windows (from all cameras) in one forward pass.")
+    max_wait_ms: float = Field(10.0, ge=0, description="How long to wait for more cameras before a partial batch.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FFP_", env_nested_delimiter="__", extra="forbid",
+                                      frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds.")
+    data_dir: Path = Field(Path("data"), description="Events database and event images live here.")
+    weights: Path | None = Field(None, description="Weights file; None = the shipped default weights.")
+    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
+    api_key: SecretStr | None = Field(None, description="When set, every route requires it (X-API-Key header).")
+    max_upload_mb: float = Field(100, gt=0, description="Largest clip upload accepted by POST /v1/score.")
+    max_clip_seconds: float = Field(120, gt=0, description="Longest clip accepted by POST /v1/score.")
+    media_dir: Path | None = Field(None, description="Local files/devices a camera added through the API may "
+                                                     "read live under this folder; None = none at all.")
+    retention_max_events: int | None = Field(10000, ge=1, description="Keep at most this many events.")
+    retention_days: float | None = Field(30, gt=0, description="Delete events older than this.")
+    inference: InferenceSettings = Field(default_factory=InferenceSettings, description="Batching.")
+    alerts: AlertSettings = Field(default_factory=AlertSettings, description="Default alert settings.")
+    cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, v: list[CameraSettings]) -> list[CameraSettings]:
+        ids = [c.id for c in v]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate camera ids: {dup}")
+        return v
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """YAML file (optional) + FFP_* environment -> Settings; raises SettingsError with a readable message."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except OSError as e:
+            raise SettingsError(f"cannot read settings file {path}: {e.strerror or e}") from e
+        except yaml.YAMLError as e:
+            raise SettingsError(f"{path}: invalid YAML: {e}") from e
+        if raw is not None and not isinstance(raw, dict):
+            raise SettingsError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+        data = raw or {}
+
+    class _FromFile(Settings):
+        # Precedence: explicit overrides > FFP_* environment > the YAML file > defaults.
+        @classmethod
+        def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                       init_settings: PydanticBaseSettingsSource,
+                                       env_settings: PydanticBaseSettingsSource,
+                                       dotenv_settings: PydanticBaseSettingsSource,
+                                       file_secret_settings: PydanticBaseSettingsSource,
+                                       ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, InitSettingsSource(settings_cls, data), file_secret_settings
+
+    try:
+        merged = _FromFile(**overrides)
+        # Re-validate as a plain Settings so callers get the public type (values are already checked).
+        return Settings.model_construct(**{k: getattr(merged, k) for k in Settings.model_fields})
+    except ValidationError as e:
+        where = f"{path}" if path is not None else "settings"
+        lines = [f"  {'.'.join(map(str, err['loc'])) or '(root)'}: {err['msg']}" for err in e.errors()]
+        raise SettingsError(f"{where}: {e.error_count()} invalid value(s):\n" + "\n".join(lines)) from None

@@ -1,0 +1,86 @@
+"""A real RTSP camera for the service tests: GStreamer's RTSP server with a live test pattern.
+
+Run with Debian's /usr/bin/python3 (the `gi` bindings are not importable from the venv):
+
+    /usr/bin/python3 tests/service/rtsp_server.py --port 0
+
+It binds 127.0.0.1 only and prints `PORT <n>` on stdout once it listens. Control lines on stdin switch the
+live picture of every connected client at once, which injects a deterministic visual anomaly:
+
+    snow     -> the test pattern becomes white noise
+    ball     -> back to the moving ball (the normal picture)
+
+Killing the process drops every client (a camera outage); start it again with `--port <n>` to come back.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+PATTERNS = {"ball": 18, "snow": 1, "smpte": 0, "black": 2}  # GstVideoTestSrcPattern values
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--path", default="/cam")
+    ap.add_argument("--pattern", default="ball", choices=sorted(PATTERNS))
+    ap.add_argument("--fps", type=int, default=25)
+    args = ap.parse_args()
+
+    Gst.init(None)
+    state = {"pattern": PATTERNS[args.pattern]}
+    sources: list[Gst.Element] = []
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(
+        f"( videotestsrc name=src is-live=true pattern={state['pattern']} "
+        f"! video/x-raw,width=320,height=240,framerate={args.fps}/1 "
+        "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 "
+        "! rtph264pay name=pay0 pt=96 config-interval=1 )")
+    factory.set_shared(True)
+
+    def on_configure(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
+        src = media.get_element().get_by_name("src")
+        src.set_property("pattern", state["pattern"])
+        sources.append(src)
+
+    factory.connect("media-configure", on_configure)
+    server.get_mount_points().add_factory(args.path, factory)
+    if server.attach(None) == 0:
+        print("ERROR cannot bind", flush=True)
+        sys.exit(1)
+    print(f"PORT {server.get_bound_port()}", flush=True)
+
+    def apply(pattern: int) -> bool:
+        state["pattern"] = pattern
+        for src in sources:
+            src.set_property("pattern", pattern)  # videotestsrc switches live, mid-stream
+        print(f"PATTERN {pattern}", flush=True)
+        return False
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            word = line.strip()
+            if word in PATTERNS:
+                GLib.idle_add(apply, PATTERNS[word])
+        # stdin closed: the test process is gone, so are we.
+        GLib.idle_add(loop.quit)
+
+    loop = GLib.MainLoop()
+    threading.Thread(target=read_stdin, daemon=True).start()
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()
