@@ -1,0 +1,99 @@
+"""Real parts for the API tests: a uvicorn server in a thread on a free port, a synthetic clip whose anomalies
+are known, and an untrained predictor calibrated so those anomalies cross the alert thresholds."""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from model import Calibration, Predictor, ScoreConfig, get_preset
+from model.scoring import METRICS
+from model.unet import Generator
+
+W, H = 160, 120
+
+
+def normal_frame() -> np.ndarray:
+    """A still scene: the predictor's error on it is small and constant."""
+    x = np.linspace(40, 200, W, dtype=np.float32)
+    img = np.tile(x, (H, 1)).astype(np.uint8)
+    cv2.rectangle(img, (50, 40), (90, 80), 230, -1)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+
+
+def write_clip(path: Path, pattern: str, fps: float = 25.0, seed: int = 0) -> Path:
+    """pattern: one char per frame, '.' = the still scene, '#' = white noise (an anomaly). mp4v in .mp4."""
+    rng = np.random.default_rng(seed)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (W, H))
+    assert out.isOpened()
+    still = normal_frame()
+    for c in pattern:
+        out.write(still if c == "." else rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    out.release()
+    return path
+
+
+def untrained_predictor() -> Predictor:
+    """The lite architecture with random weights, calibrated on the still scene vs. noise so that the
+    still scene scores z ~ 0 and noise z ~ 10 (alerts with on_threshold 5 fire on noise only)."""
+    torch.manual_seed(0)
+    config = get_preset("lite")
+    dummy = Calibration(mean={k: 0.0 for k in METRICS}, std={k: 1.0 for k in METRICS}, quantiles={},
+                        frames=0, source="test")
+    p = Predictor(config, Generator(config).eval(), None, dummy, ScoreConfig(), {"name": "untrained"},
+                  torch.device("cpu"), "fp32")
+    k = config.num_frames
+    still = p.preprocess(normal_frame())
+    rng = np.random.default_rng(1)
+    noise = p.preprocess(rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    quiet = p.score(np.stack([still] * (k + 1))[None]).anomaly[0]
+    loud = p.score(np.stack([still] * k + [noise])[None]).anomaly[0]
+    std = max(float(loud - quiet) / 10.0, 1e-3)
+    cal = Calibration(mean={**{m: 0.0 for m in METRICS}, "anomaly": float(quiet)},
+                      std={**{m: 1.0 for m in METRICS}, "anomaly": std}, quantiles={}, frames=1, source="test")
+    return p.with_calibration(cal)
+
+
+@dataclass
+class LiveServer:
+    server: Any
+    thread: threading.Thread
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+
+@contextlib.contextmanager
+def serve(app: Any, timeout: float = 20.0) -> Iterator[LiveServer]:
+    """Run `app` with uvicorn on 127.0.0.1 and a free port in a thread; stop it (and its lifespan) after."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield LiveServer(server, thread, port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

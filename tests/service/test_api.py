@@ -1,0 +1,124 @@
+"""REST API against a real uvicorn server, a real pipeline (untrained predictor) and SQLite in tmp_path."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from live_server import LiveServer, serve, untrained_predictor, write_clip
+
+from service.api import create_app
+from service.settings import load_settings
+
+KEY = "test-key-123"
+SECRET = "hunter2pw"
+
+
+@pytest.fixture(scope="module")
+def predictor():  # type: ignore[no-untyped-def]
+    return untrained_predictor()
+
+
+@pytest.fixture
+def server(tmp_path: Path, predictor) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY, max_upload_mb=1,
+                             max_clip_seconds=10)
+    with serve(create_app(settings, predictor=predictor)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=20) as c:
+        yield c
+
+
+@pytest.mark.timeout(30)
+def test_api_key_required_on_rest_but_not_healthz(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.get("/healthz").json()["status"] == "ok"
+        for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+            for path in ("/v1/cameras", "/v1/events", "/v1/stats"):
+                r = c.get(path, headers=headers)
+                assert r.status_code == 401, (path, headers)
+                assert "API key" in r.json()["detail"]
+        assert c.post("/v1/score", content=b"x" * 10).status_code == 401
+        assert c.get("/v1/cameras", headers={"X-API-Key": KEY}).status_code == 200
+        assert c.get("/v1/cameras", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        assert c.get("/openapi.json").json()["paths"]["/v1/score"]["post"]
+
+
+@pytest.mark.timeout(30)
+def test_camera_crud_and_errors(client: httpx.Client) -> None:
+    url = f"rtsp://admin:{SECRET}@127.0.0.1:9/stream?password={SECRET}"  # nothing listens on port 9
+    r = client.post("/v1/cameras", json={"id": "door", "url": url, "open_timeout_s": 1, "read_timeout_s": 1})
+    assert r.status_code == 201, r.text
+    cam = r.json()
+    assert cam["id"] == "door" and cam["state"] != "live"
+    assert client.post("/v1/cameras", json={"id": "door", "url": url}).status_code == 409
+    assert "already exists" in client.post("/v1/cameras", json={"id": "door", "url": url}).json()["detail"]
+    for bad in ("ftp://127.0.0.1/x.mp4", "concat:/etc/passwd|/etc/hosts", "/etc/passwd", "webcam:0"):
+        r = client.post("/v1/cameras", json={"id": "bad", "url": bad})
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["detail"]
+    assert client.post("/v1/cameras", json={"id": "Not A Slug", "url": url}).status_code == 422
+    assert client.get("/v1/cameras/nope").status_code == 404
+    assert "nope" in client.delete("/v1/cameras/nope").json()["detail"]
+
+    time.sleep(2.5)  # the unreachable camera tries, fails and reports it; the service stays up
+    state = client.get("/v1/cameras/door").json()
+    assert state["state"] in ("connecting", "reconnecting", "stalled"), state
+    assert [c["id"] for c in client.get("/v1/cameras").json()] == ["door"]
+    for path in ("/v1/cameras", "/v1/cameras/door", "/v1/stats"):
+        body = client.get(path).text
+        assert SECRET not in body and "admin" not in body, (path, body)
+    assert client.delete("/v1/cameras/door").status_code == 204
+    assert client.get("/v1/cameras/door").status_code == 404
+    assert client.get("/healthz").json() == {"status": "ok", "cameras": 0, "pipeline_running": True}
+
+
+@pytest.mark.timeout(60)
+def test_uploads_valid_bad_truncated_oversized(client: httpx.Client, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", "." * 20 + "#" * 10 + "." * 10)
+    r = client.post("/v1/score", files={"file": ("clip.mp4", clip.read_bytes(), "video/mp4")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    frames = body["frames"]
+    assert len(frames) == 40 and [f["index"] for f in frames] == list(range(40))
+    assert all(f["score"] is None for f in frames[:4])
+    for key in ("score", "psnr", "l_int", "l_grad", "l_flow", "a_t"):
+        assert isinstance(frames[10][key], float), key
+    assert max(f["score"] for f in frames[20:30]) > max(f["score"] for f in frames[5:20])  # noise scores higher
+    assert isinstance(body["events"], list) and body["fps"] == pytest.approx(25, abs=0.5)
+
+    data = clip.read_bytes()
+    cases = {
+        "text": (b"hello, this is not a video\n" * 50, 415),
+        "playlist": (b"#EXTM3U\n#EXT-X-VERSION:3\n#EXTINF:10,\nfile:///etc/passwd\n", 415),
+        "concat": (b"ffconcat version 1.0\nfile 'concat:/etc/passwd|/etc/hosts'\n", 415),
+        "truncated": (data[: len(data) // 2], 422),
+        "empty": (b"", 422),
+    }
+    for name, (payload, code) in cases.items():
+        r = client.post("/v1/score", files={"file": (f"{name}.mp4", payload, "video/mp4")})
+        assert r.status_code == code, (name, r.status_code, r.text)
+        assert r.json()["detail"], name
+    r = client.post("/v1/score", files={"other": ("x.mp4", data, "video/mp4")})
+    assert r.status_code == 422 and "'file'" in r.json()["detail"]
+
+    big = b"\0" * (3 * 2**20)  # the limit is 1 MB
+    r = client.post("/v1/score", files={"file": ("big.mp4", big, "video/mp4")})  # Content-Length: early 413
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: cut off while streaming
+        for _ in range(24):
+            yield b"\0" * 65536
+
+    r = client.post("/v1/score", content=chunks(), headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 413, r.text
+
+    assert client.get("/healthz").json()["status"] == "ok"
+    tmp = Path(client.get("/v1/stats").status_code and tmp_path / "data" / "tmp")
+    assert not list(tmp.iterdir()), "uploads must be deleted"
