@@ -4,8 +4,9 @@ Protocol (JSON text frames; the models are in service/api/schemas.py):
 
 Connect to `/v1/ws?cameras=a,b&kinds=scores,events&resume_from=N&api_key=K`; every parameter is optional
 (default: every camera, both kinds, no replay). The key may also come as an `X-API-Key` or
-`Authorization: Bearer` header. The server answers `{"type": "subscribed", ..., "replayed": n}` and then
-streams:
+`Authorization: Bearer` header. With resume_from the server first sends the n stored event messages after
+it (`replay: true`); then, in every case, `{"type": "subscribed", ..., "replayed": n}` marks the start of
+the live stream:
 - `{"type": "score", "camera_id", "frame_index", "ts", "score", "smoothed", "psnr", ..., "dropped_scores"}`
   for every scored frame (`score`: calibrated anomaly score, higher = more anomalous);
 - `{"type": "event", "seq", "kind": "start"|"update"|"end", "replay", "event": {...}}` for every event message;

@@ -67,6 +67,7 @@ class FrameScore(BaseModel):
     index: int
     time: float = Field(description="Seconds from the start of the clip.")
     score: float | None = Field(description="Calibrated anomaly score (z units): higher = more anomalous.")
+    smoothed: float | None = Field(None, description="Causal moving average of score (what alerts compare).")
     psnr: float | None = None
     local_psnr: float | None = None
     l_int: float | None = None
