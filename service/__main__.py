@@ -27,19 +27,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def fail(message: str) -> int:
-    print(f"ffp serve: error: {' '.join(message.split())}", file=sys.stderr)
+    first, *rest = [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
+    print(f"ffp serve: error: {first}" + (" " + "; ".join(rest) if rest else ""), file=sys.stderr)
     return EXIT_CONFIG
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Imported here so `--help` is instant and import errors surface as messages below, not at import time.
-    from model import WeightsError, load_predictor
-
-    from .api import create_app
-    from .pipeline import Pipeline
+    # Imported here, settings first, so `--help` and a bad config answer before torch is even imported.
     from .settings import SettingsError, load_settings
-    from .store import EventStore
 
     overrides: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port),
                                                     ("weights", args.weights), ("data_dir", args.data_dir),
@@ -49,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         return fail(str(e))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from model import WeightsError, load_predictor
+
+    from .api import create_app
+    from .pipeline import Pipeline
+    from .store import EventStore
+
     try:
         predictor = load_predictor(settings.weights, device=settings.device)
     except WeightsError as e:
@@ -63,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         # log_config=None: uvicorn's loggers propagate to the root logger configured above.
-        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, ws="websockets")
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its graceful shutdown: nothing left to do
+        pass
     except ValueError as e:  # e.g. a configured camera the pipeline refuses
         return fail(str(e))
     finally:
