@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from .frames import CameraState, Window
+from .meters import RateMeter
 from .ring import RingBuffer
 from .settings import CameraSettings
 from .sources import DEFAULT_FPS, FrameSource, SourceError, SourceFactory, open_opencv_source
@@ -72,6 +73,8 @@ class CaptureWorker:
         self.frames_captured = 0  # kept after decimation, preprocessed and pushed
         self._waiting = False  # blocked on inference (a file): not a stall
         self._pace: list[float] | None = None
+        self.read_rate = RateMeter()
+        self.captured_rate = RateMeter()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -79,6 +82,9 @@ class CaptureWorker:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"capture-{self.cam.id}", daemon=True)
             self._thread.start()
+
+    def request_stop(self) -> None:
+        self._stop.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -192,6 +198,7 @@ class CaptureWorker:
                 if self.state != "live":
                     log.info("camera %s: %s -> live", self.cam.id, self.state)
                     self.state = "live"
+            self.read_rate.add()
             self._backoff.reset()
             if t + 1e-6 < pace[2]:
                 continue  # decimated: never preprocessed
@@ -202,6 +209,7 @@ class CaptureWorker:
     def _keep(self, frame: np.ndarray) -> None:
         index = self.frames_captured
         self.frames_captured += 1
+        self.captured_rate.add()
         window = self.ring.push(self._preprocess(frame), frame, index, self._clock())
         if window is None:
             return

@@ -24,7 +24,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
-PATTERNS = {"ball": 18, "snow": 1, "smpte": 0, "black": 2}  # GstVideoTestSrcPattern values
+PATTERNS = {"smpte": 0, "snow": 1, "black": 2, "white": 3, "ball": 18, "pinwheel": 21, "gradient": 23, "colors": 24}  # GstVideoTestSrcPattern
 
 
 def main() -> None:

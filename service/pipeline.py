@@ -1,0 +1,271 @@
+"""Pipeline: builds and owns capture workers, the inference worker, alert engines, the watchdog and the
+event store. The only module that knows every part; the API codes against this class.
+
+capture (thread per camera) -> ring -> inference (one batched forward) -> alerts -> store -> listeners
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from model import FrameScores, Predictor
+
+from .alerts import AlertEngine, EventUpdate
+from .capture import CaptureWorker
+from .clips import ClipError, ClipResult, score_clip
+from .frames import CameraStatus, Event, EventMessage, ScoreMessage, Window
+from .inference import InferenceWorker
+from .ring import RingBuffer
+from .settings import AlertSettings, CameraSettings, Settings
+from .snapshots import event_images
+from .sources import SourceFactory, open_opencv_source
+from .store import EventStore
+from .urls import redact_url, resolve_source
+from .watchdog import Watchdog
+
+__all__ = ["CameraExists", "ClipError", "ClipResult", "Pipeline"]
+log = logging.getLogger(__name__)
+Listener = Callable[[ScoreMessage | EventMessage], None]
+RETENTION_EVERY_S = 60.0
+
+
+class CameraExists(Exception):
+    """A camera with this id is already running (the API answers 409)."""
+
+
+class _Camera:
+    """One camera's parts; `lock` guards the alert engine and the peak images (inference vs stop/remove)."""
+
+    def __init__(self, cam: CameraSettings, worker: CaptureWorker, engine: AlertEngine) -> None:
+        self.cam, self.worker, self.engine = cam, worker, engine
+        self.lock = threading.Lock()
+        self.peak: tuple[np.ndarray, np.ndarray] | None = None  # (raw frame, heatmap) of the peak so far
+        self.peak_dirty = False
+        self.paths: tuple[str | None, str | None] = (None, None)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, predictor: Predictor, store: EventStore, *,
+                 clock: Callable[[], float] = time.time,
+                 source_factory: SourceFactory = open_opencv_source) -> None:
+        self.settings, self.predictor, self.store = settings, predictor, store
+        self._clock = clock
+        self._factory = source_factory
+        self._model_lock = threading.Lock()  # live batches and clip batches never run the model at once
+        self._inference = InferenceWorker(predictor, self._on_scores, max_batch=settings.inference.max_batch,
+                                          max_wait_ms=settings.inference.max_wait_ms, model_lock=self._model_lock)
+        self._cams: dict[str, _Camera] = {}
+        self._cams_lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._listeners_lock = threading.Lock()
+        self._watchdog = Watchdog(self._check_cameras, interval_s=0.5)
+        self._started = False
+        self._started_at: float | None = None
+        self._last_retention = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started, self._started_at = True, time.monotonic()
+        self.store.close_dangling()
+        self._retention(force=True)
+        self._inference.start()
+        for cam in self.settings.cameras:
+            if cam.id not in self._cams:
+                self.add_camera(cam, trusted=True)
+        with self._cams_lock:
+            for c in self._cams.values():
+                if c.cam.enabled:
+                    c.worker.start()
+        self._watchdog.start()
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._watchdog.stop()
+        with self._cams_lock:
+            cams = list(self._cams.values())
+        for c in cams:  # signal every camera first, then join: a slow source does not delay the others
+            c.worker.request_stop()
+        for c in cams:
+            c.worker.stop()
+        self._inference.stop()
+        now = self._clock()
+        for c in cams:
+            self._close_events(c, now)
+        self._started = False
+
+    # -- cameras ------------------------------------------------------------------------------------------
+
+    def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus:
+        spec = resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
+        with self._cams_lock:
+            if cam.id in self._cams:
+                raise CameraExists(f"camera {cam.id!r} already exists")
+            ring = RingBuffer(cam.id, self.predictor.num_frames + 1)
+            worker = CaptureWorker(cam, spec, ring, self.predictor.preprocess, self._inference,
+                                   source_factory=self._factory, clock=self._clock)
+            engine = AlertEngine(cam.id, cam.alert_settings(self.settings.alerts), self.predictor.calibration)
+            self._cams[cam.id] = _Camera(cam, worker, engine)
+            self._inference.register(cam.id)
+            if self._started and cam.enabled:
+                worker.start()
+        log.info("camera %s added (%s)", cam.id, redact_url(cam.url))
+        return self.get_camera(cam.id)
+
+    def remove_camera(self, camera_id: str) -> None:
+        with self._cams_lock:
+            c = self._cams.pop(camera_id)  # KeyError -> 404
+        c.worker.stop()
+        self._inference.unregister(camera_id)
+        self._close_events(c, self._clock())
+        log.info("camera %s removed", camera_id)
+
+    def get_camera(self, camera_id: str) -> CameraStatus:
+        with self._cams_lock:
+            c = self._cams[camera_id]
+        w = c.worker
+        inf = self._inference.camera_stats(camera_id)
+        age = w.frame_age()
+        state = w.state if self._started or w.state != "connecting" else "stopped"
+        if not c.cam.enabled:
+            state = "stopped"
+        return CameraStatus(camera_id, redact_url(c.cam.url), state, c.cam.fps, w.reconnects, w.stalls,
+                            None if age is None else round(age, 3), w.last_error, w.frames_captured,
+                            int(inf["frames_scored"]), int(inf["frames_skipped"]))  # type: ignore[call-overload]
+
+    def list_cameras(self) -> list[CameraStatus]:
+        with self._cams_lock:
+            ids = sorted(self._cams)
+        out = []
+        for i in ids:
+            try:
+                out.append(self.get_camera(i))
+            except KeyError:  # removed meanwhile
+                pass
+        return out
+
+    def stats(self) -> dict[str, object]:
+        cams: dict[str, object] = {}
+        with self._cams_lock:
+            items = list(self._cams.items())
+        for cid, c in items:
+            st = self.get_camera(cid)
+            cams[cid] = {**st.to_dict(), "fps_captured": round(c.worker.captured_rate.rate(), 2),
+                         "fps_read": round(c.worker.read_rate.rate(), 2), **self._inference.camera_stats(cid),
+                         "ring": len(c.worker.ring), "event_active": c.engine.active}
+        up = None if self._started_at is None else round(time.monotonic() - self._started_at, 1)
+        return {"uptime_s": up, "running": self._started, "cameras": cams, "inference": self._inference.stats(),
+                "device": str(self.predictor.device), "precision": self.predictor.precision,
+                "calibrated": self.predictor.calibration is not None, "last_event_seq": self.store.last_seq()}
+
+    def _check_cameras(self) -> None:
+        with self._cams_lock:
+            cams = list(self._cams.values())
+        now = time.monotonic()
+        for c in cams:
+            c.worker.check(now)
+
+    # -- listeners ----------------------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> Callable[[], None]:
+        with self._listeners_lock:
+            self._listeners.append(fn)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if fn in self._listeners:
+                    self._listeners.remove(fn)
+        return unsubscribe
+
+    def _emit(self, msg: ScoreMessage | EventMessage) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(msg)
+            except Exception:  # one bad subscriber must not starve the others or the pipeline
+                log.exception("listener failed")
+
+    # -- scores -> alerts -> events (inference thread) ----------------------------------------------------
+
+    def _on_scores(self, batch: list[Window], scores: FrameScores, ms: float) -> None:
+        for i, w in enumerate(batch):
+            with self._cams_lock:
+                c = self._cams.get(w.camera_id)
+            if c is None:
+                continue  # removed while its window was in flight
+            row = scores.row(i)
+            with c.lock:
+                updates = c.engine.update(float(scores.anomaly[i]), w.ts)
+                if c.engine.peak_changed:
+                    c.peak, c.peak_dirty = (w.frame, scores.heatmap[i].copy()), True
+                z, smoothed = c.engine.score, c.engine.smoothed
+                events = [self._persist(c, u) for u in updates]
+            self._emit(ScoreMessage(w.camera_id, w.frame_index, w.ts, z, smoothed, float(row["psnr"] or 0.0),
+                                    float(row["local_psnr"] or 0.0), float(row["l_int"] or 0.0),
+                                    float(row["l_grad"] or 0.0), float(row["l_flow"] or 0.0),
+                                    float(row["a_t"] or 0.0), round((self._clock() - w.ts) * 1000, 2)))
+            for m in events:
+                self._emit(m)
+            if any(u.kind == "end" for u in updates):
+                self._retention()
+
+    def _persist(self, c: _Camera, u: EventUpdate) -> EventMessage:
+        """Write the peak images if they changed, then the event row and its log entry (gets the seq)."""
+        if c.peak_dirty and c.peak is not None:
+            try:
+                c.paths = self._write_images(c.cam.id, u.event_id, *c.peak)
+            except OSError:
+                log.exception("camera %s: cannot write event images", c.cam.id)
+            c.peak_dirty = False
+        ev = Event(u.event_id, u.camera_id, u.start_ts, u.end_ts, u.peak_score, u.peak_ts, c.paths[0],
+                   c.paths[1], u.frames)
+        if u.kind == "end":
+            c.peak, c.paths = None, (None, None)
+        return self.store.record(u.kind, ev)
+
+    def _write_images(self, camera_id: str, event_id: str, frame: np.ndarray,
+                      heatmap: np.ndarray) -> tuple[str, str]:
+        snap, heat = event_images(frame, heatmap)
+        rel = Path("events") / camera_id
+        folder = self.settings.data_dir / rel
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for name, data in ((f"{event_id}-snapshot.jpg", snap), (f"{event_id}-heatmap.jpg", heat)):
+            tmp = folder / f".{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, folder / name)  # readers never see half a JPEG
+            out.append(str(rel / name))
+        return out[0], out[1]
+
+    def _close_events(self, c: _Camera, now: float) -> None:
+        with c.lock:
+            msgs = [self._persist(c, u) for u in c.engine.close(now)]
+        for m in msgs:
+            self._emit(m)
+
+    def _retention(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_retention < RETENTION_EVERY_S:
+            return
+        self._last_retention = now
+        days = self.settings.retention_days
+        self.store.apply_retention(max_events=self.settings.retention_max_events,
+                                   max_age_s=None if days is None else days * 86400)
+
+    # -- clips --------------------------------------------------------------------------------------------
+
+    def score_clip(self, path: Path, *, alerts: AlertSettings | None = None) -> ClipResult:
+        """Score an uploaded clip with the live model (batches interleave with live inference)."""
+        return score_clip(self.predictor, Path(path), alerts=alerts or self.settings.alerts,
+                          max_seconds=self.settings.max_clip_seconds, model_lock=self._model_lock,
+                          batch_size=self.settings.inference.max_batch)

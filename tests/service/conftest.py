@@ -1,0 +1,162 @@
+"""Shared service fixtures: a real RTSP camera (GStreamer, run by Debian's python3) and an untrained predictor
+calibrated on that camera's normal picture.
+
+The untrained generator's output layer is zeroed, so it predicts exactly the last frame: the anomaly score
+becomes frame-to-frame change. The camera's normal picture (a slowly turning pinwheel) changes a little; the
+injected anomaly (white noise, `snow`) changes everything, a z score far above any alert threshold.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model import Calibration, Predictor, windows_from_frames
+from model.config import ScoreConfig, get_preset
+from model.unet import Generator
+
+SERVER = Path(__file__).with_name("rtsp_server.py")
+SYSTEM_PYTHON = "/usr/bin/python3"  # the gi bindings live in Debian's interpreter, not in the venv
+NORMAL_PATTERN = "pinwheel"
+TEST_FPS = 5.0  # scoring rate of the test cameras; calibration uses the same decimation
+
+
+class RtspServer:
+    """A GStreamer RTSP server subprocess: `switch('snow')` injects an anomaly, `kill()` and `restart()`
+    simulate an outage on the same port."""
+
+    def __init__(self, pattern: str = NORMAL_PATTERN, fps: int = 25) -> None:
+        self.pattern, self.fps = pattern, fps
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/cam"
+
+    def start(self) -> RtspServer:
+        deadline = time.monotonic() + 10
+        while True:  # the port of a killed server may be in TIME_WAIT for a moment
+            self.proc = subprocess.Popen(
+                [SYSTEM_PYTHON, str(SERVER), "--port", str(self.port), "--pattern", self.pattern,
+                 "--fps", str(self.fps)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+            if line.startswith("PORT "):
+                self.port = int(line.split()[1])
+                return self
+            self.proc.wait(5)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RTSP server did not start: {line!r}")
+            time.sleep(0.3)
+
+    def switch(self, pattern: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(pattern + "\n")
+        self.proc.stdin.flush()
+        self.pattern = pattern
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+@pytest.fixture
+def rtsp_server() -> Iterator[RtspServer]:
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.fail("Debian's /usr/bin/python3 with python3-gi and gir1.2-gst-rtsp-server-1.0 is required")
+    srv = RtspServer().start()
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+def untrained_predictor(calibration: Calibration | None = None) -> Predictor:
+    """A lite generator that predicts the last frame (output layer zeroed); no flow net, for speed."""
+    torch.manual_seed(0)
+    cfg = get_preset("lite")
+    gen = Generator(cfg).eval()
+    out = [m for m in gen.modules() if isinstance(m, nn.Conv2d)][-1]
+    nn.init.zeros_(out.weight)
+    if out.bias is not None:
+        nn.init.zeros_(out.bias)
+    return Predictor(cfg, gen, None, calibration, ScoreConfig(), {}, torch.device("cpu"), "bf16")
+
+
+def _read_frames(url: str, n: int, every: int) -> list[np.ndarray]:
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000,
+                                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000])
+    frames = []
+    try:
+        for i in range(n * every):
+            ok, f = cap.read()
+            assert ok, "cannot read the calibration stream"
+            if i % every == 0:
+                frames.append(f)
+    finally:
+        cap.release()
+    return frames
+
+
+@pytest.fixture(scope="session")
+def predictor() -> Predictor:
+    """Untrained predictor calibrated on the test camera's normal picture, at the test cameras' rate."""
+    srv = RtspServer().start()
+    try:
+        frames = _read_frames(srv.url, 40, int(25 / TEST_FPS))
+    finally:
+        srv.kill()
+    p = untrained_predictor()
+    pre = [p.preprocess(f) for f in frames]
+    windows = np.stack([w for _, w in windows_from_frames(pre, p.num_frames) if w is not None])
+    metrics = p.score(windows).metrics()
+    # Decoding jitter makes the normal spread narrow; widen it so normal frames never look anomalous.
+    cal = Calibration.from_scores(metrics, source="tests: rtsp pinwheel")
+    std = dict(cal.std, anomaly=max(cal.std["anomaly"], 4.0))
+    return p.with_calibration(Calibration(cal.mean, std, cal.quantiles, cal.frames, cal.source))
+
+
+@pytest.fixture
+def no_thread_leak() -> Iterator[None]:
+    """Fails the test if it leaves threads running (every worker must be joined by stop())."""
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        extra = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not extra, f"leaked threads: {[t.name for t in extra]}"
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
+    """Write frames as an MJPG .avi (OpenCV's bundled FFmpeg cannot write H.264)."""
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for f in frames:
+        vw.write(f)
+    vw.release()
+    return path
+

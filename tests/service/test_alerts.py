@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from model import Calibration
+from service.alerts import AlertEngine
+from service.settings import AlertSettings
+
+CAL = Calibration(mean={"anomaly": 0.0}, std={"anomaly": 1.0}, quantiles={}, frames=100, source="test")
+FPS = 10
+
+
+def engine(**kw: float) -> AlertEngine:
+    base = dict(on_threshold=4.0, off_threshold=2.5, min_duration_s=0.3, hold_s=0.5, cooldown_s=1.0,
+                smoothing_half_life_frames=0, update_interval_s=10.0)
+    ids = (f"ev{i}" for i in itertools.count())
+    return AlertEngine("cam", AlertSettings(**{**base, **kw}), CAL, new_id=lambda: next(ids))
+
+
+def run(e: AlertEngine, values: list[float], t0: float = 0.0) -> list[tuple[str, str, float]]:
+    out = []
+    for i, v in enumerate(values):
+        now = t0 + i / FPS
+        out += [(u.kind, u.event_id, round(now, 2)) for u in e.update(v, now)]
+    return out
+
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_spike_shorter_than_min_duration_is_ignored() -> None:
+    assert run(engine(), [0, 0, 9, 9, 0, 0, 0]) == []
+
+
+def test_start_after_min_duration_then_end_after_hold() -> None:
+    e = engine()
+    msgs = run(e, [0] * 3 + [9] * 10 + [0] * 10)
+    assert msgs[0] == ("start", "ev0", 0.6)  # above on since 0.3 s, held for min_duration 0.3 s
+    assert msgs[-1] == ("end", "ev0", 1.8)  # below off since 1.3 s, hold 0.5 s
+    assert [m[0] for m in msgs] == ["start", "end"]
+
+
+def test_hysteresis_keeps_event_open_between_off_and_on() -> None:
+    e = engine(hold_s=0.0, update_interval_s=1.0)
+    msgs = run(e, [9] * 5 + [3] * 20 + [2] * 2)  # 3 is below on but above off: stays active
+    assert [m[0] for m in msgs] == ["start", "update", "update", "end"]
+
+
+def test_hold_bridges_short_dips() -> None:
+    e = engine()
+    msgs = run(e, [9] * 5 + [0] * 3 + [9] * 3 + [0] * 10)  # dip of 0.3 s < hold 0.5 s
+    assert [m[0] for m in msgs] == ["start", "end"]
+
+
+def test_cooldown_blocks_new_event_right_after_end() -> None:
+    e = engine(hold_s=0.0, cooldown_s=1.0)
+    values = [9] * 5 + [0] * 2 + [9] * 5 + [0] * 10 + [9] * 5 + [0] * 2
+    kinds = [(k, i) for k, i, _ in run(e, values)]
+    # The second burst starts 0.6 s after the end (inside cooldown): no event; the third is after it.
+    assert kinds == [("start", "ev0"), ("end", "ev0"), ("start", "ev1"), ("end", "ev1")]
+
+
+def test_event_fields_peak_and_end_time() -> None:
+    e = engine(hold_s=0.5)
+    updates = []
+    for i, v in enumerate([0, 5, 7, 6, 5, 0, 0, 0, 0, 0, 0]):
+        updates += e.update(v, 100 + i / FPS)
+    start, end = updates[0], updates[-1]
+    assert start.kind == "start" and start.start_ts == pytest.approx(100.1)
+    assert end.kind == "end" and end.peak_score == 7 and end.peak_ts == pytest.approx(100.2)
+    assert end.end_ts == pytest.approx(100.5)  # when the score fell below off, not when hold expired
+    assert end.frames >= 4
+
+
+def test_smoothing_damps_a_single_frame() -> None:
+    e = engine(min_duration_s=0.0, smoothing_half_life_frames=3)
+    assert run(e, [0] * 10 + [8] + [0] * 10) == []  # EMA of one 8 stays below on=4
+    assert e.smoothed is not None and e.smoothed < 1
+
+
+def test_close_ends_active_event() -> None:
+    e = engine()
+    run(e, [9] * 6)
+    assert e.active
+    (end,) = e.close(5.0)
+    assert end.kind == "end" and not e.active
+
+
+def test_warmup_without_calibration_learns_the_camera() -> None:
+    e = AlertEngine("cam", AlertSettings(warmup_s=1.0, min_duration_s=0, smoothing_half_life_frames=0), None)
+    for i in range(20):  # 2 s of normal footage around -50 +- 1
+        e.update(-50.0 + (1 if i % 2 else -1), i / FPS)
+        if i < 10:
+            assert e.score is None  # nothing to compare with yet
+    assert e.score is not None and abs(e.score) < 2
+    assert e.update(-30.0, 2.1)[0].kind == "start"  # 20 std above the camera's normal
+
+
+def test_warmup_blends_with_shipped_calibration() -> None:
+    e = AlertEngine("cam", AlertSettings(warmup_s=0.5, warmup_blend=0.5, smoothing_half_life_frames=0), CAL)
+    for i in range(10):
+        e.update(10.0 + (0.5 if i % 2 else -0.5), i / FPS)  # this camera runs 10 above the shipped mean
+    e.update(10.0, 1.0)
+    # mean 0 -> 5, std 1 -> 0.75: z of 10 is (10 - 5) / 0.75
+    assert e.score == pytest.approx(5 / 0.75, rel=0.05)
+
+
+def test_settings_reject_off_above_on() -> None:
+    with pytest.raises(ValueError, match="off_threshold"):
+        AlertSettings(on_threshold=2, off_threshold=3)

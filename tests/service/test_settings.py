@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.settings import CameraSettings, SettingsError, load_settings
+from service.urls import check_scheme, redact_text, redact_url, resolve_source
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_yaml_env_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "ffp.yaml"
+    cfg.write_text("port: 9000\ninference: {max_batch: 4}\nalerts: {on_threshold: 5}\n"
+                   "cameras:\n  - {id: door, url: 'rtsp://u:p@cam/1', alerts: {hold_s: 3}}\n")
+    monkeypatch.setenv("FFP_INFERENCE__MAX_WAIT_MS", "25")
+    monkeypatch.setenv("FFP_API_KEY", "s3cret")
+    monkeypatch.setenv("FFP_PORT", "9100")
+    s = load_settings(cfg, host="0.0.0.0")
+    assert (s.port, s.host, s.inference.max_batch, s.inference.max_wait_ms) == (9100, "0.0.0.0", 4, 25)
+    assert s.api_key is not None and s.api_key.get_secret_value() == "s3cret" and "s3cret" not in repr(s)
+    cam = s.cameras[0]
+    a = cam.alert_settings(s.alerts)
+    assert (a.on_threshold, a.hold_s, a.off_threshold) == (5, 3, 2.5)
+    assert load_settings(None).cameras == []
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("port: [1\n", "invalid YAML"),
+    ("- 1\n", "top level must be a mapping"),
+    ("prot: 1\n", "prot"),
+    ("port: 99999\n", "port"),
+    ("cameras: [{id: 'Bad Id', url: 'rtsp://h/x'}]\n", "cameras.0.id"),
+    ("cameras: [{id: a, url: 'ftp://h/x'}]\n", "unsupported url scheme"),
+    ("cameras: [{id: a, url: 'rtsp://h/x', alerts: {on_treshold: 3}}]\n", "on_treshold"),
+    ("cameras: [{id: a, url: 'x.mp4'}, {id: a, url: 'y.mp4'}]\n", "duplicate camera ids"),
+    ("alerts: {on_threshold: 2, off_threshold: 3}\n", "off_threshold"),
+])
+def test_settings_errors_are_clear(tmp_path: Path, text: str, fragment: str) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SettingsError, match=fragment) as e:
+        load_settings(cfg)
+    assert str(cfg) in str(e.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(Path("/nonexistent/ffp.yaml"))
+
+
+@pytest.mark.parametrize("url", ["concat:/etc/passwd", "pipe:0", "ftp://h/x", "data:video/mp4,xx", "gopher://h",
+                                 "webcam:x", "rtsp:///nohost", "", "a\nb"])
+def test_unsupported_urls(url: str) -> None:
+    with pytest.raises(ValueError):
+        check_scheme(url)
+
+
+def test_media_dir_rules(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "secret.mp4").write_bytes(b"x")
+    (media / "link.mp4").symlink_to(tmp_path / "secret.mp4")
+    ok = resolve_source("clip.mp4", trusted=False, media_dir=media)
+    assert ok.kind == "file" and ok.target == str((media / "clip.mp4").resolve())
+    assert resolve_source(str(media / "clip.mp4"), trusted=False, media_dir=media).kind == "file"
+    for bad in ["../secret.mp4", str(tmp_path / "secret.mp4"), "link.mp4", "/etc/passwd",
+                f"file://{tmp_path}/secret.mp4", "webcam:0"]:
+        with pytest.raises(ValueError):
+            resolve_source(bad, trusted=False, media_dir=media)
+    with pytest.raises(ValueError, match="media_dir is unset"):
+        resolve_source(str(media / "clip.mp4"), trusted=False, media_dir=None)
+    # Config-file cameras are trusted; network URLs are fine for anyone.
+    assert resolve_source(str(tmp_path / "secret.mp4"), trusted=True, media_dir=None).kind == "file"
+    assert resolve_source("webcam:0", trusted=True, media_dir=None).target == 0
+    assert resolve_source("rtsp://cam/1", trusted=False, media_dir=None).kind == "network"
+
+
+def test_redaction() -> None:
+    assert redact_url("rtsp://admin:hunter2@10.0.0.5:554/s?token=abc&x=1") == "rtsp://***@10.0.0.5:554/s?token=***&x=1"
+    assert redact_url("/videos/a.mp4") == "/videos/a.mp4"
+    assert "hunter2" not in redact_text("failed to open rtsp://admin:hunter2@cam/x: timeout")
+    cam = CameraSettings(id="c", url="rtsp://admin:hunter2@cam/x")
+    assert cam.url.startswith("rtsp://admin")  # kept for connecting; every output path redacts it
