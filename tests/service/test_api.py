@@ -17,15 +17,15 @@ SECRET = "hunter2pw"
 
 
 @pytest.fixture(scope="module")
-def predictor():  # type: ignore[no-untyped-def]
+def clip_predictor():  # type: ignore[no-untyped-def]
     return untrained_predictor()
 
 
 @pytest.fixture
-def server(tmp_path: Path, predictor) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+def server(tmp_path: Path, clip_predictor) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
     settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY, max_upload_mb=1,
                              max_clip_seconds=10)
-    with serve(create_app(settings, predictor=predictor)) as srv:
+    with serve(create_app(settings, predictor=clip_predictor)) as srv:
         yield srv
 
 

@@ -25,16 +25,16 @@ ALERTS = {"on_threshold": 5.0, "off_threshold": 2.0, "min_duration_s": 0.08, "ho
 
 
 @pytest.fixture(scope="module")
-def predictor():  # type: ignore[no-untyped-def]
+def clip_predictor():  # type: ignore[no-untyped-def]
     return untrained_predictor()
 
 
 @pytest.fixture
-def server(tmp_path: Path, predictor) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+def server(tmp_path: Path, clip_predictor) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
     clip = write_clip(tmp_path / "loop.mp4", PATTERN)
     settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY, alerts=ALERTS,
                              cameras=[{"id": "cam", "url": str(clip), "fps": 25, "loop": True}])
-    with serve(create_app(settings, predictor=predictor)) as srv:
+    with serve(create_app(settings, predictor=clip_predictor)) as srv:
         yield srv
 
 
