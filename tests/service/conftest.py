@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +149,7 @@ def no_thread_leak() -> Iterator[None]:
     assert not extra, f"leaked threads: {[t.name for t in extra]}"
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
+def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     """Write frames as an MJPG .avi (OpenCV's bundled FFmpeg cannot write H.264)."""
     import cv2
 
@@ -160,3 +160,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     vw.release()
     return path
 
+
+
+@pytest.fixture
+def write_video() -> Callable[[Path, list[np.ndarray], float], Path]:
+    return _write_video

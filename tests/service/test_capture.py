@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from model import FrameScores
+from service.capture import Backoff, CaptureWorker
+from service.frames import Window
+from service.inference import InferenceWorker
+from service.ring import RingBuffer
+from service.settings import CameraSettings
+from service.sources import SourceError, open_opencv_source
+from service.urls import SourceSpec, resolve_source
+
+pytestmark = pytest.mark.timeout(20)
+K1 = 5  # k + 1
+
+
+def frame(i: int) -> np.ndarray:
+    return np.full((24, 32, 3), i % 256, np.uint8)
+
+
+def fake_scores(n: int) -> FrameScores:
+    z = np.zeros(n, np.float32)
+    return FrameScores(z, z, z, z, z, z, z, z, np.zeros((n, 4, 4), np.float32), np.zeros((n, 1, 4, 4), np.float32))
+
+
+class SlowScorer:
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def score(self, windows: np.ndarray) -> FrameScores:
+        time.sleep(self.delay)
+        return fake_scores(len(windows))
+
+
+class FakeSource:
+    """Plays `frames` (None = end of file) at `period`; `fail_at` raises, `stall_at` blocks like a frozen
+    server until the read timeout."""
+
+    def __init__(self, frames: int | None, period: float = 0.01, fail_at: int | None = None,
+                 stall_at: int | None = None, stall_s: float = 0.0, fps: float | None = None) -> None:
+        self.n, self.period, self.fail_at, self.stall_at, self.stall_s = frames, period, fail_at, stall_at, stall_s
+        self.fps = fps
+        self.i = 0
+        self.closed = False
+
+    def read(self) -> np.ndarray | None:
+        if self.n is not None and self.i >= self.n:
+            return None
+        if self.i == self.fail_at:
+            raise SourceError("stream read failed for rtsp://admin:hunter2@cam/x")
+        if self.i == self.stall_at:
+            time.sleep(self.stall_s)
+        time.sleep(self.period)
+        self.i += 1
+        return frame(self.i)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_worker(cam: CameraSettings, factory: Callable[..., object], sink: object,
+                spec: SourceSpec | None = None) -> CaptureWorker:
+    spec = spec or SourceSpec("network", cam.url)
+    return CaptureWorker(cam, spec, RingBuffer(cam.id, K1), lambda f: f[:1, :1, 0].astype(np.float32), sink,  # type: ignore[arg-type]
+                         source_factory=factory, backoff=Backoff(base_s=0.05, cap_s=0.2))  # type: ignore[arg-type]
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.windows: list[Window] = []
+
+    def submit(self, window: Window, *, block: bool, stop: threading.Event) -> None:
+        self.windows.append(window)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_open_failures_back_off_then_live_and_errors_are_redacted(no_thread_leak: None) -> None:
+    attempts: list[float] = []
+
+    def factory(spec: SourceSpec, cam: CameraSettings) -> FakeSource:
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:
+            raise SourceError(f"cannot open {spec.target}")
+        return FakeSource(None)
+
+    cam = CameraSettings(id="c", url="rtsp://admin:hunter2@cam/x", fps=50)
+    sink = ListSink()
+    w = make_worker(cam, factory, sink)
+    w.start()
+    wait_for(lambda: w.state == "live" and len(sink.windows) > 3)
+    w.stop()
+    assert w.reconnects == 3 and len(attempts) == 4
+    gaps = np.diff(attempts)
+    assert gaps[1] > gaps[0] * 1.3  # exponential
+    assert w.last_error is not None and "hunter2" not in w.last_error and "***@cam" in w.last_error
+    assert [x.frame_index for x in sink.windows] == list(range(K1 - 1, K1 - 1 + len(sink.windows)))
+    assert w.state == "stopped"
+
+
+def test_read_error_reconnects_and_clears_history(no_thread_leak: None) -> None:
+    sources: list[FakeSource] = []
+
+    def factory(spec: SourceSpec, cam: CameraSettings) -> FakeSource:
+        sources.append(FakeSource(None, fail_at=8 if not sources else None))
+        return sources[-1]
+
+    sink = ListSink()
+    w = make_worker(CameraSettings(id="c", url="rtsp://cam/x", fps=100), factory, sink)
+    w.start()
+    wait_for(lambda: len(sources) == 2 and w.state == "live" and len(sink.windows) > 6)
+    w.stop()
+    assert w.reconnects == 1 and sources[0].closed
+    idx = [x.frame_index for x in sink.windows]
+    # 8 frames before the failure; the ring restarts, so the next window needs k+1 new frames.
+    assert idx[:4] == [4, 5, 6, 7] and idx[4] == 8 + K1 - 1
+
+
+def test_watchdog_marks_a_stalled_camera_and_recovers(no_thread_leak: None) -> None:
+    src = FakeSource(None, stall_at=10, stall_s=1.0)
+    w = make_worker(CameraSettings(id="c", url="rtsp://cam/x", stall_after_s=0.3), lambda s, c: src, ListSink())
+    w.start()
+    wait_for(lambda: src.i >= 10)
+    time.sleep(0.5)
+    w.check(time.monotonic())
+    assert w.state == "stalled" and w.stalls == 1
+    w.check(time.monotonic())
+    assert w.stalls == 1  # counted once per stall
+    wait_for(lambda: w.state == "live")
+    w.stop()
+
+
+def test_file_ends_and_loop_restarts(no_thread_leak: None) -> None:
+    spec = SourceSpec("file", "/x.mp4")
+    w = make_worker(CameraSettings(id="c", url="/x.mp4", fps=100), lambda s, c: FakeSource(12, 0, fps=100),
+                    ListSink(), spec)
+    w.start()
+    wait_for(lambda: w.state == "ended")
+    assert w.frames_captured == 12 and w.reconnects == 0
+    w.stop()
+    opened: list[int] = []
+
+    def factory(s: SourceSpec, c: CameraSettings) -> FakeSource:
+        opened.append(1)
+        return FakeSource(6, 0, fps=100)
+
+    w = make_worker(CameraSettings(id="c", url="/x.mp4", fps=100, loop=True), factory, ListSink(), spec)
+    w.start()
+    wait_for(lambda: w.frames_captured >= 20)
+    w.stop()
+    assert len(opened) >= 4 and w.reconnects == 0 and w.live
+
+
+def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..., Path],
+                                        no_thread_leak: None) -> None:
+    n = 30
+    clip = write_video(tmp_path / "c.avi", [np.full((48, 64, 3), 8 * i, np.uint8) for i in range(n)], fps=50)
+    scored: list[Window] = []
+    inf = InferenceWorker(SlowScorer(0.05), lambda b, s, ms: scored.extend(b), max_batch=4)  # slower than 50 fps
+    cam = CameraSettings(id="f", url=str(clip), fps=50)
+    w = make_worker(cam, open_opencv_source, inf,
+                    resolve_source(cam.url, trusted=True, media_dir=None))
+    inf.register("f")
+    inf.start()
+    w.start()
+    wait_for(lambda: w.state == "ended" and inf.pending() == 0)
+    time.sleep(0.1)
+    w.stop()
+    inf.stop()
+    assert w.frames_captured == n
+    assert [x.frame_index for x in scored] == list(range(K1 - 1, n))
+    assert inf.camera_stats("f")["frames_skipped"] == 0
+
+
+def test_live_camera_drops_oldest_when_inference_is_behind(no_thread_leak: None) -> None:
+    scored: list[Window] = []
+    inf = InferenceWorker(SlowScorer(0.1), lambda b, s, ms: scored.extend(b))
+    w = make_worker(CameraSettings(id="l", url="rtsp://cam/x", fps=100), lambda s, c: FakeSource(None, 0.005), inf)
+    inf.register("l")
+    inf.start()
+    w.start()
+    time.sleep(1.0)
+    w.stop()
+    inf.stop()
+    stats = inf.camera_stats("l")
+    assert int(stats["frames_skipped"]) > 20  # type: ignore[call-overload]
+    assert 3 <= len(scored) <= 15
+    idx = [x.frame_index for x in scored]
+    assert idx == sorted(idx) and idx[-1] - idx[0] > len(idx)  # the newest windows, with gaps
