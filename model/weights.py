@@ -79,9 +79,10 @@ def read_manifest(manifest: Path = MANIFEST) -> dict[str, dict[str, Any]]:
     return dict(json.loads(manifest.read_text()).get("files", {}))
 
 
-def verify_checksum(path: Path, manifest: Path = MANIFEST) -> dict[str, Any] | None:
-    """If the file is listed in the manifest, check its sha256; returns its manifest entry."""
+def verify_checksum(path: Path, manifest: Path | None = None) -> dict[str, Any] | None:
+    """If the file is listed in the manifest beside it, check its sha256; returns its manifest entry."""
     path = Path(path)
+    manifest = manifest or path.resolve().parent / "manifest.json"
     entry = read_manifest(manifest).get(path.name) if path.resolve().parent == manifest.resolve().parent else None
     if entry is None:
         return None
@@ -93,7 +94,8 @@ def verify_checksum(path: Path, manifest: Path = MANIFEST) -> dict[str, Any] | N
 
 
 def record_in_manifest(path: Path, preset: str, extra: dict[str, Any] | None = None,
-                       manifest: Path = MANIFEST) -> dict[str, Any]:
+                       manifest: Path | None = None) -> dict[str, Any]:
+    manifest = manifest or Path(path).resolve().parent / "manifest.json"
     files = read_manifest(manifest)
     entry = {"sha256": sha256_file(path), "preset": preset, "bytes": path.stat().st_size, **(extra or {})}
     files[path.name] = entry

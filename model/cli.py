@@ -1,0 +1,246 @@
+"""The `ffp` command: train-flow | train | eval | calibrate | score | export | serve.
+
+Errors a user can cause (missing paths, bad layouts, wrong or corrupt weights) print one clear line and
+exit with status 2; nothing is half-written (every output is written to a temp file and renamed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import DATASET_LOSS_WEIGHTS, PRESETS, FlowNetConfig, LossWeights
+from .data import DataError
+
+log = logging.getLogger("ffp")
+
+
+def _guess_dataset(data: Path) -> str:
+    name = Path(data).resolve().name.lower()
+    return next((d for d in DATASET_LOSS_WEIGHTS if d != "default" and d in name), "default")
+
+
+def cmd_train_flow(a: argparse.Namespace) -> None:
+    import torch
+
+    from .data import find_videos, load_videos, split_holdout
+    from .flownet import train_flownet
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    preset = PRESETS[a.preset]
+    cfg = FlowNetConfig(channels=preset.channels, image_size=preset.image_size)
+    train_src, _ = split_holdout(find_videos(a.data, "training"), a.holdout)
+    videos = load_videos(train_src, preset, progress=True)
+    metrics = train_flownet(videos, cfg, Path(a.out), steps=a.steps, max_minutes=a.max_minutes, seed=a.seed)
+    print(json.dumps(metrics, indent=2))
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .train import TrainArgs, train
+
+    dataset = a.dataset or _guess_dataset(a.data)
+    w = DATASET_LOSS_WEIGHTS[dataset]
+    weights = LossWeights(intensity=w.intensity if a.w_int is None else a.w_int,
+                          gradient=w.gradient if a.w_grad is None else a.w_grad,
+                          flow=0.0 if a.no_flow else (w.flow if a.w_flow is None else a.w_flow),
+                          adversarial=0.0 if a.no_adv else (w.adversarial if a.w_adv is None else a.w_adv))
+    path = train(TrainArgs(data=Path(a.data), out=Path(a.out), preset=a.preset, dataset=dataset, steps=a.steps,
+                           batch_size=a.batch_size, lr_g=a.lr_g, lr_d=a.lr_d, lr_decay_step=a.lr_decay_step,
+                           loss_weights=weights, flownet=a.flownet, holdout=a.holdout, val_every=a.val_every,
+                           max_minutes=a.max_minutes, seed=a.seed, threads=a.threads, device=a.device,
+                           resume=not a.no_resume))
+    print(path)
+
+
+def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .weights import load_predictor
+
+    return load_predictor(a.weights, device=a.device)
+
+
+def cmd_eval(a: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+
+    report = evaluate(_load(a), Path(a.data), Path(a.out), labels=a.labels, batch_size=a.batch_size,
+                      half_life=a.half_life, plots=not a.no_plots)
+    keys = ("dataset", "frames", "auc_paper_psnr", "auc_paper_local", "auc_combined", "auc_causal", "fps")
+    print(json.dumps({k: report.get(k) for k in keys}, indent=2))
+
+
+def cmd_calibrate(a: argparse.Namespace) -> None:
+    import torch
+
+    from .data import find_videos, load_videos, split_holdout
+    from .evaluate import calibrate_predictor
+    from .weights import atomic_save, safe_torch_load
+
+    predictor = _load(a)
+    sources = find_videos(a.data, "training")
+    if a.holdout:
+        _, sources = split_holdout(sources, a.holdout)
+    cal = calibrate_predictor(predictor, load_videos(sources, predictor.config, True),
+                              source=f"{a.data} videos {[s.name for s in sources]}")
+    out = Path(a.out or a.weights)
+    blob = safe_torch_load(Path(a.weights)) if a.weights else predictor.with_calibration(cal).weights_blob()
+    target = blob["weights"] if blob.get("format") == "ffp-checkpoint-v1" else blob
+    target["calibration"] = cal.to_dict()
+    del torch  # (imported so the blob's tensors deserialise)
+    atomic_save(blob, out)
+    print(json.dumps(cal.to_dict(), indent=2))
+
+
+def cmd_score(a: argparse.Namespace) -> None:
+    from .clip import score_frames
+    from .data import VideoSource, iter_frames
+
+    predictor = _load(a)
+    path = Path(a.video)
+    if not path.exists():
+        raise DataError(f"video not found: {path}")
+    rows = []
+    for f in score_frames(predictor, iter_frames(VideoSource(path.stem, path)), batch_size=a.batch_size):
+        rows.append({"index": f.index, **(f.metrics or {}), "smoothed": f.smoothed})
+    text = json.dumps({"video": str(path), "weights": str(predictor.path), "frames": rows}, indent=1)
+    if a.out:
+        tmp = Path(a.out + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(a.out)
+    else:
+        print(text)
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from .weights import atomic_save, load_predictor, record_in_manifest, sha256_file
+
+    predictor = load_predictor(a.checkpoint, device="cpu")
+    blob = predictor.weights_blob()
+    blob["meta"] = {**blob["meta"], **json.loads(a.meta or "{}")}
+    out = Path(a.out)
+    atomic_save(blob, out)
+    if a.manifest:
+        entry = record_in_manifest(out, predictor.config.name)
+        print(json.dumps({str(out): entry}, indent=2))
+    else:
+        print(out, sha256_file(out))
+    if a.onnx:
+        _export_onnx(predictor, Path(a.onnx))
+
+
+def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    cfg = predictor.config
+    dummy = torch.zeros(1, cfg.num_frames * cfg.channels, *cfg.image_size)
+    torch.onnx.export(predictor.generator.float().cpu(), (dummy,), str(path), input_names=["past"],
+                      output_names=["prediction"], dynamic_axes={"past": {0: "batch"}, "prediction": {0: "batch"}})
+    print(path)
+
+
+def cmd_serve(a: argparse.Namespace, rest: list[str]) -> None:
+    # model/ never imports service/: hand over to it as a separate program with the same arguments.
+    os.execvp(sys.executable, [sys.executable, "-m", "service", *rest])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ffp", description="Video anomaly detection by future frame prediction.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp: argparse.ArgumentParser, weights: bool = True) -> None:
+        if weights:
+            sp.add_argument("--weights", help="weights or checkpoint file (default: the shipped Ped2 weights)")
+        sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+
+    sp = sub.add_parser("train-flow", help="distil OpenCV DIS flow into the small differentiable flow network")
+    sp.add_argument("--data", required=True, help="dataset root (uses its training videos)")
+    sp.add_argument("--out", required=True, help="flow-network file to write")
+    sp.add_argument("--preset", default="lite", choices=sorted(PRESETS))
+    sp.add_argument("--steps", type=int, default=3000)
+    sp.add_argument("--holdout", type=int, default=2)
+    sp.add_argument("--max-minutes", type=float)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--threads", type=int)
+
+    sp = sub.add_parser("train", help="train the future-frame predictor on normal video")
+    sp.add_argument("--data", required=True, help="dataset root with training/ (normal videos only)")
+    sp.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics.csv (resumes from it)")
+    sp.add_argument("--preset", default="lite", choices=sorted(PRESETS))
+    sp.add_argument("--dataset", choices=sorted(DATASET_LOSS_WEIGHTS), help="loss-weight and lr defaults "
+                    "(default: guessed from the folder name)")
+    sp.add_argument("--steps", type=int, default=20000)
+    sp.add_argument("--batch-size", type=int, default=4)
+    sp.add_argument("--lr-g", type=float)
+    sp.add_argument("--lr-d", type=float)
+    sp.add_argument("--lr-decay-step", type=int, default=7000)
+    for name in ("int", "grad", "flow", "adv"):
+        sp.add_argument(f"--w-{name}", type=float, help=f"lambda_{name} (default: the dataset's)")
+    sp.add_argument("--no-flow", action="store_true", help="drop the flow loss (ablation)")
+    sp.add_argument("--no-adv", action="store_true", help="drop the adversarial loss (ablation)")
+    sp.add_argument("--flownet", type=Path, default=Path("weights/flownet-lite.pt"))
+    sp.add_argument("--holdout", type=int, default=2, help="normal training videos held out for validation")
+    sp.add_argument("--val-every", type=int, default=500)
+    sp.add_argument("--max-minutes", type=float)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--threads", type=int)
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--no-resume", action="store_true")
+
+    sp = sub.add_parser("eval", help="frame-level AUC: paper protocol, combined score, causal protocol")
+    sp.add_argument("--data", required=True, help="dataset root with testing/ and labels")
+    sp.add_argument("--out", required=True, help="JSON report (ROC and timeline PNGs are written beside it)")
+    sp.add_argument("--labels", type=Path, help="label file (default: found in --data)")
+    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--half-life", type=float, default=2.0, help="causal EMA half-life in frames")
+    sp.add_argument("--no-plots", action="store_true")
+    common(sp)
+
+    sp = sub.add_parser("calibrate", help="store score statistics on normal footage with the weights")
+    sp.add_argument("--data", required=True, help="dataset root; its training/ videos are normal footage")
+    sp.add_argument("--holdout", type=int, default=2, help="use the last N training videos (0 = all)")
+    sp.add_argument("--out", help="file to write (default: update --weights in place)")
+    common(sp)
+
+    sp = sub.add_parser("score", help="score a video file or a folder of frames, per frame, as JSON")
+    sp.add_argument("video")
+    sp.add_argument("--out", help="JSON file (default: stdout)")
+    sp.add_argument("--batch-size", type=int, default=8)
+    common(sp)
+
+    sp = sub.add_parser("export", help="write a slim weights file from a checkpoint (and its sha256)")
+    sp.add_argument("checkpoint")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--manifest", action="store_true", help="record sha256 and preset in weights/manifest.json")
+    sp.add_argument("--meta", help="JSON object merged into the file's meta")
+    sp.add_argument("--onnx", help="also export the generator to this ONNX file")
+
+    sub.add_parser("serve", help="run the service (arguments go to `python -m service`)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        cmd_serve(argparse.Namespace(), argv[1:])
+        return
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .weights import WeightsError
+
+    handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "eval": cmd_eval, "calibrate": cmd_calibrate,
+                "score": cmd_score, "export": cmd_export}
+    try:
+        handlers[args.cmd](args)
+    except (DataError, WeightsError, ValueError) as e:
+        print(f"ffp {args.cmd}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Data: find videos (Liu et al. frame folders, video files, folders of videos), decode and preprocess them
+once into memory, and serve windows of k+1 frames for training.
+
+Layouts understood by `find_videos(root, split)`:
+  root/<split>/frames/NN/NNN.jpg      Liu et al. (UCSD Ped1/Ped2, Avenue, ShanghaiTech converted)
+  root/<split>/NN/NNN.jpg             the same without the frames/ level
+  root/<split>/*.avi|mp4|...           a folder of videos
+  root itself being any of the above, or a single video file.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .config import ModelConfig
+from .weights import preprocess_frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
+
+
+class DataError(ValueError):
+    """A dataset path or layout is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    name: str  # e.g. "01"; matches label keys
+    path: Path  # a folder of frames or a video file
+
+    @property
+    def is_frames(self) -> bool:
+        return self.path.is_dir()
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+
+
+def _videos_in(folder: Path) -> list[VideoSource]:
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and _frame_files(p))
+    if subdirs:
+        return [VideoSource(p.name, p) for p in subdirs]
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS)
+    return [VideoSource(p.stem, p) for p in files]
+
+
+def find_videos(root: str | Path, split: str | None = None) -> list[VideoSource]:
+    """The videos of a split ('training' / 'testing'), or of root itself when split is None or absent."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"dataset path does not exist: {root}")
+    if root.is_file():
+        if root.suffix.lower() not in VIDEO_EXTS:
+            raise DataError(f"not a video file: {root}")
+        return [VideoSource(root.stem, root)]
+    candidates = [root / split / "frames", root / split] if split else []
+    candidates += [root / "frames", root]
+    for c in candidates:
+        if c.is_dir():
+            videos = _videos_in(c)
+            if videos:
+                return videos
+    want = f"{root}/{split}/frames/NN/NNN.jpg, {root}/{split}/*.mp4" if split else f"{root}/NN/NNN.jpg or videos"
+    raise DataError(f"no videos found under {root} (expected a layout like {want})")
+
+
+def iter_frames(source: VideoSource | Path) -> Iterator[np.ndarray]:
+    """Decoded frames, uint8 BGR (or grey for grey JPEGs)."""
+    path = source.path if isinstance(source, VideoSource) else Path(source)
+    if path.is_dir():
+        for f in _frame_files(path):
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is None:
+                raise DataError(f"cannot decode image {f}")
+            yield img
+        return
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(f"cannot open video {path}")
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield frame
+    finally:
+        cap.release()
+
+
+def count_frames(source: VideoSource) -> int:
+    if source.is_frames:
+        return len(_frame_files(source.path))
+    return sum(1 for _ in iter_frames(source))
+
+
+def load_video(source: VideoSource, config: ModelConfig) -> np.ndarray:
+    """All frames of a video, preprocessed: (T, C, H, W) float32 in [-1, 1]."""
+    frames = [preprocess_frame(f, config) for f in iter_frames(source)]
+    if not frames:
+        raise DataError(f"video has no frames: {source.path}")
+    return np.stack(frames)
+
+
+def load_videos(sources: list[VideoSource], config: ModelConfig, progress: bool = False) -> list[np.ndarray]:
+    from tqdm import tqdm
+
+    return [load_video(s, config) for s in tqdm(sources, desc="decode", disable=not progress, leave=False)]
+
+
+class WindowDataset(Dataset[torch.Tensor]):
+    """Every window of k+1 consecutive frames of every video: (k+1, C, H, W)."""
+
+    def __init__(self, videos: list[np.ndarray], num_frames: int) -> None:
+        self.videos = [torch.from_numpy(v) for v in videos]
+        self.k = num_frames
+        self.index = [(v, t) for v, vid in enumerate(videos) for t in range(len(vid) - num_frames)]
+        if not self.index:
+            raise DataError(f"no window of {num_frames + 1} frames: videos are too short")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        v, t = self.index[i]
+        return self.videos[v][t:t + self.k + 1]
+
+
+def split_holdout(sources: list[VideoSource], holdout: int) -> tuple[list[VideoSource], list[VideoSource]]:
+    """Hold out the last `holdout` normal videos for validation and calibration (never test labels)."""
+    if holdout <= 0:
+        return sources, []
+    if holdout >= len(sources):
+        raise DataError(f"cannot hold out {holdout} of {len(sources)} training videos")
+    return sources[:-holdout], sources[-holdout:]

@@ -1,0 +1,177 @@
+"""Evaluation: frame-level micro AUC with the paper's protocol and with a causal (streamable) protocol.
+
+- paper: drop the first k frames of each video, min-max normalise each video's PSNR over the whole video
+  (this looks into the future: it cannot run live), concatenate all videos, ROC AUC.
+- combined: the same with A_t = alpha L_int + beta L_grad + gamma L_flow.
+- causal: the calibrated score z = (anomaly - mean) / std with statistics from normal training footage
+  only, smoothed by a causal EMA that restarts with each video, concatenated over all videos. This is what a
+  live camera computes frame by frame.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .clip import score_frames
+from .data import DataError, VideoSource, count_frames, find_videos, load_video
+from .labels import find_labels, load_labels
+from .scoring import METRICS, Calibration, CausalSmoother
+from .weights import Predictor
+
+log = logging.getLogger(__name__)
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); higher score = positive."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC needs both positive and negative frames")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores), np.float64)
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-np.asarray(scores), kind="mergesort")
+    y = np.asarray(labels).astype(bool)[order]
+    tps, fps = np.cumsum(y), np.cumsum(~y)
+    return np.r_[0, fps / max(fps[-1], 1)], np.r_[0, tps / max(tps[-1], 1)]
+
+
+def score_video(predictor: Predictor, video: np.ndarray, batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per-frame metrics of one preprocessed video (T, C, H, W); the first k frames get NaN."""
+    out = {m: np.full(len(video), np.nan, np.float64) for m in (*METRICS, "score")}
+    for f in score_frames(predictor, video, batch_size=batch_size, preprocessed=True):
+        if f.metrics is not None:
+            for m, v in f.metrics.items():
+                out[m][f.index] = np.nan if v is None else v
+    return out
+
+
+def calibrate_predictor(predictor: Predictor, normal_videos: list[np.ndarray], source: str) -> Calibration:
+    """Score statistics on normal footage (held-out training videos), to be stored with the weights."""
+    k = predictor.num_frames
+    per_video = [score_video(predictor, v) for v in normal_videos]
+    scores = {m: np.concatenate([s[m][k:] for s in per_video]) for m in METRICS}
+    return Calibration.from_scores(scores, source)
+
+
+def minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = np.min(x), np.max(x)
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def protocol_scores(per_video: dict[str, dict[str, np.ndarray]], k: int, calibration: Calibration | None,
+                    half_life: float) -> dict[str, dict[str, np.ndarray]]:
+    """Per-video anomaly scores (higher = more anomalous) of every protocol, first k frames dropped."""
+    out: dict[str, dict[str, np.ndarray]] = {p: {} for p in
+                                             ("paper_psnr", "paper_local", "combined", "causal", "causal_raw")}
+    for name, s in per_video.items():
+        out["paper_psnr"][name] = 1 - minmax(s["psnr"][k:])  # regularity S(t) = minmax(PSNR); anomaly = 1 - S
+        out["paper_local"][name] = 1 - minmax(s["local_psnr"][k:])
+        out["combined"][name] = minmax(s["a_t"][k:])
+        z = calibration.z(s["anomaly"][k:]) if calibration is not None else s["anomaly"][k:]
+        smoother = CausalSmoother(half_life)  # a new stream per video: no state crosses videos
+        out["causal"][name] = np.array([smoother.update(float(v)) for v in z])
+        out["causal_raw"][name] = z
+    return out
+
+
+def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None = None, batch_size: int = 16,
+             half_life: float = 2.0, plots: bool = True, progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    sources = find_videos(data, "testing")
+    label_path = labels or find_labels(data)
+    if label_path is None:
+        raise DataError(f"no labels found in {data}; pass --labels (.mat, .json, .npy or test_frame_mask/)")
+    counts = [count_frames(s) for s in sources]
+    gt = load_labels(label_path, [s.name for s in sources], counts)
+    k = predictor.num_frames
+    per_video: dict[str, dict[str, np.ndarray]] = {}
+    scoring_s, n_scored = 0.0, 0
+    for src in tqdm(sources, desc="eval", disable=not progress):
+        video = load_video(src, predictor.config)
+        t0 = time.perf_counter()
+        per_video[src.name] = score_video(predictor, video, batch_size)
+        scoring_s += time.perf_counter() - t0
+        n_scored += max(0, len(video) - k)
+    names = [s.name for s in sources]
+    y = np.concatenate([gt[n][k:] for n in names])
+    prot = protocol_scores(per_video, k, predictor.calibration, half_life)
+    aucs = {f"auc_{p}": roc_auc(np.concatenate([prot[p][n] for n in names]), y) for p in prot}
+    # The raw scores concatenated without any normalisation (no statistics at all): a causal baseline.
+    aucs["auc_causal_psnr_raw"] = roc_auc(np.concatenate([-per_video[n]["psnr"][k:] for n in names]), y)
+    report: dict[str, Any] = {
+        "dataset": Path(data).name, "weights": str(predictor.path) if predictor.path else None,
+        "preset": predictor.config.name, "labels": str(label_path), "videos": len(names),
+        "frames": int(len(y)), "anomalous_frames": int(y.sum()), **aucs,
+        "fps": n_scored / scoring_s if scoring_s > 0 else None,
+        "device": str(predictor.device), "precision": predictor.precision, "causal_half_life": half_life,
+        "calibrated": predictor.calibration is not None,
+        "per_video": {n: {"frames": int(len(gt[n])), "anomalous": int(gt[n].sum())} for n in names},
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if plots:
+        report["plots"] = _plots(out, prot, per_video, gt, names, k, aucs)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out)
+    return report
+
+
+def _plots(out: Path, prot: dict[str, dict[str, np.ndarray]], per_video: dict[str, dict[str, np.ndarray]],
+           gt: dict[str, np.ndarray], names: list[str], k: int, aucs: dict[str, float]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = np.concatenate([gt[n][k:] for n in names])
+    roc_path = out.with_name(out.stem + "_roc.png")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for p in ("paper_psnr", "paper_local", "combined", "causal"):
+        fpr, tpr = roc_curve(np.concatenate([prot[p][n] for n in names]), y)
+        ax.plot(fpr, tpr, label=f"{p} (AUC {aucs['auc_' + p]:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="frame-level ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(roc_path, dpi=110)
+    plt.close(fig)
+
+    tl_path = out.with_name(out.stem + "_timelines.png")
+    cols = 3
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.2 * rows), squeeze=False)
+    for ax, n in zip(axes.flat, names):
+        t = np.arange(k, len(gt[n]))
+        lab = gt[n][k:].astype(bool)
+        ax.fill_between(t, 0, 1, where=lab, color="tab:red", alpha=0.2, step="mid", label="anomaly (truth)")
+        ax.plot(t, 1 - prot["paper_psnr"][n], lw=1, label="regularity (paper)")
+        c = prot["causal"][n]
+        ax.plot(t, (c - c.min()) / (np.ptp(c) + 1e-9), lw=1, label="causal score (scaled)")
+        ax.set(title=f"video {n}", ylim=(0, 1))
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(tl_path, dpi=90)
+    plt.close(fig)
+    return {"roc": str(roc_path), "timelines": str(tl_path)}
+
+
+def score_sources(predictor: Predictor, sources: list[VideoSource]) -> dict[str, dict[str, np.ndarray]]:
+    return {s.name: score_video(predictor, load_video(s, predictor.config)) for s in sources}

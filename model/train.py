@@ -1,0 +1,279 @@
+"""Training: config -> data -> G, D, frozen flow net -> one loop alternating G and D -> checkpoints.
+
+Reads top to bottom like nanoGPT's train.py. The schedule is fixed in advance; the checkpoint kept as
+`best.pt` is chosen by prediction PSNR on held-out NORMAL training videos, never on test labels. At the end
+the score statistics on the same held-out videos are stored in the checkpoint as its calibration.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import DATASET_LEARNING_RATES, DATASET_LOSS_WEIGHTS, LossWeights, ModelConfig, ScoreConfig, get_preset
+from .data import DataError, WindowDataset, find_videos, load_videos, split_holdout
+from .discriminator import PatchDiscriminator
+from .flownet import FlowNet, load_flownet
+from .losses import discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss, intensity_loss, psnr
+from .scoring import Calibration
+from .unet import Generator, count_parameters
+from .weights import WEIGHTS_FORMAT, WeightsError, atomic_save, pick_device, predictor_from_blob, safe_torch_load
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = "ffp-checkpoint-v1"
+
+
+@dataclass
+class TrainArgs:
+    data: Path
+    out: Path
+    preset: str = "lite"
+    dataset: str = "default"  # picks the paper's loss weights and learning rates
+    steps: int = 20000
+    batch_size: int = 4
+    lr_g: float | None = None  # None: the dataset default
+    lr_d: float | None = None
+    lr_decay_step: int | None = 7000  # x0.1 here (the paper's Ped2 schedule)
+    loss_weights: LossWeights | None = None  # None: the dataset default
+    flownet: Path | None = None  # required when the flow weight is > 0
+    holdout: int = 2  # normal training videos held out for validation and calibration
+    val_every: int = 500
+    val_windows: int = 256
+    log_every: int = 25
+    max_minutes: float | None = None
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    resume: bool = True
+    progress: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (tests use tiny nets)
+
+
+def _rng_state() -> dict[str, Any]:
+    # Plain tensors and numbers only, so that checkpoints load with torch.load(weights_only=True).
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                      cached], "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+
+
+def load_checkpoint(path: Path, config: ModelConfig) -> dict[str, Any]:
+    if not path.is_file():
+        raise WeightsError(f"checkpoint not found: {path}")
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{path} is not an ffp training checkpoint")
+    saved = ModelConfig.from_dict(ckpt["weights"]["model_config"])
+    if saved != config:
+        raise WeightsError(f"checkpoint {path} was made for preset {saved.name!r} ({saved}), "
+                           f"not for {config.name!r} ({config}); use another --out folder")
+    return ckpt
+
+
+def train(args: TrainArgs) -> Path:
+    # ---- config, device, precision -------------------------------------------------------------------
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = get_preset(args.preset, **args.overrides)
+    weights = args.loss_weights or DATASET_LOSS_WEIGHTS.get(args.dataset, DATASET_LOSS_WEIGHTS["default"])
+    lr_g_default, lr_d_default = DATASET_LEARNING_RATES.get(args.dataset, DATASET_LEARNING_RATES["default"])
+    lr_g, lr_d = args.lr_g or lr_g_default, args.lr_d or lr_d_default
+    device, precision = pick_device(args.device)
+    amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    autocast = torch.autocast(device.type, dtype=amp_dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    out = Path(args.out)
+
+    # ---- data: normal training videos only; the last `holdout` videos are held out ------------------
+    sources = find_videos(args.data, "training")
+    train_src, val_src = split_holdout(sources, args.holdout)
+    log.info("training on %d videos, validating on %d held-out normal videos", len(train_src), len(val_src))
+    train_set = WindowDataset(load_videos(train_src, config, args.progress), config.num_frames)
+    val_videos = load_videos(val_src, config, args.progress) if val_src else []
+    val_set = WindowDataset(val_videos, config.num_frames) if val_videos else None
+    val_idx = (np.linspace(0, len(val_set) - 1, min(args.val_windows, len(val_set))).astype(int)
+               if val_set is not None else np.array([], int))
+
+    # ---- models ------------------------------------------------------------------------------------
+    generator = Generator(config).to(device)
+    discriminator = PatchDiscriminator(config.channels, config.disc_widths).to(device)
+    flownet: FlowNet | None = None
+    if weights.flow > 0:
+        if args.flownet is None or not Path(args.flownet).is_file():
+            raise DataError(f"the flow loss needs a trained flow network (--flownet, got {args.flownet}); "
+                            "train one with `ffp train-flow` or pass --no-flow")
+        flownet = load_flownet(Path(args.flownet)).to(device)  # frozen, but differentiable
+        if flownet.config.image_size != config.image_size or flownet.config.channels != config.channels:
+            raise WeightsError(f"flow network {args.flownet} is for {flownet.config.channels}x"
+                               f"{flownet.config.image_size}, the generator uses {config.channels}x{config.image_size}")
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d)
+    log.info("generator %s: %d parameters; discriminator %d", config.name, count_parameters(generator),
+             count_parameters(discriminator))
+
+    # ---- resume ------------------------------------------------------------------------------------
+    step, best_val, history = 0, -float("inf"), []
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if args.resume and last_path.is_file():
+        ckpt = load_checkpoint(last_path, config)
+        generator.load_state_dict(ckpt["weights"]["generator"])
+        discriminator.load_state_dict(ckpt["discriminator"])
+        opt_g.load_state_dict(ckpt["opt_g"])
+        opt_d.load_state_dict(ckpt["opt_d"])
+        step, best_val = ckpt["step"], ckpt["best_val_psnr"]
+        _set_rng_state(ckpt["rng"])
+        log.info("resumed from %s at step %d", last_path, step)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def lr_at(s: int, base: float) -> float:
+        return base * (0.1 if args.lr_decay_step and s >= args.lr_decay_step else 1.0)
+
+    meta = {"dataset": args.dataset, "data": str(args.data), "train_videos": [s.name for s in train_src],
+            "holdout_videos": [s.name for s in val_src], "loss_weights": asdict(weights), "lr_g": lr_g,
+            "lr_d": lr_d, "batch_size": args.batch_size, "seed": args.seed}
+
+    def weights_blob(calibration: Calibration | None = None) -> dict[str, Any]:
+        return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": generator.state_dict(),
+                "flownet_config": None if flownet is None else flownet.config.to_dict(),
+                "flownet": None if flownet is None else flownet.state_dict(),
+                "calibration": None if calibration is None else calibration.to_dict(),
+                "score_config": asdict(ScoreConfig()), "meta": {**meta, "step": step}}
+
+    def save(path: Path, calibration: Calibration | None = None) -> None:
+        atomic_save({"format": CHECKPOINT_FORMAT, "step": step, "best_val_psnr": best_val,
+                     "weights": weights_blob(calibration), "discriminator": discriminator.state_dict(),
+                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": _rng_state(),
+                     "args": {k: str(v) for k, v in asdict(args).items()}}, path)
+
+    @torch.no_grad()
+    def validate() -> float:
+        generator.eval()
+        values = []
+        for chunk in np.array_split(val_idx, max(1, len(val_idx) // 32)):
+            w = torch.stack([val_set[int(i)] for i in chunk]).to(device)  # type: ignore[index]
+            with autocast:
+                pred = generator(w[:, :config.num_frames].flatten(1, 2))
+            values.append(psnr(pred.float(), w[:, config.num_frames]))
+        generator.train()
+        return float(torch.cat(values).mean())
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    from tqdm import tqdm
+
+    metrics_path = out / "metrics.csv"
+    new_log = not metrics_path.is_file() or step == 0
+    metrics_file = open(metrics_path, "w" if new_log else "a", newline="")
+    writer = csv.writer(metrics_file)
+    if new_log:
+        writer.writerow(["step", "time_s", "g_loss", "l_int", "l_grad", "l_flow", "l_adv", "d_loss", "lr_g",
+                         "val_psnr", "it_per_s"])
+    gen = torch.Generator().manual_seed(args.seed + step)
+    start = time.monotonic()
+    bar = tqdm(total=args.steps, initial=step, desc=f"train {config.name}", disable=not args.progress)
+    running: dict[str, float] = {}
+    t_last, s_last = time.monotonic(), step
+    generator.train()
+    discriminator.train()
+    try:
+        while step < args.steps:
+            for g in opt_g.param_groups:
+                g["lr"] = lr_at(step, lr_g)
+            for g in opt_d.param_groups:
+                g["lr"] = lr_at(step, lr_d)
+            idx = torch.randint(len(train_set), (args.batch_size,), generator=gen)
+            batch = torch.stack([train_set[int(i)] for i in idx]).to(device)  # (B, k+1, C, H, W)
+            past = batch[:, :config.num_frames].flatten(1, 2)  # (B, k*C, H, W)
+            real, last = batch[:, config.num_frames], batch[:, config.num_frames - 1]
+
+            # generator step: intensity + gradient + flow + adversarial
+            with autocast:
+                pred = generator(past)
+            pred32 = pred.float()
+            l_int = intensity_loss(pred32, real).mean()
+            l_grad = gradient_loss(pred32, real).mean()
+            zero = torch.zeros((), device=device)
+            with autocast:
+                l_flow = flow_loss(flownet, last, pred, real).float().mean() if flownet is not None else zero
+                l_adv = (generator_adversarial_loss(discriminator(pred)).float().mean()
+                         if weights.adversarial > 0 else zero)
+            g_loss = (weights.intensity * l_int + weights.gradient * l_grad + weights.flow * l_flow
+                      + weights.adversarial * l_adv)
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(g_loss).backward()
+            scaler.step(opt_g)
+
+            # discriminator step (least squares), on the detached prediction
+            d_loss = zero
+            if weights.adversarial > 0:
+                with autocast:
+                    d_loss = discriminator_loss(discriminator(real), discriminator(pred.detach())).float().mean()
+                opt_d.zero_grad(set_to_none=True)
+                scaler.scale(d_loss).backward()
+                scaler.step(opt_d)
+            scaler.update()
+            step += 1
+            bar.update(1)
+
+            for k, v in (("g", g_loss), ("int", l_int), ("grad", l_grad), ("flow", l_flow), ("adv", l_adv),
+                         ("d", d_loss)):
+                running[k] = 0.9 * running.get(k, float(v.detach())) + 0.1 * float(v.detach())
+            val_psnr = None
+            if val_set is not None and (step % args.val_every == 0 or step == args.steps):
+                val_psnr = validate()
+                if val_psnr > best_val:
+                    best_val = val_psnr
+                    save(best_path)
+                save(last_path)
+            if step % args.log_every == 0 or val_psnr is not None:
+                now = time.monotonic()
+                its = (step - s_last) / max(now - t_last, 1e-9)
+                t_last, s_last = now, step
+                writer.writerow([step, round(now - start, 2), *(round(running[k], 6) for k in
+                                 ("g", "int", "grad", "flow", "adv", "d")), lr_at(step, lr_g),
+                                 "" if val_psnr is None else round(val_psnr, 4), round(its, 3)])
+                metrics_file.flush()
+                bar.set_postfix(g=f"{running['g']:.4f}", int=f"{running['int']:.4f}", flow=f"{running['flow']:.3f}",
+                                d=f"{running['d']:.3f}", val=f"{best_val:.2f}")
+            if args.max_minutes is not None and time.monotonic() - start > args.max_minutes * 60:
+                log.info("time box of %.1f min reached at step %d", args.max_minutes, step)
+                break
+    finally:
+        bar.close()
+        metrics_file.close()
+    save(last_path)
+    if val_set is None or not best_path.is_file():
+        save(best_path)
+
+    # ---- calibration on the held-out normal videos, stored in the checkpoint ---------------------------
+    from .evaluate import calibrate_predictor
+
+    chosen = best_path
+    ckpt = safe_torch_load(chosen)
+    predictor = predictor_from_blob(ckpt["weights"], device=str(device))
+    if val_videos:
+        calibration = calibrate_predictor(predictor, val_videos, source=f"{args.data} held-out {meta['holdout_videos']}")
+        ckpt["weights"]["calibration"] = calibration.to_dict()
+        atomic_save(ckpt, chosen)
+    summary = {"steps": step, "best_val_psnr": best_val, "minutes": (time.monotonic() - start) / 60,
+               "checkpoint": str(chosen)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("done: %s", summary)
+    return chosen

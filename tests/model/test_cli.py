@@ -1,0 +1,84 @@
+"""Bad input to the `ffp` command: a clear one-line error, exit status 2, nothing half-written."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+PED2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ped2"
+
+
+def ffp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "model.cli", *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
+
+
+def test_help_lists_the_commands() -> None:
+    out = ffp("--help").stdout
+    for cmd in ("train", "train-flow", "eval", "calibrate", "score", "serve", "export"):
+        assert cmd in out
+
+
+def test_missing_dataset_path(tmp_path: Path) -> None:
+    r = ffp("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run"), "--no-flow")
+    assert r.returncode == 2
+    assert "dataset path does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_wrong_layout(tmp_path: Path) -> None:
+    (tmp_path / "training").mkdir()
+    r = ffp("train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--no-flow")
+    assert r.returncode == 2 and "no videos found" in r.stderr
+
+
+def test_eval_with_missing_and_corrupt_weights(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    r = ffp("eval", "--data", str(PED2), "--weights", str(tmp_path / "missing.pt"), "--out", str(out))
+    assert r.returncode == 2 and "weights file not found" in r.stderr
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    r = ffp("eval", "--data", str(PED2), "--weights", str(corrupt), "--out", str(out))
+    assert r.returncode == 2 and "corrupt" in r.stderr
+    assert not out.exists()  # nothing half-written
+
+
+def test_label_count_mismatch(tmp_path: Path) -> None:
+    from tests.model.test_weights_scoring import make_predictor
+
+    weights = tmp_path / "w.pt"
+    torch.save(make_predictor().weights_blob(), weights)
+    bad_labels = tmp_path / "labels.json"
+    bad_labels.write_text('{"01": [0, 1]}')
+    r = ffp("eval", "--data", str(PED2), "--weights", str(weights), "--labels", str(bad_labels),
+            "--out", str(tmp_path / "r.json"))
+    assert r.returncode == 2 and "no labels for videos" in r.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_preset(tmp_path: Path) -> None:
+    from tests.model.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
+    run = tmp_path / "run"
+    base = ["train", "--data", str(data), "--out", str(run), "--no-flow", "--steps", "2", "--holdout", "1",
+            "--val-every", "1", "--threads", "1"]
+    r = ffp(*base, "--preset", "lite")
+    # the lite preset's 128x128 frames from 64x64 images is fine: it trains 2 steps and writes a checkpoint
+    assert r.returncode == 0, r.stderr
+    assert (run / "last.pt").is_file()
+    r = ffp(*base, "--preset", "paper", "--steps", "3")
+    assert r.returncode == 2 and "made for preset 'lite'" in r.stderr
+    (run / "last.pt").write_bytes(b"garbage")
+    r = ffp(*base, "--steps", "3")
+    assert r.returncode == 2 and "corrupt" in r.stderr
+
+
+@pytest.mark.parametrize("cmd", [["score", "/nonexistent.mp4"]])
+def test_score_missing_video(cmd: list[str], tmp_path: Path) -> None:
+    from tests.model.test_weights_scoring import make_predictor
+
+    weights = tmp_path / "w.pt"
+    torch.save(make_predictor().weights_blob(), weights)
+    r = ffp(*cmd, "--weights", str(weights))
+    assert r.returncode == 2 and "video not found" in r.stderr

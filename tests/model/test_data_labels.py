@@ -1,0 +1,107 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.config import get_preset
+from model.data import DataError, WindowDataset, count_frames, find_videos, load_video, split_holdout
+from model.labels import find_labels, load_labels
+
+PED2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ped2"
+LABELS = PED2.parent / "labels"
+
+
+def ped2_test_index() -> tuple[list[str], list[int]]:
+    videos = find_videos(PED2, "testing")
+    return [v.name for v in videos], [count_frames(v) for v in videos]
+
+
+def test_ped2_layout_is_found() -> None:
+    train = find_videos(PED2, "training")
+    test = find_videos(PED2, "testing")
+    assert [v.name for v in train] == [f"{i:02d}" for i in range(1, 17)]
+    assert len(test) == 12
+    assert sum(count_frames(v) for v in train) == 2550
+    assert sum(count_frames(v) for v in test) == 2010
+
+
+def test_ped2_mat_and_json_labels_agree() -> None:
+    names, counts = ped2_test_index()
+    mat = load_labels(PED2 / "ped2.mat", names, counts)
+    js = load_labels(PED2 / "labels_frame_level.json", names, counts)
+    assert all(np.array_equal(mat[n], js[n]) for n in names)
+    assert sum(int(v.sum()) for v in mat.values()) == 1648
+    assert find_labels(PED2) == PED2 / "labels_frame_level.json"
+
+
+def test_avenue_mat_agrees_with_json() -> None:
+    js = load_labels(LABELS / "avenue_frame_labels.json")
+    names = sorted(js)
+    counts = [len(js[n]) for n in names]
+    assert len(names) == 21 and sum(counts) == 15324
+    mat = load_labels(LABELS / "avenue.mat", names, counts)
+    agree = np.mean(np.concatenate([mat[n] == js[n] for n in names]))
+    assert agree > 0.95  # .mat intervals vs labels derived from pixel masks
+
+
+def test_shanghaitech_json_labels() -> None:
+    js = load_labels(LABELS / "shanghaitech_frame_labels.json")
+    assert len(js) == 107 and sum(len(v) for v in js.values()) == 40791
+    assert "01_0014" in js
+
+
+def test_npy_formats(tmp_path: Path) -> None:
+    names, counts = ped2_test_index()
+    js = load_labels(PED2 / "labels_frame_level.json", names, counts)
+    flat = np.concatenate([js[n] for n in names])
+    np.save(tmp_path / "frame_labels_ped2.npy", flat)
+    mnad = load_labels(tmp_path / "frame_labels_ped2.npy", names, counts)
+    assert all(np.array_equal(mnad[n], js[n]) for n in names)
+    mask_dir = tmp_path / "test_frame_mask"
+    mask_dir.mkdir()
+    for n in names:
+        np.save(mask_dir / f"{n}.npy", js[n])
+    sht = load_labels(mask_dir, names, counts)
+    assert all(np.array_equal(sht[n], js[n]) for n in names)
+
+
+def test_label_count_mismatch_is_an_error(tmp_path: Path) -> None:
+    names, counts = ped2_test_index()
+    with pytest.raises(DataError, match="frames but"):
+        load_labels(PED2 / "labels_frame_level.json", names, [c + 1 for c in counts])
+    np.save(tmp_path / "short.npy", np.zeros(10))
+    with pytest.raises(DataError, match="labels but the videos have"):
+        load_labels(tmp_path / "short.npy", names, counts)
+    (tmp_path / "l.json").write_text(json.dumps({"01": [0, 1]}))
+    with pytest.raises(DataError, match="no labels for videos"):
+        load_labels(tmp_path / "l.json", names, counts)
+
+
+def test_missing_and_wrong_layouts(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        find_videos(tmp_path / "nope", "training")
+    (tmp_path / "training").mkdir()
+    with pytest.raises(DataError, match="no videos found"):
+        find_videos(tmp_path, "training")
+
+
+def test_video_files_and_windows(tmp_path: Path) -> None:
+    import cv2
+
+    path = tmp_path / "clips" / "a.avi"
+    path.parent.mkdir()
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(12):
+        w.write(np.full((48, 64, 3), i * 10, np.uint8))
+    w.release()
+    videos = find_videos(tmp_path / "clips")
+    assert [v.name for v in videos] == ["a"]
+    cfg = get_preset("lite")
+    arr = load_video(videos[0], cfg)
+    assert arr.shape == (12, 1, 128, 128) and arr.dtype == np.float32
+    assert -1.0 <= arr.min() and arr.max() <= 1.0
+    ds = WindowDataset([arr], cfg.num_frames)
+    assert len(ds) == 12 - 4 and ds[0].shape == (5, 1, 128, 128)
+    train, held = split_holdout(videos * 3, 1)
+    assert len(train) == 2 and len(held) == 1

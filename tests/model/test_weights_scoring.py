@@ -1,0 +1,118 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import model.weights as W
+from model import Calibration, CausalSmoother, load_predictor, score_frames
+from model.config import FlowNetConfig, ScoreConfig, get_preset
+from model.flownet import FlowNet
+from model.unet import Generator
+
+
+def make_predictor(calibration: Calibration | None = None) -> W.Predictor:
+    torch.manual_seed(0)
+    cfg = get_preset("lite", image_size=(64, 64))
+    return W.Predictor(cfg, Generator(cfg).eval(), FlowNet(FlowNetConfig(image_size=(64, 64), base_width=8)).eval(),
+                       calibration, ScoreConfig(), {"note": "test"}, torch.device("cpu"), "bf16")
+
+
+def frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    return [np.roll(base, i, axis=1) for i in range(n)]
+
+
+def test_scorer_outputs_per_frame_metrics_and_heatmaps() -> None:
+    p = make_predictor()
+    windows = np.stack([np.stack([p.preprocess(f) for f in frames(5, s)]) for s in range(3)])
+    out = p.score(windows)
+    assert len(out) == 3
+    for name in ("psnr", "local_psnr", "l_int", "l_grad", "l_flow", "a_t", "anomaly"):
+        assert getattr(out, name).shape == (3,)
+    assert out.score is None
+    assert out.heatmap.shape == (3, 64, 64) and 0 <= out.heatmap.min() and out.heatmap.max() <= 1
+    # A_t is the weighted sum of the three errors
+    np.testing.assert_allclose(out.a_t, out.l_int + out.l_grad + out.l_flow, rtol=1e-5)
+    # the worst patch is never better than the whole frame
+    assert np.all(out.local_psnr <= out.psnr + 1e-4)
+    with pytest.raises(ValueError, match="windows must be"):
+        p.score(windows[:, :4])
+
+
+def test_perfect_prediction_has_high_psnr() -> None:
+    p = make_predictor()
+    still = np.stack([p.preprocess(frames(1)[0])] * 5)[None]
+    moving = np.stack([p.preprocess(f) for f in frames(5)])[None]
+    assert p.score(still).psnr[0] > p.score(moving).psnr[0]
+
+
+def test_calibrated_score_and_clip_scoring() -> None:
+    p = make_predictor()
+    rows = [f.metrics for f in score_frames(p, frames(12)) if f.metrics]
+    anomaly = np.array([r["anomaly"] for r in rows])
+    cal = Calibration.from_scores({k: np.array([r[k] for r in rows]) for k in rows[0] if k != "score"}, "test")
+    pc = p.with_calibration(cal)
+    scored = list(score_frames(pc, frames(12), batch_size=3))
+    assert [s.index for s in scored] == list(range(12))
+    assert all(s.metrics is None for s in scored[:4])  # no history yet
+    z = np.array([s.metrics["score"] for s in scored[4:]])
+    np.testing.assert_allclose(z, (anomaly - anomaly.mean()) / anomaly.std(), atol=1e-3)
+    # batching does not change scores
+    one_by_one = [s.metrics["psnr"] for s in score_frames(pc, frames(12), batch_size=1) if s.metrics]
+    np.testing.assert_allclose(one_by_one, [s.metrics["psnr"] for s in scored[4:]], atol=0.05)
+
+
+def test_causal_smoother_is_an_ema() -> None:
+    s = CausalSmoother(half_life=1.0)
+    assert s.update(0.0) == 0.0
+    assert s.update(1.0) == pytest.approx(0.5)
+    assert CausalSmoother(0).update(3.0) == 3.0
+
+
+def test_weights_roundtrip_checksum_and_errors(tmp_path: Path) -> None:
+    p = make_predictor()
+    path = tmp_path / "w.pt"
+    W.atomic_save(p.weights_blob(), path)
+    W.record_in_manifest(path, "lite")  # tmp_path/manifest.json, beside the file
+    loaded = load_predictor(path, device="cpu")
+    x = np.stack([np.stack([p.preprocess(f) for f in frames(5)])])
+    np.testing.assert_allclose(loaded.score(x).psnr, p.score(x).psnr, atol=1e-4)
+    assert loaded.meta["note"] == "test"
+
+    with pytest.raises(W.WeightsError, match="preset 'lite', expected 'paper'"):
+        load_predictor(path, device="cpu", expected_preset="paper")
+    # corrupt the file: the checksum catches it
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(W.WeightsError, match="checksum mismatch"):
+        load_predictor(path, device="cpu")
+    # not listed in the manifest, truncated: a clear error, not a traceback from zipfile
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(data[:1000])
+    with pytest.raises(W.WeightsError, match="corrupt"):
+        load_predictor(bad, device="cpu")
+    with pytest.raises(W.WeightsError, match="not found"):
+        load_predictor(tmp_path / "missing.pt", device="cpu")
+
+
+def test_weights_for_another_architecture_are_refused(tmp_path: Path) -> None:
+    p = make_predictor()
+    blob = p.weights_blob()
+    blob["model_config"] = {**blob["model_config"], "base_width": 32}
+    path = tmp_path / "mismatch.pt"
+    torch.save(blob, path)
+    with pytest.raises(W.WeightsError, match="do not fit"):
+        load_predictor(path, device="cpu")
+    torch.save({"format": "something-else"}, path)
+    with pytest.raises(W.WeightsError, match="not an ffp weights file"):
+        load_predictor(path, device="cpu")
+
+
+def test_shipped_weights_verify_if_present() -> None:
+    manifest = json.loads(W.MANIFEST.read_text())["files"] if W.MANIFEST.is_file() else {}
+    for name, entry in manifest.items():
+        assert W.sha256_file(W.WEIGHTS_DIR / name) == entry["sha256"], name
