@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Union
 
 from .frames import EventMessage, ScoreMessage
 
 log = logging.getLogger(__name__)
 
-Message = Union[ScoreMessage, EventMessage]
+Message = ScoreMessage | EventMessage
 CLOSE_RESUME = 4000  # "you fell behind on events: reconnect with resume_from=<last seq>"
 
 
@@ -106,7 +105,7 @@ class Hub:
         self._subs.add(sub)
         return lambda: self._subs.discard(sub)
 
-    def subscribers(self) -> Iterable[Subscriber]:
+    def subscribers(self) -> tuple[Subscriber, ...]:
         return tuple(self._subs)
 
     def stats(self) -> dict[str, int]:

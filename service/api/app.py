@@ -12,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from model import Predictor
+
 from ..hub import Hub
 from ..pipeline import Pipeline
 from ..settings import Settings
@@ -23,7 +25,7 @@ from .schemas import Health, scrub
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: object | None = None,
+def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: Predictor | None = None,
                store: EventStore | None = None) -> FastAPI:
     """`pipeline` (with its `store`) is used as given; otherwise one is built at startup from `predictor`
     (default: load_predictor(settings.weights)) and an EventStore in settings.data_dir."""
@@ -37,7 +39,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: 
             st = st or open_store(settings)
             pred = predictor
             if pred is None:
-                from model import load_predictor
+                from model import load_predictor  # torch work happens at startup, not at import
 
                 pred = await run_in_threadpool(load_predictor, settings.weights, device=settings.device)
             pipe = Pipeline(settings, pred, st)

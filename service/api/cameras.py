@@ -1,6 +1,8 @@
 """Camera CRUD. Adding a camera never waits for it: an unreachable URL is added and reports its state."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Response, status
 from starlette.concurrency import run_in_threadpool
 
@@ -10,7 +12,7 @@ from .deps import ApiKey, PipelineDep
 from .schemas import CameraCreate, CameraPublic
 
 router = APIRouter(prefix="/v1/cameras", tags=["cameras"], dependencies=[ApiKey])
-NOT_FOUND = {404: {"description": "No camera with this id."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No camera with this id."}}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CameraPublic,

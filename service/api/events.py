@@ -1,7 +1,7 @@
 """Events (read-only): list with filters, one event, and its snapshot / heatmap JPEGs."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
@@ -12,7 +12,7 @@ from .deps import ApiKey, StoreDep
 from .schemas import EventList, EventPublic
 
 router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[ApiKey])
-NOT_FOUND = {404: {"description": "No such event (or it has no such image)."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such event (or it has no such image)."}}
 
 
 @router.get("", response_model=EventList)

@@ -173,7 +173,11 @@ async def live(ws: WebSocket) -> None:
         writer = asyncio.create_task(conn.write_loop())
         tasks = [writer, asyncio.create_task(conn.read_loop())]
         # A client stuck mid-send must not hold its backlog: overflow cancels the writer wherever it waits.
-        conn.sub.on_overflow = writer.cancel
+
+        def overflow() -> None:
+            writer.cancel()
+
+        conn.sub.on_overflow = overflow
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if conn.sub.overflowed:
             log.warning("websocket client fell behind on events; closing it so it resumes from the store")

@@ -34,7 +34,7 @@ class CameraPublic(BaseModel):
         d["url"] = redact_url(d["url"])
         if d.get("last_error"):
             d["last_error"] = scrub(d["last_error"])
-        return cls(**{k: d.get(k) for k in cls.model_fields})
+        return cls.model_validate({k: d.get(k) for k in cls.model_fields})
 
 
 class EventPublic(BaseModel):
@@ -91,6 +91,7 @@ class Health(BaseModel):
 # --- WebSocket protocol (documented in service/api/live.py) -------------------------------------------------
 
 ScoreKind = Literal["scores", "events"]
+ALL_KINDS: tuple[ScoreKind, ...] = ("scores", "events")
 
 
 class SubscribeRequest(BaseModel):
@@ -99,7 +100,7 @@ class SubscribeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["subscribe"] = "subscribe"
     cameras: list[str] | None = Field(None, description="Camera ids; None = every camera.")
-    kinds: list[ScoreKind] = Field(default_factory=lambda: ["scores", "events"])
+    kinds: list[ScoreKind] = Field(default_factory=lambda: list(ALL_KINDS))
     resume_from: int | None = Field(None, ge=0, description="Last event seq seen; replay every later one.")
 
 

@@ -71,9 +71,9 @@ def test_scores_stream_over_websocket(server: LiveServer) -> None:
 @pytest.mark.timeout(20)
 def test_websocket_refuses_a_bad_key_with_1008(server: LiveServer) -> None:
     for suffix, headers in (("", {}), ("?api_key=nope", {}), ("", {"X-API-Key": "nope"})):
-        with connect(server.ws_url + suffix, additional_headers=headers, open_timeout=5) as ws:
-            with pytest.raises(ConnectionClosed) as e:
-                ws.recv(timeout=5)
+        with connect(server.ws_url + suffix, additional_headers=headers, open_timeout=5) as ws, \
+                pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=5)
         assert e.value.rcvd is not None and e.value.rcvd.code == 1008
     with connect(server.ws_url, additional_headers={"Authorization": f"Bearer {KEY}"}, open_timeout=5) as ws:
         assert recv(ws)["type"] == "subscribed"
