@@ -107,3 +107,27 @@ def test_resume_after_disconnect_loses_no_event(server: LiveServer) -> None:
     assert seqs == list(range(1, len(seqs) + 1)), f"gap or duplicate at the seam: {seqs} ({first_batch})"
     kinds = {m["kind"] for m in seen}
     assert {"start", "end"} <= kinds
+
+
+@pytest.mark.timeout(20)
+def test_subscription_changes_and_bad_input(server: LiveServer) -> None:
+    with connect(f"{server.ws_url}?kinds=bogus&api_key={KEY}", open_timeout=5) as ws, \
+            pytest.raises(ConnectionClosed) as e:
+        ws.recv(timeout=5)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 4400 and "invalid subscription" in e.value.rcvd.reason
+    with connect(f"{server.ws_url}?kinds=scores&api_key={KEY}", open_timeout=5) as ws:
+        assert recv(ws)["type"] == "subscribed"
+        ws.send("not json")
+        ws.send(json.dumps({"type": "subscribe", "kinds": ["nope"]}))
+        errors = 0
+        while errors < 2:
+            msg = recv(ws)
+            assert msg["type"] in ("score", "error", "heartbeat")
+            errors += msg["type"] == "error"
+        ws.send(json.dumps({"type": "subscribe", "cameras": ["other"], "kinds": ["scores"]}))
+        while (msg := recv(ws))["type"] != "subscribed":
+            pass
+        assert msg["cameras"] == ["other"]
+        with pytest.raises(TimeoutError):  # no scores from "cam" any more (heartbeats come after 5 s)
+            while True:
+                assert recv(ws, timeout=1.5)["type"] == "heartbeat"
