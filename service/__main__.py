@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         return fail(str(e))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .api.security import RedactSecrets
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
     from model import WeightsError, load_predictor
 
     from .api import create_app

@@ -7,9 +7,15 @@ time. Without a configured key every request is allowed.
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from collections.abc import Mapping
 
 from pydantic import SecretStr
+
+from ..urls import redact_text
+
+_KEY_IN_QUERY = re.compile(r"(?i)(api_key=)[^&\s\"']+")
 
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
@@ -31,3 +37,15 @@ def key_ok(expected: SecretStr | None, presented: str | None) -> bool:
     if presented is None:
         return False
     return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
+
+
+class RedactSecrets(logging.Filter):
+    """Handler filter: uvicorn logs WebSocket paths with their query (`?api_key=...`), and FFmpeg errors may
+    quote camera URLs; neither secret reaches a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact_text(_KEY_IN_QUERY.sub(r"\1***", msg))
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
