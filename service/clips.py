@@ -76,6 +76,9 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, max_s
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         fps = fps if math.isfinite(fps) and 1.0 <= fps <= MAX_FPS else FALLBACK_FPS
         max_frames = int(max_seconds * fps)
+        declared = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        if math.isfinite(declared) and declared > max_frames:  # cheap early refusal; decoding checks again
+            raise ClipError(f"the clip is longer than {max_seconds:g} s ({declared:.0f} frames at {fps:g} fps)")
 
         def frames() -> Iterator[np.ndarray]:
             n = 0

@@ -118,9 +118,9 @@ def _read_frames(url: str, n: int, every: int) -> list[np.ndarray]:
 @pytest.fixture(scope="session")
 def predictor() -> Predictor:
     """Untrained predictor calibrated on the test camera's normal picture, at the test cameras' rate."""
-    srv = RtspServer().start()
+    srv = RtspServer().start()  # the same 25 fps stream as the test cameras (the pattern's motion depends on it)
     try:
-        frames = _read_frames(srv.url, 40, int(25 / TEST_FPS))
+        frames = _read_frames(srv.url, 30, int(25 / TEST_FPS))
     finally:
         srv.kill()
     p = untrained_predictor()
@@ -165,3 +165,9 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
 @pytest.fixture
 def write_video() -> Callable[[Path, list[np.ndarray], float], Path]:
     return _write_video
+
+
+@pytest.fixture(scope="session")
+def make_predictor() -> Callable[[Calibration | None], Predictor]:
+    """untrained_predictor as a fixture: tests build one calibrated on their own footage."""
+    return untrained_predictor

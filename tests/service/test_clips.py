@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from model import Calibration, Predictor, score_frames
+from service.pipeline import ClipError, Pipeline
+from service.settings import AlertSettings, Settings
+from service.store import EventStore
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def pinwheelish(i: int) -> np.ndarray:
+    img = np.full((120, 160, 3), 90, np.uint8)
+    img[40:80, 20 + i:60 + i] = 200  # a block drifting one pixel per frame: small, steady change
+    return img
+
+
+@pytest.fixture(scope="module")
+def clip_predictor(make_predictor: Callable[[Calibration | None], Predictor]) -> Predictor:
+    """Calibrated on the drifting block, the normal picture of these clips."""
+    p = make_predictor(None)
+    metrics = [s.metrics for s in score_frames(p, [pinwheelish(i) for i in range(30)]) if s.metrics]
+    cal = Calibration.from_scores({k: np.array([m[k] for m in metrics]) for k in metrics[0] if k != "score"},
+                                  source="tests: drifting block")
+    return p.with_calibration(cal)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, clip_predictor: Predictor) -> Pipeline:
+    store = EventStore(":memory:")
+    return Pipeline(Settings(data_dir=tmp_path, max_clip_seconds=5), clip_predictor, store)
+
+
+def test_score_clip_frames_and_events(tmp_path: Path, pipeline: Pipeline,
+                                      write_video: Callable[..., Path]) -> None:
+    rng = np.random.default_rng(0)
+    frames = [pinwheelish(i) for i in range(20)] + [rng.integers(0, 255, (120, 160, 3), np.uint8)
+                                                    for _ in range(10)] + [pinwheelish(i) for i in range(15)]
+    clip = write_video(tmp_path / "c.avi", frames, 10.0)
+    alerts = AlertSettings(on_threshold=4, off_threshold=2.5, min_duration_s=0.2, hold_s=0.3, cooldown_s=1)
+    res = pipeline.score_clip(clip, alerts=alerts)
+    assert res.fps == 10.0 and len(res.frames) == len(frames)
+    k = pipeline.predictor.num_frames
+    assert all(f["score"] is None for f in res.frames[:k])
+    assert res.frames[k]["time"] == pytest.approx(k / 10) and res.frames[k]["psnr"] is not None
+    (ev,) = res.events
+    assert 2.0 <= ev["start"] <= 2.4 and ev["end"] is not None and ev["end"] <= 3.6
+    assert ev["peak_score"] > 4
+
+
+def test_clip_errors(tmp_path: Path, pipeline: Pipeline, write_video: Callable[..., Path]) -> None:
+    cases = {"empty.mp4": b"", "playlist.mp4": b"#EXTM3U\n#EXTINF:1,\nfile:///etc/passwd\n",
+             "junk.mp4": b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 4}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ClipError):
+            pipeline.score_clip(tmp_path / name)
+    long_clip = write_video(tmp_path / "long.avi", [pinwheelish(i % 40) for i in range(60)], 10.0)  # 6 s > 5 s
+    with pytest.raises(ClipError, match="longer than 5 s"):
+        pipeline.score_clip(long_clip)
+    short = write_video(tmp_path / "short.avi", [pinwheelish(i) for i in range(3)], 10.0)
+    with pytest.raises(ClipError, match="more than 4 frames"):
+        pipeline.score_clip(short)
