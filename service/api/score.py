@@ -9,6 +9,7 @@ import logging
 
 from fastapi import APIRouter, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from ..pipeline import ClipError
 from .deps import ApiKey, PipelineDep, SettingsDep, StateDep
@@ -36,6 +37,8 @@ async def score_clip(request: Request, pipeline: PipelineDep, settings: Settings
         path = await receive_upload(request, settings.data_dir / "tmp", max_bytes)
     except UploadError as e:
         raise HTTPException(e.status, e.detail) from None
+    except ClientDisconnect:  # nobody to answer; the partial file is already gone
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the client disconnected during the upload") from None
     try:
         try:
             container = sniff_container(path)
