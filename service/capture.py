@@ -11,7 +11,8 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class Backoff:
     def next_delay(self) -> float:
         delay = min(self.cap_s, self.base_s * 2 ** self.attempt)
         self.attempt += 1
-        return delay * (1 + self._rng.uniform(-self.jitter, self.jitter))
+        return float(delay * (1 + self._rng.uniform(-self.jitter, self.jitter)))
 
     def reset(self) -> None:
         self.attempt = 0

@@ -111,8 +111,10 @@ class Settings(BaseSettings):
                                                      "read live under this folder; None = none at all.")
     retention_max_events: int | None = Field(10000, ge=1, description="Keep at most this many events.")
     retention_days: float | None = Field(30, gt=0, description="Delete events older than this.")
-    inference: InferenceSettings = Field(default_factory=InferenceSettings, description="Batching.")
-    alerts: AlertSettings = Field(default_factory=AlertSettings, description="Default alert settings.")
+    inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings.model_validate({}),
+                                         description="Batching of windows from all cameras.")
+    alerts: AlertSettings = Field(default_factory=lambda: AlertSettings.model_validate({}),
+                                  description="Default alert settings (a camera may override fields).")
     cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 

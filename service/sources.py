@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class OpenCVSource:
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
         if ok and frame is not None:
-            return frame  # type: ignore[no-any-return]
+            return frame
         if self._spec.kind == "file":
             return None
         raise SourceError("stream read failed (disconnected or timed out)")

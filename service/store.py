@@ -11,9 +11,10 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from .frames import Event, EventKind, EventMessage
 
@@ -154,7 +155,8 @@ class EventStore:
                     until: float | None = None, active: bool | None = None, limit: int = 100,
                     offset: int = 0) -> list[Event]:
         """Newest first."""
-        where, args = ["1=1"], []  # type: ignore[var-annotated]
+        where: list[str] = ["1=1"]
+        args: list[object] = []
         if camera_id is not None:
             where.append("camera_id=?")
             args.append(camera_id)
@@ -183,7 +185,8 @@ class EventStore:
     def messages_since(self, seq: int, cameras: Iterable[str] | None = None, *,
                        limit: int = 1000) -> list[EventMessage]:
         """Event messages with seq > `seq`, oldest first (each carries the event as it was then)."""
-        sql, args = "SELECT seq, kind, event FROM event_log WHERE seq > ?", [seq]  # type: ignore[list-item]
+        sql = "SELECT seq, kind, event FROM event_log WHERE seq > ?"
+        args: list[object] = [seq]
         cams = None if cameras is None else sorted(set(cameras))
         if cams is not None:
             if not cams:

@@ -7,8 +7,8 @@ Run with Debian's /usr/bin/python3 (the `gi` bindings are not importable from th
 It binds 127.0.0.1 only and prints `PORT <n>` on stdout once it listens. Control lines on stdin switch the
 live picture of every connected client at once, which injects a deterministic visual anomaly:
 
-    snow     -> the test pattern becomes white noise
-    ball     -> back to the moving ball (the normal picture)
+    snow       -> the test pattern becomes white noise
+    pinwheel   -> back to the normal picture (any name in PATTERNS works)
 
 Killing the process drops every client (a camera outage); start it again with `--port <n>` to come back.
 """
@@ -22,16 +22,19 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402  (gi needs require_version first)
 
-PATTERNS = {"smpte": 0, "snow": 1, "black": 2, "white": 3, "ball": 18, "pinwheel": 21, "gradient": 23, "colors": 24}  # GstVideoTestSrcPattern
+# GstVideoTestSrcPattern values. The tests' normal picture is the pinwheel (turns a little per frame); the
+# injected anomaly is snow (every pixel changes). The ball is a poor "normal": it jumps far between frames.
+PATTERNS = {"smpte": 0, "snow": 1, "black": 2, "white": 3, "ball": 18, "pinwheel": 21, "gradient": 23,
+            "colors": 24}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--path", default="/cam")
-    ap.add_argument("--pattern", default="ball", choices=sorted(PATTERNS))
+    ap.add_argument("--pattern", default="pinwheel", choices=sorted(PATTERNS))
     ap.add_argument("--fps", type=int, default=25)
     args = ap.parse_args()
 

@@ -13,8 +13,8 @@ FPS = 10
 
 
 def engine(**kw: float) -> AlertEngine:
-    base = dict(on_threshold=4.0, off_threshold=2.5, min_duration_s=0.3, hold_s=0.5, cooldown_s=1.0,
-                smoothing_half_life_frames=0, update_interval_s=10.0)
+    base = {"on_threshold": 4.0, "off_threshold": 2.5, "min_duration_s": 0.3, "hold_s": 0.5, "cooldown_s": 1.0,
+            "smoothing_half_life_frames": 0, "update_interval_s": 10.0}
     ids = (f"ev{i}" for i in itertools.count())
     return AlertEngine("cam", AlertSettings(**{**base, **kw}), CAL, new_id=lambda: next(ids))
 

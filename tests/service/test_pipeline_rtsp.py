@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -73,7 +73,7 @@ def test_injected_anomaly_makes_start_and_end_events(tmp_path: Path, predictor: 
     finally:
         pipe.stop()
     evs = got.events()
-    start, end = evs[0], [e for e in evs if e.kind == "end"][0]
+    start, end = evs[0], next(e for e in evs if e.kind == "end")
     assert start.kind == "start" and start.event.id == end.event.id
     assert [e.seq for e in evs] == sorted(e.seq for e in evs)
     assert end.event.end_ts is not None and end.event.end_ts >= end.event.start_ts
