@@ -10,7 +10,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
