@@ -49,18 +49,21 @@ def retime(src: Path, dst: Path, fps: float) -> Path:
     return dst
 
 
-def untrained_weights(path: Path) -> Path:
-    """The lite architecture with random weights (same compute as trained, minus a flow net)."""
+def untrained_weights(path: Path, flownet: Path | None) -> Path:
+    """The lite architecture with random weights: the same compute as the trained model when `flownet` is the
+    shipped flow net (L_flow is part of every score)."""
     import torch
 
     from model import Calibration, Predictor, ScoreConfig, get_preset
+    from model.flownet import load_flownet
     from model.scoring import METRICS
     from model.unet import Generator
     from model.weights import atomic_save
 
     cfg = get_preset("lite")
     cal = Calibration({k: 0.0 for k in METRICS}, {k: 1.0 for k in METRICS}, {}, 1, "bench")
-    atomic_save(Predictor(cfg, Generator(cfg), None, cal, ScoreConfig(), {}, torch.device("cpu"),
+    flow = load_flownet(flownet) if flownet else None
+    atomic_save(Predictor(cfg, Generator(cfg), flow, cal, ScoreConfig(), {}, torch.device("cpu"),
                           "bf16").weights_blob(), path)
     return path
 
@@ -159,6 +162,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     ap.add_argument("--untrained", action="store_true", help="random lite weights (when none are trained yet)")
+    ap.add_argument("--flownet", type=Path, help="with --untrained: attach this flow net (e.g. weights/flownet-lite.pt)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per scenario")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (cameras open, ring fills)")
     ap.add_argument("--max-fps", type=float, default=120.0, help="source and target rate of scenario 1")
@@ -167,7 +171,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="ffp-bench-") as tmp:
         work = Path(tmp)
-        weights = untrained_weights(work / "untrained.pt") if args.untrained else args.weights
+        weights = untrained_weights(work / "untrained.pt", args.flownet) if args.untrained else args.weights
         fast = retime(DEMO, work / "demo_fast.mp4", args.max_fps)
         scenarios = {
             "1cam-max": [{"id": "fast", "url": str(fast), "fps": args.max_fps, "loop": True}],
@@ -178,7 +182,8 @@ def main() -> None:
                    for name, cams in scenarios.items()]
 
     print(f"\nservice benchmark ({os.cpu_count()} cores, {results[0]['device']} {results[0]['precision']}, "
-          f"weights: {'untrained lite' if args.untrained else weights or 'shipped default'})")
+          f"weights: {'untrained lite' if args.untrained else weights or 'shipped default'}"
+          f"{' + ' + str(args.flownet) if args.untrained and args.flownet else ''}; load avg {os.getloadavg()[0]:.1f})")
     print(f"{'scenario':<12} {'scored fps':>10} {'skipped':>8} {'lat p50':>8} {'lat p99':>8} {'lat max':>8} "
           f"{'peak RSS':>9} {'batch':>6}")
     for r in results:
