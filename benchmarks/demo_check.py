@@ -58,7 +58,7 @@ def offline(weights: Path | None, config: Path) -> None:
     print(f"demo clip: {n} frames at {fps:g} fps; alerts: on {alerts.on_threshold} off {alerts.off_threshold} "
           f"min_duration {alerts.min_duration_s}s")
     print("smoothed score per second (loop 1 | loop 2):")
-    per_s = int(round(fps))
+    per_s = round(fps)
     for s in range(0, 2 * n, per_s):
         vals = [v for v in sm[s:s + per_s] if v is not None]
         print(f"  t={s / fps:5.1f}s  max {max(vals) if vals else float('nan'):6.2f}")
