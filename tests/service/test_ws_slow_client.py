@@ -4,7 +4,6 @@ send never completes, which a real client can only produce after filling megabyt
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
