@@ -21,6 +21,7 @@ from ..store import EventStore
 from . import cameras, events, live, score
 from .deps import ApiKey, AppState, PipelineDep, StateDep
 from .schemas import Health, scrub
+from .security import key_required
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: 
         unsubscribe = pipe.add_listener(hub.publish)
         state.pipeline, state.store, state.hub = pipe, st, hub
         await run_in_threadpool(pipe.start)
-        log.info("ffp service up: %d camera(s)", len(pipe.list_cameras()))
+        log.info("ffp service up: %d camera(s), API key %s", len(pipe.list_cameras()),
+                 "required" if key_required(settings.api_key) else "off (set FFP_API_KEY to require one)")
         try:
             yield
         finally:

@@ -31,8 +31,13 @@ def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = 
     return None
 
 
+def key_required(expected: SecretStr | None) -> bool:
+    # An empty key counts as none: `FFP_API_KEY=` (as docker/compose.yaml passes when unset) means "off".
+    return expected is not None and expected.get_secret_value() != ""
+
+
 def key_ok(expected: SecretStr | None, presented: str | None) -> bool:
-    if expected is None:
+    if expected is None or not key_required(expected):
         return True
     if presented is None:
         return False

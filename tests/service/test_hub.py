@@ -1,4 +1,4 @@
-"""The WebSocket hub: thread -> loop hand-off, per-client filters, bounded backlogs."""
+"""Units of the API layer: the WebSocket hub (thread -> loop hand-off, filters, bounded backlogs), API key rules."""
 from __future__ import annotations
 
 import asyncio
@@ -64,3 +64,15 @@ def test_slow_client_drops_scores_counted_but_overflows_on_events() -> None:
         assert await sub.get() is None  # the connection closes and the client resumes from the store
 
     asyncio.run(main())
+
+
+def test_api_key_rules() -> None:
+    from pydantic import SecretStr
+
+    from service.api.security import key_ok, presented_key
+
+    assert key_ok(None, None) and key_ok(SecretStr(""), None)  # empty = off (compose passes FFP_API_KEY=)
+    assert not key_ok(SecretStr("k"), None) and not key_ok(SecretStr("k"), "K") and key_ok(SecretStr("k"), "k")
+    assert presented_key({"authorization": "Bearer  k "}) == "k"
+    assert presented_key({"authorization": "Basic k"}) is None
+    assert presented_key({}, {"api_key": "q"}) == "q" and presented_key({}, None) is None
