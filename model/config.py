@@ -128,4 +128,8 @@ class ScoreConfig:
     alpha: float = 1.0
     beta: float = 1.0
     gamma: float = 1.0
+    # Flow for the L_flow score: "dis" (OpenCV DIS, FAST preset) or "flownet" (the shipped flow CNN).
+    # Measured by benchmarks/flow_scoring.py at 128x128: DIS FAST 0.6 ms per frame (two flows), the flow CNN
+    # 50 ms per frame on one CPU thread; the CNN is needed for training (gradients), not for scoring.
+    flow: str = "dis"
     extra: dict[str, Any] = field(default_factory=dict)

@@ -152,25 +152,41 @@ def _plots(out: Path, prot: dict[str, dict[str, np.ndarray]], per_video: dict[st
     fig.savefig(roc_path, dpi=110)
     plt.close(fig)
 
+    # one figure per video (the model card shows one), then all videos on one page
+    single_dir = out.with_name(out.stem + "_timelines")
+    single_dir.mkdir(exist_ok=True)
+    for n in names:
+        fig, ax = plt.subplots(figsize=(8, 2.6))
+        _timeline(ax, n, gt, prot, k)
+        ax.legend(fontsize=7, loc="lower left")
+        fig.tight_layout()
+        fig.savefig(single_dir / f"{n}.png", dpi=100)
+        plt.close(fig)
+
     tl_path = out.with_name(out.stem + "_timelines.png")
     cols = 3
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.2 * rows), squeeze=False)
     for ax, n in zip(axes.flat, names):
-        t = np.arange(k, len(gt[n]))
-        lab = gt[n][k:].astype(bool)
-        ax.fill_between(t, 0, 1, where=lab, color="tab:red", alpha=0.2, step="mid", label="anomaly (truth)")
-        ax.plot(t, 1 - prot["paper_psnr"][n], lw=1, label="regularity (paper)")
-        c = prot["causal"][n]
-        ax.plot(t, (c - c.min()) / (np.ptp(c) + 1e-9), lw=1, label="causal score (scaled)")
-        ax.set(title=f"video {n}", ylim=(0, 1))
+        _timeline(ax, n, gt, prot, k)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(tl_path, dpi=90)
     plt.close(fig)
-    return {"roc": str(roc_path), "timelines": str(tl_path)}
+    return {"roc": str(roc_path), "timelines": str(tl_path), "timeline_per_video": str(single_dir)}
+
+
+def _timeline(ax: Any, n: str, gt: dict[str, np.ndarray], prot: dict[str, dict[str, np.ndarray]], k: int) -> None:
+    t = np.arange(k, len(gt[n]))
+    lab = gt[n][k:].astype(bool)
+    ax.fill_between(t, 0, 1, where=lab, color="tab:red", alpha=0.2, step="mid", label="anomaly (truth)")
+    ax.plot(t, 1 - prot["paper_psnr"][n], lw=1, label="regularity S(t) (paper, per-video min-max)")
+    c = prot["causal"][n]
+    lo, hi = -3.0, max(10.0, float(np.max(c)))
+    ax.plot(t, np.clip((c - lo) / (hi - lo), 0, 1), lw=1, label=f"causal score z (scaled {lo:g}..{hi:.0f})")
+    ax.set(title=f"video {n}", ylim=(0, 1), xlabel="frame")
 
 
 def score_sources(predictor: Predictor, sources: list[VideoSource]) -> dict[str, dict[str, np.ndarray]]:

@@ -11,6 +11,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -131,9 +132,13 @@ class Scorer:
         last = x[:, cfg.num_frames - 1]
         with self._autocast():
             pred = self.generator(past)
-            l_flow = (flow_loss(self.flownet, last, pred.float(), real) if self.flownet is not None
-                      else torch.zeros(len(x), device=self.device))
+            if self.score_config.flow == "flownet" and self.flownet is not None:
+                l_flow = flow_loss(self.flownet, last, pred.float(), real)
         pred = pred.float()
+        if self.score_config.flow == "dis":
+            l_flow = dis_flow_error(last, pred, real)
+        elif self.flownet is None:
+            l_flow = torch.zeros(len(x), device=self.device)
         l_flow = l_flow.float()
         l_int = intensity_loss(pred, real)
         l_grad = gradient_loss(pred, real)
@@ -154,6 +159,18 @@ class Scorer:
             score=None if self.calibration is None else self.calibration.z(anomaly_np).astype(np.float32),
             heatmap=np_(abs_err), prediction=np_(pred),
         )
+
+
+def dis_flow_error(last: torch.Tensor, pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L_flow per sample with OpenCV DIS: mean |DIS(last, pred) - DIS(last, real)| in pixels."""
+    def grey(t: torch.Tensor) -> np.ndarray:  # (B, C, H, W) in [-1, 1] -> (B, H, W) uint8
+        return ((t.float().mean(1).clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).cpu().numpy()
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    out = []
+    for a, p, r in zip(grey(last), grey(pred), grey(real)):
+        out.append(float(np.abs(dis.calc(a, p, None) - dis.calc(a, r, None)).mean()))
+    return torch.tensor(out, device=last.device)
 
 
 class CausalSmoother:
