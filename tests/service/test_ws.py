@@ -131,3 +131,27 @@ def test_subscription_changes_and_bad_input(server: LiveServer) -> None:
         with pytest.raises(TimeoutError):  # no scores from "cam" any more (heartbeats come after 5 s)
             while True:
                 assert recv(ws, timeout=1.5)["type"] == "heartbeat"
+
+
+@pytest.mark.timeout(30)
+def test_events_rest_routes(server: LiveServer) -> None:
+    import httpx
+
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=10) as c:
+        deadline = time.monotonic() + 15
+        while not (ended := c.get("/v1/events", params={"active": "false"}).json()["events"]):
+            assert time.monotonic() < deadline, "no event ended in time"
+            time.sleep(0.3)
+        ev = ended[0]
+        assert ev["camera_id"] == "cam" and ev["end_ts"] >= ev["start_ts"] and ev["peak_score"] >= 5.0
+        assert c.get(f"/v1/events/{ev['id']}").json() == ev
+        for kind in ("snapshot", "heatmap"):
+            r = c.get(ev[f"{kind}_url"])
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
+        assert c.get("/v1/events", params={"camera": "other"}).json() == {"events": []}
+        assert c.get("/v1/events", params={"since": ev["start_ts"] + 1e6}).json() == {"events": []}
+        assert len(c.get("/v1/events", params={"limit": 1}).json()["events"]) == 1
+        assert c.get("/v1/events", params={"limit": 0}).status_code == 422
+        for path in ("/v1/events/nope", "/v1/events/nope/snapshot.jpg", "/v1/events/nope/heatmap.jpg"):
+            r = c.get(path)
+            assert r.status_code == 404 and "nope" in r.json()["detail"]
