@@ -79,13 +79,20 @@ def peak_rss_mb(pid: int) -> float:
     return int(m.group(1)) / 1024 if m else float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (all its threads): a cost that contention does not inflate much."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_scenario(name: str, cameras: list[dict[str, Any]], weights: Path | None, seconds: float,
-                 warmup: float, work: Path) -> dict[str, Any]:
+                 warmup: float, work: Path, extra_args: list[str]) -> dict[str, Any]:
     port = free_port()
     cfg = work / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump({"data_dir": str(work / f"data-{name}"), "port": port, "cameras": cameras,
                                    "log_level": "WARNING"}))
-    cmd = [sys.executable, "-m", "service", "--config", str(cfg)] + (["--weights", str(weights)] if weights else [])
+    cmd = [sys.executable, "-m", "service", "--config", str(cfg), *extra_args]
+    cmd += ["--weights", str(weights)] if weights else []
     proc = subprocess.Popen(cmd, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -123,11 +130,13 @@ def run_scenario(name: str, cameras: list[dict[str, Any]], weights: Path | None,
             t.start()
             time.sleep(warmup)
             before = http.get("/v1/stats").json()
+            cpu0 = cpu_seconds(proc.pid)
             measuring.set()
             t0 = time.monotonic()
             time.sleep(seconds)
             measuring.clear()
             elapsed = time.monotonic() - t0
+            cpu = cpu_seconds(proc.pid) - cpu0
             after = http.get("/v1/stats").json()
             stop.set()
             t.join(5)
@@ -148,7 +157,9 @@ def run_scenario(name: str, cameras: list[dict[str, Any]], weights: Path | None,
             "captured_fps": round((a["frames_captured"] - b.get("frames_captured", 0)) / elapsed, 2),
             "state": a["state"], "reconnects": a["reconnects"], "stalls": a["stalls"]}
     lat = np.array(latencies) if latencies else np.array([np.nan])
+    scored = sum(c["scored_fps"] for c in per_cam.values()) * elapsed
     return {"scenario": name, "seconds": round(elapsed, 1), "cameras": per_cam,
+            "cpu_cores_used": round(cpu / elapsed, 2), "cpu_ms_per_frame": round(1000 * cpu / max(scored, 1), 1),
             "total_scored_fps": round(sum(c["scored_fps"] for c in per_cam.values()), 2),
             "total_skipped": sum(c["skipped"] for c in per_cam.values()),
             "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1),
@@ -166,6 +177,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per scenario")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (cameras open, ring fills)")
     ap.add_argument("--max-fps", type=float, default=120.0, help="source and target rate of scenario 1")
+    ap.add_argument("--precision", default="auto", help="passed to the service (auto, fp32, bf16)")
+    ap.add_argument("--only", choices=("1cam-max", "4cam-10fps"), help="run one scenario")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -178,18 +191,19 @@ def main() -> None:
             "4cam-10fps": [{"id": f"cam{i}", "url": str(DEMO if i % 2 == 0 else VTEST), "fps": 10, "loop": True}
                            for i in range(4)],
         }
-        results = [run_scenario(name, cams, weights, args.seconds, args.warmup, work)
-                   for name, cams in scenarios.items()]
+        results = [run_scenario(name, cams, weights, args.seconds, args.warmup, work, ["--precision", args.precision])
+                   for name, cams in scenarios.items() if args.only in (None, name)]
 
     print(f"\nservice benchmark ({os.cpu_count()} cores, {results[0]['device']} {results[0]['precision']}, "
           f"weights: {'untrained lite' if args.untrained else weights or 'shipped default'}"
           f"{' + ' + str(args.flownet) if args.untrained and args.flownet else ''}; load avg {os.getloadavg()[0]:.1f})")
     print(f"{'scenario':<12} {'scored fps':>10} {'skipped':>8} {'lat p50':>8} {'lat p99':>8} {'lat max':>8} "
-          f"{'peak RSS':>9} {'batch':>6}")
+          f"{'peak RSS':>9} {'batch':>6} {'CPU':>5} {'CPU ms/frame':>12}")
     for r in results:
         print(f"{r['scenario']:<12} {r['total_scored_fps']:>10.1f} {r['total_skipped']:>8d} "
               f"{r['latency_ms']['p50']:>6.1f}ms {r['latency_ms']['p99']:>6.1f}ms {r['latency_ms']['max']:>6.1f}ms "
-              f"{r['peak_rss_mb']:>7.0f}MB {r['inference']['mean_batch_size'] or 0:>6.2f}")
+              f"{r['peak_rss_mb']:>7.0f}MB {r['inference']['mean_batch_size'] or 0:>6.2f} "
+              f"{r['cpu_cores_used']:>5.2f} {r['cpu_ms_per_frame']:>12.1f}")
         for cid, c in r["cameras"].items():
             print(f"  {cid:<10} scored {c['scored_fps']:6.2f}/s  ws {c['ws_fps']:6.2f}/s  captured "
                   f"{c['captured_fps']:6.2f}/s  skipped {c['skipped']}  {c['state']}")

@@ -1,4 +1,5 @@
-"""`python -m service --config FILE [--host H] [--port P] [--weights W] [--data-dir D]` (also `ffp serve`).
+"""`python -m service --config FILE [--host H] [--port P] [--weights W] [--data-dir D] [--device D]
+[--precision P]` (also `ffp serve ...`).
 
 settings -> predictor -> EventStore -> Pipeline -> create_app -> uvicorn. A bad config, missing or corrupt
 weights, or an unusable data dir ends with one line on stderr and exit code 2, never a traceback.
@@ -23,6 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     ap.add_argument("--data-dir", type=Path, help="events database and images folder")
     ap.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                    help="model precision (auto: bf16 on CPU and on GPUs that support it, else fp16)")
     return ap.parse_args(argv)
 
 
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from .store import EventStore
 
     try:
-        predictor = load_predictor(settings.weights, device=settings.device)
+        predictor = load_predictor(settings.weights, device=settings.device,
+                                   precision=None if args.precision == "auto" else args.precision)
     except WeightsError as e:
         return fail(str(e))
     try:
