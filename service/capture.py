@@ -4,6 +4,10 @@ kept frame once into the camera's ring and hands the newest window to the infere
 Live sources (network, webcam, looped files) never wait for inference: a newer window replaces an unscored
 one. A file that is not looped never loses a frame: capture blocks until inference took the previous window.
 Files are paced at their native fps, so a file behaves like the recording of a camera.
+
+The worker reconnects by itself after a source fault. The watchdog (service.watchdog) handles the rest through
+`diagnose`/`restart`/`fail`: a thread that died of a bug, and a stall (no frame for stall_after_s while the
+source is open: a frozen server keeps OpenCV's read blocked up to its read timeout).
 """
 from __future__ import annotations
 
@@ -62,36 +66,56 @@ class CaptureWorker:
         self._backoff = backoff or Backoff()
         self._clock = clock
         self.live = spec.kind != "file" or cam.loop  # live: drop instead of waiting
-        self._stop = threading.Event()
+        self.name = f"camera {cam.id}"
+        self._stop = threading.Event()  # set by stop(): no thread of this camera runs again
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the current capture thread
+        self._cancel = threading.Event()  # the current thread's own stop signal
+        self._threads: list[tuple[threading.Thread, threading.Event]] = []  # current + abandoned, for stop()
         self.state: CameraState = "connecting"
-        self.reconnects = 0
+        self.reconnects = 0  # by the thread itself after a source fault
         self.stalls = 0
+        self.restarts = 0  # by the watchdog: a dead thread or a stall
         self.last_error: str | None = None
         self.last_frame_at: float | None = None  # monotonic time of the last frame read
         self.frames_read = 0
         self.frames_captured = 0  # kept after decimation, preprocessed and pushed
         self._waiting = False  # blocked on inference (a file): not a stall
-        self._pace: list[float] | None = None
         self.read_rate = RateMeter()
         self.captured_rate = RateMeter()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"capture-{self.cam.id}", daemon=True)
-            self._thread.start()
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._spawn()
+
+    def _spawn(self) -> None:
+        """Start a fresh capture thread with its own cancel event (caller holds the lock)."""
+        cancel = threading.Event()
+        thread = threading.Thread(target=self._run, args=(cancel,), name=f"capture-{self.cam.id}", daemon=True)
+        self._threads = [(t, c) for t, c in self._threads if t.is_alive()]
+        self._threads.append((thread, cancel))
+        self._thread, self._cancel = thread, cancel
+        thread.start()
 
     def request_stop(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
+            for _, cancel in self._threads:
+                cancel.set()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
+        """Stop and join every thread of this camera, abandoned ones included (those leave within their read
+        timeout)."""
+        self.request_stop()
+        with self._lock:
+            threads = [t for t, _ in self._threads]
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
                 log.error("camera %s: capture thread did not stop within %.0f s", self.cam.id, timeout)
         self._set_state("stopped")
 
@@ -99,27 +123,68 @@ class CaptureWorker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _set_state(self, state: CameraState) -> None:
+    def _set_state(self, state: CameraState, cancel: threading.Event | None = None) -> None:
         with self._lock:
-            if self.state != state:
-                log.info("camera %s: %s -> %s", self.cam.id, self.state, state)
-                self.state = state
+            self._set_state_locked(state, cancel)
 
-    def _error(self, e: BaseException) -> None:
-        msg = redact_text(f"{type(e).__name__}: {e}" if not str(e).startswith("cannot") else str(e))
-        self.last_error = msg.replace(str(self.spec.target), redact_url(str(self.spec.target)))
+    def _set_state_locked(self, state: CameraState, cancel: threading.Event | None = None) -> None:
+        if cancel is not None and cancel.is_set():
+            return  # an abandoned thread no longer speaks for the camera
+        if self.state != state:
+            log.info("camera %s: %s -> %s", self.cam.id, self.state, state)
+            self.state = state
+
+    def _redact(self, msg: str) -> str:
+        return redact_text(msg).replace(str(self.spec.target), redact_url(str(self.spec.target)))
+
+    def _error(self, e: BaseException, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            return
+        self.last_error = self._redact(f"{type(e).__name__}: {e}" if not str(e).startswith("cannot") else str(e))
         log.warning("camera %s: %s", self.cam.id, self.last_error)
 
-    # -- watchdog -----------------------------------------------------------------------------------------
+    # -- watchdog (service.watchdog.Supervised) -----------------------------------------------------------
 
-    def check(self, now_mono: float) -> None:
-        """Called by the watchdog: a live camera that sent no frame for stall_after_s is stalled."""
+    def diagnose(self, now_mono: float) -> str | None:
+        """A live camera without a frame for stall_after_s is marked stalled; if it is still stalled at the
+        next check (its read is blocked on a frozen server), it needs a restart. So does a dead thread."""
         with self._lock:
+            if self._thread is None or self._stop.is_set() or self.state in ("failed", "ended", "stopped"):
+                return None
+            if not self._thread.is_alive():
+                return f"capture thread died ({self.last_error or 'no error recorded'})"
             age = self.frame_age(now_mono)
-            if self.state == "live" and not self._waiting and age is not None and age > self.cam.stall_after_s:
+            if self._waiting or age is None or age <= self.cam.stall_after_s:
+                return None
+            if self.state == "live":
                 self.state = "stalled"
                 self.stalls += 1
                 log.warning("camera %s: stalled (no frame for %.1f s)", self.cam.id, age)
+                return None
+            if self.state == "stalled":
+                return f"stalled: no frame for {age:.1f} s"
+            return None
+
+    def restart(self, reason: str) -> None:
+        """Abandon the current thread (dead, or blocked in a read) and start a fresh one."""
+        with self._lock:
+            if self._thread is None or self._stop.is_set() or self.state == "failed":
+                return
+            self._cancel.set()
+            self.restarts += 1
+            self.ring.clear()  # never predict across the gap
+            self._set_state_locked("reconnecting")
+            self._spawn()
+
+    def fail(self, reason: str) -> None:
+        """Out of restarts: stop capturing and stay 'failed' with the reason as last_error."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._cancel.set()  # a hung thread is abandoned; stop() still joins it
+            self.ring.clear()
+            self.last_error = self._redact(f"failed: {reason}")
+            self._set_state_locked("failed")
 
     def frame_age(self, now_mono: float | None = None) -> float | None:
         if self.last_frame_at is None:
@@ -127,59 +192,68 @@ class CaptureWorker:
         return (time.monotonic() if now_mono is None else now_mono) - self.last_frame_at
 
     # -- the thread ---------------------------------------------------------------------------------------
+    # Faults of the source (opening, reading) are the camera's: reconnect with backoff. Anything else raised
+    # here (preprocess, ring, sink) is a bug: the thread dies and the watchdog restarts it within its budget.
+    # Every shared-state update checks `cancel`, so a thread the watchdog abandoned changes nothing.
 
-    def _run(self) -> None:
+    def _run(self, cancel: threading.Event) -> None:
+        pace: list[float] = []  # start, media time, next due: survives file loops, reset on reconnect
         try:
-            while not self._stop.is_set():
-                outcome = self._session()
-                if outcome == "ended" or self._stop.is_set():
+            while not cancel.is_set():
+                outcome = self._session(cancel, pace)
+                if outcome == "ended" or cancel.is_set():
                     break
                 if outcome == "loop":
                     continue  # a looped file: reopen at once, keep the ring and the pacing clock
-                self._pace = None
-                self.reconnects += 1
-                self._set_state("reconnecting")
-                self.ring.clear()  # never predict across the gap
-                self._stop.wait(self._backoff.next_delay())
-        except Exception:  # a bug, not a camera fault: log it; the watchdog sees a dead thread
+                pace.clear()
+                with self._lock:
+                    if cancel.is_set():
+                        break
+                    self.reconnects += 1
+                    self.ring.clear()  # never predict across the gap
+                    self._set_state_locked("reconnecting")
+                cancel.wait(self._backoff.next_delay())
+        except Exception as e:  # a bug, not a camera fault: log it; the watchdog sees a dead thread
             log.exception("camera %s: capture thread crashed", self.cam.id)
-            self.last_error = "internal error (see server log)"
-        if not self._stop.is_set() and self.state != "ended":
-            self._set_state("stalled")
+            with self._lock:
+                if not cancel.is_set():
+                    self.last_error = self._redact(f"internal error: {type(e).__name__}: {e}")
+                    self._set_state_locked("stalled")
 
-    def _session(self) -> str:
+    def _session(self, cancel: threading.Event, pace: list[float]) -> str:
         """Open the source and read until it fails ("failed"), a file ends ("ended") or loops ("loop")."""
         try:
             src = self._factory(self.spec, self.cam)
         except Exception as e:
-            self._error(e)
+            self._error(e, cancel)
             return "failed"
         try:
-            return self._read_loop(src)
-        except Exception as e:
-            self._error(e)
-            return "failed"
+            return self._read_loop(src, cancel, pace)
         finally:
             try:
                 src.close()
             except Exception:  # closing a broken stream may fail too; nothing to do about it
                 log.debug("camera %s: close failed", self.cam.id, exc_info=True)
 
-    def _read_loop(self, src: FrameSource) -> str:
+    def _read_loop(self, src: FrameSource, cancel: threading.Event, pace: list[float]) -> str:
         period = 1.0 / self.cam.fps
         native = src.fps or DEFAULT_FPS
         is_file = self.spec.kind == "file"
-        if self._pace is None:
-            self._pace = [time.monotonic(), 0.0, 0.0]  # start, media time, next due: survive file loops
-        pace = self._pace
+        if not pace:
+            pace[:] = [time.monotonic(), 0.0, 0.0]
         got = 0
-        while not self._stop.is_set():
-            frame = src.read()
+        while not cancel.is_set():
+            try:
+                frame = src.read()
+            except Exception as e:
+                self._error(e, cancel)
+                return "failed"
             if frame is None:  # end of file
                 if got == 0:  # an empty or undecodable file must not spin through reopen at full speed
-                    raise SourceError("no frames (empty or undecodable file)")
+                    self._error(SourceError("no frames (empty or undecodable file)"), cancel)
+                    return "failed"
                 if not self.cam.loop:
-                    self._set_state("ended")
+                    self._set_state("ended", cancel)
                     return "ended"
                 return "loop"
             got += 1
@@ -188,35 +262,41 @@ class CaptureWorker:
                 # Pace at the native rate; media time keeps running across loops, so decimation stays even.
                 pace[1] += 1.0 / native
                 delay = pace[0] + pace[1] - now_mono
-                if delay > 0 and self._stop.wait(delay):
+                if delay > 0 and cancel.wait(delay):
                     return "failed"
                 t = pace[1]
             else:
                 t = now_mono - pace[0]
             with self._lock:
+                if cancel.is_set():
+                    return "failed"
                 self.last_frame_at = time.monotonic()
                 self.frames_read += 1
-                if self.state != "live":
-                    log.info("camera %s: %s -> live", self.cam.id, self.state)
-                    self.state = "live"
+                self._set_state_locked("live")
+                self._backoff.reset()
             self.read_rate.add()
-            self._backoff.reset()
             if t + 1e-6 < pace[2]:
                 continue  # decimated: never preprocessed
             pace[2] = max(pace[2] + period, t + period / 2)
-            self._keep(frame)
+            self._keep(frame, cancel)
         return "failed"
 
-    def _keep(self, frame: np.ndarray) -> None:
-        index = self.frames_captured
-        self.frames_captured += 1
+    def _keep(self, frame: np.ndarray, cancel: threading.Event) -> None:
+        pre = self._preprocess(frame)
+        with self._lock:  # restart() clears the ring under this lock: no stale frame slips in after it
+            if cancel.is_set():
+                return
+            index = self.frames_captured
+            self.frames_captured += 1
+            window = self.ring.push(pre, frame, index, self._clock())
+            self._waiting = window is not None and not self.live
         self.captured_rate.add()
-        window = self.ring.push(self._preprocess(frame), frame, index, self._clock())
         if window is None:
             return
-        self._waiting = not self.live
         try:
-            self._sink.submit(window, block=not self.live, stop=self._stop)
+            self._sink.submit(window, block=not self.live, stop=cancel)
         finally:
-            self._waiting = False
-            self.last_frame_at = time.monotonic()  # time blocked on inference is not frame age
+            with self._lock:
+                if not cancel.is_set():
+                    self._waiting = False
+                    self.last_frame_at = time.monotonic()  # time blocked on inference is not frame age

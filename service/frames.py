@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-CameraState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "stopped"]
+# failed: the watchdog ran out of restarts (see last_error); the camera stays down until it is added again.
+CameraState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "stopped", "failed"]
 EventKind = Literal["start", "update", "end"]
 
 
@@ -16,8 +17,9 @@ class CameraStatus:
     url: str  # redacted: never holds credentials
     state: CameraState
     fps_target: float
-    reconnects: int
+    reconnects: int  # by capture itself after a source fault
     stalls: int
+    restarts: int  # by the watchdog: capture thread died or stalled
     last_frame_age_s: float | None  # None before the first frame
     last_error: str | None  # redacted
     frames_captured: int

@@ -3,6 +3,10 @@ in one batched forward (the same `Predictor.score` as `ffp eval`).
 
 Capture never waits for it: each camera has one slot holding its latest unscored window. A live camera
 that replaces a window before it was scored counts a skipped frame; a file camera waits for its slot instead.
+
+The watchdog restarts the thread when it died or one batch ran longer than `stuck_after_s`. A hung thread is
+abandoned, not killed: its batch is dropped when (if) it returns. If the model itself hangs, the replacement
+waits for the model lock, is found stuck too, and the restart budget ends in `failed`.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -39,7 +43,9 @@ class _CameraMeters:
 
 class InferenceWorker:
     def __init__(self, scorer: Scorer, on_scores: ScoresCallback, *, max_batch: int = 8,
-                 max_wait_ms: float = 10.0, model_lock: threading.Lock | None = None) -> None:
+                 max_wait_ms: float = 10.0, model_lock: threading.Lock | None = None,
+                 stuck_after_s: float = 30.0) -> None:
+        self.name = "inference"
         self._scorer = scorer
         self._on_scores = on_scores
         self.max_batch = max_batch
@@ -48,8 +54,15 @@ class InferenceWorker:
         self._slots: dict[str, Window] = {}
         self._cameras: set[str] = set()
         self._cond = threading.Condition()
+        self.stuck_after_s = stuck_after_s
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the current thread
+        self._cancel = threading.Event()  # the current thread's own stop signal
+        self._threads: list[tuple[threading.Thread, threading.Event]] = []  # current + abandoned, for stop()
+        self._busy_since: float | None = None  # monotonic start of the batch in flight (model lock wait included)
+        self.state: Literal["stopped", "running", "failed"] = "stopped"
+        self.restarts = 0
+        self.last_error: str | None = None
         self._meters: dict[str, _CameraMeters] = defaultdict(_CameraMeters)
         self.batch_ms = LatencyMeter()
         self.batches = 0
@@ -89,62 +102,130 @@ class InferenceWorker:
     # -- the thread ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-            self._thread.start()
+        with self._cond:
+            if self._thread is None:
+                self._stop.clear()
+                self.state = "running"
+                self._spawn()
+
+    def _spawn(self) -> None:
+        """Start a fresh thread with its own cancel event (caller holds the condition's lock)."""
+        cancel = threading.Event()
+        thread = threading.Thread(target=self._run, args=(cancel,), name="inference", daemon=True)
+        self._threads = [(t, c) for t, c in self._threads if t.is_alive()]
+        self._threads.append((thread, cancel))
+        self._thread, self._cancel, self._busy_since = thread, cancel, None
+        thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
+        """Stop and join every inference thread, abandoned ones included."""
         with self._cond:
+            self._stop.set()
+            for _, cancel in self._threads:
+                cancel.set()
+            threads = [t for t, _ in self._threads]
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
                 log.error("inference thread did not stop within %.0f s", timeout)
-            self._thread = None
-
-    def _take(self) -> list[Window]:
         with self._cond:
-            while not self._slots and not self._stop.is_set():
+            self._thread, self._threads, self._busy_since, self.state = None, [], None, "stopped"
+
+    # -- watchdog (service.watchdog.Supervised) -----------------------------------------------------------
+
+    def diagnose(self, now_mono: float) -> str | None:
+        with self._cond:
+            if self._thread is None or self._stop.is_set() or self.state != "running":
+                return None
+            if not self._thread.is_alive():
+                return f"inference thread died ({self.last_error or 'no error recorded'})"
+            busy = self._busy_since
+            if busy is not None and now_mono - busy > self.stuck_after_s:
+                return f"stuck: one batch running for {now_mono - busy:.1f} s"
+            return None
+
+    def restart(self, reason: str) -> None:
+        """Abandon the current thread (dead or stuck) and start a fresh one."""
+        with self._cond:
+            if self._thread is None or self._stop.is_set() or self.state != "running":
+                return
+            self._cancel.set()
+            self.restarts += 1
+            self.last_error = reason
+            self._spawn()
+            self._cond.notify_all()
+
+    def fail(self, reason: str) -> None:
+        """Out of restarts: no more scoring; stats say 'failed' with the reason."""
+        with self._cond:
+            if self._stop.is_set():
+                return
+            self._cancel.set()
+            self.state, self.last_error = "failed", f"failed: {reason}"
+            self._cond.notify_all()
+
+    # -- the thread ---------------------------------------------------------------------------------------
+
+    def _take(self, cancel: threading.Event) -> list[Window]:
+        with self._cond:
+            while not self._slots and not cancel.is_set():
                 self._cond.wait(0.2)
             # Give the other cameras max_wait to join this batch, unless every camera is already in.
             deadline = time.monotonic() + self.max_wait_s
-            while (not self._stop.is_set() and len(self._slots) < min(self.max_batch, len(self._cameras))
+            while (not cancel.is_set() and len(self._slots) < min(self.max_batch, len(self._cameras))
                    and (left := deadline - time.monotonic()) > 0):
                 self._cond.wait(left)
+            if cancel.is_set():
+                return []
             batch = sorted(self._slots.values(), key=lambda w: w.ts)[: self.max_batch]  # oldest first: fair
             for w in batch:
                 del self._slots[w.camera_id]
+            if batch:
+                self._busy_since = time.monotonic()
             self._cond.notify_all()  # wakes file cameras waiting for their slot
             return batch
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            batch = self._take()
-            if not batch:
-                continue
-            try:
-                t0 = time.perf_counter()
-                with self._model_lock:
-                    scores = self._scorer.score(np.stack([w.data for w in batch]))
-                ms = (time.perf_counter() - t0) * 1000
-            except Exception:
-                self.errors += 1
-                log.exception("inference failed on a batch of %d", len(batch))
-                continue
-            self.batches += 1
-            self.batch_frames += len(batch)
-            self.batch_ms.add(ms)
-            now = time.monotonic()
-            for w in batch:
-                m = self._meters[w.camera_id]
-                m.processed.add(now=now)
-                m.latency.add(ms)
-            try:
-                self._on_scores(batch, scores, ms)
-            except Exception:  # a bad listener or a full disk must not kill inference
-                log.exception("handling scores failed")
+    def _run(self, cancel: threading.Event) -> None:
+        try:
+            while not cancel.is_set():
+                batch = self._take(cancel)
+                if batch:
+                    self._process(batch, cancel)
+                    with self._cond:
+                        if not cancel.is_set():
+                            self._busy_since = None
+        except Exception as e:  # a bug: log it; the watchdog sees a dead thread and restarts it
+            log.exception("inference thread crashed")
+            with self._cond:
+                if not cancel.is_set():
+                    self.last_error = f"internal error: {type(e).__name__}: {e}"
+
+    def _process(self, batch: list[Window], cancel: threading.Event) -> None:
+        try:
+            t0 = time.perf_counter()
+            with self._model_lock:
+                scores = self._scorer.score(np.stack([w.data for w in batch]))
+            ms = (time.perf_counter() - t0) * 1000
+        except Exception:  # one bad batch is counted, not fatal
+            self.errors += 1
+            log.exception("inference failed on a batch of %d", len(batch))
+            return
+        if cancel.is_set():
+            return  # abandoned by the watchdog while it hung: a fresh thread has taken over
+        self.batches += 1
+        self.batch_frames += len(batch)
+        self.batch_ms.add(ms)
+        now = time.monotonic()
+        for w in batch:
+            m = self._meters[w.camera_id]
+            m.processed.add(now=now)
+            m.latency.add(ms)
+        try:
+            self._on_scores(batch, scores, ms)
+        except Exception:  # a bad listener or a full disk must not kill inference
+            log.exception("handling scores failed")
 
     # -- stats --------------------------------------------------------------------------------------------
 
@@ -155,7 +236,8 @@ class InferenceWorker:
                 "inference_ms": m.latency.summary(), "queued": int(camera_id in self._slots)}
 
     def stats(self) -> dict[str, object]:
-        return {"batches": self.batches, "errors": self.errors,
+        return {"state": self.state, "restarts": self.restarts, "last_error": self.last_error,
+                "batches": self.batches, "errors": self.errors,
                 "mean_batch_size": round(self.batch_frames / self.batches, 2) if self.batches else None,
                 "max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1000,
                 "batch_ms": self.batch_ms.summary(), "pending": self.pending()}

@@ -2,6 +2,7 @@
 event store. The only module that knows every part; the API codes against this class.
 
 capture (thread per camera) -> ring -> inference (one batched forward) -> alerts -> store -> listeners
+The watchdog supervises every enabled camera's capture and the inference worker (restarts, budget, failed).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from .snapshots import event_images
 from .sources import SourceFactory, open_opencv_source
 from .store import EventStore
 from .urls import redact_url, resolve_source
-from .watchdog import Watchdog
+from .watchdog import Supervised, Watchdog
 
 __all__ = ["CameraExists", "ClipError", "ClipResult", "Pipeline"]
 log = logging.getLogger(__name__)
@@ -58,13 +59,16 @@ class Pipeline:
         self._clock = clock
         self._factory = source_factory
         self._model_lock = threading.Lock()  # live batches and clip batches never run the model at once
+        wd = settings.watchdog
         self._inference = InferenceWorker(predictor, self._on_scores, max_batch=settings.inference.max_batch,
-                                          max_wait_ms=settings.inference.max_wait_ms, model_lock=self._model_lock)
+                                          max_wait_ms=settings.inference.max_wait_ms, model_lock=self._model_lock,
+                                          stuck_after_s=wd.inference_stuck_after_s)
         self._cams: dict[str, _Camera] = {}
         self._cams_lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._listeners_lock = threading.Lock()
-        self._watchdog = Watchdog(self._check_cameras, interval_s=0.5)
+        self._watchdog = Watchdog(self._supervised, interval_s=wd.interval_s, max_restarts=wd.max_restarts,
+                                  window_s=wd.restart_window_s)
         self._started = False
         self._started_at: float | None = None
         self._last_retention = 0.0
@@ -138,9 +142,11 @@ class Pipeline:
         state = w.state if self._started or w.state != "connecting" else "stopped"
         if not c.cam.enabled:
             state = "stopped"
-        return CameraStatus(camera_id, redact_url(c.cam.url), state, c.cam.fps, w.reconnects, w.stalls,
-                            None if age is None else round(age, 3), w.last_error, w.frames_captured,
-                            int(inf["frames_scored"]), int(inf["frames_skipped"]))  # type: ignore[call-overload]
+        return CameraStatus(
+            id=camera_id, url=redact_url(c.cam.url), state=state, fps_target=c.cam.fps, reconnects=w.reconnects,
+            stalls=w.stalls, restarts=w.restarts, last_frame_age_s=None if age is None else round(age, 3),
+            last_error=w.last_error, frames_captured=w.frames_captured,
+            frames_scored=int(inf["frames_scored"]), frames_skipped=int(inf["frames_skipped"]))  # type: ignore[call-overload]
 
     def list_cameras(self) -> list[CameraStatus]:
         with self._cams_lock:
@@ -167,12 +173,10 @@ class Pipeline:
                 "device": str(self.predictor.device), "precision": self.predictor.precision,
                 "calibrated": self.predictor.calibration is not None, "last_event_seq": self.store.last_seq()}
 
-    def _check_cameras(self) -> None:
+    def _supervised(self) -> list[Supervised]:
         with self._cams_lock:
-            cams = list(self._cams.values())
-        now = time.monotonic()
-        for c in cams:
-            c.worker.check(now)
+            workers: list[Supervised] = [c.worker for c in self._cams.values() if c.cam.enabled]
+        return [self._inference, *workers]
 
     # -- listeners ----------------------------------------------------------------------------------------
 

@@ -95,6 +95,19 @@ class InferenceSettings(_Model):
     max_wait_ms: float = Field(10.0, ge=0, description="How long to wait for more cameras before a partial batch.")
 
 
+class WatchdogSettings(_Model):
+    """Restarts a camera's capture or the inference worker when it died or hangs (Frigate's watchdog)."""
+
+    interval_s: float = Field(0.5, gt=0, description="How often every camera and the inference worker are "
+                                                     "checked. A stalled camera is restarted at the check after "
+                                                     "the one that found it stalled.")
+    max_restarts: int = Field(5, ge=1, description="Restarts allowed per camera (and for inference) within "
+                                                   "restart_window_s; one more makes it 'failed' (until re-added or restarted).")
+    restart_window_s: float = Field(60.0, gt=0, description="The sliding window of max_restarts.")
+    inference_stuck_after_s: float = Field(30.0, gt=0, description="Restart inference when one batch runs "
+                                                                   "longer than this (model lock wait included).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FFP_", env_nested_delimiter="__", extra="forbid",
                                       frozen=True)
@@ -115,6 +128,8 @@ class Settings(BaseSettings):
                                          description="Batching of windows from all cameras.")
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings.model_validate({}),
                                   description="Default alert settings (a camera may override fields).")
+    watchdog: WatchdogSettings = Field(default_factory=lambda: WatchdogSettings.model_validate({}),
+                                       description="Restarts of dead or hung workers, and their budget.")
     cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 
