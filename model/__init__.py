@@ -2,7 +2,7 @@
 data, training and evaluation. This package never imports `service`."""
 from .clip import ScoredFrame, score_frames, windows_from_frames
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
-from .scoring import CausalSmoother, Calibration, FrameScores, Scorer
+from .scoring import Calibration, CausalSmoother, FrameScores, Scorer
 from .weights import Predictor, WeightsError, default_weights_path, load_predictor, preprocess_frame
 
 __all__ = [

@@ -7,8 +7,8 @@ and get no score (None), exactly as a live camera that has just started.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 

@@ -116,11 +116,11 @@ def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None
     report: dict[str, Any] = {
         "dataset": Path(data).name, "weights": str(predictor.path) if predictor.path else None,
         "preset": predictor.config.name, "labels": str(label_path), "videos": len(names),
-        "frames": int(len(y)), "anomalous_frames": int(y.sum()), **aucs,
+        "frames": len(y), "anomalous_frames": int(y.sum()), **aucs,
         "fps": n_scored / scoring_s if scoring_s > 0 else None,
         "device": str(predictor.device), "precision": predictor.precision, "causal_half_life": half_life,
         "calibrated": predictor.calibration is not None,
-        "per_video": {n: {"frames": int(len(gt[n])), "anomalous": int(gt[n].sum())} for n in names},
+        "per_video": {n: {"frames": len(gt[n]), "anomalous": int(gt[n].sum())} for n in names},
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

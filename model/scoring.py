@@ -54,7 +54,7 @@ class Calibration:
         std = {k: float(np.std(v)) + 1e-8 for k, v in scores.items() if k in METRICS}
         z = (scores["anomaly"] - mean["anomaly"]) / std["anomaly"]
         quantiles = {f"p{q:g}": float(np.percentile(z, q)) for q in (50, 90, 99, 99.9)}
-        return cls(mean=mean, std=std, quantiles=quantiles, frames=int(len(z)), source=source)
+        return cls(mean=mean, std=std, quantiles=quantiles, frames=len(z), source=source)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class FrameScores:
 
 
 def patch_size(config: ModelConfig, score_config: ScoreConfig) -> int:
-    return max(4, int(round(config.image_size[0] * score_config.patch_fraction)))
+    return max(4, round(config.image_size[0] * score_config.patch_fraction))
 
 
 class Scorer:
@@ -151,7 +151,7 @@ class Scorer:
         a, b, g = self.weights()
         a_t = a * l_int + b * l_grad + g * l_flow
         anomaly = -local_psnr
-        np_ = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+        np_ = lambda t: t.detach().cpu().numpy().astype(np.float32)
         anomaly_np = np_(anomaly)
         return FrameScores(
             psnr=np_(frame_psnr), local_psnr=np_(local_psnr), l_int=np_(l_int), l_grad=np_(l_grad),

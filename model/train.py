@@ -11,7 +11,6 @@ import json
 import logging
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +129,7 @@ def train(args: TrainArgs) -> Path:
              count_parameters(discriminator))
 
     # ---- resume ------------------------------------------------------------------------------------
-    step, best_val, history = 0, -float("inf"), []
+    step, best_val = 0, -float("inf")
     last_path, best_path = out / "last.pt", out / "best.pt"
     if args.resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, config)
@@ -180,7 +179,7 @@ def train(args: TrainArgs) -> Path:
 
     metrics_path = out / "metrics.csv"
     new_log = not metrics_path.is_file() or step == 0
-    metrics_file = open(metrics_path, "w" if new_log else "a", newline="")
+    metrics_file = open(metrics_path, "w" if new_log else "a", newline="")  # noqa: SIM115 (closed in the finally below)
     writer = csv.writer(metrics_file)
     if new_log:
         writer.writerow(["step", "time_s", "g_loss", "l_int", "l_grad", "l_flow", "l_adv", "d_loss", "lr_g",

@@ -10,7 +10,8 @@ PED2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ped2"
 
 
 def ffp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "model.cli", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "model.cli", *args], check=False, capture_output=True, text=True,
+                          timeout=120,
                           cwd=cwd)
 
 

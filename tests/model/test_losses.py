@@ -3,8 +3,7 @@ import torch
 
 from model.config import FlowNetConfig, get_preset
 from model.flownet import FlowNet, freeze
-from model.losses import (discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss,
-                          intensity_loss, psnr)
+from model.losses import discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss, intensity_loss, psnr
 from model.unet import Generator
 
 
