@@ -129,8 +129,9 @@ def save_flownet(net: FlowNet, path: Path, metrics: dict[str, float] | None = No
 
 
 def load_flownet(path: Path) -> FlowNet:
-    from .weights import WeightsError, safe_torch_load
+    from .weights import WeightsError, safe_torch_load, verify_checksum
 
+    verify_checksum(Path(path))  # when listed in the manifest beside it
     blob = safe_torch_load(path)
     if not isinstance(blob, dict) or blob.get("format") != "ffp-flownet-v1":
         raise WeightsError(f"{path} is not an ffp flow-network file")
