@@ -71,7 +71,9 @@ def safe_torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # zip errors, unpickling errors, truncated files
-        raise WeightsError(f"cannot read {path}: corrupt or not a torch file ({type(e).__name__}: {e})") from e
+        first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        raise WeightsError(f"cannot read {path}: corrupt or not an ffp weights file ({type(e).__name__}: "
+                           f"{first_line})") from e
 
 
 def read_manifest(manifest: Path = MANIFEST) -> dict[str, dict[str, Any]]:

@@ -24,7 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     ap.add_argument("--data-dir", type=Path, help="events database and images folder")
     ap.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    ap.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                     help="model precision (auto: bf16 on CPU and on GPUs that support it, else fp16)")
     return ap.parse_args(argv)
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port),
                                                     ("weights", args.weights), ("data_dir", args.data_dir),
-                                                    ("device", args.device)) if v is not None}
+                                                    ("device", args.device), ("precision", args.precision))
+                                if v is not None}
     try:
         settings = load_settings(args.config, **overrides)
     except SettingsError as e:
@@ -58,9 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import Pipeline
     from .store import EventStore
 
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     try:
         predictor = load_predictor(settings.weights, device=settings.device,
-                                   precision=None if args.precision == "auto" else args.precision)
+                                   precision=None if settings.precision == "auto" else settings.precision)
     except WeightsError as e:
         return fail(str(e))
     try:

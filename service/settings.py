@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Events database and event images live here.")
     weights: Path | None = Field(None, description="Weights file; None = the shipped default weights.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Model precision: 'auto' is bf16 on CPU and on GPUs that support it, else fp16.")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (None: PyTorch's default, "
+                                      "one per core). Fewer threads leave cores to decoding and the API.")
     api_key: SecretStr | None = Field(None, description="When set, every route requires it (X-API-Key header).")
     max_upload_mb: float = Field(100, gt=0, description="Largest clip upload accepted by POST /v1/score.")
     max_clip_seconds: float = Field(120, gt=0, description="Longest clip accepted by POST /v1/score.")

@@ -54,6 +54,7 @@ class RtspServer:
                 self.port = int(line.split()[1])
                 return self
             self.proc.wait(5)
+            self.kill()  # closes its pipes
             if time.monotonic() > deadline:
                 raise RuntimeError(f"RTSP server did not start: {line!r}")
             time.sleep(0.3)
@@ -65,9 +66,14 @@ class RtspServer:
         self.pattern = pattern
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        for pipe in (self.proc.stdin, self.proc.stdout):  # no ResourceWarning for unclosed pipes
+            if pipe is not None:
+                pipe.close()
 
     def restart(self) -> None:
         self.kill()
