@@ -18,10 +18,11 @@ class CameraCreate(CameraSettings):
 class CameraPublic(BaseModel):
     id: str
     url: str = Field(description="The source URL with any user:password removed.")
-    state: str = Field(description="Capture state, e.g. connecting, live, reconnecting, stalled, ended, stopped.")
+    state: str = Field(description="Capture state: connecting, live, reconnecting, stalled, ended, stopped, failed.")
     fps_target: float
     reconnects: int
     stalls: int
+    restarts: int = Field(0, description="Capture restarts by the watchdog (thread died or stalled).")
     last_frame_age_s: float | None = Field(description="Seconds since the last frame arrived (None: none yet).")
     last_error: str | None
     frames_captured: int
