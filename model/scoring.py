@@ -127,7 +127,7 @@ class Scorer:
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"windows must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
         x = x.to(self.device)
-        past = x[:, :cfg.num_frames].flatten(1, 2)  # (B, k*C, H, W)
+        past = x[:, :cfg.num_frames].flatten(1, 2).contiguous(memory_format=torch.channels_last)  # (B, k*C, H, W)
         real = x[:, cfg.num_frames]  # (B, C, H, W)
         last = x[:, cfg.num_frames - 1]
         with self._autocast():

@@ -201,7 +201,8 @@ def predictor_from_blob(blob: Any, *, device: str = "auto", precision: str | Non
     except (KeyError, RuntimeError) as e:
         raise WeightsError(f"{where}: weights do not fit preset {config.name!r}: {e}") from e
     freeze(generator)
-    generator.to(dev)
+    # channels_last: oneDNN's fast path on CPU (measured 13.7 vs 18.8 ms bf16, 9.2 vs 17.8 ms fp32 for lite)
+    generator.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
     if flownet is not None:
         freeze(flownet).to(dev)
     cal = Calibration.from_dict(blob["calibration"]) if blob.get("calibration") else None
