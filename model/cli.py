@@ -72,12 +72,12 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(a: argparse.Namespace) -> None:
-    import torch
-
     from .data import find_videos, load_videos, split_holdout
     from .evaluate import calibrate_predictor
     from .weights import atomic_save, safe_torch_load
 
+    if a.out is None and a.weights is None:
+        raise ValueError("give --out (or --weights to update in place): the shipped weights are checksummed")
     predictor = _load(a)
     sources = find_videos(a.data, "training")
     if a.holdout:
@@ -88,7 +88,6 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
     blob = safe_torch_load(Path(a.weights)) if a.weights else predictor.with_calibration(cal).weights_blob()
     target = blob["weights"] if blob.get("format") == "ffp-checkpoint-v1" else blob
     target["calibration"] = cal.to_dict()
-    del torch  # (imported so the blob's tensors deserialise)
     atomic_save(blob, out)
     print(json.dumps(cal.to_dict(), indent=2))
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .clip import score_frames
-from .data import DataError, VideoSource, count_frames, find_videos, load_video
+from .data import DataError, count_frames, find_videos, load_video
 from .labels import find_labels, load_labels
 from .scoring import METRICS, Calibration, CausalSmoother
 from .weights import Predictor
@@ -188,6 +188,3 @@ def _timeline(ax: Any, n: str, gt: dict[str, np.ndarray], prot: dict[str, dict[s
     ax.plot(t, np.clip((c - lo) / (hi - lo), 0, 1), lw=1, label=f"causal score z (scaled {lo:g}..{hi:.0f})")
     ax.set(title=f"video {n}", ylim=(0, 1), xlabel="frame")
 
-
-def score_sources(predictor: Predictor, sources: list[VideoSource]) -> dict[str, dict[str, np.ndarray]]:
-    return {s.name: score_video(predictor, load_video(s, predictor.config)) for s in sources}
