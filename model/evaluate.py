@@ -62,7 +62,10 @@ def score_video(predictor: Predictor, video: np.ndarray, batch_size: int = 16) -
 def calibrate_predictor(predictor: Predictor, normal_videos: list[np.ndarray], source: str) -> Calibration:
     """Score statistics on normal footage (held-out training videos), to be stored with the weights."""
     k = predictor.num_frames
-    per_video = [score_video(predictor, v) for v in normal_videos]
+    # Without any earlier calibration, so the statistics are always of the raw terms (A_t = L_int + L_grad +
+    # L_flow unscaled), whatever the predictor carried before: re-calibrating gives the same numbers.
+    raw = predictor.with_calibration(None)
+    per_video = [score_video(raw, v) for v in normal_videos]
     scores = {m: np.concatenate([s[m][k:] for s in per_video]) for m in METRICS}
     return Calibration.from_scores(scores, source)
 
@@ -81,7 +84,7 @@ def protocol_scores(per_video: dict[str, dict[str, np.ndarray]], k: int, calibra
         out["paper_psnr"][name] = 1 - minmax(s["psnr"][k:])  # regularity S(t) = minmax(PSNR); anomaly = 1 - S
         out["paper_local"][name] = 1 - minmax(s["local_psnr"][k:])
         out["combined"][name] = minmax(s["a_t"][k:])
-        z = calibration.z(s["anomaly"][k:]) if calibration is not None else s["anomaly"][k:]
+        z = s["score"][k:] if calibration is not None else s["anomaly"][k:]  # the scorer's calibrated z
         smoother = CausalSmoother(half_life)  # a new stream per video: no state crosses videos
         out["causal"][name] = np.array([smoother.update(float(v)) for v in z])
         out["causal_raw"][name] = z

@@ -202,7 +202,9 @@ def train(args: TrainArgs) -> Path:
             past = batch[:, :config.num_frames].flatten(1, 2)  # (B, k*C, H, W)
             real, last = batch[:, config.num_frames], batch[:, config.num_frames - 1]
 
-            # generator step: intensity + gradient + flow + adversarial
+            # generator step: intensity + gradient + flow + adversarial. D is frozen here so that the
+            # generator's backward pass does not also compute (and then discard) D's parameter gradients.
+            discriminator.requires_grad_(False)
             with autocast:
                 pred = generator(past)
             pred32 = pred.float()
@@ -222,6 +224,7 @@ def train(args: TrainArgs) -> Path:
             # discriminator step (least squares), on the detached prediction
             d_loss = zero
             if weights.adversarial > 0:
+                discriminator.requires_grad_(True)
                 with autocast:
                     d_loss = discriminator_loss(discriminator(real), discriminator(pred.detach())).float().mean()
                 opt_d.zero_grad(set_to_none=True)
