@@ -6,7 +6,11 @@ raw anomaly score, the calibrated score (when calibration is known) and a per-pi
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
+import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,6 +23,9 @@ from torch.nn import functional as F
 
 from .config import ModelConfig, ScoreConfig
 from .losses import flow_loss, gradient_loss, intensity_loss, psnr
+
+log = logging.getLogger(__name__)
+Forward = Callable[[torch.Tensor], torch.Tensor]
 
 METRICS = ("psnr", "local_psnr", "l_int", "l_grad", "l_flow", "a_t", "anomaly")
 
@@ -89,12 +96,59 @@ def patch_size(config: ModelConfig, score_config: ScoreConfig) -> int:
     return max(4, round(config.image_size[0] * score_config.patch_fraction))
 
 
+def autocast_for(device: torch.device, precision: str) -> Any:
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def build_forward(generator: nn.Module, config: ModelConfig, device: torch.device, precision: str, *,
+                  optimize: bool) -> Forward:
+    """The generator as a callable (B, k*C, H, W) -> (B, C, H, W), in `precision`.
+
+    optimize (a frozen generator, CPU, fp32): trace and freeze it, so oneDNN fuses each conv with its ReLU and
+    the weights are pre-packed (lite, batch 4, 2 threads: 7.1 ms/frame against 9.6 eager; /tmp measurements in
+    the README). Any failure to trace falls back to eager: correctness never depends on the optimisation.
+    """
+    generator.eval()
+    if optimize and device.type == "cpu" and precision == "fp32":
+        example = torch.zeros(1, config.num_frames * config.channels, *config.image_size)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings on the shape check: Scorer checks shapes itself
+                traced = torch.jit.freeze(torch.jit.trace(generator, example, check_trace=False))  # type: ignore[no-untyped-call]
+                traced(example)
+            return traced  # type: ignore[no-any-return]
+        except Exception:  # an exotic build without oneDNN/TorchScript: eager is slower but the same
+            log.warning("could not optimise the generator; running it eagerly", exc_info=True)
+
+    def eager(past: torch.Tensor) -> torch.Tensor:
+        with autocast_for(device, precision):
+            return generator(past)  # type: ignore[no-any-return]
+    return eager
+
+
+def time_forward(forward: Forward, config: ModelConfig, device: torch.device, *, repeats: int = 5) -> float:
+    """Best-of-`repeats` seconds for one batch-1 forward (after one warm-up call)."""
+    x = torch.zeros(1, config.num_frames * config.channels, *config.image_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    best = math.inf
+    with torch.inference_mode():
+        forward(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            forward(x)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
 class Scorer:
     """Batched scoring of windows (B, k+1, C, H, W) in [-1, 1]. Owns no state beyond the modules."""
 
     def __init__(self, generator: nn.Module, flownet: nn.Module | None, config: ModelConfig,
                  score_config: ScoreConfig | None = None, calibration: Calibration | None = None,
-                 device: str | torch.device = "cpu", precision: str = "bf16") -> None:
+                 device: str | torch.device = "cpu", precision: str = "bf16", *, optimize: bool = False,
+                 forward: Forward | None = None) -> None:
         self.generator = generator.eval()
         self.flownet = flownet.eval() if flownet is not None else None
         self.config = config
@@ -103,12 +157,8 @@ class Scorer:
         self.device = torch.device(device)
         self.precision = precision
         self.patch = patch_size(config, self.score_config)
-
-    def _autocast(self) -> Any:
-        if self.precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        # optimize=True only for a generator that is no longer trained: a traced copy would not see updates.
+        self.forward = forward or build_forward(self.generator, config, self.device, precision, optimize=optimize)
 
     def weights(self) -> tuple[float, float, float]:
         """(alpha, beta, gamma) of A_t. With calibration each term is scaled by 1/std on normal footage,
@@ -130,11 +180,10 @@ class Scorer:
         past = x[:, :cfg.num_frames].flatten(1, 2).contiguous(memory_format=torch.channels_last)  # (B, k*C, H, W)
         real = x[:, cfg.num_frames]  # (B, C, H, W)
         last = x[:, cfg.num_frames - 1]
-        with self._autocast():
-            pred = self.generator(past)
-            if self.score_config.flow == "flownet" and self.flownet is not None:
-                l_flow = flow_loss(self.flownet, last, pred.float(), real)
-        pred = pred.float()
+        pred = self.forward(past).float()
+        if self.score_config.flow == "flownet" and self.flownet is not None:
+            with autocast_for(self.device, self.precision):
+                l_flow = flow_loss(self.flownet, last, pred, real)
         if self.score_config.flow == "dis":
             l_flow = dis_flow_error(last, pred, real)
         elif self.flownet is None:

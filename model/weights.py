@@ -24,7 +24,7 @@ import torch
 
 from .config import FlowNetConfig, ModelConfig, ScoreConfig
 from .flownet import FlowNet, freeze
-from .scoring import Calibration, FrameScores, Scorer
+from .scoring import Calibration, Forward, FrameScores, Scorer, build_forward, time_forward
 from .unet import Generator
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -119,10 +119,12 @@ class Predictor:
     device: torch.device
     precision: str
     path: Path | None = None
+    forward: Forward | None = None  # the generator's optimised forward when already built (with_calibration)
 
     def __post_init__(self) -> None:
         self.scorer = Scorer(self.generator, self.flownet, self.config, self.score_config, self.calibration,
-                             self.device, self.precision)
+                             self.device, self.precision, optimize=True, forward=self.forward)
+        self.forward = self.scorer.forward
 
     @property
     def num_frames(self) -> int:
@@ -138,7 +140,7 @@ class Predictor:
 
     def with_calibration(self, calibration: Calibration | None) -> Predictor:
         return Predictor(self.config, self.generator, self.flownet, calibration, self.score_config, self.meta,
-                         self.device, self.precision, self.path)
+                         self.device, self.precision, self.path, self.forward)
 
     def weights_blob(self) -> dict[str, Any]:
         return {
@@ -169,7 +171,8 @@ def preprocess_frame(frame: np.ndarray, config: ModelConfig) -> np.ndarray:
 
 
 def pick_device(device: str = "auto") -> tuple[torch.device, str]:
-    """'auto' -> CUDA when present, else CPU. Precision: bf16 on CPU and on GPUs that support it, else fp16."""
+    """'auto' -> CUDA when present, else CPU. Precision: bf16 on CPU and on GPUs that support it, else fp16.
+    (For inference on CPU, `fastest_cpu_precision` refines this choice by measuring.)"""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -177,6 +180,22 @@ def pick_device(device: str = "auto") -> tuple[torch.device, str]:
         raise WeightsError("CUDA was requested but is not available on this machine")
     precision = "bf16" if dev.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
     return dev, precision
+
+
+_PRECISION_CACHE: dict[tuple[ModelConfig, int], str] = {}
+
+
+def fastest_cpu_precision(generator: Generator, config: ModelConfig) -> str:
+    """bf16 is not always the faster choice on a CPU: with few channels the casts around each op cost more
+    than bf16 kernels save (lite, 2 threads: 10.6 ms/frame bf16 against 7.1 fp32 frozen), while large convs
+    gain (the paper preset: 191 against 437 ms). Time both once per process and preset, keep the faster."""
+    key = (config, torch.get_num_threads())
+    if key not in _PRECISION_CACHE:
+        cpu = torch.device("cpu")
+        times = {p: time_forward(build_forward(generator, config, cpu, p, optimize=True), config, cpu,
+                                 repeats=5 if config.base_width <= 32 else 2) for p in ("fp32", "bf16")}
+        _PRECISION_CACHE[key] = min(times, key=times.__getitem__)
+    return _PRECISION_CACHE[key]
 
 
 def predictor_from_blob(blob: Any, *, device: str = "auto", precision: str | None = None,
@@ -207,6 +226,8 @@ def predictor_from_blob(blob: Any, *, device: str = "auto", precision: str | Non
         freeze(flownet).to(dev)
     cal = Calibration.from_dict(blob["calibration"]) if blob.get("calibration") else None
     score_config = ScoreConfig(**blob.get("score_config", {}))
+    if precision is None and dev.type == "cpu":
+        auto_precision = fastest_cpu_precision(generator, config)
     return Predictor(config, generator, flownet, cal, score_config, dict(blob.get("meta", {})), dev,
                      precision or auto_precision, Path(path) if path else None)
 

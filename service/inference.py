@@ -1,8 +1,11 @@
 """InferenceWorker: the one owner of the model. It gathers the newest window of every camera and scores them
 in one batched forward (the same `Predictor.score` as `ffp eval`).
 
-Capture never waits for it: each camera has one slot holding its latest unscored window. A live camera
-that replaces a window before it was scored counts a skipped frame; a file camera waits for its slot instead.
+Capture never waits for it: each camera has a short queue (`queue_per_camera`, default 2) of unscored
+windows. A live camera whose queue is full drops its oldest window (counted as skipped); a file camera waits
+for room instead. Two places, not one, absorb a camera's jitter (a late frame followed by an on-time one)
+without a drop, while a camera that is really behind still loses its oldest windows. A batch takes at most
+one window per camera, oldest first, so every camera gets its turn.
 
 The watchdog restarts the thread when it died or one batch ran longer than `stuck_after_s`. A hung thread is
 abandoned, not killed: its batch is dropped when (if) it returns. If the model itself hangs, the replacement
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -43,15 +46,18 @@ class _CameraMeters:
 
 class InferenceWorker:
     def __init__(self, scorer: Scorer, on_scores: ScoresCallback, *, max_batch: int = 8,
-                 max_wait_ms: float = 10.0, model_lock: threading.Lock | None = None,
+                 max_wait_ms: float = 10.0, queue_per_camera: int = 2, model_lock: threading.Lock | None = None,
                  stuck_after_s: float = 30.0) -> None:
+        if queue_per_camera < 1:
+            raise ValueError("queue_per_camera must be >= 1")
         self.name = "inference"
         self._scorer = scorer
         self._on_scores = on_scores
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self._model_lock = model_lock or threading.Lock()
-        self._slots: dict[str, Window] = {}
+        self.queue_per_camera = queue_per_camera
+        self._queues: dict[str, deque[Window]] = {}  # camera -> unscored windows, oldest first
         self._cameras: set[str] = set()
         self._cond = threading.Condition()
         self.stuck_after_s = stuck_after_s
@@ -78,26 +84,32 @@ class InferenceWorker:
     def unregister(self, camera_id: str) -> None:
         with self._cond:
             self._cameras.discard(camera_id)
-            self._slots.pop(camera_id, None)
+            self._queues.pop(camera_id, None)
             self._meters.pop(camera_id, None)
             self._cond.notify_all()
 
     def submit(self, window: Window, *, block: bool, stop: threading.Event) -> None:
-        """Offer a camera's newest window. block=False replaces an unscored one (counted as skipped)."""
+        """Queue a camera's newest window. block=False drops the oldest queued one when the queue is full
+        (counted as skipped); block=True waits for room."""
+        cid = window.camera_id
         with self._cond:
             if block:
-                while window.camera_id in self._slots and not stop.is_set() and not self._stop.is_set():
+                while (len(self._queues.get(cid, ())) >= self.queue_per_camera and not stop.is_set()
+                       and not self._stop.is_set()):
                     self._cond.wait(0.1)
                 if stop.is_set() or self._stop.is_set():
                     return
-            elif window.camera_id in self._slots:
-                self._meters[window.camera_id].skipped.add()
-            self._slots[window.camera_id] = window
+            q = self._queues.setdefault(cid, deque())
+            if len(q) >= self.queue_per_camera:
+                q.popleft()
+                self._meters[cid].skipped.add()
+            q.append(window)
             self._cond.notify_all()
 
     def pending(self) -> int:
+        """Unscored windows queued, all cameras."""
         with self._cond:
-            return len(self._slots)
+            return sum(len(q) for q in self._queues.values())
 
     # -- the thread ---------------------------------------------------------------------------------------
 
@@ -170,18 +182,20 @@ class InferenceWorker:
 
     def _take(self, cancel: threading.Event) -> list[Window]:
         with self._cond:
-            while not self._slots and not cancel.is_set():
+            def ready() -> list[deque[Window]]:
+                return [q for q in self._queues.values() if q]
+
+            while not ready() and not cancel.is_set():
                 self._cond.wait(0.2)
             # Give the other cameras max_wait to join this batch, unless every camera is already in.
             deadline = time.monotonic() + self.max_wait_s
-            while (not cancel.is_set() and len(self._slots) < min(self.max_batch, len(self._cameras))
+            while (not cancel.is_set() and len(ready()) < min(self.max_batch, len(self._cameras))
                    and (left := deadline - time.monotonic()) > 0):
                 self._cond.wait(left)
             if cancel.is_set():
                 return []
-            batch = sorted(self._slots.values(), key=lambda w: w.ts)[: self.max_batch]  # oldest first: fair
-            for w in batch:
-                del self._slots[w.camera_id]
+            heads = sorted(ready(), key=lambda q: q[0].ts)[: self.max_batch]  # oldest first: fair
+            batch = [q.popleft() for q in heads]
             if batch:
                 self._busy_since = time.monotonic()
             self._cond.notify_all()  # wakes file cameras waiting for their slot
@@ -233,11 +247,12 @@ class InferenceWorker:
         m = self._meters[camera_id]
         return {"fps_processed": round(m.processed.rate(), 2), "fps_skipped": round(m.skipped.rate(), 2),
                 "frames_scored": m.processed.total, "frames_skipped": m.skipped.total,
-                "inference_ms": m.latency.summary(), "queued": int(camera_id in self._slots)}
+                "inference_ms": m.latency.summary(), "queued": len(self._queues.get(camera_id, ()))}
 
     def stats(self) -> dict[str, object]:
         return {"state": self.state, "restarts": self.restarts, "last_error": self.last_error,
                 "batches": self.batches, "errors": self.errors,
                 "mean_batch_size": round(self.batch_frames / self.batches, 2) if self.batches else None,
                 "max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1000,
+                "queue_per_camera": self.queue_per_camera,
                 "batch_ms": self.batch_ms.summary(), "pending": self.pending()}

@@ -61,7 +61,9 @@ class Pipeline:
         self._model_lock = threading.Lock()  # live batches and clip batches never run the model at once
         wd = settings.watchdog
         self._inference = InferenceWorker(predictor, self._on_scores, max_batch=settings.inference.max_batch,
-                                          max_wait_ms=settings.inference.max_wait_ms, model_lock=self._model_lock,
+                                          max_wait_ms=settings.inference.max_wait_ms,
+                                          queue_per_camera=settings.inference.queue_per_camera,
+                                          model_lock=self._model_lock,
                                           stuck_after_s=wd.inference_stuck_after_s)
         self._cams: dict[str, _Camera] = {}
         self._cams_lock = threading.RLock()

@@ -93,6 +93,8 @@ class CameraSettings(_Model):
 class InferenceSettings(_Model):
     max_batch: int = Field(8, ge=1, le=256, description="Most windows (from all cameras) in one forward pass.")
     max_wait_ms: float = Field(10.0, ge=0, description="How long to wait for more cameras before a partial batch.")
+    queue_per_camera: int = Field(2, ge=1, le=64, description="Unscored windows a camera may queue; a live camera "
+                                  "drops its oldest beyond this (counted as skipped), a file camera waits.")
 
 
 class WatchdogSettings(_Model):
@@ -118,7 +120,8 @@ class Settings(BaseSettings):
     weights: Path | None = Field(None, description="Weights file; None = the shipped default weights.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Model precision: 'auto' is bf16 on CPU and on GPUs that support it, else fp16.")
+        "auto", description="Model precision: 'auto' is bf16 (else fp16) on a GPU, and on a CPU whichever of fp32 and bf16 "
+                    "measures faster for this model at start.")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (None: PyTorch's default, "
                                       "one per core). Fewer threads leave cores to decoding and the API.")
     api_key: SecretStr | None = Field(None, description="When set, every route requires it (X-API-Key header).")

@@ -77,7 +77,7 @@ def test_weights_roundtrip_checksum_and_errors(tmp_path: Path) -> None:
     path = tmp_path / "w.pt"
     W.atomic_save(p.weights_blob(), path)
     W.record_in_manifest(path, "lite")  # tmp_path/manifest.json, beside the file
-    loaded = load_predictor(path, device="cpu")
+    loaded = load_predictor(path, device="cpu", precision=p.precision)  # like with like
     x = np.stack([np.stack([p.preprocess(f) for f in frames(5)])])
     np.testing.assert_allclose(loaded.score(x).psnr, p.score(x).psnr, atol=1e-4)
     assert loaded.meta["note"] == "test"
@@ -116,3 +116,27 @@ def test_shipped_weights_verify_if_present() -> None:
     manifest = json.loads(W.MANIFEST.read_text())["files"] if W.MANIFEST.is_file() else {}
     for name, entry in manifest.items():
         assert W.sha256_file(W.WEIGHTS_DIR / name) == entry["sha256"], name
+
+
+def test_optimised_cpu_forward_matches_eager_and_auto_precision_is_measured() -> None:
+    from model.scoring import Scorer, build_forward
+
+    torch.manual_seed(1)
+    cfg = get_preset("lite", image_size=(64, 64))
+    gen = Generator(cfg).eval()
+    fast = build_forward(gen, cfg, torch.device("cpu"), "fp32", optimize=True)
+    assert isinstance(fast, torch.jit.ScriptModule)  # traced and frozen, not the eager fallback
+    x = torch.rand(3, cfg.num_frames, 64, 64) * 2 - 1  # traced at batch 1, used at batch 3
+    with torch.no_grad():
+        np.testing.assert_allclose(fast(x).numpy(), gen(x).numpy(), atol=1e-5)
+    windows = np.random.default_rng(0).uniform(-1, 1, (2, 5, 1, 64, 64)).astype(np.float32)
+    a = Scorer(gen, None, cfg, precision="fp32", optimize=True)(windows)
+    b = Scorer(gen, None, cfg, precision="fp32", optimize=False)(windows)
+    np.testing.assert_allclose(a.psnr, b.psnr, rtol=1e-5)
+    with pytest.raises(ValueError, match="windows must be"):  # the traced path still checks shapes
+        Scorer(gen, None, cfg, precision="fp32", optimize=True)(windows[:, :, :, :32])
+    # 'auto' on a CPU is whichever precision measured faster, and a loaded predictor uses it
+    assert W.fastest_cpu_precision(gen, cfg) in ("fp32", "bf16")
+    blob = make_predictor().weights_blob()
+    assert W.predictor_from_blob(blob).precision in ("fp32", "bf16")
+    assert W.predictor_from_blob(blob, precision="bf16").precision == "bf16"
