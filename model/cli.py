@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import DATASET_LOSS_WEIGHTS, PRESETS, FlowNetConfig, LossWeights
 from .data import DataError
@@ -52,8 +53,28 @@ def cmd_train(a: argparse.Namespace) -> None:
                            batch_size=a.batch_size, lr_g=a.lr_g, lr_d=a.lr_d, lr_decay_step=a.lr_decay_step,
                            loss_weights=weights, flownet=a.flownet, holdout=a.holdout, val_every=a.val_every,
                            max_minutes=a.max_minutes, seed=a.seed, threads=a.threads, device=a.device,
-                           resume=not a.no_resume))
+                           resume=not a.no_resume, overrides=_arch_overrides(a.arch)))
     print(path)
+
+
+def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
+    """--arch depth=5 --arch base_width=24: ModelConfig fields over the preset (recorded in the weights)."""
+    import dataclasses
+
+    from .config import ModelConfig
+
+    known = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise DataError(f"--arch {item!r}: expected FIELD=VALUE with FIELD one of {sorted(known)}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out[key] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return out
 
 
 def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -170,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", default="lite", choices=sorted(PRESETS))
     sp.add_argument("--dataset", choices=sorted(DATASET_LOSS_WEIGHTS), help="loss-weight and lr defaults "
                     "(default: guessed from the folder name)")
+    sp.add_argument("--arch", action="append", metavar="FIELD=VALUE",
+                    help="override a field of the preset, e.g. --arch depth=5 (repeatable)")
     sp.add_argument("--steps", type=int, default=20000)
     sp.add_argument("--batch-size", type=int, default=4)
     sp.add_argument("--lr-g", type=float)

@@ -83,3 +83,14 @@ def test_score_missing_video(cmd: list[str], tmp_path: Path) -> None:
     torch.save(make_predictor().weights_blob(), weights)
     r = ffp(*cmd, "--weights", str(weights))
     assert r.returncode == 2 and "video not found" in r.stderr
+
+
+def test_arch_overrides_are_parsed_and_checked() -> None:
+    from model.cli import _arch_overrides
+    from model.data import DataError
+
+    assert _arch_overrides(["depth=5", "image_size=[128,192]", "residual=false"]) == {
+        "depth": 5, "image_size": (128, 192), "residual": False}
+    for bad in ("depth", "name=x", "colour=3"):
+        with pytest.raises(DataError, match="FIELD=VALUE"):
+            _arch_overrides([bad])
