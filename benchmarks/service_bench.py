@@ -85,6 +85,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat: steal = time the hypervisor gave our vCPUs away."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def run_scenario(name: str, cameras: list[dict[str, Any]], weights: Path | None, seconds: float,
                  warmup: float, work: Path, extra_args: list[str]) -> dict[str, Any]:
     port = free_port()
@@ -131,12 +137,14 @@ def run_scenario(name: str, cameras: list[dict[str, Any]], weights: Path | None,
             time.sleep(warmup)
             before = http.get("/v1/stats").json()
             cpu0 = cpu_seconds(proc.pid)
+            steal0, total0 = machine_ticks()
             measuring.set()
             t0 = time.monotonic()
             time.sleep(seconds)
             measuring.clear()
             elapsed = time.monotonic() - t0
             cpu = cpu_seconds(proc.pid) - cpu0
+            steal1, total1 = machine_ticks()
             after = http.get("/v1/stats").json()
             stop.set()
             t.join(5)
@@ -159,14 +167,16 @@ def run_scenario(name: str, cameras: list[dict[str, Any]], weights: Path | None,
     lat = np.array(latencies) if latencies else np.array([np.nan])
     scored = sum(c["scored_fps"] for c in per_cam.values()) * elapsed
     return {"scenario": name, "seconds": round(elapsed, 1), "cameras": per_cam,
-            "cpu_cores_used": round(cpu / elapsed, 2), "cpu_ms_per_frame": round(1000 * cpu / max(scored, 1), 1),
+            "cpu_cores_used": round(cpu / elapsed, 2),
+            "cpu_steal_pct": round(100 * (steal1 - steal0) / max(1, total1 - total0), 1),
+            "cpu_ms_per_frame": round(1000 * cpu / max(scored, 1), 1),
             "total_scored_fps": round(sum(c["scored_fps"] for c in per_cam.values()), 2),
             "total_skipped": sum(c["skipped"] for c in per_cam.values()),
             "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1),
                            "p99": round(float(np.percentile(lat, 99)), 1),
                            "max": round(float(np.max(lat)), 1), "n": len(latencies)},
             "peak_rss_mb": round(rss, 1), "inference": after["inference"],
-            "device": after["device"], "precision": after["precision"]}
+            "device": after["device"], "precision": after["precision"], "torch_threads": after.get("torch_threads")}
 
 
 def main() -> None:
@@ -195,15 +205,16 @@ def main() -> None:
                    for name, cams in scenarios.items() if args.only in (None, name)]
 
     print(f"\nservice benchmark ({os.cpu_count()} cores, {results[0]['device']} {results[0]['precision']}, "
+          f"{results[0]['torch_threads']} torch threads, "
           f"weights: {'untrained lite' if args.untrained else weights or 'shipped default'}"
           f"{' + ' + str(args.flownet) if args.untrained and args.flownet else ''}; load avg {os.getloadavg()[0]:.1f})")
     print(f"{'scenario':<12} {'scored fps':>10} {'skipped':>8} {'lat p50':>8} {'lat p99':>8} {'lat max':>8} "
-          f"{'peak RSS':>9} {'batch':>6} {'CPU':>5} {'CPU ms/frame':>12}")
+          f"{'peak RSS':>9} {'batch':>6} {'CPU':>5} {'CPU ms/frame':>12} {'steal':>6}")
     for r in results:
         print(f"{r['scenario']:<12} {r['total_scored_fps']:>10.1f} {r['total_skipped']:>8d} "
               f"{r['latency_ms']['p50']:>6.1f}ms {r['latency_ms']['p99']:>6.1f}ms {r['latency_ms']['max']:>6.1f}ms "
               f"{r['peak_rss_mb']:>7.0f}MB {r['inference']['mean_batch_size'] or 0:>6.2f} "
-              f"{r['cpu_cores_used']:>5.2f} {r['cpu_ms_per_frame']:>12.1f}")
+              f"{r['cpu_cores_used']:>5.2f} {r['cpu_ms_per_frame']:>12.1f} {r['cpu_steal_pct']:>5.1f}%")
         for cid, c in r["cameras"].items():
             print(f"  {cid:<10} scored {c['scored_fps']:6.2f}/s  ws {c['ws_fps']:6.2f}/s  captured "
                   f"{c['captured_fps']:6.2f}/s  skipped {c['skipped']}  {c['state']}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -53,16 +54,17 @@ def main(argv: list[str] | None = None) -> int:
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactSecrets())
+    import torch
+
     from model import WeightsError, load_predictor
 
     from .api import create_app
     from .pipeline import Pipeline
     from .store import EventStore
 
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    # Half the cores for the model: capture (decoding), scoring and the API need the others. On 2 cores, two
+    # intra-op threads spin against the capture threads (benchmarks/service_bench.py, README).
+    torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) // 2))
     try:
         predictor = load_predictor(settings.weights, device=settings.device,
                                    precision=None if settings.precision == "auto" else settings.precision)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from model import FrameScores, Predictor
 
@@ -173,6 +174,7 @@ class Pipeline:
         up = None if self._started_at is None else round(time.monotonic() - self._started_at, 1)
         return {"uptime_s": up, "running": self._started, "cameras": cams, "inference": self._inference.stats(),
                 "device": str(self.predictor.device), "precision": self.predictor.precision,
+                "torch_threads": torch.get_num_threads(),
                 "calibrated": self.predictor.calibration is not None, "last_event_seq": self.store.last_seq()}
 
     def _supervised(self) -> list[Supervised]:
