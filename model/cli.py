@@ -151,12 +151,26 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 
 def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
     import torch
 
+    try:
+        import onnx  # noqa: F401  (the exporter needs it; say so before it fails deep inside torch)
+    except ImportError as e:
+        from .weights import WeightsError
+
+        raise WeightsError("--onnx needs the onnx package: pip install 'ffp[onnx]'") from e
     cfg = predictor.config
     dummy = torch.zeros(1, cfg.num_frames * cfg.channels, *cfg.image_size)
-    torch.onnx.export(predictor.generator.float().cpu(), (dummy,), str(path), input_names=["past"],
-                      output_names=["prediction"], dynamic_axes={"past": {0: "batch"}, "prediction": {0: "batch"}})
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings on the generator's shape check
+        # The TorchScript-based exporter: no onnxscript needed, and a dynamic batch axis.
+        torch.onnx.export(predictor.generator.float().cpu(), (dummy,), str(tmp), input_names=["past"],
+                          output_names=["prediction"], dynamic_axes={"past": {0: "batch"}, "prediction": {0: "batch"}},
+                          dynamo=False)
+    tmp.replace(path)
     print(path)
 
 

@@ -94,3 +94,22 @@ def test_arch_overrides_are_parsed_and_checked() -> None:
     for bad in ("depth", "name=x", "colour=3"):
         with pytest.raises(DataError, match="FIELD=VALUE"):
             _arch_overrides([bad])
+
+
+def test_export_writes_weights_and_an_onnx_generator_that_matches_torch(tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from model.weights import WEIGHTS_DIR, load_predictor
+
+    shipped = WEIGHTS_DIR / "ffp-ped2-lite.pt"
+    r = ffp("export", str(shipped), "--out", str(tmp_path / "w.pt"), "--onnx", str(tmp_path / "g.onnx"))
+    assert r.returncode == 0, r.stderr
+    p = load_predictor(tmp_path / "w.pt", precision="fp32")
+    past = np.random.default_rng(0).uniform(-1, 1, (3, p.num_frames, 128, 128)).astype(np.float32)
+    (onnx_pred,) = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"past": past})
+    with torch.no_grad():
+        torch_pred = p.generator.float()(torch.from_numpy(past)).numpy()
+    assert onnx_pred.shape == (3, 1, 128, 128)  # the batch axis is dynamic
+    np.testing.assert_allclose(onnx_pred, torch_pred, atol=1e-4)
