@@ -107,8 +107,8 @@ def build_forward(generator: nn.Module, config: ModelConfig, device: torch.devic
     """The generator as a callable (B, k*C, H, W) -> (B, C, H, W), in `precision`.
 
     optimize (a frozen generator, CPU, fp32): trace and freeze it, so oneDNN fuses each conv with its ReLU and
-    the weights are pre-packed (lite, batch 4, 2 threads: 7.1 ms/frame against 9.6 eager; /tmp measurements in
-    the README). Any failure to trace falls back to eager: correctness never depends on the optimisation.
+    the weights are pre-packed (lite, batch 1, 2 threads: 8.4 ms against 13.0 eager, benchmarks/generator_fps.py).
+    Any failure to trace falls back to eager: correctness never depends on the optimisation.
     """
     generator.eval()
     if optimize and device.type == "cpu" and precision == "fp32":
