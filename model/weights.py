@@ -185,17 +185,21 @@ def pick_device(device: str = "auto") -> tuple[torch.device, str]:
 _PRECISION_CACHE: dict[tuple[ModelConfig, int], str] = {}
 
 
-def fastest_cpu_precision(generator: Generator, config: ModelConfig) -> str:
-    """bf16 is not always the faster choice on a CPU: with few channels the casts around each op cost more
-    than bf16 kernels save (lite, 2 threads: 10.6 ms/frame bf16 against 7.1 fp32 frozen), while large convs
-    gain (the paper preset: 191 against 437 ms). Time both once per process and preset, keep the faster."""
+def fastest_cpu_precision(generator: Generator, config: ModelConfig) -> tuple[str, Forward | None]:
+    """bf16 is not always the faster choice on a CPU: without AMX its casts cost more than its kernels save
+    (this project's 2-core CPU, batch 1: lite 13.0 ms bf16 against 8.4 fp32 traced, paper 550 against 379,
+    benchmarks/generator_fps.py). Time both once per process, preset and thread count; keep the faster.
+    Returns the precision and, when it was timed just now, the winning forward (so it is not built twice)."""
     key = (config, torch.get_num_threads())
-    if key not in _PRECISION_CACHE:
-        cpu = torch.device("cpu")
-        times = {p: time_forward(build_forward(generator, config, cpu, p, optimize=True), config, cpu,
-                                 repeats=5 if config.base_width <= 32 else 2) for p in ("fp32", "bf16")}
-        _PRECISION_CACHE[key] = min(times, key=times.__getitem__)
-    return _PRECISION_CACHE[key]
+    if key in _PRECISION_CACHE:
+        return _PRECISION_CACHE[key], None
+    cpu = torch.device("cpu")
+    forwards = {p: build_forward(generator, config, cpu, p, optimize=True) for p in ("fp32", "bf16")}
+    repeats = 5 if config.base_width <= 32 else 2  # the paper preset takes ~0.5 s a call
+    times = {p: time_forward(f, config, cpu, repeats=repeats) for p, f in forwards.items()}
+    best = min(times, key=times.__getitem__)
+    _PRECISION_CACHE[key] = best
+    return best, forwards[best]
 
 
 def predictor_from_blob(blob: Any, *, device: str = "auto", precision: str | None = None,
@@ -226,10 +230,11 @@ def predictor_from_blob(blob: Any, *, device: str = "auto", precision: str | Non
         freeze(flownet).to(dev)
     cal = Calibration.from_dict(blob["calibration"]) if blob.get("calibration") else None
     score_config = ScoreConfig(**blob.get("score_config", {}))
+    forward = None
     if precision is None and dev.type == "cpu":
-        auto_precision = fastest_cpu_precision(generator, config)
+        auto_precision, forward = fastest_cpu_precision(generator, config)
     return Predictor(config, generator, flownet, cal, score_config, dict(blob.get("meta", {})), dev,
-                     precision or auto_precision, Path(path) if path else None)
+                     precision or auto_precision, Path(path) if path else None, forward)
 
 
 def load_predictor(path: str | Path | None = None, *, device: str = "auto", precision: str | None = None,

@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--data-dir", type=Path, help="events database and images folder")
     ap.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                    help="model precision (auto: bf16 or fp16 on a GPU; on a CPU the faster of fp32 and bf16, measured at start)")
+                    help="model precision (auto: bf16 or fp16 on a GPU; on a CPU the faster of fp32 and bf16, "
+                         "measured at start)")
     return ap.parse_args(argv)
 
 

@@ -1,5 +1,5 @@
-"""InferenceWorker: the one owner of the model. It gathers the newest window of every camera and scores them
-in one batched forward (the same `Predictor.score` as `ffp eval`).
+"""InferenceWorker: the one owner of the model. It gathers the oldest queued window of every camera and scores
+them in one batched forward (the same `Predictor.score` as `ffp eval`).
 
 Capture never waits for it: each camera has a short queue (`queue_per_camera`, default 2) of unscored
 windows. A live camera whose queue is full drops its oldest window (counted as skipped); a file camera waits
@@ -198,7 +198,7 @@ class InferenceWorker:
             batch = [q.popleft() for q in heads]
             if batch:
                 self._busy_since = time.monotonic()
-            self._cond.notify_all()  # wakes file cameras waiting for their slot
+            self._cond.notify_all()  # wakes file cameras waiting for room in their queue
             return batch
 
     def _run(self, cancel: threading.Event) -> None:

@@ -120,8 +120,8 @@ class Settings(BaseSettings):
     weights: Path | None = Field(None, description="Weights file; None = the shipped default weights.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Model precision: 'auto' is bf16 (else fp16) on a GPU, and on a CPU whichever of fp32 and bf16 "
-                    "measures faster for this model at start.")
+        "auto", description="Model precision: 'auto' is bf16 (else fp16) on a GPU, and on a CPU whichever of "
+                            "fp32 and bf16 measures faster for this model at start.")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (None: half the cores, at "
                                       "least one). The rest are left to decoding, scoring and the API: on 2 cores, "
                                       "1 thread measured steadier and faster end to end than 2.")

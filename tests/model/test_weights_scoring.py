@@ -136,7 +136,10 @@ def test_optimised_cpu_forward_matches_eager_and_auto_precision_is_measured() ->
     with pytest.raises(ValueError, match="windows must be"):  # the traced path still checks shapes
         Scorer(gen, None, cfg, precision="fp32", optimize=True)(windows[:, :, :, :32])
     # 'auto' on a CPU is whichever precision measured faster, and a loaded predictor uses it
-    assert W.fastest_cpu_precision(gen, cfg) in ("fp32", "bf16")
+    W._PRECISION_CACHE.clear()
+    chosen, forward = W.fastest_cpu_precision(gen, cfg)
+    assert chosen in ("fp32", "bf16") and forward is not None  # timed now: its forward is handed on
+    assert W.fastest_cpu_precision(gen, cfg) == (chosen, None)  # cached: nothing built
     blob = make_predictor().weights_blob()
     assert W.predictor_from_blob(blob).precision in ("fp32", "bf16")
     assert W.predictor_from_blob(blob, precision="bf16").precision == "bf16"
