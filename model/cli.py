@@ -53,7 +53,7 @@ def cmd_train(a: argparse.Namespace) -> None:
                            batch_size=a.batch_size, lr_g=a.lr_g, lr_d=a.lr_d, lr_decay_step=a.lr_decay_step,
                            loss_weights=weights, flownet=a.flownet, holdout=a.holdout, val_every=a.val_every,
                            max_minutes=a.max_minutes, seed=a.seed, threads=a.threads, device=a.device,
-                           resume=not a.no_resume, overrides=_arch_overrides(a.arch)))
+                           precision=a.precision, resume=not a.no_resume, overrides=_arch_overrides(a.arch)))
     print(path)
 
 
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--threads", type=int)
     sp.add_argument("--device", default="auto")
+    sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="training arithmetic (auto: fp32 on a CPU, bf16 or fp16 autocast on a GPU)")
     sp.add_argument("--no-resume", action="store_true")
 
     sp = sub.add_parser("eval", help="frame-level AUC: paper protocol, combined score, causal protocol")

@@ -75,6 +75,24 @@ def test_resume_refuses_a_checkpoint_of_another_preset(tmp_path: Path) -> None:
     assert r.returncode == 2 and "corrupt" in r.stderr
 
 
+def test_training_precision_is_chosen_and_recorded(tmp_path: Path) -> None:
+    from model.train import TrainArgs, train
+    from model.weights import safe_torch_load
+    from tests.model.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
+    with pytest.raises(ValueError, match="precision must be"):
+        train(TrainArgs(data=data, out=tmp_path / "bad", precision="int8", progress=False))
+    assert not (tmp_path / "bad").exists()
+    for precision, expected in (("auto", "fp32"), ("bf16", "bf16")):  # auto on a CPU trains in fp32
+        run = tmp_path / precision
+        r = ffp("train", "--data", str(data), "--out", str(run), "--no-flow", "--steps", "2", "--holdout", "1",
+                "--val-every", "1", "--threads", "1", "--arch", "image_size=[64,64]", "--precision", precision)
+        assert r.returncode == 0, r.stderr
+        meta = safe_torch_load(run / "best.pt")["weights"]["meta"]
+        assert meta["precision"] == expected
+
+
 @pytest.mark.parametrize("cmd", [["score", "/nonexistent.mp4"]])
 def test_score_missing_video(cmd: list[str], tmp_path: Path) -> None:
     from tests.model.test_weights_scoring import make_predictor
