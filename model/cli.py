@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import DATASET_LOSS_WEIGHTS, PRESETS, FlowNetConfig, LossWeights
+from .config import DATASET_LOSS_WEIGHTS, PRECISIONS, PRESETS, FlowNetConfig, LossWeights
 from .data import DataError
 
 log = logging.getLogger("ffp")
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--threads", type=int)
     sp.add_argument("--device", default="auto")
-    sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    sp.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="training arithmetic (auto: fp32 on a CPU, bf16 or fp16 autocast on a GPU)")
     sp.add_argument("--no-resume", action="store_true")
 

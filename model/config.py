@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+# Arithmetic choices for training and inference ("auto" resolves per device: see train.py and weights.py).
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+
 
 @dataclass(frozen=True)
 class ModelConfig:

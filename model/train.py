@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import DATASET_LEARNING_RATES, DATASET_LOSS_WEIGHTS, LossWeights, ModelConfig, ScoreConfig, get_preset
+from .config import (
+    DATASET_LEARNING_RATES,
+    DATASET_LOSS_WEIGHTS,
+    PRECISIONS,
+    LossWeights,
+    ModelConfig,
+    ScoreConfig,
+    get_preset,
+)
 from .data import DataError, WindowDataset, find_videos, load_videos, split_holdout
 from .discriminator import PatchDiscriminator
 from .flownet import FlowNet, load_flownet
@@ -93,15 +101,13 @@ def train(args: TrainArgs) -> Path:
     weights = args.loss_weights or DATASET_LOSS_WEIGHTS.get(args.dataset, DATASET_LOSS_WEIGHTS["default"])
     lr_g_default, lr_d_default = DATASET_LEARNING_RATES.get(args.dataset, DATASET_LEARNING_RATES["default"])
     lr_g, lr_d = args.lr_g or lr_g_default, args.lr_d or lr_d_default
-    device, precision = pick_device(args.device)
-    if args.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {args.precision!r}")
-    if args.precision != "auto":
-        precision = args.precision
-    elif device.type == "cpu":
-        # bf16 autocast trains 1.4x slower than fp32 on a CPU without AMX (lite, one thread: 2.2 against
-        # 3.0 it/s on this project's CPU), so a CPU trains in fp32 unless asked otherwise.
-        precision = "fp32"
+    if args.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
+    device, device_precision = pick_device(args.device)
+    # "auto" on a CPU is fp32: bf16 autocast trains 1.4x slower on a CPU without AMX (lite, one thread: 2.2
+    # against 3.0 it/s on this project's CPU). On a GPU it is the device's autocast type.
+    precision = (args.precision if args.precision != "auto"
+                 else "fp32" if device.type == "cpu" else device_precision)
     amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=precision != "fp32")
     scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
