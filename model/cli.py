@@ -53,7 +53,8 @@ def cmd_train(a: argparse.Namespace) -> None:
                            batch_size=a.batch_size, lr_g=a.lr_g, lr_d=a.lr_d, lr_decay_step=a.lr_decay_step,
                            loss_weights=weights, flownet=a.flownet, holdout=a.holdout, val_every=a.val_every,
                            max_minutes=a.max_minutes, seed=a.seed, threads=a.threads, device=a.device,
-                           precision=a.precision, resume=not a.no_resume, overrides=_arch_overrides(a.arch)))
+                           precision=a.precision, resume=not a.no_resume, init=a.init,
+                           overrides=_arch_overrides(a.arch)))
     print(path)
 
 
@@ -226,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="training arithmetic (auto: fp32 on a CPU, bf16 or fp16 autocast on a GPU)")
     sp.add_argument("--no-resume", action="store_true")
+    sp.add_argument("--init", type=Path, help="start from these weights or checkpoint (same architecture; the "
+                    "image size may differ): fine-tuning")
 
     sp = sub.add_parser("eval", help="frame-level AUC: paper protocol, combined score, causal protocol")
     sp.add_argument("--data", required=True, help="dataset root with testing/ and labels")

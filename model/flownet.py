@@ -33,6 +33,11 @@ class FlowNet(nn.Module):
     def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:
         if frame_a.shape != frame_b.shape:
             raise ValueError(f"flow inputs differ in shape: {tuple(frame_a.shape)} vs {tuple(frame_b.shape)}")
+        if tuple(frame_a.shape[-2:]) != tuple(self.config.image_size):
+            # Frames of another size are resized to the grid the net was trained on (differentiably): the
+            # flow is then in pixels at config.image_size, whatever the generator's size.
+            frame_a = nn.functional.interpolate(frame_a, size=self.config.image_size, mode="area")
+            frame_b = nn.functional.interpolate(frame_b, size=self.config.image_size, mode="area")
         return self.unet(torch.cat([frame_a, frame_b], dim=1)) * self.config.flow_scale
 
 

@@ -62,6 +62,7 @@ class TrainArgs:
     device: str = "auto"
     precision: str = "auto"  # auto: fp32 on CPU, bf16 on GPUs that support it, else fp16 | fp32 | bf16 | fp16
     resume: bool = True
+    init: Path | None = None  # start a new run from these weights (e.g. at another image size: the nets are convolutional)
     progress: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (tests use tiny nets)
 
@@ -91,6 +92,26 @@ def load_checkpoint(path: Path, config: ModelConfig) -> dict[str, Any]:
         raise WeightsError(f"checkpoint {path} was made for preset {saved.name!r} ({saved}), "
                            f"not for {config.name!r} ({config}); use another --out folder")
     return ckpt
+
+
+def _init_weights(path: Path, generator: Generator, discriminator: PatchDiscriminator) -> dict[str, Any]:
+    """Load a generator (and, from a training checkpoint, its discriminator) of the same architecture. The
+    image size may differ: every layer is convolutional, so fine-tuning at a new size starts from them."""
+    if not path.is_file():
+        raise DataError(f"--init: weights file not found: {path}")
+    blob = safe_torch_load(path)
+    disc = blob.get("discriminator") if isinstance(blob, dict) else None
+    if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
+        blob = blob["weights"]
+    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
+        raise WeightsError(f"--init: {path} is not an ffp weights file or checkpoint")
+    try:
+        generator.load_state_dict(blob["generator"])
+        if disc is not None:
+            discriminator.load_state_dict(disc)
+    except RuntimeError as e:
+        raise WeightsError(f"--init: {path} does not fit this architecture (only image_size may differ): {e}") from e
+    return dict(blob.get("meta", {}))
 
 
 def train(args: TrainArgs) -> Path:
@@ -135,9 +156,9 @@ def train(args: TrainArgs) -> Path:
             raise DataError(f"the flow loss needs a trained flow network (--flownet, got {args.flownet}); "
                             "train one with `ffp train-flow` or pass --no-flow")
         flownet = load_flownet(Path(args.flownet)).to(device)  # frozen, but differentiable
-        if flownet.config.image_size != config.image_size or flownet.config.channels != config.channels:
-            raise WeightsError(f"flow network {args.flownet} is for {flownet.config.channels}x"
-                               f"{flownet.config.image_size}, the generator uses {config.channels}x{config.image_size}")
+        if flownet.config.channels != config.channels:  # a size difference is fine: it resizes to its grid
+            raise WeightsError(f"flow network {args.flownet} is for {flownet.config.channels}-channel frames, "
+                               f"the generator uses {config.channels}")
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d)
     log.info("generator %s: %d parameters; discriminator %d", config.name, count_parameters(generator),
@@ -155,6 +176,9 @@ def train(args: TrainArgs) -> Path:
         step, best_val = ckpt["step"], ckpt["best_val_psnr"]
         _set_rng_state(ckpt["rng"])
         log.info("resumed from %s at step %d", last_path, step)
+    elif args.init is not None:
+        init_blob = _init_weights(Path(args.init), generator, discriminator)
+        log.info("initialised from %s (step %s of its run)", args.init, init_blob.get("step"))
     out.mkdir(parents=True, exist_ok=True)
 
     def lr_at(s: int, base: float) -> float:
@@ -164,6 +188,9 @@ def train(args: TrainArgs) -> Path:
             "holdout_videos": [s.name for s in val_src], "loss_weights": asdict(weights), "lr_g": lr_g,
             "lr_d": lr_d, "batch_size": args.batch_size, "seed": args.seed,
             "precision": precision}
+    if args.init is not None:
+        from .weights import sha256_file
+        meta["init"] = {"file": str(args.init), "sha256": sha256_file(Path(args.init))}
 
     def weights_blob(calibration: Calibration | None = None) -> dict[str, Any]:
         return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": generator.state_dict(),

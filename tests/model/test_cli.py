@@ -131,3 +131,31 @@ def test_export_writes_weights_and_an_onnx_generator_that_matches_torch(tmp_path
         torch_pred = p.generator.float()(torch.from_numpy(past)).numpy()
     assert onnx_pred.shape == (3, 1, 128, 128)  # the batch axis is dynamic
     np.testing.assert_allclose(onnx_pred, torch_pred, atol=1e-4)
+
+
+def test_init_fine_tunes_at_another_image_size_and_refuses_another_architecture(tmp_path: Path) -> None:
+    from model.weights import safe_torch_load, sha256_file
+    from tests.model.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
+    base = ["train", "--data", str(data), "--no-flow", "--holdout", "1", "--val-every", "1", "--threads", "1"]
+    src = tmp_path / "src"
+    r = ffp(*base, "--out", str(src), "--steps", "2", "--arch", "image_size=[32,32]")
+    assert r.returncode == 0, r.stderr
+    # zero steps: the new run's weights are exactly the initial ones, at the new size
+    dst = tmp_path / "dst"
+    r = ffp(*base, "--out", str(dst), "--steps", "0", "--arch", "image_size=[32,48]", "--init", str(src / "best.pt"))
+    assert r.returncode == 0, r.stderr
+    before, after = safe_torch_load(src / "best.pt"), safe_torch_load(dst / "last.pt")
+    assert tuple(after["weights"]["model_config"]["image_size"]) == (32, 48)
+    for name, t in before["weights"]["generator"].items():
+        assert torch.equal(t, after["weights"]["generator"][name]), name
+    for name, t in before["discriminator"].items():
+        assert torch.equal(t, after["discriminator"][name]), name
+    assert after["weights"]["meta"]["init"]["sha256"] == sha256_file(src / "best.pt")
+    # another width does not fit: a clear error, no run folder written
+    r = ffp(*base, "--out", str(tmp_path / "bad"), "--steps", "1", "--arch", "base_width=8", "--arch",
+            "image_size=[32,32]", "--init", str(src / "best.pt"))
+    assert r.returncode == 2 and "does not fit this architecture" in r.stderr
+    r = ffp(*base, "--out", str(tmp_path / "bad2"), "--steps", "1", "--init", str(tmp_path / "none.pt"))
+    assert r.returncode == 2 and "not found" in r.stderr

@@ -57,3 +57,18 @@ def test_flow_term_alone_gives_the_generator_gradients() -> None:
     total = sum(float(g.abs().sum()) for g in grads if g is not None)
     assert total > 0
     assert all(p.grad is None for p in flow.parameters())  # frozen
+
+
+def test_flow_network_resizes_frames_of_another_size_to_its_grid() -> None:
+    """A generator trained at another image size still gets L_flow (and its gradient) from the flow net."""
+    torch.manual_seed(0)
+    flow = freeze(FlowNet(FlowNetConfig(image_size=(32, 32), base_width=8)))
+    a = torch.rand(2, 1, 32, 48, requires_grad=True)
+    b = torch.rand(2, 1, 32, 48)
+    f = flow(a, b)
+    assert f.shape == (2, 2, 32, 32)  # flow in pixels at the net's own grid
+    same = flow(torch.nn.functional.interpolate(a, size=(32, 32), mode="area"),
+                torch.nn.functional.interpolate(b, size=(32, 32), mode="area"))
+    assert torch.allclose(f, same)
+    f.abs().mean().backward()
+    assert a.grad is not None and float(a.grad.abs().sum()) > 0
