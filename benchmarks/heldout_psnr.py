@@ -24,9 +24,9 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.data import find_videos, load_video  # noqa: E402
-from model.losses import psnr  # noqa: E402
-from model.weights import load_predictor  # noqa: E402
+from model.data import find_videos, load_video
+from model.losses import psnr
+from model.weights import load_predictor
 
 
 def grid_psnr(weights: Path, data: Path, grid: tuple[int, int], batch: int = 32) -> tuple[float, list[str], int]:
@@ -69,7 +69,7 @@ def main() -> None:
         held = holdout
         size = load_predictor(w, device="cpu", precision="fp32").config.image_size
         rows.append({"weights": str(w), "image_size": list(size), "grid_psnr": value, "frames": frames})
-        print(f"{str(w):60s} {size[0]}x{size[1]:<5d} held-out PSNR on {grid[0]}x{grid[1]}: {value:.3f} dB "
+        print(f"{w!s:60s} {size[0]}x{size[1]:<5d} held-out PSNR on {grid[0]}x{grid[1]}: {value:.3f} dB "
               f"({frames} frames of {holdout})", flush=True)
     best = max(rows, key=lambda r: r["grid_psnr"])
     print(f"best: {best['weights']}")
