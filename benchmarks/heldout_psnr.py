@@ -1,12 +1,21 @@
-"""Compare weights trained at different image sizes on held-out NORMAL video, on one common grid.
+"""Compare weights trained at different image sizes on held-out NORMAL video, without test labels.
 
-    python benchmarks/heldout_psnr.py --data ../shared/datasets/ped2 W1.pt W2.pt ... [--grid 128x128]
+    python benchmarks/heldout_psnr.py --data ../shared/datasets/ped2 W1.pt W2.pt ... [--json out.json]
 
-`ffp train` keeps, within one run, the checkpoint with the best held-out prediction PSNR. Across runs at
-different image sizes that number is not comparable (a larger frame holds finer detail, and different noise).
-This is the rule for choosing between them, still without test labels: each model predicts the held-out
-normal frames at its own size; the prediction is resized (area) to a common grid and compared with the real
-frame resized from the original to that grid. The higher mean PSNR predicts normal motion better.
+Within one run `ffp train` keeps the checkpoint with the best held-out prediction PSNR. Across image sizes that
+number is not comparable: a larger frame keeps finer detail and more noise, so its PSNR is lower for the same
+quality of prediction. Two measures that are comparable, each biased in a known direction, both printed:
+
+- native: the prediction upsampled (bilinear) to the ORIGINAL frame size against the original frame, the same
+  target for every model. Favours larger sizes (a 128x128 model cannot reproduce the background's fine detail).
+- gain: PSNR of the prediction minus PSNR of copying the last frame, both at the model's own size (how much of
+  the frame-to-frame change the model predicts). Favours smaller sizes (a larger frame's extra noise is in both
+  errors and pulls the gain towards 0).
+
+The rule (fixed before any test-set number of the candidates was seen): a model of another size replaces the
+shipped one only if it is better on BOTH measures; between several such, the cheaper one for the service.
+(Downsampling each model's prediction and frame to one small grid is no fairer: the resampler averages a larger
+frame's noise away more. Comparing with the original resized by another resampler measures the resamplers.)
 The held-out videos are the ones recorded in the weights' meta; all files compared must share them.
 """
 from __future__ import annotations
@@ -17,66 +26,66 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.data import find_videos, load_video
+from model.data import find_videos, iter_frames, load_video
 from model.losses import psnr
 from model.weights import load_predictor
 
 
-def grid_psnr(weights: Path, data: Path, grid: tuple[int, int], batch: int = 32) -> tuple[float, list[str], int]:
+def measure(weights: Path, data: Path, batch: int = 32) -> dict:
     p = load_predictor(weights, device="cpu", precision="fp32")
     holdout = list(p.meta.get("holdout_videos") or [])
     if not holdout:
         raise SystemExit(f"{weights}: no held-out videos recorded in its meta")
     sources = {s.name: s for s in find_videos(data, "training")}
     k = p.num_frames
-    values: list[torch.Tensor] = []
+    own, copy, native = [], [], []
     for name in holdout:
         video = torch.as_tensor(load_video(sources[name], p.config))  # at the model's size
-        target = torch.as_tensor(load_video(sources[name], replace(p.config, image_size=grid)))  # at the grid
+        first = next(iter(iter_frames(sources[name])))
+        original = torch.as_tensor(load_video(sources[name], replace(p.config, image_size=first.shape[:2])))
         for start in range(k, len(video), batch):
-            idx = range(start, min(start + batch, len(video)))
+            idx = list(range(start, min(start + batch, len(video))))
             past = torch.stack([video[i - k:i].flatten(0, 1) for i in idx])
             with torch.inference_mode():
                 pred = p.generator(past).float()
-            if tuple(pred.shape[-2:]) != grid:
-                pred = F.interpolate(pred, size=grid, mode="area")
-            values.append(psnr(pred, target[list(idx)]))
-    return float(torch.cat(values).mean()), holdout, int(sum(len(v) for v in values))
+            own.append(psnr(pred, video[idx]))
+            copy.append(psnr(video[[i - 1 for i in idx]], video[idx]))
+            up = F.interpolate(pred, size=original.shape[-2:], mode="bilinear", align_corners=False).clamp(-1, 1)
+            native.append(psnr(up, original[idx]))
+    own_t, copy_t, native_t = torch.cat(own), torch.cat(copy), torch.cat(native)
+    return {"weights": str(weights), "image_size": list(p.config.image_size), "holdout": holdout,
+            "frames": len(own_t), "own_psnr": float(own_t.mean()), "copy_last_psnr": float(copy_t.mean()),
+            "gain": float((own_t - copy_t).mean()), "native_psnr": float(native_t.mean())}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("weights", nargs="+", type=Path)
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--grid", default="128x128", help="HxW of the common grid")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    grid = tuple(int(v) for v in a.grid.lower().split("x"))
-    rows, held = [], None
+    rows = []
+    print(f"{'weights':48s} {'size':>8s} {'own dB':>7s} {'copy dB':>7s} {'gain dB':>7s} {'native dB':>9s}")
     for w in a.weights:
-        value, holdout, frames = grid_psnr(w, a.data, grid)  # type: ignore[arg-type]
-        if held is not None and holdout != held:
-            raise SystemExit(f"{w} was validated on {holdout}, the others on {held}: not comparable")
-        held = holdout
-        size = load_predictor(w, device="cpu", precision="fp32").config.image_size
-        rows.append({"weights": str(w), "image_size": list(size), "grid_psnr": value, "frames": frames})
-        print(f"{w!s:60s} {size[0]}x{size[1]:<5d} held-out PSNR on {grid[0]}x{grid[1]}: {value:.3f} dB "
-              f"({frames} frames of {holdout})", flush=True)
-    best = max(rows, key=lambda r: r["grid_psnr"])
-    print(f"best: {best['weights']}")
+        r = measure(w, a.data)
+        if rows and r["holdout"] != rows[0]["holdout"]:
+            raise SystemExit(f"{w} was validated on {r['holdout']}, {rows[0]['weights']} on {rows[0]['holdout']}")
+        rows.append(r)
+        size = "x".join(map(str, r["image_size"]))
+        print(f"{w!s:48s} {size:>8s} {r['own_psnr']:7.3f} {r['copy_last_psnr']:7.3f} {r['gain']:7.3f} "
+              f"{r['native_psnr']:9.3f}", flush=True)
+    print(f"held-out normal frames: {rows[0]['frames']} of videos {rows[0]['holdout']}")
     if a.json:
-        a.json.write_text(json.dumps({"grid": list(grid), "holdout": held, "rows": rows}, indent=2))
+        a.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
