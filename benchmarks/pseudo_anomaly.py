@@ -56,7 +56,7 @@ def paste(video: np.ndarray, patch: np.ndarray, alpha: np.ndarray, row: int, spe
     for t in range(start, len(video)):
         x = (t - start) * speed
         x = width - w - x if leftwards else x
-        xi = int(round(x))
+        xi = round(x)
         if xi < -w // 2 or xi > width - w // 2:
             break
         lo, hi = max(0, xi), min(width, xi + w)
@@ -74,7 +74,7 @@ def grey_video(source) -> np.ndarray:  # type: ignore[no-untyped-def]
 
 def variants(data: Path, holdout: list[str], speeds: tuple[float, ...]) -> list[tuple[str, np.ndarray, np.ndarray]]:
     sources = {s.name: s for s in find_videos(data, "training")}
-    donor = grey_video(sources[sorted(n for n in sources if n not in holdout)[0]])
+    donor = grey_video(sources[min(n for n in sources if n not in holdout)])
     patch, alpha, row = moving_object(donor)
     out = []
     for name in holdout:
