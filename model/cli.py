@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training arithmetic (auto: fp32 on a CPU, bf16 or fp16 autocast on a GPU)")
     sp.add_argument("--no-resume", action="store_true")
     sp.add_argument("--init", type=Path, help="start from these weights or checkpoint (same architecture; the "
-                    "image size may differ): fine-tuning")
+                    "image size may differ): fine-tuning; ignored when --out has a checkpoint to resume")
 
     sp = sub.add_parser("eval", help="frame-level AUC: paper protocol, combined score, causal protocol")
     sp.add_argument("--data", required=True, help="dataset root with testing/ and labels")

@@ -33,7 +33,16 @@ from .flownet import FlowNet, load_flownet
 from .losses import discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss, intensity_loss, psnr
 from .scoring import Calibration
 from .unet import Generator, count_parameters
-from .weights import WEIGHTS_FORMAT, WeightsError, atomic_save, pick_device, predictor_from_blob, safe_torch_load
+from .weights import (
+    WEIGHTS_FORMAT,
+    WeightsError,
+    atomic_save,
+    pick_device,
+    predictor_from_blob,
+    safe_torch_load,
+    sha256_file,
+    verify_checksum,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "ffp-checkpoint-v1"
@@ -99,6 +108,7 @@ def _init_weights(path: Path, generator: Generator, discriminator: PatchDiscrimi
     image size may differ: every layer is convolutional, so fine-tuning at a new size starts from them."""
     if not path.is_file():
         raise DataError(f"--init: weights file not found: {path}")
+    verify_checksum(path)  # a shipped file listed in weights/manifest.json must match its sha256
     blob = safe_torch_load(path)
     disc = blob.get("discriminator") if isinstance(blob, dict) else None
     if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
@@ -166,6 +176,7 @@ def train(args: TrainArgs) -> Path:
 
     # ---- resume ------------------------------------------------------------------------------------
     step, best_val = 0, -float("inf")
+    init_record: dict[str, str] | None = None  # which weights the run started from, kept across resumes
     last_path, best_path = out / "last.pt", out / "best.pt"
     if args.resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, config)
@@ -175,9 +186,11 @@ def train(args: TrainArgs) -> Path:
         opt_d.load_state_dict(ckpt["opt_d"])
         step, best_val = ckpt["step"], ckpt["best_val_psnr"]
         _set_rng_state(ckpt["rng"])
+        init_record = ckpt["weights"].get("meta", {}).get("init")
         log.info("resumed from %s at step %d", last_path, step)
     elif args.init is not None:
         init_blob = _init_weights(Path(args.init), generator, discriminator)
+        init_record = {"file": str(args.init), "sha256": sha256_file(Path(args.init))}
         log.info("initialised from %s (step %s of its run)", args.init, init_blob.get("step"))
     out.mkdir(parents=True, exist_ok=True)
 
@@ -188,9 +201,8 @@ def train(args: TrainArgs) -> Path:
             "holdout_videos": [s.name for s in val_src], "loss_weights": asdict(weights), "lr_g": lr_g,
             "lr_d": lr_d, "batch_size": args.batch_size, "seed": args.seed,
             "precision": precision}
-    if args.init is not None:
-        from .weights import sha256_file
-        meta["init"] = {"file": str(args.init), "sha256": sha256_file(Path(args.init))}
+    if init_record is not None:
+        meta["init"] = init_record
 
     def weights_blob(calibration: Calibration | None = None) -> dict[str, Any]:
         return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": generator.state_dict(),

@@ -153,6 +153,11 @@ def test_init_fine_tunes_at_another_image_size_and_refuses_another_architecture(
     for name, t in before["discriminator"].items():
         assert torch.equal(t, after["discriminator"][name]), name
     assert after["weights"]["meta"]["init"]["sha256"] == sha256_file(src / "best.pt")
+    # resuming (without --init) trains on from the run's own checkpoint and keeps the record of its start
+    r = ffp(*base, "--out", str(dst), "--steps", "1", "--arch", "image_size=[32,48]")
+    assert r.returncode == 0, r.stderr
+    resumed = safe_torch_load(dst / "last.pt")
+    assert resumed["step"] == 1 and resumed["weights"]["meta"]["init"] == after["weights"]["meta"]["init"]
     # another width does not fit: a clear error, no run folder written
     r = ffp(*base, "--out", str(tmp_path / "bad"), "--steps", "1", "--arch", "base_width=8", "--arch",
             "image_size=[32,32]", "--init", str(src / "best.pt"))
