@@ -26,15 +26,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.data import find_videos, iter_frames, load_video
+from model.data import find_videos, iter_frames
 from model.losses import psnr
-from model.weights import load_predictor
+from model.weights import load_predictor, preprocess_frame
 
 
 def measure(weights: Path, data: Path, batch: int = 32) -> dict:
@@ -46,9 +47,10 @@ def measure(weights: Path, data: Path, batch: int = 32) -> dict:
     k = p.num_frames
     own, copy, native = [], [], []
     for name in holdout:
-        video = torch.as_tensor(load_video(sources[name], p.config))  # at the model's size
-        first = next(iter(iter_frames(sources[name])))
-        original = torch.as_tensor(load_video(sources[name], replace(p.config, image_size=first.shape[:2])))
+        frames = list(iter_frames(sources[name]))  # decoded once, preprocessed at two sizes
+        native_config = replace(p.config, image_size=frames[0].shape[:2])
+        video = torch.as_tensor(np.stack([p.preprocess(f) for f in frames]))  # at the model's size
+        original = torch.as_tensor(np.stack([preprocess_frame(f, native_config) for f in frames]))
         for start in range(k, len(video), batch):
             idx = list(range(start, min(start + batch, len(video))))
             past = torch.stack([video[i - k:i].flatten(0, 1) for i in idx])

@@ -96,7 +96,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
 def cmd_calibrate(a: argparse.Namespace) -> None:
     from .data import find_videos, load_videos, split_holdout
     from .evaluate import calibrate_predictor
-    from .weights import atomic_save, safe_torch_load
+    from .weights import atomic_save, safe_torch_load, weights_of
 
     if a.out is None and a.weights is None:
         raise ValueError("give --out (or --weights to update in place): the shipped weights are checksummed")
@@ -108,7 +108,7 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
                               source=f"{a.data} videos {[s.name for s in sources]}")
     out = Path(a.out or a.weights)
     blob = safe_torch_load(Path(a.weights)) if a.weights else predictor.with_calibration(cal).weights_blob()
-    target = blob["weights"] if blob.get("format") == "ffp-checkpoint-v1" else blob
+    target = weights_of(blob)
     target["calibration"] = cal.to_dict()
     atomic_save(blob, out)
     print(json.dumps(cal.to_dict(), indent=2))

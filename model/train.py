@@ -34,6 +34,7 @@ from .losses import discriminator_loss, flow_loss, generator_adversarial_loss, g
 from .scoring import Calibration
 from .unet import Generator, count_parameters
 from .weights import (
+    CHECKPOINT_FORMAT,
     WEIGHTS_FORMAT,
     WeightsError,
     atomic_save,
@@ -42,10 +43,10 @@ from .weights import (
     safe_torch_load,
     sha256_file,
     verify_checksum,
+    weights_of,
 )
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = "ffp-checkpoint-v1"
 
 
 @dataclass
@@ -105,23 +106,22 @@ def load_checkpoint(path: Path, config: ModelConfig) -> dict[str, Any]:
 
 def _init_weights(path: Path, generator: Generator, discriminator: PatchDiscriminator) -> dict[str, Any]:
     """Load a generator (and, from a training checkpoint, its discriminator) of the same architecture. The
-    image size may differ: every layer is convolutional, so fine-tuning at a new size starts from them."""
+    image size may differ: every layer is convolutional, so fine-tuning at a new size starts from them.
+    Returns the record of the start kept in the run's meta: file, sha256 and the source run's step."""
     if not path.is_file():
         raise DataError(f"--init: weights file not found: {path}")
     verify_checksum(path)  # a shipped file listed in weights/manifest.json must match its sha256
-    blob = safe_torch_load(path)
-    disc = blob.get("discriminator") if isinstance(blob, dict) else None
-    if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
-        blob = blob["weights"]
+    ckpt = safe_torch_load(path)
+    blob = weights_of(ckpt)
     if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"--init: {path} is not an ffp weights file or checkpoint")
     try:
         generator.load_state_dict(blob["generator"])
-        if disc is not None:
-            discriminator.load_state_dict(disc)
+        if ckpt is not blob:
+            discriminator.load_state_dict(ckpt["discriminator"])
     except RuntimeError as e:
         raise WeightsError(f"--init: {path} does not fit this architecture (only image_size may differ): {e}") from e
-    return dict(blob.get("meta", {}))
+    return {"file": str(path), "sha256": sha256_file(path), "step": blob.get("meta", {}).get("step")}
 
 
 def train(args: TrainArgs) -> Path:
@@ -176,7 +176,7 @@ def train(args: TrainArgs) -> Path:
 
     # ---- resume ------------------------------------------------------------------------------------
     step, best_val = 0, -float("inf")
-    init_record: dict[str, str] | None = None  # which weights the run started from, kept across resumes
+    init_record: dict[str, Any] | None = None  # which weights the run started from, kept across resumes
     last_path, best_path = out / "last.pt", out / "best.pt"
     if args.resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, config)
@@ -189,9 +189,8 @@ def train(args: TrainArgs) -> Path:
         init_record = ckpt["weights"].get("meta", {}).get("init")
         log.info("resumed from %s at step %d", last_path, step)
     elif args.init is not None:
-        init_blob = _init_weights(Path(args.init), generator, discriminator)
-        init_record = {"file": str(args.init), "sha256": sha256_file(Path(args.init))}
-        log.info("initialised from %s (step %s of its run)", args.init, init_blob.get("step"))
+        init_record = _init_weights(Path(args.init), generator, discriminator)
+        log.info("initialised from %s (step %s of its run)", args.init, init_record["step"])
     out.mkdir(parents=True, exist_ok=True)
 
     def lr_at(s: int, base: float) -> float:

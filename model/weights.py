@@ -31,6 +31,12 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
 DEFAULT_WEIGHTS_NAME = "ffp-ped2-lite.pt"
 WEIGHTS_FORMAT = "ffp-weights-v1"
+CHECKPOINT_FORMAT = "ffp-checkpoint-v1"  # ffp train's last.pt / best.pt: a weights blob plus optimiser state
+
+
+def weights_of(blob: Any) -> Any:
+    """The weights blob of a training checkpoint, or the blob itself (a weights file, or not ours at all)."""
+    return blob["weights"] if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT else blob
 
 
 class WeightsError(RuntimeError):
@@ -246,9 +252,7 @@ def load_predictor(path: str | Path | None = None, *, device: str = "auto", prec
         raise WeightsError(f"weights file not found: {p}" + (
             " (the default weights ship in weights/; set FFP_WEIGHTS or pass --weights)" if path is None else ""))
     entry = verify_checksum(p)
-    blob = safe_torch_load(p)
-    if isinstance(blob, dict) and blob.get("format") == "ffp-checkpoint-v1":
-        blob = blob["weights"]
+    blob = weights_of(safe_torch_load(p))
     if entry is not None and isinstance(blob, dict) and blob.get("model_config", {}).get("name") != entry["preset"]:
         raise WeightsError(f"{p}: manifest says preset {entry['preset']!r} but the file holds "
                            f"{blob.get('model_config', {}).get('name')!r}")
