@@ -123,16 +123,48 @@ def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None
         "fps": n_scored / scoring_s if scoring_s > 0 else None,
         "device": str(predictor.device), "precision": predictor.precision, "causal_half_life": half_life,
         "calibrated": predictor.calibration is not None,
-        "per_video": {n: {"frames": len(gt[n]), "anomalous": int(gt[n].sum())} for n in names},
+        "per_video": {n: _video_summary(gt[n][k:], {p: prot[p][n] for p in prot}, len(gt[n])) for n in names},
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    report["frames_csv"] = str(_write_frames_csv(out, names, gt, per_video, prot, k))
     if plots:
         report["plots"] = _plots(out, prot, per_video, gt, names, k, aucs)
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(out)
     return report
+
+
+def _video_summary(labels: np.ndarray, scores: dict[str, np.ndarray], n_frames: int) -> dict[str, Any]:
+    """Frame counts and, where a video has both normal and anomalous scored frames, its own AUC per protocol
+    (which videos a model gets wrong; the headline numbers stay the micro AUC over all videos)."""
+    labels = labels.astype(bool)
+    summary: dict[str, Any] = {"frames": n_frames, "anomalous": int(labels.sum())}
+    if labels.any() and not labels.all():
+        summary.update({f"auc_{p}": roc_auc(s, labels) for p, s in scores.items()})
+    return summary
+
+
+def _write_frames_csv(out: Path, names: list[str], gt: dict[str, np.ndarray],
+                      per_video: dict[str, dict[str, np.ndarray]], prot: dict[str, dict[str, np.ndarray]],
+                      k: int) -> Path:
+    """Every scored frame: its label, the raw terms and each protocol's score, so that any number in the
+    report can be recomputed (or another protocol tried) without running the model again."""
+    import csv
+
+    path = out.with_name(out.stem + "_frames.csv")
+    terms, protocols = [*METRICS, "score"], list(prot)
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "frame", "label", *terms, *(f"protocol_{p}" for p in protocols)])
+        for n in names:
+            for i in range(k, len(gt[n])):
+                w.writerow([n, i, int(gt[n][i]), *(f"{per_video[n][m][i]:.6g}" for m in terms),
+                            *(f"{prot[p][n][i - k]:.6g}" for p in protocols)])
+    tmp.replace(path)
+    return path
 
 
 def _plots(out: Path, prot: dict[str, dict[str, np.ndarray]], per_video: dict[str, dict[str, np.ndarray]],

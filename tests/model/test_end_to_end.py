@@ -43,6 +43,19 @@ def test_train_then_eval_detects_injected_event(tmp_path: Path) -> None:
     assert report["auc_causal"] > 0.85, report
     assert 0.0 <= report["auc_combined"] <= 1.0
     assert Path(report["plots"]["roc"]).is_file() and Path(report["plots"]["timelines"]).is_file()
+    # the per-frame file reproduces the headline numbers, and each mixed video reports its own AUC
+    import csv
+
+    from model.evaluate import roc_auc
+
+    rows = list(csv.DictReader(Path(report["frames_csv"]).read_text().splitlines()))
+    assert len(rows) == report["frames"]
+    labels = np.array([int(r["label"]) for r in rows])
+    for protocol in ("paper_psnr", "causal"):
+        recomputed = roc_auc(np.array([float(r[f"protocol_{protocol}"]) for r in rows]), labels)
+        assert abs(recomputed - report[f"auc_{protocol}"]) < 1e-4
+    mixed = [v for v in report["per_video"].values() if 0 < v["anomalous"] < v["frames"] - 4]
+    assert mixed and all(0.0 <= v["auc_paper_psnr"] <= 1.0 for v in mixed)
     # training resumes from its last checkpoint and keeps the step count
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] > 100
