@@ -30,6 +30,52 @@ from .urls import SourceSpec, redact_text, redact_url
 log = logging.getLogger(__name__)
 
 
+class StreamClock:
+    """Content time of one live session's frames, in seconds from its first frame.
+
+    Decimation and gap checks need the time a frame was *taken*, not when it was read: a network stream
+    delivers its buffered first second in one burst at connect, and again after the reader fell behind (a
+    busy CPU). Read times would keep one frame of a burst and then jump ahead in content. So the source's
+    presentation time is used while it increases; a source without one (or one stuck, e.g. a webcam that
+    reports 0) falls back to arrival time for the rest of the session. `jumped` says the timeline broke
+    (presentation time went backwards or vanished): the frame history must not span it.
+    """
+
+    STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
+
+    def __init__(self) -> None:
+        self.use_pts = True
+        self.last = 0.0  # the latest time returned: time never goes backwards
+        self.jumped = False  # set by time(): this frame's timeline broke from the previous one's
+        self._arrival0: float | None = None
+        self._pts0 = self._last_pts = 0.0
+        self._pts_seen = False
+        self._pts_changed_at = 0.0  # arrival time the presentation time last advanced
+        self._offset = 0.0  # arrival-based time starts where presentation time left off
+
+    def time(self, arrival: float, pts: float | None) -> float:
+        if self._arrival0 is None:
+            self._arrival0 = self._pts_changed_at = arrival
+        self.jumped = False
+        if self.use_pts and pts is not None and pts >= 0:  # NaN fails >= as well
+            if not self._pts_seen:
+                self._pts_seen, self._pts0, self._last_pts = True, pts, pts
+            elif pts > self._last_pts:
+                self._last_pts, self._pts_changed_at = pts, arrival
+            elif pts < self._last_pts - 1e-3:  # the stream's clock restarted: carry on from the last time
+                self._pts0, self._last_pts, self._pts_changed_at = pts - self.last, pts, arrival
+                self.jumped = True
+            if arrival - self._pts_changed_at <= self.STUCK_S:
+                self.last = max(self.last, pts - self._pts0)
+                return self.last
+        if self.use_pts:  # no presentation time (or stuck): arrival time for the rest of the session
+            self.use_pts = False
+            self.jumped = self._pts_seen
+            self._offset = self.last - (arrival - self._arrival0)
+        self.last = max(self.last, arrival - self._arrival0 + self._offset)
+        return self.last
+
+
 class WindowSink(Protocol):
     def submit(self, window: Window, *, block: bool, stop: threading.Event) -> None: ...
 
@@ -80,6 +126,7 @@ class CaptureWorker:
         self.last_frame_at: float | None = None  # monotonic time of the last frame read
         self.frames_read = 0
         self.frames_captured = 0  # kept after decimation, preprocessed and pushed
+        self.history_resets = 0  # the k-frame history restarted: a gap in a live stream, a file's loop seam
         self._waiting = False  # blocked on inference (a file): not a stall
         self.read_rate = RateMeter()
         self.captured_rate = RateMeter()
@@ -204,7 +251,10 @@ class CaptureWorker:
                 if outcome == "ended" or cancel.is_set():
                     break
                 if outcome == "loop":
-                    continue  # a looped file: reopen at once, keep the ring and the pacing clock
+                    # A looped file: reopen at once and keep the pacing clock, but not the history: the
+                    # seam jumps from the last scene to the first, and a window across it is no motion at all.
+                    self._reset_history(cancel)
+                    continue
                 pace.clear()
                 with self._lock:
                     if cancel.is_set():
@@ -241,6 +291,13 @@ class CaptureWorker:
         is_file = self.spec.kind == "file"
         if not pace:
             pace[:] = [time.monotonic(), 0.0, 0.0]
+        # The predictor was trained on evenly spaced frames: a window across a hiccup of a live stream (frames
+        # lost in the network, a camera that froze for less than stall_after_s) shows every moving thing
+        # jumping, a false alarm. Kept frames are `period` apart give or take one source frame (decimation);
+        # a longer gap restarts the history, so the first k frames after it are not scored.
+        max_gap = 1.5 * period + 1.0 / native
+        clock = StreamClock()  # live sources: content time of this session's frames
+        last_kept: float | None = None
         got = 0
         while not cancel.is_set():
             try:
@@ -266,7 +323,10 @@ class CaptureWorker:
                     return "failed"
                 t = pace[1]
             else:
-                t = now_mono - pace[0]
+                t = clock.time(now_mono, getattr(src, "pts_s", None))
+                if clock.jumped:
+                    last_kept = None
+                    self._reset_history(cancel)
             with self._lock:
                 if cancel.is_set():
                     return "failed"
@@ -278,8 +338,19 @@ class CaptureWorker:
             if t + 1e-6 < pace[2]:
                 continue  # decimated: never preprocessed
             pace[2] = max(pace[2] + period, t + period / 2)
+            if last_kept is not None and t - last_kept > max_gap:
+                self._reset_history(cancel)
+            last_kept = t
             self._keep(frame, cancel)
         return "failed"
+
+    def _reset_history(self, cancel: threading.Event) -> None:
+        with self._lock:
+            if cancel.is_set():
+                return
+            if len(self.ring):
+                self.ring.clear()
+                self.history_resets += 1
 
     def _keep(self, frame: np.ndarray, cancel: threading.Event) -> None:
         pre = self._preprocess(frame)

@@ -25,6 +25,7 @@ class CameraStatus:
     frames_captured: int
     frames_scored: int
     frames_skipped: int
+    history_resets: int = 0  # k-frame history restarted: a gap in a live stream, a file's loop seam
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -149,7 +149,8 @@ class Pipeline:
             id=camera_id, url=redact_url(c.cam.url), state=state, fps_target=c.cam.fps, reconnects=w.reconnects,
             stalls=w.stalls, restarts=w.restarts, last_frame_age_s=None if age is None else round(age, 3),
             last_error=w.last_error, frames_captured=w.frames_captured,
-            frames_scored=int(inf["frames_scored"]), frames_skipped=int(inf["frames_skipped"]))  # type: ignore[call-overload]
+            frames_scored=int(inf["frames_scored"]), frames_skipped=int(inf["frames_skipped"]),  # type: ignore[call-overload]
+            history_resets=w.history_resets)
 
     def list_cameras(self) -> list[CameraStatus]:
         with self._cams_lock:

@@ -21,6 +21,8 @@ class SourceError(RuntimeError):
 
 class FrameSource(Protocol):
     fps: float | None  # native frame rate when known
+    # A source may also have `pts_s: float | None`, the presentation time of the frame read last (capture
+    # decimates live streams on it; see capture.StreamClock). Sources without it are timed on arrival.
 
     def read(self) -> np.ndarray | None:
         """Next BGR frame, None at the end of a file; raises SourceError when the stream fails."""
@@ -55,10 +57,13 @@ class OpenCVSource:
         self._cap = cap
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps: float | None = fps if math.isfinite(fps) and 0.5 <= fps <= 240 else None
+        self.pts_s: float | None = None
 
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
         if ok and frame is not None:
+            ms = float(self._cap.get(self._cv2.CAP_PROP_POS_MSEC))
+            self.pts_s = ms / 1000.0 if math.isfinite(ms) and ms >= 0 else None
             return frame
         if self._spec.kind == "file":
             return None

@@ -28,6 +28,9 @@ class CameraPublic(BaseModel):
     frames_captured: int
     frames_scored: int
     frames_skipped: int = Field(description="Windows not scored because inference was behind (dropped).")
+    history_resets: int = Field(0, description="Times the k-frame history restarted because frames were not "
+                                "evenly spaced (a gap in a live stream, a looped file's seam): the next k frames "
+                                "are not scored, so no window spans the jump.")
 
     @classmethod
     def from_status(cls, status: Any) -> CameraPublic:

@@ -72,6 +72,26 @@ def make_worker(cam: CameraSettings, factory: Callable[..., object], sink: objec
                          source_factory=factory, backoff=Backoff(base_s=0.05, cap_s=0.2))  # type: ignore[arg-type]
 
 
+class PtsSource(FakeSource):
+    """A network stream whose frames carry presentation times 1/25 s apart (plus `jump_s` from frame
+    `jump_at` on); the first `burst` frames arrive at once, like the buffered second at an RTSP connect."""
+
+    def __init__(self, burst: int = 0, jump_at: int | None = None, jump_s: float = 0.0) -> None:
+        super().__init__(None, period=0.04)
+        self.burst, self.jump_at, self.jump_s = burst, jump_at, jump_s
+        self.pts_s: float | None = None
+
+    def read(self) -> np.ndarray | None:
+        self.period = 0.0 if self.i < self.burst else 0.04
+        f = super().read()
+        self.pts_s = self.i * 0.04 + (self.jump_s if self.jump_at is not None and self.i >= self.jump_at else 0.0)
+        return f
+
+
+def source_indices(window: Window) -> np.ndarray:
+    return window.data[:, 0, 0].astype(int)  # make_worker's preprocess keeps one pixel: frame(i) is i % 256
+
+
 class ListSink:
     def __init__(self) -> None:
         self.windows: list[Window] = []
@@ -156,11 +176,15 @@ def test_file_ends_and_loop_restarts(no_thread_leak: None) -> None:
         opened.append(1)
         return FakeSource(6, 0, fps=100)
 
-    w = make_worker(CameraSettings(id="c", url="/x.mp4", fps=100, loop=True), factory, ListSink(), spec)
+    sink = ListSink()
+    w = make_worker(CameraSettings(id="c", url="/x.mp4", fps=100, loop=True), factory, sink, spec)
     w.start()
     wait_for(lambda: w.frames_captured >= 20)
     w.stop()
     assert len(opened) >= 4 and w.reconnects == 0 and w.live
+    # no window spans the loop's seam (last frames of the clip, then its first ones)
+    assert sink.windows and all(np.all(np.diff(source_indices(x)) == 1) for x in sink.windows)
+    assert w.history_resets >= 3
 
 
 def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..., Path],
@@ -199,3 +223,47 @@ def test_live_camera_drops_oldest_when_inference_is_behind(no_thread_leak: None)
     assert 3 <= len(scored) <= 15
     idx = [x.frame_index for x in scored]
     assert idx == sorted(idx) and idx[-1] - idx[0] > len(idx)  # the newest windows, with gaps
+
+
+def test_live_stream_is_decimated_on_presentation_time_not_arrival(no_thread_leak: None) -> None:
+    # 25 fps stream scored at 10 fps: kept frames are 2 or 3 source frames apart (80 or 120 ms of content),
+    # through the burst of buffered frames at connect too. Arrival times would keep one frame of the burst.
+    sink = ListSink()
+    w = make_worker(CameraSettings(id="p", url="rtsp://cam/x", fps=10), lambda s, c: PtsSource(burst=25), sink)
+    w.start()
+    wait_for(lambda: len(sink.windows) >= 8)
+    w.stop()
+    steps = np.concatenate([np.diff(source_indices(x)) for x in sink.windows])
+    assert set(steps.tolist()) <= {2, 3}, steps
+    assert w.history_resets == 0
+
+
+def test_gap_in_live_stream_restarts_the_history(no_thread_leak: None) -> None:
+    # one second of the stream lost at frame 12: no window may span the gap; scoring resumes k+1 frames later
+    sink = ListSink()
+    w = make_worker(CameraSettings(id="g", url="rtsp://cam/x", fps=10),
+                    lambda s, c: PtsSource(jump_at=12, jump_s=1.0), sink)
+    w.start()
+    wait_for(lambda: any(source_indices(x)[0] > 12 for x in sink.windows), timeout=15)
+    w.stop()
+    assert w.history_resets == 1
+    for x in sink.windows:
+        assert set(np.diff(source_indices(x)).tolist()) <= {2, 3}, source_indices(x)
+
+
+def test_stream_clock_falls_back_to_arrival_time_and_never_runs_backwards() -> None:
+    from service.capture import StreamClock
+
+    c = StreamClock()
+    assert [c.time(100.0 + 0.01 * i, 5.0 + 0.04 * i) for i in range(3)] == pytest.approx([0.0, 0.04, 0.08])
+    t = c.time(100.03, 1.0)  # the stream's clock restarted: a jump, time carries on
+    assert c.jumped and t >= 0.08
+    assert c.time(100.04, 1.04) == pytest.approx(t + 0.04) and not c.jumped
+    # a source whose presentation time stands still (a webcam reporting 0): arrival time after STUCK_S
+    c = StreamClock()
+    times = [c.time(50.0 + 0.1 * i, 0.0) for i in range(16)]
+    assert times[:11] == [0.0] * 11 and c.use_pts is False and times[-1] > 0.0
+    assert all(np.diff(times) >= 0)
+    # no presentation time at all: arrival time from the first frame, no jump
+    c = StreamClock()
+    assert [c.time(7.0 + 0.5 * i, None) for i in range(3)] == [0.0, 0.5, 1.0] and not c.jumped
