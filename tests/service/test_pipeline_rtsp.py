@@ -63,6 +63,7 @@ def test_injected_anomaly_makes_start_and_end_events(tmp_path: Path, predictor: 
         assert all(m.camera_id == "cam" and m.latency_ms >= 0 for m in normal)
         assert max(m.smoothed or 0 for m in normal) < ALERTS.off_threshold, [m.smoothed for m in normal]
         assert pipe.get_camera("cam").state == "live"
+        assert pipe.get_camera("cam").history_resets == 0  # an unbroken stream: decimated on its timestamps
         assert got.events() == []
 
         rtsp_server.switch("snow")
