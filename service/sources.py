@@ -62,8 +62,9 @@ class OpenCVSource:
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
         if ok and frame is not None:
-            ms = float(self._cap.get(self._cv2.CAP_PROP_POS_MSEC))
-            self.pts_s = ms / 1000.0 if math.isfinite(ms) and ms >= 0 else None
+            if self._spec.kind != "file":  # a file is timed by its frame count (capture paces it)
+                ms = float(self._cap.get(self._cv2.CAP_PROP_POS_MSEC))
+                self.pts_s = ms / 1000.0 if math.isfinite(ms) and ms >= 0 else None
             return frame
         if self._spec.kind == "file":
             return None
