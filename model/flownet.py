@@ -33,6 +33,10 @@ class FlowNet(nn.Module):
     def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:
         if frame_a.shape != frame_b.shape:
             raise ValueError(f"flow inputs differ in shape: {tuple(frame_a.shape)} vs {tuple(frame_b.shape)}")
+        if frame_a.shape[1] == 3 and self.config.channels == 1:
+            # A grey flow net serves an RGB generator: motion is in the luminance (the channel mean, as
+            # to_uint8_grey does for DIS), and the mean is differentiable.
+            frame_a, frame_b = frame_a.mean(1, keepdim=True), frame_b.mean(1, keepdim=True)
         if tuple(frame_a.shape[-2:]) != tuple(self.config.image_size):
             # Frames of another size are resized to the grid the net was trained on (differentiably): the
             # flow is then in pixels at config.image_size, whatever the generator's size.

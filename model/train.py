@@ -142,6 +142,8 @@ def train(args: TrainArgs) -> Path:
     amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=precision != "fp32")
     scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest convolutions once
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     random.seed(args.seed)
@@ -166,7 +168,8 @@ def train(args: TrainArgs) -> Path:
             raise DataError(f"the flow loss needs a trained flow network (--flownet, got {args.flownet}); "
                             "train one with `ffp train-flow` or pass --no-flow")
         flownet = load_flownet(Path(args.flownet)).to(device)  # frozen, but differentiable
-        if flownet.config.channels != config.channels:  # a size difference is fine: it resizes to its grid
+        # A size difference is fine (it resizes to its grid), and a grey net takes RGB frames (channel mean).
+        if flownet.config.channels != config.channels and not (flownet.config.channels == 1 and config.channels == 3):
             raise WeightsError(f"flow network {args.flownet} is for {flownet.config.channels}-channel frames, "
                                f"the generator uses {config.channels}")
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g)
@@ -241,7 +244,7 @@ def train(args: TrainArgs) -> Path:
     gen = torch.Generator().manual_seed(args.seed + step)
     start = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc=f"train {config.name}", disable=not args.progress)
-    running: dict[str, float] = {}
+    running: dict[str, torch.Tensor] = {}
     t_last, s_last = time.monotonic(), step
     generator.train()
     discriminator.train()
@@ -288,9 +291,12 @@ def train(args: TrainArgs) -> Path:
             step += 1
             bar.update(1)
 
+            # Running means stay tensors on the device: reading them (float) forces a GPU sync, so that
+            # happens only when a row is logged.
             for k, v in (("g", g_loss), ("int", l_int), ("grad", l_grad), ("flow", l_flow), ("adv", l_adv),
                          ("d", d_loss)):
-                running[k] = 0.9 * running.get(k, float(v.detach())) + 0.1 * float(v.detach())
+                v = v.detach().float()
+                running[k] = 0.9 * running[k] + 0.1 * v if k in running else v
             val_psnr = None
             if val_set is not None and (step % args.val_every == 0 or step == args.steps):
                 val_psnr = validate()
@@ -302,12 +308,13 @@ def train(args: TrainArgs) -> Path:
                 now = time.monotonic()
                 its = (step - s_last) / max(now - t_last, 1e-9)
                 t_last, s_last = now, step
-                writer.writerow([step, round(now - start, 2), *(round(running[k], 6) for k in
+                writer.writerow([step, round(now - start, 2), *(round(float(running[k]), 6) for k in
                                  ("g", "int", "grad", "flow", "adv", "d")), lr_at(step, lr_g),
                                  "" if val_psnr is None else round(val_psnr, 4), round(its, 3)])
                 metrics_file.flush()
-                bar.set_postfix(g=f"{running['g']:.4f}", int=f"{running['int']:.4f}", flow=f"{running['flow']:.3f}",
-                                d=f"{running['d']:.3f}", val=f"{best_val:.2f}")
+                bar.set_postfix(g=f"{float(running['g']):.4f}", int=f"{float(running['int']):.4f}",
+                                flow=f"{float(running['flow']):.3f}", d=f"{float(running['d']):.3f}",
+                                val=f"{best_val:.2f}")
             if args.max_minutes is not None and time.monotonic() - start > args.max_minutes * 60:
                 log.info("time box of %.1f min reached at step %d", args.max_minutes, step)
                 break
