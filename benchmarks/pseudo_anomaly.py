@@ -88,8 +88,8 @@ def variants(data: Path, holdout: list[str], speeds: tuple[float, ...]) -> list[
     return out
 
 
-def measure(weights: Path, data: Path, speeds: tuple[float, ...], half_life: float) -> dict:
-    p = load_predictor(weights, device="cpu", precision="fp32")
+def measure(weights: Path, data: Path, speeds: tuple[float, ...], half_life: float, device: str = "cpu") -> dict:
+    p = load_predictor(weights, device=device, precision="fp32")
     holdout = list(p.meta.get("holdout_videos") or [])
     if not holdout:
         raise SystemExit(f"{weights}: no held-out videos recorded in its meta")
@@ -117,14 +117,18 @@ def main() -> None:
     ap.add_argument("--speeds", default="1.5,2.5,3.5", help="object speeds in original pixels per frame")
     ap.add_argument("--half-life", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda; fp32 either way (TF32 off on a GPU)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    # Full fp32 on a GPU too (cuDNN and cuBLAS would otherwise use TF32), so numbers match a CPU's.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     speeds = tuple(float(v) for v in a.speeds.split(","))
     rows = []
     print(f"{'weights':48s} {'size':>8s} {'paper':>7s} {'causal':>7s}")
     for w in a.weights:
-        r = measure(w, a.data, speeds, a.half_life)
+        r = measure(w, a.data, speeds, a.half_life, a.device)
         rows.append(r)
         size = "x".join(map(str, r["image_size"]))
         print(f"{w!s:48s} {size:>8s} {r['pseudo_auc_paper']:7.3f} {r['pseudo_auc_causal']:7.3f}", flush=True)
