@@ -151,6 +151,13 @@ def cmd_export(a: argparse.Namespace) -> None:
         _export_onnx(predictor, Path(a.onnx))
 
 
+def cmd_average(a: argparse.Namespace) -> None:
+    from .weights import atomic_save, average_weights
+
+    atomic_save(average_weights([Path(w) for w in a.weights]), Path(a.out))
+    print(a.out, "(uncalibrated: run `ffp calibrate --weights", a.out, "--data ... --holdout N`)")
+
+
 def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
     import warnings
 
@@ -258,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--meta", help="JSON object merged into the file's meta")
     sp.add_argument("--onnx", help="also export the generator to this ONNX file")
 
+    sp = sub.add_parser("average", help="mean of several weights files' generators (e.g. the ends of training cycles)")
+    sp.add_argument("weights", nargs="+", help="weights files or checkpoints of one architecture")
+    sp.add_argument("--out", required=True)
+
     sub.add_parser("serve", help="run the service (arguments go to `python -m service`)", add_help=False)
     return p
 
@@ -273,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     from .weights import WeightsError
 
     handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "eval": cmd_eval, "calibrate": cmd_calibrate,
-                "score": cmd_score, "export": cmd_export}
+                "score": cmd_score, "export": cmd_export,
+                "average": cmd_average}
     try:
         handlers[args.cmd](args)
     except (DataError, WeightsError, ValueError) as e:

@@ -130,6 +130,16 @@ class WindowDataset(Dataset[torch.Tensor]):
     def __len__(self) -> int:
         return len(self.index)
 
+    @property
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for v in self.videos)
+
+    def to(self, device: torch.device) -> WindowDataset:
+        """Keep the frames on `device` (a GPU): windows are then cut and stacked there, with no host copy per
+        step (on an H200 the paper preset trained at 15.5 steps/s with frames on the host)."""
+        self.videos = [v.to(device) for v in self.videos]
+        return self
+
     def __getitem__(self, i: int) -> torch.Tensor:
         v, t = self.index[i]
         return self.videos[v][t:t + self.k + 1]

@@ -156,6 +156,14 @@ def train(args: TrainArgs) -> Path:
     train_set = WindowDataset(load_videos(train_src, config, args.progress), config.num_frames)
     val_videos = load_videos(val_src, config, args.progress) if val_src else []
     val_set = WindowDataset(val_videos, config.num_frames) if val_videos else None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        frames_bytes = train_set.nbytes + (val_set.nbytes if val_set is not None else 0)
+        if frames_bytes < free // 4:  # leave the rest to the models and their activations
+            train_set.to(device)
+            if val_set is not None:
+                val_set.to(device)
+            log.info("training frames on %s: %.2f GB", device, frames_bytes / 1e9)
     val_idx = (np.linspace(0, len(val_set) - 1, min(args.val_windows, len(val_set))).astype(int)
                if val_set is not None else np.array([], int))
 
