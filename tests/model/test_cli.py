@@ -17,7 +17,7 @@ def ffp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 def test_help_lists_the_commands() -> None:
     out = ffp("--help").stdout
-    for cmd in ("train", "train-flow", "eval", "calibrate", "score", "serve", "export"):
+    for cmd in ("train", "train-flow", "eval", "calibrate", "score", "serve", "export", "average"):
         assert cmd in out
 
 
@@ -42,6 +42,15 @@ def test_eval_with_missing_and_corrupt_weights(tmp_path: Path) -> None:
     r = ffp("eval", "--data", str(PED2), "--weights", str(corrupt), "--out", str(out))
     assert r.returncode == 2 and "corrupt" in r.stderr
     assert not out.exists()  # nothing half-written
+
+
+def test_average_of_missing_or_single_weights(tmp_path: Path) -> None:
+    out = tmp_path / "mean.pt"
+    r = ffp("average", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(out))
+    assert r.returncode == 2 and "weights file not found" in r.stderr and "Traceback" not in r.stderr
+    r = ffp("average", str(tmp_path / "a.pt"), "--out", str(out))
+    assert r.returncode == 2 and "at least two" in r.stderr
+    assert not out.exists()
 
 
 def test_label_count_mismatch(tmp_path: Path) -> None:

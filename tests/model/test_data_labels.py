@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model.config import get_preset
 from model.data import DataError, WindowDataset, count_frames, find_videos, load_video, split_holdout
@@ -103,5 +104,8 @@ def test_video_files_and_windows(tmp_path: Path) -> None:
     assert -1.0 <= arr.min() and arr.max() <= 1.0
     ds = WindowDataset([arr], cfg.num_frames)
     assert len(ds) == 12 - 4 and ds[0].shape == (5, 1, 128, 128)
+    assert ds.nbytes == arr.nbytes
+    before = ds[3].clone()
+    assert ds.to(torch.device("cpu")) is ds and torch.equal(ds[3], before)  # (train moves it to a GPU)
     train, held = split_holdout(videos * 3, 1)
     assert len(train) == 2 and len(held) == 1

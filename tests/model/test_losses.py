@@ -72,3 +72,17 @@ def test_flow_network_resizes_frames_of_another_size_to_its_grid() -> None:
     assert torch.allclose(f, same)
     f.abs().mean().backward()
     assert a.grad is not None and float(a.grad.abs().sum()) > 0
+
+
+def test_grey_flow_network_takes_rgb_frames_through_their_channel_mean() -> None:
+    """The paper preset is RGB; the shipped flow net is grey: it sees the channel mean, differentiably."""
+    torch.manual_seed(0)
+    flow = freeze(FlowNet(FlowNetConfig(image_size=(32, 32), base_width=8)))
+    a = torch.rand(2, 3, 32, 32, requires_grad=True)
+    b = torch.rand(2, 3, 32, 32)
+    f = flow(a, b)
+    assert torch.allclose(f, flow(a.mean(1, keepdim=True), b.mean(1, keepdim=True)))
+    f.abs().mean().backward()
+    assert a.grad is not None and float(a.grad.abs().sum()) > 0
+    with pytest.raises(RuntimeError):  # two channels are neither grey nor RGB: the net's first conv refuses
+        flow(torch.rand(1, 2, 32, 32), torch.rand(1, 2, 32, 32))
