@@ -266,7 +266,7 @@ def average_weights(paths: list[Path]) -> dict[str, Any]:
     `ffp calibrate` on the result). Everything else comes from the last file; meta records the sources."""
     if len(paths) < 2:
         raise WeightsError("averaging needs at least two weights files")
-    blobs = []
+    blobs: list[dict[str, Any]] = []
     for path in paths:
         if not Path(path).is_file():
             raise WeightsError(f"weights file not found: {path}")
