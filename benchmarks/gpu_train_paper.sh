@@ -10,6 +10,9 @@
 # when it is under 10000, the decay moves to 70 % of it. best.pt is chosen on held-out normal PSNR by
 # ffp train itself. RESULTS gets, per run, the generator in half precision (without the flow net, which is
 # weights/flownet-lite.pt), metrics.csv and summary.json: small enough to copy back from a lent machine.
+# On a lent machine: first `mkdir -p data/ped2 && cp -r ../shared/datasets/ped2/training data/ped2/` here
+# (data/ is git-ignored), then run this with carry ["data/ped2"]: 57 MB of frames and the repo fit the 64 MiB
+# a call may send; the test set does not fit beside them, so evaluate here (or in a second call).
 set -euo pipefail
 DATA=${DATA:-data/ped2}
 RUNS=${RUNS:-runs/gpu}
