@@ -284,8 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     from .weights import WeightsError
 
     handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "eval": cmd_eval, "calibrate": cmd_calibrate,
-                "score": cmd_score, "export": cmd_export,
-                "average": cmd_average}
+                "score": cmd_score, "export": cmd_export, "average": cmd_average}
     try:
         handlers[args.cmd](args)
     except (DataError, WeightsError, ValueError) as e:

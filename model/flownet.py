@@ -30,6 +30,10 @@ class FlowNet(nn.Module):
         self.config = config
         self.unet = UNet(2 * config.channels, 2, config.base_width, config.depth)
 
+    def takes(self, channels: int) -> bool:
+        """Frames of this many channels are accepted: its own, or RGB for a grey net (see forward)."""
+        return channels == self.config.channels or (channels == 3 and self.config.channels == 1)
+
     def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:
         if frame_a.shape != frame_b.shape:
             raise ValueError(f"flow inputs differ in shape: {tuple(frame_a.shape)} vs {tuple(frame_b.shape)}")

@@ -176,8 +176,7 @@ def train(args: TrainArgs) -> Path:
             raise DataError(f"the flow loss needs a trained flow network (--flownet, got {args.flownet}); "
                             "train one with `ffp train-flow` or pass --no-flow")
         flownet = load_flownet(Path(args.flownet)).to(device)  # frozen, but differentiable
-        # A size difference is fine (it resizes to its grid), and a grey net takes RGB frames (channel mean).
-        if flownet.config.channels != config.channels and not (flownet.config.channels == 1 and config.channels == 3):
+        if not flownet.takes(config.channels):  # a size difference is fine: it resizes to its grid
             raise WeightsError(f"flow network {args.flownet} is for {flownet.config.channels}-channel frames, "
                                f"the generator uses {config.channels}")
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g)

@@ -284,4 +284,3 @@ def average_weights(paths: list[Path]) -> dict[str, Any]:
                for p, b in zip(paths, blobs)]
     return {**blobs[-1], "generator": mean, "calibration": None,
             "meta": {**blobs[-1].get("meta", {}), "averaged_from": sources}}
-

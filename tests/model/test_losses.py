@@ -82,6 +82,7 @@ def test_grey_flow_network_takes_rgb_frames_through_their_channel_mean() -> None
     b = torch.rand(2, 3, 32, 32)
     f = flow(a, b)
     assert torch.allclose(f, flow(a.mean(1, keepdim=True), b.mean(1, keepdim=True)))
+    assert flow.takes(1) and flow.takes(3) and not flow.takes(2)
     f.abs().mean().backward()
     assert a.grad is not None and float(a.grad.abs().sum()) > 0
     with pytest.raises(RuntimeError):  # two channels are neither grey nor RGB: the net's first conv refuses
