@@ -11,6 +11,8 @@
 # best.pt. Each cycle gets the time left of BUDGET_MIN as its --max-minutes, so the whole chain, data
 # loading and calibration included, stays inside the box; a cycle the box cuts keeps its best.pt.
 # Writes $RUNS/chain.json: per cycle its folder, steps done, best held-out PSNR and minutes, and the total.
+# Run again on the same RUNS, it resumes (ffp train resumes each cycle from its last.pt); the total then
+# counts from the restart only, and the budget starts again: add the earlier part by hand.
 set -euo pipefail
 DATA=${DATA:-../shared/datasets/ped2}
 RUNS=${RUNS:-runs/chain2h}
