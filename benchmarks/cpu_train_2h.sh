@@ -24,6 +24,7 @@ t0=$(date +%s)
 mkdir -p "$RUNS"
 init=()
 i=0
+done_runs=()                    # the cycles this call ran, for chain.json
 for steps in $CYCLES; do
   i=$((i + 1))
   left=$(( BUDGET_MIN * 60 - ($(date +%s) - t0) ))
@@ -34,13 +35,15 @@ for steps in $CYCLES; do
     --lr-decay-step $((steps * 3 / 4)) --max-minutes "$(( (left - 60) / 60 ))" --out "$RUNS/c$i" \
     "${init[@]}" $EXTRA >"$RUNS/c$i.log" 2>&1
   init=(--init "$RUNS/c$i/best.pt")
+  done_runs+=("$RUNS/c$i")
   echo "cycle $i: $(tr -d '\n ' <"$RUNS/c$i/summary.json")  ($(( ($(date +%s) - t0) / 60 )) min so far)"
 done
-$PY - "$RUNS" "$t0" <<'PY'
+$PY - "$RUNS" "$t0" "${done_runs[@]}" <<'PY'
 import json, sys, time
 from pathlib import Path
 runs = Path(sys.argv[1])
-cycles = [{"run": str(p.parent), **json.loads(p.read_text())} for p in sorted(runs.glob("c*/summary.json"))]
+# the cycles of this call only, in order (a glob would also find a stale c5 of an earlier, longer chain)
+cycles = [{"run": d, **json.loads((Path(d) / "summary.json").read_text())} for d in sys.argv[3:]]
 total = (time.time() - float(sys.argv[2])) / 60
 (runs / "chain.json").write_text(json.dumps({"cycles": cycles, "total_minutes": round(total, 2)}, indent=2))
 print(f"chain: {len(cycles)} cycles, {total:.1f} min in all")
