@@ -10,6 +10,7 @@
 # of each cycle. Cycles: 12000, 12000, 12000, 6000 steps, each started (--init) from the previous cycle's
 # best.pt. Each cycle gets the time left of BUDGET_MIN as its --max-minutes, so the whole chain, data
 # loading and calibration included, stays inside the box; a cycle the box cuts keeps its best.pt.
+# Eighth session: ADV=1 keeps the adversarial term, SEED and CYCLES change the seed and the cycles.
 # Writes $RUNS/chain.json: per cycle its folder, steps done, best held-out PSNR and minutes, and the total.
 # Run again on the same RUNS, it resumes (ffp train resumes each cycle from its last.pt); the total then
 # counts from the restart only, and the budget starts again: add the earlier part by hand.
@@ -20,6 +21,10 @@ BUDGET_MIN=${BUDGET_MIN:-118}
 PY=${PY:-python3}
 EXTRA=${EXTRA:-}                # e.g. "--arch base_width=4" for a quick check of this script
 CYCLES=${CYCLES:-"12000 12000 12000 6000"}
+SEED=${SEED:-1}
+ADV=${ADV:-0}                   # 1 keeps the adversarial term (lambda 0.05; a step costs 1.44x as much)
+adv=(--no-adv)
+if [ "$ADV" = 1 ]; then adv=(); fi
 t0=$(date +%s)
 mkdir -p "$RUNS"
 init=()
@@ -30,8 +35,8 @@ for steps in $CYCLES; do
   left=$(( BUDGET_MIN * 60 - ($(date +%s) - t0) ))
   if [ "$left" -lt 120 ]; then echo "budget spent before cycle $i"; break; fi
   # shellcheck disable=SC2086  # EXTRA is a word list
-  $PY -m model.cli train --data "$DATA" --preset lite --dataset ped2 --lr-g 2e-4 --lr-d 2e-5 --no-flow --no-adv \
-    --holdout 2 --val-every 1000 --threads 2 --seed 1 --batch-size 4 --steps "$steps" \
+  $PY -m model.cli train --data "$DATA" --preset lite --dataset ped2 --lr-g 2e-4 --lr-d 2e-5 --no-flow "${adv[@]}" \
+    --holdout 2 --val-every 1000 --threads 2 --seed "$SEED" --batch-size 4 --steps "$steps" \
     --lr-decay-step $((steps * 3 / 4)) --max-minutes "$(( (left - 60) / 60 ))" --out "$RUNS/c$i" \
     "${init[@]}" $EXTRA >"$RUNS/c$i.log" 2>&1
   init=(--init "$RUNS/c$i/best.pt")

@@ -21,6 +21,8 @@ BUDGET_S=${BUDGET_S:-540}       # the whole script, training and export (a lent 
 DEVICE=${DEVICE:-cuda}
 EXTRA=${EXTRA:-}                # e.g. "--arch base_width=8" for a quick CPU check of this script
 PY=${PY:-python3}
+NAMES=${NAMES:-"paper paper-res"}  # which of the two runs to train (eighth session: paper-res alone)
+DECAY=${DECAY:-paper}           # paper: x0.1 at 7000 steps (70 % when fewer than 10000); frac: always at 70 %
 t0=$(date +%s)
 mkdir -p "$RUNS" "$RESULTS"
 
@@ -45,12 +47,13 @@ wait_all() {  # wait for every run; on a failure show its log, and stop when $1 
 
 # 1. Both runs for 100 steps together: checks every path and measures the speed of the pair.
 declare -A PIDS=()
-for name in "${!ARCH[@]}"; do train "$name" 100 7000 --val-every 100 & PIDS[$name]=$!; done
+for name in $NAMES; do train "$name" 100 7000 --val-every 100 & PIDS[$name]=$!; done
 wait_all stop
-speed=$($PY - "$RUNS" <<'EOF'
+# shellcheck disable=SC2086  # NAMES is a word list
+speed=$($PY - "$RUNS" $NAMES <<'EOF'
 import csv, sys
 from pathlib import Path
-rows = [r for name in ("paper", "paper-res") for r in csv.DictReader(open(Path(sys.argv[1]) / name / "metrics.csv"))
+rows = [r for name in sys.argv[2:] for r in csv.DictReader(open(Path(sys.argv[1]) / name / "metrics.csv"))
         if r["step"] == "75"]  # steps 51-75: after cuDNN's autotuning, before the validation at 100
 print(min(float(r["it_per_s"]) for r in rows))
 EOF
@@ -59,17 +62,17 @@ now=$(date +%s)
 left=$((BUDGET_S - (now - t0) - 75))  # 75 s: data loading, calibration and export at the end
 left=$(( left > 30 ? left : 30 ))
 steps=$($PY -c "print(max(200, min(40000, 100 + int($speed * $left))))")
-decay=$($PY -c "print(7000 if $steps >= 10000 else int(0.7 * $steps))")
-echo "speed of the pair: $speed it/s each; $left s left -> $steps steps, lr x0.1 at $decay"
+decay=$($PY -c "print(7000 if $steps >= 10000 and '$DECAY' == 'paper' else int(0.7 * $steps))")
+echo "speed of the runs together ($NAMES): $speed it/s each; $left s left -> $steps steps, lr x0.1 at $decay"
 
 # 2. The real runs resume from step 100 with the fixed schedule; a time box guards the budget.
-for name in "${!ARCH[@]}"; do
+for name in $NAMES; do
   train "$name" "$steps" "$decay" --max-minutes "$($PY -c "print(round($left / 60, 2))")" & PIDS[$name]=$!
 done
 wait_all go_on  # a failed calibration at the end still leaves best.pt to export
 
 # 3. Export: the chosen generator in half precision, the metrics, the summary.
-for name in "${!ARCH[@]}"; do
+for name in $NAMES; do
   $PY - "$RUNS/$name" "$RESULTS/$name" <<'EOF'
 import shutil, sys
 from pathlib import Path
