@@ -142,6 +142,27 @@ def test_export_writes_weights_and_an_onnx_generator_that_matches_torch(tmp_path
     np.testing.assert_allclose(onnx_pred, torch_pred, atol=1e-4)
 
 
+def test_export_half_stores_float16_and_predicts_like_the_original(tmp_path: Path) -> None:
+    import numpy as np
+
+    from model.weights import WEIGHTS_DIR, load_predictor, safe_torch_load
+
+    shipped = WEIGHTS_DIR / "ffp-ped2-lite.pt"
+    r = ffp("export", str(shipped), "--out", str(tmp_path / "h.pt"), "--half")
+    assert r.returncode == 0, r.stderr
+    blob = safe_torch_load(tmp_path / "h.pt")
+    assert {t.dtype for t in blob["generator"].values()} == {torch.float16}
+    assert (tmp_path / "h.pt").stat().st_size < 0.6 * shipped.stat().st_size
+    full, half = load_predictor(shipped, precision="fp32"), load_predictor(tmp_path / "h.pt", precision="fp32")
+    assert half.calibration == full.calibration  # the calibration travels unchanged
+    past = np.random.default_rng(0).uniform(-1, 1, (2, full.num_frames, 128, 128)).astype(np.float32)
+    with torch.no_grad():
+        a = full.generator.float()(torch.from_numpy(past)).numpy()
+        b = half.generator.float()(torch.from_numpy(past)).numpy()
+    assert np.abs(a - b).max() < 2e-2  # fp16 rounding of the weights, not another model
+    assert np.abs(a - b).max() > 0  # and the weights were rounded
+
+
 def test_init_fine_tunes_at_another_image_size_and_refuses_another_architecture(tmp_path: Path) -> None:
     from model.weights import safe_torch_load, sha256_file
     from tests.model.synthetic import make_dataset
