@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Train the `paper` preset on one GPU inside a fixed time budget: the official architecture (tanh output)
-# and the same network predicting last frame + tanh(residual), side by side on the same GPU.
+# Train the `paper` preset on one GPU inside a fixed time budget: the official architecture (tanh output,
+# NAMES=paper) and the same network predicting last frame + tanh(residual) (NAMES=paper-res); by default both,
+# side by side on the same GPU.
 #
-#   DATA=data/ped2 RUNS=runs/gpu RESULTS=$OUT BUDGET_S=540 bash benchmarks/gpu_train_paper.sh
+#   DATA=data/ped2 RUNS=runs/gpu RESULTS=runs/gpu/results BUDGET_S=540 bash benchmarks/gpu_train_paper.sh
+#   NAMES=paper-res DECAY=frac BUDGET_S=400 ...    # the eighth session's run: weights/ffp-ped2-paper.pt
 #
 # The schedule is fixed before any result is seen: the paper's Ped2 recipe (Adam, batch 4, lr 1e-4 / 1e-5,
 # x0.1 at 7000 steps, lambda 1/1/2/0.05), for as many steps as the budget holds. The step count comes from
-# the speed measured in the first 100 steps of both runs together (a time box, not a look at any result);
+# the speed measured in the first 100 steps of the runs together (a time box, not a look at any result);
 # when it is under 10000, the decay moves to 70 % of it. best.pt is chosen on held-out normal PSNR by
 # ffp train itself. RESULTS gets, per run, the generator in half precision (without the flow net, which is
 # weights/flownet-lite.pt), metrics.csv and summary.json: small enough to copy back from a lent machine.
 # On a lent machine: first `mkdir -p data/ped2 && cp -r ../shared/datasets/ped2/training data/ped2/` here
 # (data/ is git-ignored), then run this with carry ["data/ped2"]: 57 MB of frames and the repo fit the 64 MiB
-# a call may send; the test set does not fit beside them, so evaluate here (or in a second call).
+# a call may send; the test set does not fit beside them, so evaluate in a second call while the machine is
+# warm (it keeps runs/ between calls): carry only a copy of the test set then (47 MB).
 set -euo pipefail
 DATA=${DATA:-data/ped2}
 RUNS=${RUNS:-runs/gpu}
