@@ -10,8 +10,8 @@
 # x0.1 at 7000 steps, lambda 1/1/2/0.05), for as many steps as the budget holds. The step count comes from
 # the speed measured in the first 100 steps of the runs together (a time box, not a look at any result);
 # when it is under 10000, the decay moves to 70 % of it. best.pt is chosen on held-out normal PSNR by
-# ffp train itself. RESULTS gets, per run, the generator in half precision (without the flow net, which is
-# weights/flownet-lite.pt), metrics.csv and summary.json: small enough to copy back from a lent machine.
+# ffp train itself. RESULTS gets, per run, the weights file with its generator in half precision (`ffp export
+# --half`), metrics.csv and summary.json: small enough to copy back from a lent machine.
 # On a lent machine: first `mkdir -p data/ped2 && cp -r ../shared/datasets/ped2/training data/ped2/` here
 # (data/ is git-ignored), then run this with carry ["data/ped2"]: 57 MB of frames and the repo fit the 64 MiB
 # a call may send; the test set does not fit beside them, so evaluate in a second call while the machine is
@@ -76,21 +76,12 @@ wait_all go_on  # a failed calibration at the end still leaves best.pt to export
 
 # 3. Export: the chosen generator in half precision, the metrics, the summary.
 for name in $NAMES; do
-  $PY - "$RUNS/$name" "$RESULTS/$name" <<'EOF'
-import shutil, sys
-from pathlib import Path
-import torch
-from model.weights import safe_torch_load, weights_of
-run, dest = Path(sys.argv[1]), sys.argv[2]
-blob = weights_of(safe_torch_load(run / "best.pt"))
-blob["generator"] = {k: v.half() for k, v in blob["generator"].items()}
-blob["flownet"] = None  # weights/flownet-lite.pt: put back when the file is assembled
-torch.save(blob, dest + "-g16.pt")
-shutil.copy(run / "metrics.csv", dest + "-metrics.csv")
-if (run / "summary.json").is_file():
-    shutil.copy(run / "summary.json", dest + "-summary.json")
-    print(run.name, (run / "summary.json").read_text().replace("\n", " "))
-EOF
+  $PY -m model.cli export "$RUNS/$name/best.pt" --out "$RESULTS/$name-g16.pt" --half  # float16 generator
+  cp "$RUNS/$name/metrics.csv" "$RESULTS/$name-metrics.csv"
+  if [ -f "$RUNS/$name/summary.json" ]; then
+    cp "$RUNS/$name/summary.json" "$RESULTS/$name-summary.json"
+    echo "$name $(tr -d '\n' <"$RUNS/$name/summary.json")"
+  fi
   tail -3 "$RUNS/$name/metrics.csv"
   show_log "$name" 4
 done
