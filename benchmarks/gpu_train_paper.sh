@@ -48,7 +48,7 @@ wait_all() {  # wait for every run; on a failure show its log, and stop when $1 
   if [ "$failed" = 1 ] && [ "$1" = stop ]; then exit 1; fi
 }
 
-# 1. Both runs for 100 steps together: checks every path and measures the speed of the pair.
+# 1. The runs (NAMES) for 100 steps together: checks every path and measures their speed side by side.
 declare -A PIDS=()
 for name in $NAMES; do train "$name" 100 7000 --val-every 100 & PIDS[$name]=$!; done
 wait_all stop

@@ -16,17 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from model.weights import load_predictor
+from model.weights import WEIGHTS_DIR, load_predictor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
 
 
 def moving_square_windows(n: int, size: int = 240) -> np.ndarray:
     """n windows of k + 1 = 5 frames of a square moving 2 px/frame over texture: predictable motion."""
-    from tests.model.synthetic import render
+    from tests.model.synthetic import background, render
 
-    yy, xx = np.mgrid[0:size, 0:size]
-    bg = (90 + 30 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.uint8)
+    bg = background(size)
     frames = [np.repeat(render(t, size, None, False, bg)[..., None], 3, axis=2) for t in range(n + 4)]
     return np.stack([np.stack(frames[i:i + 5]) for i in range(n)])
 
@@ -52,7 +51,7 @@ def test_training_on_cuda_checkpoints_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     base = [sys.executable, "-m", "model.cli", "train", "--data", str(data), "--out", str(out), "--device", "cuda",
             "--holdout", "1", "--val-every", "2", "--arch", "image_size=[64,64]", "--flownet",
-            "weights/flownet-lite.pt"]  # the flow term too: the flow network runs on the GPU
+            str(WEIGHTS_DIR / "flownet-lite.pt")]  # the flow term too: the flow network runs on the GPU
     r = subprocess.run([*base, "--steps", "2"], capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([*base, "--steps", "4"], capture_output=True, text=True, timeout=300, check=False)

@@ -26,11 +26,16 @@ def render(t: int, size: int, rng: np.random.Generator | None, anomalous: bool, 
     return img
 
 
+def background(size: int) -> np.ndarray:
+    """The scene's static texture (size x size grey uint8)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    return (90 + 30 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.uint8)
+
+
 def make_dataset(root: Path, size: int = 64, train_videos: int = 4, test_videos: int = 2, length: int = 60,
                  seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    bg = (90 + 30 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.uint8)
+    bg = background(size)
     labels: dict[str, list[int]] = {}
     for split, n in (("training", train_videos), ("testing", test_videos)):
         for v in range(n):
