@@ -51,6 +51,7 @@ def cmd_train(a: argparse.Namespace) -> None:
                           adversarial=0.0 if a.no_adv else (w.adversarial if a.w_adv is None else a.w_adv))
     path = train(TrainArgs(data=Path(a.data), out=Path(a.out), preset=a.preset, dataset=dataset, steps=a.steps,
                            batch_size=a.batch_size, lr_g=a.lr_g, lr_d=a.lr_d, lr_decay_step=a.lr_decay_step,
+                           lr_schedule=a.lr_schedule, ema=a.ema,
                            loss_weights=weights, flownet=a.flownet, holdout=a.holdout, val_every=a.val_every,
                            max_minutes=a.max_minutes, seed=a.seed, threads=a.threads, device=a.device,
                            precision=a.precision, resume=not a.no_resume, init=a.init,
@@ -223,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lr-g", type=float)
     sp.add_argument("--lr-d", type=float)
     sp.add_argument("--lr-decay-step", type=int, default=7000)
+    sp.add_argument("--lr-schedule", default="step", choices=["step", "cosine"],
+                    help="step: x0.1 at --lr-decay-step; cosine: from the base lr to 0 at --steps")
+    sp.add_argument("--ema", type=float, metavar="DECAY",
+                    help="validate, keep and ship an exponential moving average of G's weights (e.g. 0.999)")
     for name in ("int", "grad", "flow", "adv"):
         sp.add_argument(f"--w-{name}", type=float, help=f"lambda_{name} (default: the dataset's)")
     sp.add_argument("--no-flow", action="store_true", help="drop the flow loss (ablation)")

@@ -6,9 +6,11 @@ the score statistics on the same held-out videos are stored in the checkpoint as
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -60,6 +62,9 @@ class TrainArgs:
     lr_g: float | None = None  # None: the dataset default
     lr_d: float | None = None
     lr_decay_step: int | None = 7000  # x0.1 here (the paper's Ped2 schedule)
+    lr_schedule: str = "step"  # step: x0.1 at lr_decay_step | cosine: from the base lr down to 0 at `steps`
+    ema: float | None = None  # keep an exponential moving average of G's weights (e.g. 0.999); it is what is
+    #                           validated, saved as the generator and shipped; training continues on the raw weights
     loss_weights: LossWeights | None = None  # None: the dataset default
     flownet: Path | None = None  # required when the flow weight is > 0
     holdout: int = 2  # normal training videos held out for validation and calibration
@@ -134,6 +139,10 @@ def train(args: TrainArgs) -> Path:
     lr_g, lr_d = args.lr_g or lr_g_default, args.lr_d or lr_d_default
     if args.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
+    if args.lr_schedule not in ("step", "cosine"):
+        raise ValueError(f"lr schedule must be step or cosine, got {args.lr_schedule!r}")
+    if args.ema is not None and not 0.0 < args.ema < 1.0:
+        raise ValueError(f"--ema must be in (0, 1), got {args.ema}")
     device, device_precision = pick_device(args.device)
     # "auto" on a CPU is fp32: bf16 autocast trains 1.4x slower on a CPU without AMX (lite, one thread: 2.2
     # against 3.0 it/s on this project's CPU). On a GPU it is the device's autocast type.
@@ -188,9 +197,11 @@ def train(args: TrainArgs) -> Path:
     step, best_val = 0, -float("inf")
     init_record: dict[str, Any] | None = None  # which weights the run started from, kept across resumes
     last_path, best_path = out / "last.pt", out / "best.pt"
+    resumed: dict[str, Any] | None = None
     if args.resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path, config)
-        generator.load_state_dict(ckpt["weights"]["generator"])
+        ckpt = resumed = load_checkpoint(last_path, config)
+        # an EMA run keeps the raw (trained) weights apart from the averaged ones it ships
+        generator.load_state_dict(ckpt.get("generator_train", ckpt["weights"]["generator"]))
         discriminator.load_state_dict(ckpt["discriminator"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
@@ -201,39 +212,60 @@ def train(args: TrainArgs) -> Path:
     elif args.init is not None:
         init_record = _init_weights(Path(args.init), generator, discriminator)
         log.info("initialised from %s (step %s of its run)", args.init, init_record["step"])
+    # The averaged generator is what validation measures, best.pt keeps and `ffp export` ships.
+    ema_generator: Generator | None = None
+    if args.ema is not None:
+        ema_generator = copy.deepcopy(generator).requires_grad_(False)
+        if resumed is not None:
+            ema_generator.load_state_dict(resumed["weights"]["generator"])
+    shipped = ema_generator if ema_generator is not None else generator
     out.mkdir(parents=True, exist_ok=True)
 
+    @torch.no_grad()
+    def update_ema() -> None:
+        if ema_generator is None:
+            return
+        # the usual warm-up: early on the average follows the raw weights closely, so that the random
+        # initialisation does not linger in it for thousands of steps
+        decay = min(float(args.ema), (1 + step) / (10 + step))  # type: ignore[arg-type]
+        torch._foreach_lerp_(list(ema_generator.parameters()), list(generator.parameters()), 1.0 - decay)
+
     def lr_at(s: int, base: float) -> float:
+        if args.lr_schedule == "cosine":  # no restarts: one decay over the whole run
+            return base * 0.5 * (1.0 + math.cos(math.pi * min(s, args.steps) / args.steps))
         return base * (0.1 if args.lr_decay_step and s >= args.lr_decay_step else 1.0)
 
     meta = {"dataset": args.dataset, "data": str(args.data), "train_videos": [s.name for s in train_src],
             "holdout_videos": [s.name for s in val_src], "loss_weights": asdict(weights), "lr_g": lr_g,
             "lr_d": lr_d, "batch_size": args.batch_size, "seed": args.seed,
-            "precision": precision}
+            "precision": precision, "lr_schedule": args.lr_schedule, "ema": args.ema}
     if init_record is not None:
         meta["init"] = init_record
 
     def weights_blob(calibration: Calibration | None = None) -> dict[str, Any]:
-        return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": generator.state_dict(),
+        return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": shipped.state_dict(),
                 "flownet_config": None if flownet is None else flownet.config.to_dict(),
                 "flownet": None if flownet is None else flownet.state_dict(),
                 "calibration": None if calibration is None else calibration.to_dict(),
                 "score_config": asdict(ScoreConfig()), "meta": {**meta, "step": step}}
 
     def save(path: Path, calibration: Calibration | None = None) -> None:
-        atomic_save({"format": CHECKPOINT_FORMAT, "step": step, "best_val_psnr": best_val,
-                     "weights": weights_blob(calibration), "discriminator": discriminator.state_dict(),
-                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": _rng_state(),
-                     "args": {k: str(v) for k, v in asdict(args).items()}}, path)
+        ckpt = {"format": CHECKPOINT_FORMAT, "step": step, "best_val_psnr": best_val,
+                "weights": weights_blob(calibration), "discriminator": discriminator.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": _rng_state(),
+                "args": {k: str(v) for k, v in asdict(args).items()}}
+        if ema_generator is not None:
+            ckpt["generator_train"] = generator.state_dict()
+        atomic_save(ckpt, path)
 
     @torch.no_grad()
     def validate() -> float:
-        generator.eval()
+        shipped.eval()
         values = []
         for chunk in np.array_split(val_idx, max(1, len(val_idx) // 32)):
             w = torch.stack([val_set[int(i)] for i in chunk]).to(device)  # type: ignore[index]
             with autocast:
-                pred = generator(w[:, :config.num_frames].flatten(1, 2))
+                pred = shipped(w[:, :config.num_frames].flatten(1, 2))
             values.append(psnr(pred.float(), w[:, config.num_frames]))
         generator.train()
         return float(torch.cat(values).mean())
@@ -295,6 +327,7 @@ def train(args: TrainArgs) -> Path:
                 scaler.scale(d_loss).backward()
                 scaler.step(opt_d)
             scaler.update()
+            update_ema()
             step += 1
             bar.update(1)
 

@@ -194,3 +194,61 @@ def test_init_fine_tunes_at_another_image_size_and_refuses_another_architecture(
     assert r.returncode == 2 and "does not fit this architecture" in r.stderr
     r = ffp(*base, "--out", str(tmp_path / "bad2"), "--steps", "1", "--init", str(tmp_path / "none.pt"))
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_cosine_schedule_and_weight_ema_are_trained_validated_and_resumed(tmp_path: Path) -> None:
+    import csv
+    import math
+    import shutil
+
+    from model.config import LossWeights
+    from model.train import TrainArgs, train
+    from model.weights import safe_torch_load
+    from tests.model.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
+    common = {"data": data, "holdout": 1, "val_every": 1, "threads": 1, "progress": False, "lr_g": 1e-3,
+                  "loss_weights": LossWeights(intensity=1.0, gradient=1.0, flow=0.0, adversarial=0.05),
+                  "overrides": {"image_size": (32, 32)}}
+    with pytest.raises(ValueError, match="lr schedule"):
+        train(TrainArgs(out=tmp_path / "bad", lr_schedule="linear", **common))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--ema"):
+        train(TrainArgs(out=tmp_path / "bad", ema=1.5, steps=1, **common))  # type: ignore[arg-type]
+    src = tmp_path / "src"
+    train(TrainArgs(out=src, steps=0, **common))  # type: ignore[arg-type]
+    init = safe_torch_load(src / "last.pt")["weights"]["generator"]
+
+    run = tmp_path / "ema"
+    args = dict(out=run, lr_schedule="cosine", ema=0.5, init=src / "last.pt", **common)
+    train(TrainArgs(steps=1, **args))  # type: ignore[arg-type]
+    one = safe_torch_load(run / "last.pt")
+    raw, shipped = one["generator_train"], one["weights"]["generator"]
+    assert one["weights"]["meta"]["ema"] == 0.5 and one["weights"]["meta"]["lr_schedule"] == "cosine"
+    # first update: the warm-up decay is min(0.5, 1/10) = 0.1, so the average is 0.1 init + 0.9 raw
+    for name, t in init.items():
+        assert not torch.equal(raw[name], t) or name.endswith("bias"), name
+        assert torch.allclose(shipped[name], 0.1 * t + 0.9 * raw[name], atol=1e-6), name
+
+    # resume for two more steps: the average goes on from the saved average, training from the raw weights
+    shutil.rmtree(run)
+    train(TrainArgs(steps=2, **args))  # type: ignore[arg-type]
+    two = safe_torch_load(run / "last.pt")
+    train(TrainArgs(steps=3, **args))  # type: ignore[arg-type]
+    three = safe_torch_load(run / "last.pt")
+    assert three["step"] == 3
+    d = min(0.5, 3 / 12)  # the decay of the update made at step index 2
+    for name, t in three["weights"]["generator"].items():
+        expected = d * two["weights"]["generator"][name] + (1 - d) * three["generator_train"][name]
+        assert torch.allclose(t, expected, atol=1e-6), name
+    # best.pt holds the averaged generator that validation measured
+    assert set(safe_torch_load(run / "best.pt")["weights"]["generator"]) == set(init)
+
+    # the logged learning rate follows half a cosine from 1e-3 to 0 over the run's 4 steps
+    cosine = tmp_path / "cosine"
+    train(TrainArgs(out=cosine, steps=4, lr_schedule="cosine", **common))  # type: ignore[arg-type]
+    rows = list(csv.DictReader((cosine / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    for row in rows:
+        s = int(row["step"])
+        assert math.isclose(float(row["lr_g"]), 1e-3 * 0.5 * (1 + math.cos(math.pi * s / 4)), abs_tol=1e-12), row
+    assert float(rows[-1]["lr_g"]) < 1e-12
