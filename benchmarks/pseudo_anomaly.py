@@ -74,9 +74,13 @@ def grey_video(source) -> np.ndarray:  # type: ignore[no-untyped-def]
     return np.stack(frames)
 
 
-def variants(data: Path, holdout: list[str], speeds: tuple[float, ...]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def variants(data: Path, holdout: list[str], speeds: tuple[float, ...],
+             donor_name: str | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     sources = {s.name: s for s in find_videos(data, "training")}
-    donor = grey_video(sources[min(n for n in sources if n not in holdout)])
+    donor_name = donor_name or min(n for n in sources if n not in holdout)
+    if donor_name not in sources or donor_name in holdout:
+        raise SystemExit(f"--donor {donor_name}: not a training video outside the held-out ones {holdout}")
+    donor = grey_video(sources[donor_name])
     patch, alpha, row = moving_object(donor)
     out = []
     for name in holdout:
@@ -90,14 +94,15 @@ def variants(data: Path, holdout: list[str], speeds: tuple[float, ...]) -> list[
     return out
 
 
-def measure(weights: Path, data: Path, speeds: tuple[float, ...], half_life: float, device: str = "cpu") -> dict:
+def measure(weights: Path, data: Path, speeds: tuple[float, ...], half_life: float, device: str = "cpu",
+            donor: str | None = None) -> dict:
     p = load_predictor(weights, device=device, precision="fp32")
     holdout = list(p.meta.get("holdout_videos") or [])
     if not holdout:
         raise SystemExit(f"{weights}: no held-out videos recorded in its meta")
     k = p.num_frames
     paper, causal, ys = [], [], []
-    for _, video, labels in variants(data, holdout, speeds):
+    for _, video, labels in variants(data, holdout, speeds, donor):
         pre = np.stack([preprocess_frame(f, p.config) for f in video])
         s = score_video(p, pre)
         paper.append(1 - minmax(s["psnr"][k:]))
@@ -117,6 +122,8 @@ def main() -> None:
     ap.add_argument("weights", nargs="+", type=Path)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--speeds", default="1.5,2.5,3.5", help="object speeds in original pixels per frame")
+    ap.add_argument("--donor", help="training video to cut the object from (default: the first one); another "
+                    "donor measures how much the proxy depends on the object")
     ap.add_argument("--half-life", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda; fp32 either way (TF32 off on a GPU)")
@@ -130,7 +137,7 @@ def main() -> None:
     rows = []
     print(f"{'weights':48s} {'size':>8s} {'paper':>7s} {'causal':>7s}")
     for w in a.weights:
-        r = measure(w, a.data, speeds, a.half_life, a.device)
+        r = measure(w, a.data, speeds, a.half_life, a.device, a.donor)
         rows.append(r)
         size = "x".join(map(str, r["image_size"]))
         print(f"{w!s:48s} {size:>8s} {r['pseudo_auc_paper']:7.3f} {r['pseudo_auc_causal']:7.3f}", flush=True)
