@@ -11,7 +11,9 @@ frames with the pasted object are the positives. The AUC uses the paper's protoc
 micro AUC over all variants) and the causal one (the weights' calibrated score, causal EMA).
 A proxy: it knows nothing of the real anomalies' appearance, only that they move unlike the training data.
 At the default speeds its causal AUC saturates (0.97-1.00) for every trained model; `--speeds 0.5,1.0` does
-not, and its causal side ranks 17 models as their test causal AUC does (Spearman 0.74; weights/README.md).
+not: its causal side separates undertrained from trained models (Spearman 0.65 with test causal AUC over 19
+models) but does not order near-equal ones (among 8 good models 0.35 with the default donor, -0.01 to 0.18
+with three others; weights/README.md).
 """
 from __future__ import annotations
 
