@@ -274,7 +274,7 @@ class CaptureWorker:
         """Open the source and read until it fails ("failed"), a file ends ("ended") or loops ("loop")."""
         try:
             src = self._factory(self.spec, self.cam)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure to open is this camera's error, never the worker's end
             self._error(e, cancel)
             return "failed"
         try:
@@ -302,7 +302,7 @@ class CaptureWorker:
         while not cancel.is_set():
             try:
                 frame = src.read()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a decoder or driver error ends this session, not the worker
                 self._error(e, cancel)
                 return "failed"
             if frame is None:  # end of file
