@@ -96,6 +96,12 @@ def patch_size(config: ModelConfig, score_config: ScoreConfig) -> int:
     return max(4, round(config.image_size[0] * score_config.patch_fraction))
 
 
+def patch_psnr(sq_err: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, 1, H, W) squared errors in [0, 1] -> (B, L) PSNR of every patch (side `patch`, stride half of it)."""
+    mse = F.avg_pool2d(sq_err, patch, stride=max(1, patch // 2)).flatten(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
 def autocast_for(device: torch.device, precision: str) -> Any:
     if precision == "fp32":
         return nullcontext()
@@ -194,9 +200,7 @@ class Scorer:
         frame_psnr = psnr(pred, real)
         abs_err = ((pred - real).abs() / 2).mean(1)  # (B, H, W) in [0, 1]
         # Local error: mean squared error over patches of about a person's size, the worst patch counts.
-        sq = abs_err.pow(2).unsqueeze(1)
-        patch_mse = F.avg_pool2d(sq, self.patch, stride=max(1, self.patch // 2)).flatten(1).amax(1)
-        local_psnr = 10 * torch.log10(1.0 / patch_mse.clamp_min(1e-10))
+        local_psnr = patch_psnr(abs_err.pow(2).unsqueeze(1), self.patch).amin(1)
         a, b, g = self.weights()
         a_t = a * l_int + b * l_grad + g * l_flow
         anomaly = -local_psnr
