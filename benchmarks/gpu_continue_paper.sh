@@ -6,8 +6,8 @@
 # schedule is fixed before any result is seen: the paper's Ped2 generator rate after its decay (1e-5, constant),
 # its loss weights (flow + adversarial), batch 4; a fresh discriminator at 1e-5 (the eighth session's was not
 # kept, so it starts at the paper's first rate); an EMA (0.999) of G, validated and kept; best.pt on held-out
-# normal PSNR every 1000 steps. A constant
-# rate makes the time box, not a step count, the only thing that ends the run.
+# normal PSNR every 1000 steps. A constant rate makes the time box, not a step count, the only thing that ends
+# the run.
 #
 #   DATA=data/ped2 RUN=runs/gpu-cont RESULTS=$OUT MINUTES=7 bash benchmarks/gpu_continue_paper.sh
 #   DEVICE=cpu MINUTES=0.2 EXTRA="--threads 2" ...   # a check of the script on a CPU

@@ -41,10 +41,10 @@ from model.data import find_videos, load_video, split_holdout
 from model.evaluate import minmax, roc_auc
 from model.labels import find_labels, load_labels
 from model.scoring import CausalSmoother, patch_psnr
-from model.weights import load_predictor
+from model.weights import Predictor, load_predictor
 
 
-def squared_errors(predictor, video: np.ndarray) -> torch.Tensor:
+def squared_errors(predictor: Predictor, video: np.ndarray) -> torch.Tensor:
     """(T - k, 1, H, W) squared prediction error (the scorer's heatmap squared) of each scored frame."""
     maps = [f.heatmap for f in score_frames(predictor, video, batch_size=16, preprocessed=True,
                                              keep_heatmaps=True) if f.heatmap is not None]
@@ -57,7 +57,8 @@ def patch_map(sq: torch.Tensor, patch: int) -> np.ndarray:
 
 
 def frame_score(sq: torch.Tensor) -> np.ndarray:
-    """-PSNR of the whole frame: the paper's score, higher = more anomalous."""
+    """-PSNR of the whole frame, higher = more anomalous: the paper's score for grey frames (for colour the error
+    is averaged over the channels before squaring, as the heatmap is)."""
     return (-10 * torch.log10(1.0 / sq.flatten(1).mean(1).clamp_min(1e-10))).numpy().astype(np.float64)
 
 
@@ -86,13 +87,14 @@ def main() -> None:
     gt = load_labels(find_labels(Path(a.data)), [s.name for s in tests], counts)
     y = np.concatenate([gt[s.name][k:] for s in tests])
 
+    def zscore(cal: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """x calibrated by the statistics of `cal` (the held-out normal frames), as Calibration.z does."""
+        return (x - cal.mean()) / (cal.std() + 1e-8)
+
     mean_loc, std_loc = normal.mean(0), normal.std(0)
     std_loc = np.maximum(std_loc, np.median(std_loc))
     # Each score: its raw values on the held-out normal frames and on each test video (higher = more anomalous).
     worst = {n: (-normal_maps[n].min(1), {v: -m.min(1) for v, m in test_maps[n].items()}) for n in sizes}
-
-    def zscore(cal: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return (x - cal.mean()) / (cal.std() + 1e-8)
 
     multi = (np.max([zscore(worst[n][0], worst[n][0]) for n in sizes], 0),
              {v: np.max([zscore(worst[n][0], worst[n][1][v]) for n in sizes], 0) for v in maps})
@@ -110,10 +112,9 @@ def main() -> None:
     results = {"weights": a.weights or "default", "held_out_frames": len(normal), "patch_sizes": sizes,
                "patches": normal.shape[1], "test_frames": len(y)}
     for name, (cal, per_video) in raw_scores.items():
-        mu, sd = cal.mean(), cal.std() + 1e-8
         causal, offline = [], []
         for s in tests:
-            z = (per_video[s.name] - mu) / sd
+            z = zscore(cal, per_video[s.name])
             smoother = CausalSmoother(a.half_life)
             causal.append([smoother.update(float(v)) for v in z])
             offline.append(minmax(z))
@@ -121,7 +122,7 @@ def main() -> None:
             "auc_causal": roc_auc(np.concatenate(causal), y),
             "auc_causal_unsmoothed": roc_auc(np.concatenate([per_video[s.name] for s in tests]), y),
             "auc_per_video_minmax": roc_auc(np.concatenate(offline), y),
-            "normal_z_p99.9": float(np.percentile((cal - mu) / sd, 99.9)),
+            "normal_z_p99.9": float(np.percentile(zscore(cal, cal), 99.9)),
         }
     print(json.dumps(results, indent=2))
     if a.json:
