@@ -4,7 +4,9 @@
 # the lite preset is limited by the two-hour CPU budget. Nothing trained here can become the default weights
 # (the issue wants them trained on the 2-core CPU in under two hours); what it measures goes in the model card.
 #
-#   DATA=data/ped2 RUNS=runs/gpu-lite RESULTS=$OUT BUDGET_S=500 bash benchmarks/gpu_lite_scaling.sh
+#   python benchmarks/pack_frames.py ../shared/datasets/ped2 data/ped2s     # here, once: 30 MB instead of 61
+#   DATA=data/ped2s RUNS=runs/gpu-lite TARBALL=$OUT/gpu-lite.tgz BUDGET_S=480 bash benchmarks/gpu_lite_scaling.sh
+#     (on a lent machine, with carry ["data/ped2s"]: the thirteenth session's run, model card)
 #   DEVICE=cpu BUDGET_S=60 STEPS=40 EXTRA="--arch base_width=4" ...   # a quick check of the script on a CPU
 #
 # Every run is the recipe of weights/README.md (Adam, lr 2e-4 on half a cosine to 0, EMA 0.999, no flow, no
@@ -17,6 +19,7 @@ set -euo pipefail
 DATA=${DATA:-data/ped2}
 RUNS=${RUNS:-runs/gpu-lite}
 RESULTS=${RESULTS:-$RUNS/results}
+TARBALL=${TARBALL:-}            # also pack RESULTS into this one file (a lent machine returns at most 8 files)
 BUDGET_S=${BUDGET_S:-500}
 DEVICE=${DEVICE:-cuda}
 STEPS=${STEPS:-42000}
@@ -71,4 +74,5 @@ for name in $NAMES; do
   [ -f "$RUNS/$name/summary.json" ] && cp "$RUNS/$name/summary.json" "$RESULTS/$name-summary.json"
   echo "$name: $(tail -1 "$RUNS/$name/metrics.csv")"
 done
+[ -n "$TARBALL" ] && tar czf "$TARBALL" -C "$RESULTS" . && echo "packed $(ls "$RESULTS" | wc -l) files into $TARBALL"
 echo "total $(( $(date +%s) - t0 )) s"
