@@ -4,7 +4,7 @@
 
 A lent machine takes at most 64 MiB of repo and data per call; Ped2's training JPEGs (61 MB) no longer fit
 beside the repo. This writes each frame as a lossless PNG already converted and resized exactly as
-`preprocess_frame` does (grey, INTER_AREA), then checks that `load_video` gives identical arrays from both
+`preprocess_frame` does (it calls it and turns its [-1, 1] floats back into bytes), then checks that `load_video` gives identical arrays from both
 folders: the copy trains the same model, bit for bit. It only works for the preset it was written for.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.config import get_preset
 from model.data import find_videos, iter_frames, load_video
+from model.weights import preprocess_frame
 
 
 def main() -> None:
@@ -33,14 +34,13 @@ def main() -> None:
     config = get_preset(args.preset)
     if config.channels != 1:
         raise SystemExit("pack_frames writes grey PNGs: only grey presets (lite) can use them")
-    h, w = config.image_size
     sources = find_videos(args.src, args.split)
     for source in sources:
         out = args.dst / args.split / "frames" / source.name
         out.mkdir(parents=True, exist_ok=True)
         for i, frame in enumerate(iter_frames(source)):
-            grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            cv2.imwrite(str(out / f"{i:04d}.png"), cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA))
+            grey = np.rint((preprocess_frame(frame, config)[0] + 1.0) * 127.5).astype(np.uint8)
+            cv2.imwrite(str(out / f"{i:04d}.png"), grey)
     for a, b in zip(sources, find_videos(args.dst, args.split), strict=True):
         if a.name != b.name or not np.array_equal(load_video(a, config), load_video(b, config)):
             raise SystemExit(f"video {a.name}: the packed frames do not load identically")
