@@ -3,8 +3,8 @@
     python benchmarks/pack_frames.py ../shared/datasets/ped2 data/ped2s --split training [--preset lite]
 
 A lent machine takes at most 64 MiB of repo and data per call; Ped2's training JPEGs (61 MB) no longer fit
-beside the repo. This writes each frame as a lossless PNG already converted and resized exactly as
-`preprocess_frame` does (it calls it and turns its [-1, 1] floats back into bytes), then checks that `load_video` gives identical arrays from both
+beside the repo. This writes each frame as a lossless PNG already converted and resized by `preprocess_frame`
+(its [-1, 1] floats turned back into bytes), then checks that `load_video` gives identical arrays from both
 folders: the copy trains the same model, bit for bit. It only works for the preset it was written for.
 """
 from __future__ import annotations
