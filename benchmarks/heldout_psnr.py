@@ -53,11 +53,12 @@ def measure(weights: Path, data: Path, batch: int = 32) -> dict:
         original = torch.as_tensor(np.stack([preprocess_frame(f, native_config) for f in frames]))
         for start in range(k, len(video), batch):
             idx = list(range(start, min(start + batch, len(video))))
-            past = torch.stack([video[i - k:i].flatten(0, 1) for i in idx])
+            rows = [p.config.window_rows(i + 1) for i in idx]  # the buffer is frames 0..i: rows are indices
+            past = torch.stack([video[r[:-1]].flatten(0, 1) for r in rows])
             with torch.inference_mode():
                 pred = p.generator(past).float()
             own.append(psnr(pred, video[idx]))
-            copy.append(psnr(video[[i - 1 for i in idx]], video[idx]))
+            copy.append(psnr(video[[r[-2] for r in rows]], video[idx]))  # the model's last input frame
             up = F.interpolate(pred, size=original.shape[-2:], mode="bilinear", align_corners=False).clamp(-1, 1)
             native.append(psnr(up, original[idx]))
     own_t, copy_t, native_t = torch.cat(own), torch.cat(copy), torch.cat(native)

@@ -1,8 +1,9 @@
 """Score a clip (a video file or a sequence of decoded frames) with the one batched scorer.
 
 `ffp score`, `ffp eval` and the service's POST /v1/score all go through `score_frames`: frames are
-preprocessed once, grouped into windows of k+1 and scored in batches. The first k frames have no history
-and get no score (None), exactly as a live camera that has just started.
+preprocessed once, grouped into windows of k+1 (frames `frame_stride` apart, ModelConfig.window_rows) and
+scored in batches. The first k frames have no history and get no score (None), exactly as a live camera that
+has just started.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import ModelConfig
 from .scoring import CausalSmoother, FrameScores
 from .weights import Predictor
 
@@ -24,19 +26,22 @@ class ScoredFrame:
     heatmap: np.ndarray | None  # (H, W) float32 in [0, 1]
 
 
-def windows_from_frames(frames: Iterable[np.ndarray], k: int) -> Iterator[tuple[int, np.ndarray | None]]:
+def windows_from_frames(frames: Iterable[np.ndarray],
+                        config: ModelConfig) -> Iterator[tuple[int, np.ndarray | None]]:
     """Preprocessed frames (C, H, W) -> (index, window (k+1, C, H, W) or None while history fills)."""
-    ring: deque[np.ndarray] = deque(maxlen=k + 1)
+    ring: deque[np.ndarray] = deque(maxlen=config.history + 1)
     for i, f in enumerate(frames):
         ring.append(f)
-        yield i, (np.stack(ring) if len(ring) == k + 1 else None)
+        if len(ring) <= config.num_frames:
+            yield i, None
+        else:
+            yield i, np.stack([ring[r] for r in config.window_rows(len(ring))])
 
 
 def score_frames(predictor: Predictor, frames: Iterable[np.ndarray], *, batch_size: int = 8,
                  preprocessed: bool = False, half_life: float = 2.0,
                  keep_heatmaps: bool = False) -> Iterator[ScoredFrame]:
     """Decoded frames (uint8 BGR/grey) or preprocessed frames -> ScoredFrame per input frame, in order."""
-    k = predictor.num_frames
     prepped = frames if preprocessed else (predictor.preprocess(f) for f in frames)
     smoother = CausalSmoother(half_life)
     pending: list[tuple[int, np.ndarray | None]] = []
@@ -56,7 +61,7 @@ def score_frames(predictor: Predictor, frames: Iterable[np.ndarray], *, batch_si
             j += 1
         pending.clear()
 
-    for i, w in windows_from_frames(prepped, k):
+    for i, w in windows_from_frames(prepped, predictor.config):
         pending.append((i, w))
         if sum(p[1] is not None for p in pending) >= batch_size:
             yield from flush()

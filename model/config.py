@@ -8,12 +8,25 @@ from typing import Any
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
+def window_rows(available: int, num_frames: int, stride: int = 1) -> list[int]:
+    """Rows of a buffer of the `available` newest frames (newest last) that form a window: k past frames
+    `stride` apart, then the newest (the one predicted). Needs available > k. While the buffer holds fewer than
+    k * stride + 1 frames (a clip's or a stream's first frames) the missing older frames are the oldest one
+    repeated: the first k frames go unscored whatever the stride, so every stride scores the same frames (the
+    paper's protocol drops exactly the first k of each video)."""
+    if available <= num_frames:
+        raise ValueError(f"a window needs more than {num_frames} frames, got {available}")
+    newest = available - 1
+    return [*(max(0, newest - j * stride) for j in range(num_frames, 0, -1)), newest]
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the generator (and its discriminator) from a checkpoint."""
 
     name: str = "lite"
     num_frames: int = 4  # k past frames in, frame k+1 predicted
+    frame_stride: int = 1  # the k past frames and the predicted one are this many video frames apart
     channels: int = 1  # 1 = grey, 3 = RGB
     image_size: tuple[int, int] = (128, 128)  # (H, W) the frames are resized to
     base_width: int = 32  # width of the first U-Net level; level i has base_width * 2**i
@@ -28,10 +41,21 @@ class ModelConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
         if h % stride or w % stride:
             raise ValueError(f"image_size {self.image_size} must be divisible by 2**(depth-1) = {stride}")
         if self.base_width < 1 or self.depth < 2:
             raise ValueError("base_width must be >= 1 and depth >= 2")
+
+    @property
+    def history(self) -> int:
+        """Video frames a full window reaches back from the predicted one (k * frame_stride)."""
+        return self.num_frames * self.frame_stride
+
+    def window_rows(self, available: int) -> list[int]:
+        """The rows of a window in a buffer of the `available` newest frames (see `window_rows`)."""
+        return window_rows(available, self.num_frames, self.frame_stride)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -118,14 +118,15 @@ def load_videos(sources: list[VideoSource], config: ModelConfig, progress: bool 
 
 
 class WindowDataset(Dataset[torch.Tensor]):
-    """Every window of k+1 consecutive frames of every video: (k+1, C, H, W)."""
+    """Every full window of every video: k+1 frames `stride` apart, (k+1, C, H, W)."""
 
-    def __init__(self, videos: list[np.ndarray], num_frames: int) -> None:
+    def __init__(self, videos: list[np.ndarray], num_frames: int, stride: int = 1) -> None:
         self.videos = [torch.from_numpy(v) for v in videos]
-        self.k = num_frames
-        self.index = [(v, t) for v, vid in enumerate(videos) for t in range(len(vid) - num_frames)]
+        self.k, self.stride = num_frames, stride
+        span = num_frames * stride  # video frames from the first past frame to the predicted one
+        self.index = [(v, t) for v, vid in enumerate(videos) for t in range(len(vid) - span)]
         if not self.index:
-            raise DataError(f"no window of {num_frames + 1} frames: videos are too short")
+            raise DataError(f"no window spanning {span + 1} frames: videos are too short")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -142,7 +143,7 @@ class WindowDataset(Dataset[torch.Tensor]):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         v, t = self.index[i]
-        return self.videos[v][t:t + self.k + 1]
+        return self.videos[v][t:t + self.k * self.stride + 1:self.stride]
 
 
 def split_holdout(sources: list[VideoSource], holdout: int) -> tuple[list[VideoSource], list[VideoSource]]:

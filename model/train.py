@@ -162,9 +162,10 @@ def train(args: TrainArgs) -> Path:
     sources = find_videos(args.data, "training")
     train_src, val_src = split_holdout(sources, args.holdout)
     log.info("training on %d videos, validating on %d held-out normal videos", len(train_src), len(val_src))
-    train_set = WindowDataset(load_videos(train_src, config, args.progress), config.num_frames)
+    train_set = WindowDataset(load_videos(train_src, config, args.progress), config.num_frames,
+                              config.frame_stride)
     val_videos = load_videos(val_src, config, args.progress) if val_src else []
-    val_set = WindowDataset(val_videos, config.num_frames) if val_videos else None
+    val_set = WindowDataset(val_videos, config.num_frames, config.frame_stride) if val_videos else None
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         frames_bytes = train_set.nbytes + (val_set.nbytes if val_set is not None else 0)

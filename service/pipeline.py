@@ -117,7 +117,7 @@ class Pipeline:
         with self._cams_lock:
             if cam.id in self._cams:
                 raise CameraExists(f"camera {cam.id!r} already exists")
-            ring = RingBuffer(cam.id, self.predictor.num_frames + 1)
+            ring = RingBuffer(cam.id, self.predictor.num_frames, self.predictor.config.frame_stride)
             worker = CaptureWorker(cam, spec, ring, self.predictor.preprocess, self._inference,
                                    source_factory=self._factory, clock=self._clock)
             engine = AlertEngine(cam.id, cam.alert_settings(self.settings.alerts), self.predictor.calibration)

@@ -1,4 +1,6 @@
-"""The last k+1 preprocessed frames of one camera: each frame is preprocessed once and reused by k+1 windows."""
+"""The last k*stride+1 preprocessed frames of one camera: each frame is preprocessed once and reused by k+1
+windows. A window is cut from the buffer by the model's own rule (model.config.window_rows), the one a clip
+uses too, so a live stream and an uploaded clip give every frame the same window."""
 from __future__ import annotations
 
 import threading
@@ -6,18 +8,21 @@ from collections import deque
 
 import numpy as np
 
+from model.config import window_rows
+
 from .frames import Window
 
 
 class RingBuffer:
-    """deque(maxlen=k+1): the oldest frame falls off when a new one arrives."""
+    """deque(maxlen=k*stride+1): the oldest frame falls off when a new one arrives."""
 
-    def __init__(self, camera_id: str, size: int) -> None:
-        if size < 1:
-            raise ValueError(f"ring size must be >= 1, got {size}")
+    def __init__(self, camera_id: str, num_frames: int, stride: int = 1) -> None:
+        if num_frames < 1 or stride < 1:
+            raise ValueError(f"num_frames and stride must be >= 1, got {num_frames} and {stride}")
         self.camera_id = camera_id
-        self.size = size
-        self._frames: deque[np.ndarray] = deque(maxlen=size)
+        self.num_frames, self.stride = num_frames, stride
+        self.size = num_frames * stride + 1
+        self._frames: deque[np.ndarray] = deque(maxlen=self.size)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -28,9 +33,11 @@ class RingBuffer:
         """Add one preprocessed frame; returns the window ending at it once the ring is full."""
         with self._lock:
             self._frames.append(pre)
-            if len(self._frames) < self.size:
+            n = len(self._frames)
+            if n <= self.num_frames:
                 return None
-            data = np.stack(self._frames)  # (k+1, C, H, W): a copy, so later pushes do not alter it
+            # (k+1, C, H, W): a copy, so later pushes do not alter it
+            data = np.stack([self._frames[r] for r in window_rows(n, self.num_frames, self.stride)])
         return Window(self.camera_id, index, ts, data, raw)
 
     def clear(self) -> None:

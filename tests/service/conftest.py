@@ -131,7 +131,7 @@ def predictor() -> Predictor:
         srv.kill()
     p = untrained_predictor()
     pre = [p.preprocess(f) for f in frames]
-    windows = np.stack([w for _, w in windows_from_frames(pre, p.num_frames) if w is not None])
+    windows = np.stack([w for _, w in windows_from_frames(pre, p.config) if w is not None])
     metrics = p.score(windows).metrics()
     # Decoding jitter makes the normal spread narrow; widen it so normal frames never look anomalous.
     cal = Calibration.from_scores(metrics, source="tests: rtsp pinwheel")

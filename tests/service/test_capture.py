@@ -68,7 +68,7 @@ class FakeSource:
 def make_worker(cam: CameraSettings, factory: Callable[..., object], sink: object,
                 spec: SourceSpec | None = None) -> CaptureWorker:
     spec = spec or SourceSpec("network", cam.url)
-    return CaptureWorker(cam, spec, RingBuffer(cam.id, K1), lambda f: f[:1, :1, 0].astype(np.float32), sink,  # type: ignore[arg-type]
+    return CaptureWorker(cam, spec, RingBuffer(cam.id, K1 - 1), lambda f: f[:1, :1, 0].astype(np.float32), sink,  # type: ignore[arg-type]
                          source_factory=factory, backoff=Backoff(base_s=0.05, cap_s=0.2))  # type: ignore[arg-type]
 
 

@@ -152,7 +152,7 @@ def test_failed_camera_error_is_redacted(no_thread_leak: None) -> None:
         raise RuntimeError(f"decoder state of {SECRET_URL} is corrupt")
 
     cam = CameraSettings(id="c", url=SECRET_URL)
-    w = CaptureWorker(cam, SourceSpec("network", SECRET_URL), RingBuffer("c", 5), preprocess,
+    w = CaptureWorker(cam, SourceSpec("network", SECRET_URL), RingBuffer("c", 4), preprocess,
                       None, source_factory=lambda s, c: CrashingSource(0, 0),  # type: ignore[arg-type]
                       backoff=Backoff(base_s=0.05))
     dog = Watchdog(lambda: [w], interval_s=0.02, max_restarts=1)
