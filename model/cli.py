@@ -168,7 +168,7 @@ def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
     import torch
 
     try:
-        import onnx  # noqa: F401  (the exporter needs it; say so before it fails deep inside torch)
+        import onnx  # the exporter needs it; say so before it fails deep inside torch
     except ImportError as e:
         from .weights import WeightsError
 
@@ -182,6 +182,14 @@ def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
         torch.onnx.export(predictor.generator.float().cpu(), (dummy,), str(tmp), input_names=["past"],
                           output_names=["prediction"], dynamic_axes={"past": {0: "batch"}, "prediction": {0: "batch"}},
                           dynamo=False)
+    # The graph maps k stacked frames to the next one; how to cut those frames from a video is not in it.
+    # Store the window rule beside it, so an ONNX consumer does not have to guess the stride or the input size.
+    model = onnx.load(str(tmp))
+    window = {"num_frames": cfg.num_frames, "frame_stride": cfg.frame_stride, "channels": cfg.channels,
+              "image_size": list(cfg.image_size), "residual": cfg.residual}
+    for key, value in {"ffp.config": json.dumps(cfg.to_dict()), "ffp.window": json.dumps(window)}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp))
     tmp.replace(path)
     print(path)
 

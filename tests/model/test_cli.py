@@ -1,4 +1,5 @@
 """Bad input to the `ffp` command: a clear one-line error, exit status 2, nothing half-written."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,10 @@ def test_export_writes_weights_and_an_onnx_generator_that_matches_torch(tmp_path
         torch_pred = p.generator.float()(torch.from_numpy(past)).numpy()
     assert onnx_pred.shape == (3, 1, 128, 128)  # the batch axis is dynamic
     np.testing.assert_allclose(onnx_pred, torch_pred, atol=1e-4)
+    meta = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).get_modelmeta()
+    window = json.loads(meta.custom_metadata_map["ffp.window"])  # how to cut windows, for ONNX consumers
+    assert window["num_frames"] == p.num_frames and window["frame_stride"] == p.config.frame_stride
+    assert json.loads(meta.custom_metadata_map["ffp.config"])["image_size"] == list(p.config.image_size)
 
 
 def test_export_half_stores_float16_and_predicts_like_the_original(tmp_path: Path) -> None:

@@ -109,3 +109,32 @@ def test_video_files_and_windows(tmp_path: Path) -> None:
     assert ds.to(torch.device("cpu")) is ds and torch.equal(ds[3], before)  # (train moves it to a GPU)
     train, held = split_holdout(videos * 3, 1)
     assert len(train) == 2 and len(held) == 1
+
+
+def test_frame_stride_windows() -> None:
+    """A stride-s model sees frames s apart: training windows, clip windows and the rule agree."""
+    from dataclasses import replace
+
+    from model.clip import windows_from_frames
+    from model.config import ModelConfig, window_rows
+
+    frames = np.arange(20, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float32)
+    cfg = replace(get_preset("lite"), frame_stride=2)
+    assert cfg.history == 8
+    ds = WindowDataset([frames], cfg.num_frames, cfg.frame_stride)
+    assert len(ds) == 20 - 8  # full windows only for training
+    assert ds[0][:, 0, 0, 0].tolist() == [0, 2, 4, 6, 8] and ds[11][:, 0, 0, 0].tolist() == [11, 13, 15, 17, 19]
+    # Stride 1 is the old behaviour: k+1 consecutive frames, nothing repeated.
+    assert window_rows(5, 4) == [0, 1, 2, 3, 4] and window_rows(9, 4, 1) == [4, 5, 6, 7, 8]
+    # A clip's first k frames get no window whatever the stride; the next ones repeat the oldest frame.
+    got = {i: w[:, 0, 0, 0].tolist() for i, w in windows_from_frames(list(frames), cfg) if w is not None}
+    assert min(got) == cfg.num_frames
+    assert got[4] == [0, 0, 0, 2, 4] and got[7] == [0, 1, 3, 5, 7] and got[8] == [0, 2, 4, 6, 8]
+    assert got[19] == ds[11][:, 0, 0, 0].tolist()  # once the history is full, the training window exactly
+    with pytest.raises(ValueError, match="more than 4 frames"):
+        window_rows(4, 4, 2)
+    with pytest.raises(ValueError, match="frame_stride"):
+        replace(cfg, frame_stride=0)
+    # Weights saved before the field existed load with stride 1.
+    old = {k: v for k, v in get_preset("lite").to_dict().items() if k != "frame_stride"}
+    assert ModelConfig.from_dict(old).frame_stride == 1

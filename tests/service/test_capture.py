@@ -267,3 +267,24 @@ def test_stream_clock_falls_back_to_arrival_time_and_never_runs_backwards() -> N
     # no presentation time at all: arrival time from the first frame, no jump
     c = StreamClock()
     assert [c.time(7.0 + 0.5 * i, None) for i in range(3)] == [0.0, 0.5, 1.0] and not c.jumped
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
+    """One window rule for a live stream and an uploaded clip: the ring's windows equal windows_from_frames'."""
+    from dataclasses import replace
+
+    from model import windows_from_frames
+    from model.config import get_preset
+
+    cfg = replace(get_preset("lite"), frame_stride=stride)
+    pre = [np.full((1, 2, 2), i, np.float32) for i in range(3 * cfg.history)]
+    ring = RingBuffer("c", cfg.num_frames, cfg.frame_stride)
+    assert ring.size == cfg.history + 1
+    live = [ring.push(p, frame(i), i, 0.0) for i, p in enumerate(pre)]
+    clip = [w for _, w in windows_from_frames(pre, cfg)]
+    assert [w is None for w in live] == [w is None for w in clip]
+    assert sum(w is not None for w in live) == len(pre) - cfg.num_frames
+    for w, c in zip(live, clip):
+        if w is not None:
+            assert c is not None and np.array_equal(w.data, c)
