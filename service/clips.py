@@ -57,6 +57,7 @@ class _LockedScorer:
     def __init__(self, predictor: Predictor, lock: threading.Lock) -> None:
         self._p, self._lock = predictor, lock
         self.num_frames = predictor.num_frames
+        self.config = predictor.config  # the window rule (k, frame_stride) score_frames cuts windows by
         self.calibration = predictor.calibration
 
     def preprocess(self, frame: np.ndarray) -> np.ndarray:
