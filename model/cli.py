@@ -183,12 +183,10 @@ def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
                           output_names=["prediction"], dynamic_axes={"past": {0: "batch"}, "prediction": {0: "batch"}},
                           dynamo=False)
     # The graph maps k stacked frames to the next one; how to cut those frames from a video is not in it.
-    # Store the window rule beside it, so an ONNX consumer does not have to guess the stride or the input size.
+    # Store the model config beside it (num_frames, frame_stride, channels, image_size), so an ONNX consumer
+    # does not have to guess the stride or the input size.
     model = onnx.load(str(tmp))
-    window = {"num_frames": cfg.num_frames, "frame_stride": cfg.frame_stride, "channels": cfg.channels,
-              "image_size": list(cfg.image_size), "residual": cfg.residual}
-    for key, value in {"ffp.config": json.dumps(cfg.to_dict()), "ffp.window": json.dumps(window)}.items():
-        model.metadata_props.add(key=key, value=value)
+    model.metadata_props.add(key="ffp.config", value=json.dumps(cfg.to_dict()))
     onnx.save(model, str(tmp))
     tmp.replace(path)
     print(path)

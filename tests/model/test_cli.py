@@ -142,9 +142,9 @@ def test_export_writes_weights_and_an_onnx_generator_that_matches_torch(tmp_path
     assert onnx_pred.shape == (3, 1, 128, 128)  # the batch axis is dynamic
     np.testing.assert_allclose(onnx_pred, torch_pred, atol=1e-4)
     meta = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).get_modelmeta()
-    window = json.loads(meta.custom_metadata_map["ffp.window"])  # how to cut windows, for ONNX consumers
-    assert window["num_frames"] == p.num_frames and window["frame_stride"] == p.config.frame_stride
-    assert json.loads(meta.custom_metadata_map["ffp.config"])["image_size"] == list(p.config.image_size)
+    config = json.loads(meta.custom_metadata_map["ffp.config"])  # how to cut windows, for ONNX consumers
+    assert config["num_frames"] == p.num_frames and config["frame_stride"] == p.config.frame_stride
+    assert config["image_size"] == list(p.config.image_size)
 
 
 def test_export_half_stores_float16_and_predicts_like_the_original(tmp_path: Path) -> None:
