@@ -8,12 +8,12 @@ has just started.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ModelConfig
+from .config import ModelConfig, window_rows
 from .scoring import CausalSmoother, FrameScores
 from .weights import Predictor
 
@@ -26,16 +26,22 @@ class ScoredFrame:
     heatmap: np.ndarray | None  # (H, W) float32 in [0, 1]
 
 
+def window_from_buffer(buffer: Sequence[np.ndarray], num_frames: int, stride: int = 1) -> np.ndarray | None:
+    """The window (k+1, C, H, W) ending at the newest frame of `buffer` (oldest first), a copy, cut by
+    `window_rows`; None while the buffer holds k frames or fewer. Clips and the service's camera ring both cut
+    their windows here."""
+    if len(buffer) <= num_frames:
+        return None
+    return np.stack([buffer[r] for r in window_rows(len(buffer), num_frames, stride)])
+
+
 def windows_from_frames(frames: Iterable[np.ndarray],
                         config: ModelConfig) -> Iterator[tuple[int, np.ndarray | None]]:
     """Preprocessed frames (C, H, W) -> (index, window (k+1, C, H, W) or None while history fills)."""
     ring: deque[np.ndarray] = deque(maxlen=config.history + 1)
     for i, f in enumerate(frames):
         ring.append(f)
-        if len(ring) <= config.num_frames:
-            yield i, None
-        else:
-            yield i, np.stack([ring[r] for r in config.window_rows(len(ring))])
+        yield i, window_from_buffer(ring, config.num_frames, config.frame_stride)
 
 
 def score_frames(predictor: Predictor, frames: Iterable[np.ndarray], *, batch_size: int = 8,

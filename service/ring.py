@@ -1,6 +1,7 @@
 """The last k*stride+1 preprocessed frames of one camera: each frame is preprocessed once and reused by k+1
 windows. A window is cut from the buffer by the model's own rule (model.config.window_rows), the one a clip
-uses too, so a live stream and an uploaded clip give every frame the same window."""
+uses too (model.clip.window_from_buffer), so a live stream and an uploaded clip give every frame the same
+window."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,7 @@ from collections import deque
 
 import numpy as np
 
-from model.config import window_rows
+from model.clip import window_from_buffer
 
 from .frames import Window
 
@@ -33,12 +34,9 @@ class RingBuffer:
         """Add one preprocessed frame; returns the window ending at it once the ring is full."""
         with self._lock:
             self._frames.append(pre)
-            n = len(self._frames)
-            if n <= self.num_frames:
-                return None
             # (k+1, C, H, W): a copy, so later pushes do not alter it
-            data = np.stack([self._frames[r] for r in window_rows(n, self.num_frames, self.stride)])
-        return Window(self.camera_id, index, ts, data, raw)
+            data = window_from_buffer(self._frames, self.num_frames, self.stride)
+        return None if data is None else Window(self.camera_id, index, ts, data, raw)
 
     def clear(self) -> None:
         """After a reconnect the history is from another time: never predict across the gap."""
