@@ -1,7 +1,8 @@
 """Score a clip (a video file or a sequence of decoded frames) with the one batched scorer.
 
 `ffp score`, `ffp eval` and the service's POST /v1/score all go through `score_frames`: frames are
-preprocessed once, grouped into windows of k+1 (frames `frame_stride` apart, ModelConfig.window_rows) and
+preprocessed once, grouped into windows of k+1 (frames `frame_stride` apart, cut by
+`window_from_buffer`, the rule of model.config.window_rows) and
 scored in batches. The first k frames have no history and get no score (None), exactly as a live camera that
 has just started.
 """
