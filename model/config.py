@@ -32,6 +32,7 @@ class ModelConfig:
     base_width: int = 32  # width of the first U-Net level; level i has base_width * 2**i
     depth: int = 4  # U-Net levels (3 pooling steps for depth 4)
     residual: bool = True  # predict last frame + tanh(residual) instead of tanh(output)
+    memory_items: int = 0  # > 0: a memory of this many normal prototypes at the U-Net bottleneck (MNAD)
     disc_widths: tuple[int, ...] = (32, 64, 128, 128)  # PatchGAN filters, strides 2, 2, 2, 1
 
     def __post_init__(self) -> None:
@@ -47,6 +48,8 @@ class ModelConfig:
             raise ValueError(f"image_size {self.image_size} must be divisible by 2**(depth-1) = {stride}")
         if self.base_width < 1 or self.depth < 2:
             raise ValueError("base_width must be >= 1 and depth >= 2")
+        if self.memory_items < 0 or self.memory_items == 1:
+            raise ValueError(f"memory_items must be 0 (no memory) or >= 2, got {self.memory_items}")
 
     @property
     def history(self) -> int:
@@ -95,12 +98,15 @@ def get_preset(preset: str, **overrides: Any) -> ModelConfig:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """lambda_int, lambda_grad, lambda_flow, lambda_adv of the paper's objective."""
+    """lambda_int, lambda_grad, lambda_flow, lambda_adv of the paper's objective, and the memory's two
+    terms (used only by a generator with `memory_items > 0`; MNAD's weights for prediction)."""
 
     intensity: float = 1.0
     gradient: float = 1.0
     flow: float = 2.0
     adversarial: float = 0.05
+    compactness: float = 0.1
+    separateness: float = 0.1
 
 
 # The paper's per-dataset defaults (paper-notes: Avenue lambda_int 0.001, Ped1 lambda_flow 0.01).

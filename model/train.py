@@ -279,8 +279,8 @@ def train(args: TrainArgs) -> Path:
     metrics_file = open(metrics_path, "w" if new_log else "a", newline="")  # noqa: SIM115 (closed in the finally below)
     writer = csv.writer(metrics_file)
     if new_log:
-        writer.writerow(["step", "time_s", "g_loss", "l_int", "l_grad", "l_flow", "l_adv", "d_loss", "lr_g",
-                         "val_psnr", "it_per_s"])
+        writer.writerow(["step", "time_s", "g_loss", "l_int", "l_grad", "l_flow", "l_adv", "d_loss", "l_compact",
+                         "l_separate", "lr_g", "val_psnr", "it_per_s"])
     gen = torch.Generator().manual_seed(args.seed + step)
     start = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc=f"train {config.name}", disable=not args.progress)
@@ -303,8 +303,9 @@ def train(args: TrainArgs) -> Path:
             # generator's backward pass does not also compute (and then discard) D's parameter gradients.
             discriminator.requires_grad_(False)
             with autocast:
-                pred = generator(past)
+                pred, memory_loss = generator.forward_with_memory_loss(past)
             pred32 = pred.float()
+            l_compact, l_separate = memory_loss.float().unbind()
             l_int = intensity_loss(pred32, real).mean()
             l_grad = gradient_loss(pred32, real).mean()
             zero = torch.zeros((), device=device)
@@ -314,6 +315,8 @@ def train(args: TrainArgs) -> Path:
                          if weights.adversarial > 0 else zero)
             g_loss = (weights.intensity * l_int + weights.gradient * l_grad + weights.flow * l_flow
                       + weights.adversarial * l_adv)
+            if config.memory_items:
+                g_loss = g_loss + weights.compactness * l_compact + weights.separateness * l_separate
             opt_g.zero_grad(set_to_none=True)
             scaler.scale(g_loss).backward()
             scaler.step(opt_g)
@@ -335,7 +338,7 @@ def train(args: TrainArgs) -> Path:
             # Running means stay tensors on the device: reading them (float) forces a GPU sync, so that
             # happens only when a row is logged.
             for k, v in (("g", g_loss), ("int", l_int), ("grad", l_grad), ("flow", l_flow), ("adv", l_adv),
-                         ("d", d_loss)):
+                         ("d", d_loss), ("compact", l_compact), ("separate", l_separate)):
                 v = v.detach().float()
                 running[k] = 0.9 * running[k] + 0.1 * v if k in running else v
             val_psnr = None
@@ -350,7 +353,7 @@ def train(args: TrainArgs) -> Path:
                 its = (step - s_last) / max(now - t_last, 1e-9)
                 t_last, s_last = now, step
                 writer.writerow([step, round(now - start, 2), *(round(float(running[k]), 6) for k in
-                                 ("g", "int", "grad", "flow", "adv", "d")), lr_at(step, lr_g),
+                                 ("g", "int", "grad", "flow", "adv", "d", "compact", "separate")), lr_at(step, lr_g),
                                  "" if val_psnr is None else round(val_psnr, 4), round(its, 3)])
                 metrics_file.flush()
                 bar.set_postfix(g=f"{float(running['g']):.4f}", int=f"{float(running['int']):.4f}",
