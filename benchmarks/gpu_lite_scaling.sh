@@ -8,6 +8,7 @@
 #   DATA=data/ped2s RUNS=runs/gpu-lite TARBALL=$OUT/gpu-lite.tgz BUDGET_S=480 bash benchmarks/gpu_lite_scaling.sh
 #     (on a lent machine, with carry ["data/ped2s"]: the thirteenth session's run, model card)
 #   DEVICE=cpu BUDGET_S=60 STEPS=40 EXTRA="--arch base_width=4" ...   # a quick check of the script on a CPU
+#   NAMES="b1-s1 b1-s2 b1-s3 b1m-s1 b1m-s2 b1m-s3" STEPS=70000 VAL_EVERY=5000 ...   # the sixteenth session's
 #
 # Every run is the recipe of weights/README.md (Adam, lr 2e-4 on half a cosine to 0, EMA 0.999, no flow, no
 # adversarial term, held out videos 15-16) for the same number of steps, fp32; they differ only in seed
@@ -30,14 +31,19 @@ PY=${PY:-python3}
 t0=$(date +%s)
 mkdir -p "$RUNS" "$RESULTS"
 declare -A ARGS=([b4-s1]="--seed 1 --batch-size 4" [b4-s2]="--seed 2 --batch-size 4" [b4-s3]="--seed 3 --batch-size 4"
-                 [b16-s1]="--seed 1 --batch-size 16" [b16-s2]="--seed 2 --batch-size 16" [b64-s1]="--seed 1 --batch-size 64")
+                 [b16-s1]="--seed 1 --batch-size 16" [b16-s2]="--seed 2 --batch-size 16" [b64-s1]="--seed 1 --batch-size 64"
+                 # the sixteenth session: batch 1 with and without the bottleneck memory (NAMES="b1-s1 ... b1m-s3")
+                 [b1-s1]="--seed 1 --batch-size 1" [b1-s2]="--seed 2 --batch-size 1" [b1-s3]="--seed 3 --batch-size 1"
+                 [b1m-s1]="--seed 1 --batch-size 1 --arch memory_items=10"
+                 [b1m-s2]="--seed 2 --batch-size 1 --arch memory_items=10"
+                 [b1m-s3]="--seed 3 --batch-size 1 --arch memory_items=10")
 NAMES=${NAMES:-"b4-s1 b4-s2 b4-s3 b16-s1 b16-s2 b64-s1"}
 
 train() {  # name steps [more args]
   local name=$1 steps=$2; shift 2
   # shellcheck disable=SC2086  # ARGS and EXTRA are word lists
   $PY -m model.cli train --preset lite --dataset ped2 --data "$DATA" --out "$RUNS/$name" --lr-g 2e-4 \
-    --no-flow --no-adv --holdout 2 --val-every 1000 --threads 2 --steps "$steps" --lr-schedule cosine \
+    --no-flow --no-adv --holdout 2 --val-every "${VAL_EVERY:-1000}" --threads 2 --steps "$steps" --lr-schedule cosine \
     --ema 0.999 --precision fp32 --device "$DEVICE" ${ARGS[$name]} $EXTRA "$@" >"$RUNS/$name.log" 2>&1
 }
 show_log() { tr '\r' '\n' <"$RUNS/$1.log" | grep -v '^\s*$' | tail -"${2:-15}"; }

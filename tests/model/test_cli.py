@@ -257,3 +257,33 @@ def test_cosine_schedule_and_weight_ema_are_trained_validated_and_resumed(tmp_pa
         s = int(row["step"])
         assert math.isclose(float(row["lr_g"]), 1e-3 * 0.5 * (1 + math.cos(math.pi * s / 4)), abs_tol=1e-12), row
     assert float(rows[-1]["lr_g"]) < 1e-12
+
+
+def test_a_generator_with_memory_trains_its_two_terms_exports_to_onnx_and_loads(tmp_path: Path) -> None:
+    import csv
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from model.config import LossWeights
+    from model.train import TrainArgs, train
+    from model.weights import load_predictor
+    from tests.model.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
+    run = tmp_path / "mem"
+    train(TrainArgs(data=data, out=run, steps=3, holdout=1, val_every=3, threads=1, progress=False, lr_g=1e-3,
+                    loss_weights=LossWeights(flow=0.0, adversarial=0.0), log_every=1,
+                    overrides={"image_size": (32, 32), "memory_items": 4}))
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert rows and all(float(r["l_compact"]) > 0 and float(r["l_separate"]) >= 0 for r in rows)
+    r = ffp("export", str(run / "last.pt"), "--out", str(tmp_path / "w.pt"), "--onnx", str(tmp_path / "g.onnx"))
+    assert r.returncode == 0, r.stderr
+    p = load_predictor(tmp_path / "w.pt", precision="fp32")
+    assert p.config.memory_items == 4 and p.generator.unet.memory is not None
+    past = np.random.default_rng(0).uniform(-1, 1, (2, p.num_frames, 32, 32)).astype(np.float32)
+    (onnx_pred,) = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"past": past})
+    with torch.no_grad():
+        torch_pred = p.generator.float()(torch.from_numpy(past)).numpy()
+    np.testing.assert_allclose(onnx_pred, torch_pred, atol=1e-4)
