@@ -83,7 +83,8 @@ def test_memory_reads_normalised_prototypes_and_its_terms_can_be_trained() -> No
     with torch.no_grad():
         memory.items.copy_(torch.eye(4, 8))
     on_items = torch.eye(4, 8)[torch.tensor([0, 1, 2, 3, 0, 1])].T.reshape(1, 8, 2, 3) * 3.0
-    _, (c, s) = memory(on_items)
+    with torch.no_grad():
+        _, (c, s) = memory(on_items)
     assert float(c) < 1e-8 and float(s) < 1e-6
     # Gradient descent on the two terms pulls queries and items together.
     feats = torch.randn(1, 8, 4, 4, requires_grad=True)
