@@ -89,12 +89,12 @@ def test_memory_reads_normalised_prototypes_and_its_terms_can_be_trained() -> No
     # Gradient descent on the two terms pulls queries and items together.
     feats = torch.randn(1, 8, 4, 4, requires_grad=True)
     opt = torch.optim.Adam([feats, *memory.parameters()], lr=0.05)
-    first = float(memory(feats)[1].sum())
+    first = float(memory(feats)[1].sum().detach())
     for _ in range(100):
         opt.zero_grad()
         memory(feats)[1].sum().backward()
         opt.step()
-    assert float(memory(feats)[1].sum()) < 0.5 * first
+    assert float(memory(feats)[1].sum().detach()) < 0.5 * first
 
 
 def test_generator_with_memory_shapes_config_and_errors() -> None:
