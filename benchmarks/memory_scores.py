@@ -35,8 +35,8 @@ from model.weights import load_predictor
 def feature_distance(generator: torch.nn.Module, video: np.ndarray, k: int) -> np.ndarray:
     """(T - k,) mean squared distance of each frame's bottleneck vectors to their nearest memory item."""
     memory = generator.unet.memory
-    captured: list[torch.Tensor] = []
-    hook = memory.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
+    similarities: list[torch.Tensor] = []  # the memory's own output: cosine of each query to each item
+    hook = memory.register_forward_hook(lambda _m, _inputs, out: similarities.append(out[1]))
     try:
         frames = torch.from_numpy(video)
         windows = torch.stack([frames[t - k:t].flatten(0, 1) for t in range(k, len(frames))])
@@ -45,10 +45,10 @@ def feature_distance(generator: torch.nn.Module, video: np.ndarray, k: int) -> n
                 generator(batch)
     finally:
         hook.remove()
-    query = torch.nn.functional.normalize(torch.cat(captured), dim=1)  # (T - k, C, h, w)
-    items = torch.nn.functional.normalize(memory.items.detach(), dim=1)
-    nearest = torch.einsum("tchw,mc->thwm", query, items).amax(dim=-1)
-    return ((2.0 - 2.0 * nearest) / query.shape[1]).flatten(1).mean(dim=1).numpy().astype(np.float64)
+    nearest = torch.cat(similarities).amax(dim=-1)  # (T - k, h, w)
+    # |q - p|^2 = 2 - 2 cos between unit vectors, per element as in the compactness term
+    sq_dist = (2.0 - 2.0 * nearest) / memory.items.shape[1]
+    return sq_dist.flatten(1).mean(dim=1).numpy().astype(np.float64)
 
 
 def main() -> None:

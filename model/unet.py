@@ -39,7 +39,7 @@ class Memory(nn.Module):
     Each feature vector of the bottleneck map (a query, L2-normalised) reads the softmax-weighted mix of
     the (normalised) items most like it; the decoder sees [query, read]. Trained on normal video only, the
     items can only describe normal content, so an unusual query reads back something normal and the frame
-    is predicted worse. Two terms shape the items (returned by `forward`, weighted in the training loss):
+    is predicted worse. Two terms shape the items (`loss`, weighted in the training loss; inference skips it):
     compactness pulls each query to its nearest item; separateness keeps the second nearest item at least
     `margin` farther away (a triplet loss). Unlike MNAD the items are parameters learned by gradient
     descent (as in MemAE), and they never change at test time, so scoring stays causal and stateless.
@@ -53,18 +53,22 @@ class Memory(nn.Module):
         self.margin = margin
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, H, W) -> ((B, 2C, H, W) decoder input, (2,) [compactness, separateness])."""
+        """(B, C, H, W) -> ((B, 2C, H, W) decoder input, (B, H, W, M) cosine of each query to each item)."""
         query = F.normalize(x, dim=1)
         items = F.normalize(self.items, dim=1)
-        similarity = torch.einsum("bchw,mc->bhwm", query, items)  # cosine, (B, H, W, M)
+        similarity = torch.einsum("bchw,mc->bhwm", query, items)
         read = torch.einsum("bhwm,mc->bchw", similarity.softmax(dim=-1), items)
+        return torch.cat([query, read], dim=1), similarity
+
+    def loss(self, similarity: torch.Tensor) -> torch.Tensor:
+        """(2,) [compactness, separateness] from `forward`'s similarities."""
         # Between unit vectors |q - p|^2 = 2 - 2 cos(q, p): the two nearest items' distances come from the
         # similarities alone (no gather of item vectors: this runs at every training step, batch 1 on a CPU).
         sq_dist = (2.0 - 2.0 * similarity.topk(2, dim=-1).values).clamp_min(1e-8)  # (B, H, W, 2)
-        compactness = sq_dist[..., 0].mean() / x.shape[1]  # the mean squared error of query vs nearest item
+        compactness = sq_dist[..., 0].mean() / self.items.shape[1]  # mean squared error, query vs nearest item
         dist = sq_dist.sqrt()
         separateness = F.relu(dist[..., 0] - dist[..., 1] + self.margin).mean()
-        return torch.cat([query, read], dim=1), torch.stack([compactness, separateness])
+        return torch.stack([compactness, separateness])
 
 
 class UNet(nn.Module):
@@ -86,10 +90,16 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_memory_loss(x)[0]
+        return self._run(x)[0]
 
     def forward_with_memory_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The output and the memory's (compactness, separateness), zeros without a memory."""
+        out, similarity = self._run(x)
+        if self.memory is None or similarity is None:  # one is None exactly when the other is
+            return out, out.new_zeros(2)
+        return out, self.memory.loss(similarity)
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h, w = x.shape[-2:]
         if h % self.stride or w % self.stride:
             raise ValueError(f"input H and W must be divisible by {self.stride}, got {h}x{w}")
@@ -98,12 +108,12 @@ class UNet(nn.Module):
             x = block(x if i == 0 else self.pool(x))
             skips.append(x)
         x = skips.pop()
-        memory_loss = x.new_zeros(2)
+        similarity = None
         if self.memory is not None:
-            x, memory_loss = self.memory(x)
+            x, similarity = self.memory(x)
         for up in self.up:
             x = up(x, skips.pop())
-        return self.head(x), memory_loss
+        return self.head(x), similarity
 
 
 class Generator(nn.Module):
@@ -120,10 +130,17 @@ class Generator(nn.Module):
         self.unet = UNet(config.num_frames * c, c, config.base_width, config.depth, config.memory_items)
 
     def forward(self, past: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_memory_loss(past)[0]
+        self._check(past)
+        return self._prediction(past, self.unet(past))
 
     def forward_with_memory_loss(self, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The prediction and the memory's (compactness, separateness) loss terms (zeros without one)."""
+        """The prediction and the memory's (compactness, separateness) loss terms (zeros without one): for
+        training; `forward` skips the terms."""
+        self._check(past)
+        out, memory_loss = self.unet.forward_with_memory_loss(past)  # (B, C, H, W), (2,)
+        return self._prediction(past, out), memory_loss
+
+    def _check(self, past: torch.Tensor) -> None:
         cfg = self.config
         expected = cfg.num_frames * cfg.channels
         if past.ndim != 4 or past.shape[1] != expected or tuple(past.shape[-2:]) != cfg.image_size:
@@ -131,13 +148,15 @@ class Generator(nn.Module):
                 f"generator {cfg.name!r} expects (B, {expected}, {cfg.image_size[0]}, {cfg.image_size[1]}), "
                 f"got {tuple(past.shape)}"
             )
-        out, memory_loss = self.unet.forward_with_memory_loss(past)  # (B, C, H, W), (2,)
+
+    def _prediction(self, past: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
         if cfg.residual:
             # Predict the change from the last frame: most of a surveillance frame is static, so this
             # converges much faster than regressing the whole picture (paper-notes, measured on Ped2).
             last = past[:, -cfg.channels:]
-            return (last + torch.tanh(out)).clamp(-1.0, 1.0), memory_loss
-        return torch.tanh(out), memory_loss
+            return (last + torch.tanh(out)).clamp(-1.0, 1.0)
+        return torch.tanh(out)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -71,8 +71,9 @@ def test_memory_reads_normalised_prototypes_and_its_terms_can_be_trained() -> No
     memory = Memory(items=4, width=8)
     x = torch.randn(2, 8, 3, 5)
     with torch.no_grad():
-        out, terms = memory(x)
-    assert out.shape == (2, 16, 3, 5)
+        out, similarity = memory(x)
+        terms = memory.loss(similarity)
+    assert out.shape == (2, 16, 3, 5) and similarity.shape == (2, 3, 5, 4)
     query, read = out[:, :8], out[:, 8:]
     assert torch.allclose(query.norm(dim=1), torch.ones(2, 3, 5), atol=1e-5)
     assert float(read.norm(dim=1).max()) <= 1.0 + 1e-5  # a convex mix of unit vectors
@@ -84,17 +85,20 @@ def test_memory_reads_normalised_prototypes_and_its_terms_can_be_trained() -> No
         memory.items.copy_(torch.eye(4, 8))
     on_items = torch.eye(4, 8)[torch.tensor([0, 1, 2, 3, 0, 1])].T.reshape(1, 8, 2, 3) * 3.0
     with torch.no_grad():
-        _, (c, s) = memory(on_items)
+        c, s = memory.loss(memory(on_items)[1])
     assert float(c) < 1e-8 and float(s) < 1e-6
     # Gradient descent on the two terms pulls queries and items together.
     feats = torch.randn(1, 8, 4, 4, requires_grad=True)
     opt = torch.optim.Adam([feats, *memory.parameters()], lr=0.05)
-    first = float(memory(feats)[1].sum().detach())
+    def terms() -> torch.Tensor:
+        return memory.loss(memory(feats)[1]).sum()
+
+    first = float(terms().detach())
     for _ in range(100):
         opt.zero_grad()
-        memory(feats)[1].sum().backward()
+        terms().backward()
         opt.step()
-    assert float(memory(feats)[1].sum().detach()) < 0.5 * first
+    assert float(terms().detach()) < 0.5 * first
 
 
 def test_generator_with_memory_shapes_config_and_errors() -> None:
