@@ -55,8 +55,19 @@ def cmd_train(a: argparse.Namespace) -> None:
                            loss_weights=weights, flownet=a.flownet, holdout=a.holdout, val_every=a.val_every,
                            max_minutes=a.max_minutes, seed=a.seed, threads=a.threads, device=a.device,
                            precision=a.precision, resume=not a.no_resume, init=a.init,
+                           pseudo_skip=a.pseudo_skip, pseudo_skips=_skips(a.pseudo_skips),
                            overrides=_arch_overrides(a.arch)))
     print(path)
+
+
+def _skips(text: str) -> tuple[int, ...]:
+    try:
+        skips = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise DataError(f"--pseudo-skips {text!r}: expected integers like 3,4,5,6") from None
+    if not skips or min(skips) < 2:
+        raise DataError(f"--pseudo-skips {text!r}: every skip must be >= 2 (1 is normal footage)")
+    return skips
 
 
 def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -247,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto")
     sp.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="training arithmetic (auto: fp32 on a CPU, bf16 or fp16 autocast on a GPU)")
+    sp.add_argument("--pseudo-skip", type=float, default=0.0, metavar="SHARE",
+                    help="replace this share of training windows by skip-frame pseudo-anomalies (frames --pseudo-skips "
+                         "x apart, target: the last past frame): the generator learns not to extrapolate fast motion")
+    sp.add_argument("--pseudo-skips", default="3,4,5,6", help="the pseudo-anomalies' speed-ups, comma separated")
     sp.add_argument("--no-resume", action="store_true")
     sp.add_argument("--init", type=Path, help="start from these weights or checkpoint (same architecture; the "
                     "image size may differ): fine-tuning; ignored when --out has a checkpoint to resume")

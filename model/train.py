@@ -29,7 +29,7 @@ from .config import (
     ScoreConfig,
     get_preset,
 )
-from .data import DataError, WindowDataset, find_videos, load_videos, split_holdout
+from .data import DataError, SkipFrameWindows, WindowDataset, find_videos, load_videos, split_holdout
 from .discriminator import PatchDiscriminator
 from .flownet import FlowNet, load_flownet
 from .losses import discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss, intensity_loss, psnr
@@ -80,6 +80,8 @@ class TrainArgs:
     init: Path | None = None  # start a new run from these weights (e.g. at another image size: the nets are convolutional)
     progress: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (tests use tiny nets)
+    pseudo_skip: float = 0.0  # share of training windows replaced by skip-frame pseudo-anomalies (data.SkipFrameWindows)
+    pseudo_skips: tuple[int, ...] = (3, 4, 5, 6)  # their speed-ups: above the fastest normal motion (weights/README.md)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -164,6 +166,9 @@ def train(args: TrainArgs) -> Path:
     log.info("training on %d videos, validating on %d held-out normal videos", len(train_src), len(val_src))
     train_set = WindowDataset(load_videos(train_src, config, args.progress), config.num_frames,
                               config.frame_stride)
+    if not 0.0 <= args.pseudo_skip < 1.0:
+        raise ValueError(f"--pseudo-skip must be in [0, 1), got {args.pseudo_skip}")
+    pseudo = SkipFrameWindows(train_set, args.pseudo_skips) if args.pseudo_skip > 0 else None
     val_videos = load_videos(val_src, config, args.progress) if val_src else []
     val_set = WindowDataset(val_videos, config.num_frames, config.frame_stride) if val_videos else None
     if device.type == "cuda":
@@ -240,6 +245,8 @@ def train(args: TrainArgs) -> Path:
             "holdout_videos": [s.name for s in val_src], "loss_weights": asdict(weights), "lr_g": lr_g,
             "lr_d": lr_d, "batch_size": args.batch_size, "seed": args.seed,
             "precision": precision, "lr_schedule": args.lr_schedule, "ema": args.ema}
+    if pseudo is not None:
+        meta["pseudo_skip"] = {"share": args.pseudo_skip, "skips": list(args.pseudo_skips)}
     if init_record is not None:
         meta["init"] = init_record
 
@@ -295,7 +302,11 @@ def train(args: TrainArgs) -> Path:
             for g in opt_d.param_groups:
                 g["lr"] = lr_at(step, lr_d)
             idx = torch.randint(len(train_set), (args.batch_size,), generator=gen)
-            batch = torch.stack([train_set[int(i)] for i in idx]).to(device)  # (B, k+1, C, H, W)
+            windows = [train_set[int(i)] for i in idx]
+            if pseudo is not None:  # drawn only when on, so that runs without them keep their random stream
+                fake = (torch.rand(args.batch_size, generator=gen) < args.pseudo_skip).tolist()
+                windows = [pseudo.sample(gen) if f else w for f, w in zip(fake, windows)]
+            batch = torch.stack(windows).to(device)  # (B, k+1, C, H, W)
             past = batch[:, :config.num_frames].flatten(1, 2)  # (B, k*C, H, W)
             real, last = batch[:, config.num_frames], batch[:, config.num_frames - 1]
 
