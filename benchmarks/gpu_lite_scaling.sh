@@ -9,6 +9,8 @@
 #     (on a lent machine, with carry ["data/ped2s"]: the thirteenth session's run, model card)
 #   DEVICE=cpu BUDGET_S=60 STEPS=40 EXTRA="--arch base_width=4" ...   # a quick check of the script on a CPU
 #   NAMES="b1-s1 b1-s2 b1-s3 b1m-s1 b1m-s2 b1m-s3" STEPS=70000 VAL_EVERY=5000 ...   # the sixteenth session's
+#   NAMES="s20-s1 s20-s2 s20-s3 s50-s1 s50-s2 s50-s3" STEPS=26219 VAL_EVERY=5000 ...   # the seventeenth's
+#   NAMES="b1-s1 b1-s2 b1-s3 b1-s4 b1-s5" SNAPSHOT_EVERY=2000 ...   # and its snapshots (benchmarks/selection_bias.py)
 #
 # Every run is the recipe of weights/README.md (Adam, lr 2e-4 on half a cosine to 0, EMA 0.999, no flow, no
 # adversarial term, held out videos 15-16) for the same number of steps, fp32; they differ only in seed
@@ -36,7 +38,12 @@ declare -A ARGS=([b4-s1]="--seed 1 --batch-size 4" [b4-s2]="--seed 2 --batch-siz
                  [b1-s1]="--seed 1 --batch-size 1" [b1-s2]="--seed 2 --batch-size 1" [b1-s3]="--seed 3 --batch-size 1"
                  [b1m-s1]="--seed 1 --batch-size 1 --arch memory_items=10"
                  [b1m-s2]="--seed 2 --batch-size 1 --arch memory_items=10"
-                 [b1m-s3]="--seed 3 --batch-size 1 --arch memory_items=10")
+                 [b1m-s3]="--seed 3 --batch-size 1 --arch memory_items=10"
+                 # the seventeenth session: batch 1 with skip-frame pseudo-anomalies in 20 % and 50 % of the windows
+                 [s20-s1]="--seed 1 --batch-size 1 --pseudo-skip 0.2" [s20-s2]="--seed 2 --batch-size 1 --pseudo-skip 0.2"
+                 [s20-s3]="--seed 3 --batch-size 1 --pseudo-skip 0.2" [s50-s1]="--seed 1 --batch-size 1 --pseudo-skip 0.5"
+                 [s50-s2]="--seed 2 --batch-size 1 --pseudo-skip 0.5" [s50-s3]="--seed 3 --batch-size 1 --pseudo-skip 0.5"
+                 [b1-s4]="--seed 4 --batch-size 1" [b1-s5]="--seed 5 --batch-size 1")
 NAMES=${NAMES:-"b4-s1 b4-s2 b4-s3 b16-s1 b16-s2 b64-s1"}
 
 train() {  # name steps [more args]
@@ -44,7 +51,8 @@ train() {  # name steps [more args]
   # shellcheck disable=SC2086  # ARGS and EXTRA are word lists
   $PY -m model.cli train --preset lite --dataset ped2 --data "$DATA" --out "$RUNS/$name" --lr-g 2e-4 \
     --no-flow --no-adv --holdout 2 --val-every "${VAL_EVERY:-1000}" --threads 2 --steps "$steps" --lr-schedule cosine \
-    --ema 0.999 --precision fp32 --device "$DEVICE" ${ARGS[$name]} $EXTRA "$@" >"$RUNS/$name.log" 2>&1
+    --ema 0.999 --precision fp32 --device "$DEVICE" ${ARGS[$name]} $EXTRA ${SNAPSHOT_EVERY:+--snapshot-every $SNAPSHOT_EVERY} \
+    "$@" >"$RUNS/$name.log" 2>&1
 }
 show_log() { tr '\r' '\n' <"$RUNS/$1.log" | grep -v '^\s*$' | tail -"${2:-15}"; }
 
@@ -79,6 +87,18 @@ for name in $NAMES; do
   $PY -m model.cli export "$RUNS/$name/last.pt" --out "$RESULTS/$name-last.pt"
   cp "$RUNS/$name/metrics.csv" "$RESULTS/$name-metrics.csv"
   [ -f "$RUNS/$name/summary.json" ] && cp "$RUNS/$name/summary.json" "$RESULTS/$name-summary.json"
+  if [ -d "$RUNS/$name/snapshots" ]; then  # every snapshot of the run in one file, generator in float16 (the size limit)
+    $PY - "$RUNS/$name/snapshots" "$RESULTS/$name-snapshots.pt" <<'PYEOF'
+import sys, torch
+from pathlib import Path
+snaps = {}
+for f in sorted(Path(sys.argv[1]).glob("step-*.pt")):
+    blob = torch.load(f, weights_only=True)
+    blob["generator"] = {k: v.half() if v.is_floating_point() else v for k, v in blob["generator"].items()}
+    snaps[int(f.stem.split("-")[1])] = blob
+torch.save(snaps, sys.argv[2])
+PYEOF
+  fi
   echo "$name: $(tail -1 "$RUNS/$name/metrics.csv")"
 done
 [ -n "$TARBALL" ] && tar czf "$TARBALL" -C "$RESULTS" . && echo "packed $(ls "$RESULTS" | wc -l) files into $TARBALL"

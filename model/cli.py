@@ -55,7 +55,7 @@ def cmd_train(a: argparse.Namespace) -> None:
                            loss_weights=weights, flownet=a.flownet, holdout=a.holdout, val_every=a.val_every,
                            max_minutes=a.max_minutes, seed=a.seed, threads=a.threads, device=a.device,
                            precision=a.precision, resume=not a.no_resume, init=a.init,
-                           pseudo_skip=a.pseudo_skip, pseudo_skips=_skips(a.pseudo_skips),
+                           snapshot_every=a.snapshot_every, pseudo_skip=a.pseudo_skip, pseudo_skips=_skips(a.pseudo_skips),
                            overrides=_arch_overrides(a.arch)))
     print(path)
 
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto")
     sp.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="training arithmetic (auto: fp32 on a CPU, bf16 or fp16 autocast on a GPU)")
+    sp.add_argument("--snapshot-every", type=int, metavar="N",
+                    help="also write the shipped weights every N steps to <out>/snapshots/step-NNNNNNN.pt")
     sp.add_argument("--pseudo-skip", type=float, default=0.0, metavar="SHARE",
                     help="replace this share of training windows by skip-frame pseudo-anomalies (frames --pseudo-skips "
                          "x apart, target: the last past frame): the generator learns not to extrapolate fast motion")

@@ -69,6 +69,8 @@ class TrainArgs:
     flownet: Path | None = None  # required when the flow weight is > 0
     holdout: int = 2  # normal training videos held out for validation and calibration
     val_every: int = 500
+    snapshot_every: int | None = None  # also keep the shipped (EMA) weights every N steps in snapshots/ (for studies of
+    #                                    how a run's checkpoints differ; nothing here picks among them)
     val_windows: int = 256
     log_every: int = 25
     max_minutes: float | None = None
@@ -359,6 +361,9 @@ def train(args: TrainArgs) -> Path:
                     best_val = val_psnr
                     save(best_path)
                 save(last_path)
+            if args.snapshot_every and step % args.snapshot_every == 0:
+                (out / "snapshots").mkdir(exist_ok=True)
+                atomic_save(weights_blob(), out / "snapshots" / f"step-{step:07d}.pt")
             if step % args.log_every == 0 or val_psnr is not None:
                 now = time.monotonic()
                 its = (step - s_last) / max(now - t_last, 1e-9)

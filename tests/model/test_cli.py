@@ -287,3 +287,30 @@ def test_a_generator_with_memory_trains_its_two_terms_exports_to_onnx_and_loads(
     with torch.no_grad():
         torch_pred = p.generator.float()(torch.from_numpy(past)).numpy()
     np.testing.assert_allclose(onnx_pred, torch_pred, atol=1e-4)
+
+
+def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_path: Path) -> None:
+    from model.config import LossWeights
+    from model.train import TrainArgs, train
+    from model.weights import load_predictor, safe_torch_load
+    from tests.model.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=24)
+    common = {"data": data, "holdout": 1, "val_every": 2, "threads": 1, "progress": False, "steps": 4,
+              "loss_weights": LossWeights(intensity=1.0, gradient=1.0, flow=0.0, adversarial=0.0),
+              "overrides": {"image_size": (32, 32)}}
+    with pytest.raises(ValueError, match="--pseudo-skip"):
+        train(TrainArgs(out=tmp_path / "bad", pseudo_skip=1.0, **common))  # type: ignore[arg-type]
+    run = tmp_path / "run"
+    train(TrainArgs(out=run, pseudo_skip=0.5, pseudo_skips=(2, 3), snapshot_every=2, **common))  # type: ignore[arg-type]
+    meta = safe_torch_load(run / "last.pt")["weights"]["meta"]
+    assert meta["pseudo_skip"] == {"share": 0.5, "skips": [2, 3]}
+    snaps = sorted(p.name for p in (run / "snapshots").iterdir())
+    assert snaps == ["step-0000002.pt", "step-0000004.pt"]
+    p = load_predictor(run / "snapshots" / snaps[-1], device="cpu")
+    last = safe_torch_load(run / "last.pt")["weights"]["generator"]
+    for name, t in p.generator.state_dict().items():  # the last snapshot is the shipped generator at that step
+        assert torch.equal(t, last[name]), name
+    # the CLI refuses skips that are normal footage, with the usual one-line error
+    r = ffp("train", "--data", str(data), "--out", str(tmp_path / "cli"), "--pseudo-skip", "0.2", "--pseudo-skips", "1,3")
+    assert r.returncode == 2 and "--pseudo-skips" in r.stderr and ">= 2" in r.stderr, r.stderr

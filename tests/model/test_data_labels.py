@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.config import get_preset
-from model.data import DataError, WindowDataset, count_frames, find_videos, load_video, split_holdout
+from model.data import DataError, SkipFrameWindows, WindowDataset, count_frames, find_videos, load_video, split_holdout
 from model.labels import find_labels, load_labels
 
 PED2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ped2"
@@ -138,3 +138,27 @@ def test_frame_stride_windows() -> None:
     # Weights saved before the field existed load with stride 1.
     old = {k: v for k, v in get_preset("lite").to_dict().items() if k != "frame_stride"}
     assert ModelConfig.from_dict(old).frame_stride == 1
+
+
+def test_skip_frame_pseudo_anomalies() -> None:
+    """k past frames `skip` x stride apart, every one inside the video, and the last one repeated as target."""
+    a = np.arange(30, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float32)
+    b = 100 + np.arange(12, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float32)
+    for stride in (1, 2):
+        pseudo = SkipFrameWindows(WindowDataset([a, b], 4, stride), (3, 4))
+        gen = torch.Generator().manual_seed(0)
+        seen = set()
+        for _ in range(400):
+            w = pseudo.sample(gen)[:, 0, 0, 0].tolist()
+            assert len(w) == 5 and w[4] == w[3], w
+            gap = w[1] - w[0]
+            assert gap in (3 * stride, 4 * stride) and w[:4] == [w[0] + i * gap for i in range(4)], w
+            assert (w[0] >= 100) == (w[3] >= 100), w  # never across two videos
+            seen.add((gap, w[0] >= 100))
+        # both skips are drawn where they fit: the 12-frame video holds 3 gaps of 3 but not of 4 (13 frames), and
+        # at stride 2 neither (3 gaps of 6 need 19 frames)
+        assert seen == ({(3, False), (4, False), (3, True)} if stride == 1 else {(6, False), (8, False)})
+    with pytest.raises(ValueError, match=">= 2"):
+        SkipFrameWindows(WindowDataset([a], 4), (1, 3))
+    with pytest.raises(DataError, match="too short"):
+        SkipFrameWindows(WindowDataset([b], 4), (5,))
