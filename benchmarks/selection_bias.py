@@ -1,7 +1,7 @@
 """How much does choosing a checkpoint on the TEST labels inflate the paper-protocol AUC? A diagnosis.
 
     python benchmarks/selection_bias.py --data ../shared/datasets/ped2 runs/gpu-snap/b1-s*-snapshots.pt \
-        [--json out.json]
+        [runs/RUN/snapshots ...] [--json out.json]
 
 The public frame-prediction code kept the checkpoint with the best test AUC (`../shared/docs/paper-notes.md`);
 this project never does. Each input file holds the snapshots of one training run (`ffp train --snapshot-every
@@ -43,16 +43,34 @@ def frame_psnr(generator: Generator, video: torch.Tensor, k: int, batch: int = 3
     return torch.cat(out).double().numpy()
 
 
+def _run_name(path: Path) -> str:
+    return path.parent.name if path.is_dir() else path.name.removesuffix("-snapshots.pt")
+
+
+def _load_snapshots(path: Path) -> dict[int, dict]:
+    """{step: weights blob} from a packed file or from a run's snapshots/ folder (plus its last.pt)."""
+    if not path.is_dir():
+        return torch.load(path, weights_only=True, map_location="cpu")
+    snaps = {int(f.stem.split("-")[1]): torch.load(f, weights_only=True, map_location="cpu")
+             for f in sorted(path.glob("step-*.pt"))}
+    last = path.parent / "last.pt"
+    if last.is_file():
+        blob = torch.load(last, weights_only=True, map_location="cpu")["weights"]
+        snaps.setdefault(int(blob["meta"]["step"]), blob)
+    return snaps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("snapshots", nargs="+", type=Path, help="files of {step: weights blob}, one per run")
+    ap.add_argument("snapshots", nargs="+", type=Path,
+                    help="one per run: a file of {step: weights blob} or a run's snapshots/ folder")
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    runs = {f.name.removesuffix("-snapshots.pt"): torch.load(f, weights_only=True, map_location="cpu") for f in a.snapshots}
+    runs = {_run_name(f): _load_snapshots(f) for f in a.snapshots}
     first = next(iter(next(iter(runs.values())).values()))
     config = ModelConfig.from_dict(first["model_config"])
     k = config.num_frames

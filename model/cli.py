@@ -261,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--snapshot-every", type=int, metavar="N",
                     help="also write the shipped weights every N steps to <out>/snapshots/step-NNNNNNN.pt")
     sp.add_argument("--pseudo-skip", type=float, default=0.0, metavar="SHARE",
-                    help="replace this share of training windows by skip-frame pseudo-anomalies (frames --pseudo-skips "
-                         "x apart, target: the last past frame): the generator learns not to extrapolate fast motion")
+                    help="experimental: replace this share of training windows by skip-frame pseudo-anomalies (frames "
+                         "--pseudo-skips x apart, target: the last past frame). On Ped2 it did not help and can collapse "
+                         "the generator into copying the last frame (weights/README.md); watch the held-out PSNR")
     sp.add_argument("--pseudo-skips", default="3,4,5,6", help="the pseudo-anomalies' speed-ups, comma separated")
     sp.add_argument("--no-resume", action="store_true")
     sp.add_argument("--init", type=Path, help="start from these weights or checkpoint (same architecture; the "

@@ -161,7 +161,9 @@ class SkipFrameWindows:
     everything in them moves `skip` times faster than normal footage ever does, and as the target the last
     past frame repeated. Trained on a share of these, the generator learns not to extrapolate motion faster
     than normal (its residual is zero there), so a fast object at test time (a cyclist among walkers) keeps
-    the error of an unpredicted frame instead of a blurred guess of where it went.
+    the error of an unpredicted frame instead of a blurred guess of where it went. Measured on Ped2 (model
+    card, seventeenth session): no gain on the real anomalies, and a run can collapse into copying the last
+    frame (a dead decoder layer meets this target exactly), so it is off by default.
 
     Windows come out in the same (k+1, C, H, W) form as WindowDataset's and read the same frame tensors
     (so `WindowDataset.to(device)` moves them too)."""

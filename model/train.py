@@ -82,7 +82,8 @@ class TrainArgs:
     init: Path | None = None  # start a new run from these weights (e.g. at another image size: the nets are convolutional)
     progress: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (tests use tiny nets)
-    pseudo_skip: float = 0.0  # share of training windows replaced by skip-frame pseudo-anomalies (data.SkipFrameWindows)
+    pseudo_skip: float = 0.0  # share of training windows replaced by skip-frame pseudo-anomalies (data.SkipFrameWindows);
+    #                           experimental: no gain on Ped2, and it can collapse G into a copier (weights/README.md)
     pseudo_skips: tuple[int, ...] = (3, 4, 5, 6)  # their speed-ups: above the fastest normal motion (weights/README.md)
 
 
