@@ -148,6 +148,10 @@ def train(args: TrainArgs) -> Path:
         raise ValueError(f"lr schedule must be step or cosine, got {args.lr_schedule!r}")
     if args.ema is not None and not 0.0 < args.ema < 1.0:
         raise ValueError(f"--ema must be in (0, 1), got {args.ema}")
+    if not 0.0 <= args.pseudo_skip < 1.0:
+        raise ValueError(f"--pseudo-skip must be in [0, 1), got {args.pseudo_skip}")
+    if args.snapshot_every is not None and args.snapshot_every < 1:
+        raise ValueError(f"--snapshot-every must be a positive number of steps, got {args.snapshot_every}")
     device, device_precision = pick_device(args.device)
     # "auto" on a CPU is fp32: bf16 autocast trains 1.4x slower on a CPU without AMX (lite, one thread: 2.2
     # against 3.0 it/s on this project's CPU). On a GPU it is the device's autocast type.
@@ -169,8 +173,6 @@ def train(args: TrainArgs) -> Path:
     log.info("training on %d videos, validating on %d held-out normal videos", len(train_src), len(val_src))
     train_set = WindowDataset(load_videos(train_src, config, args.progress), config.num_frames,
                               config.frame_stride)
-    if not 0.0 <= args.pseudo_skip < 1.0:
-        raise ValueError(f"--pseudo-skip must be in [0, 1), got {args.pseudo_skip}")
     pseudo = SkipFrameWindows(train_set, args.pseudo_skips) if args.pseudo_skip > 0 else None
     val_videos = load_videos(val_src, config, args.progress) if val_src else []
     val_set = WindowDataset(val_videos, config.num_frames, config.frame_stride) if val_videos else None

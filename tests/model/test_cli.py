@@ -301,6 +301,8 @@ def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_pa
               "overrides": {"image_size": (32, 32)}}
     with pytest.raises(ValueError, match="--pseudo-skip"):
         train(TrainArgs(out=tmp_path / "bad", pseudo_skip=1.0, **common))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--snapshot-every"):
+        train(TrainArgs(out=tmp_path / "bad", snapshot_every=0, **common))  # type: ignore[arg-type]
     run = tmp_path / "run"
     train(TrainArgs(out=run, pseudo_skip=0.5, pseudo_skips=(2, 3), snapshot_every=2, **common))  # type: ignore[arg-type]
     meta = safe_torch_load(run / "last.pt")["weights"]["meta"]
