@@ -10,7 +10,7 @@
 #   DEVICE=cpu BUDGET_S=60 STEPS=40 EXTRA="--arch base_width=4" ...   # a quick check of the script on a CPU
 #   NAMES="b1-s1 b1-s2 b1-s3 b1m-s1 b1m-s2 b1m-s3" STEPS=70000 VAL_EVERY=5000 ...   # the sixteenth session's
 #   NAMES="s20-s1 s20-s2 s20-s3 s50-s1 s50-s2 s50-s3" STEPS=26219 VAL_EVERY=5000 ...   # the seventeenth's
-#   NAMES="b1-s1 b1-s2 b1-s3 b1-s4 b1-s5" SNAPSHOT_EVERY=2000 ...   # and its snapshots (benchmarks/selection_bias.py)
+#   NAMES="b1-s1 b1-s2 b1-s3 b1-s4 b1-s5" SNAPSHOT_EVERY=2500 BUDGET_S=290 ...   # and its snapshots (selection_bias.py)
 #
 # Every run is the recipe of weights/README.md (Adam, lr 2e-4 on half a cosine to 0, EMA 0.999, no flow, no
 # adversarial term, held out videos 15-16) for the same number of steps, fp32; they differ only in seed
@@ -91,12 +91,9 @@ for name in $NAMES; do
     $PY - "$RUNS/$name/snapshots" "$RESULTS/$name-snapshots.pt" <<'PYEOF'
 import sys, torch
 from pathlib import Path
-snaps = {}
-for f in sorted(Path(sys.argv[1]).glob("step-*.pt")):
-    blob = torch.load(f, weights_only=True)
-    blob["generator"] = {k: v.half() if v.is_floating_point() else v for k, v in blob["generator"].items()}
-    snaps[int(f.stem.split("-")[1])] = blob
-torch.save(snaps, sys.argv[2])
+from model.weights import half_generator, safe_torch_load
+files = sorted(Path(sys.argv[1]).glob("step-*.pt"))
+torch.save({int(f.stem.split("-")[1]): half_generator(safe_torch_load(f)) for f in files}, sys.argv[2])
 PYEOF
   fi
   echo "$name: $(tail -1 "$RUNS/$name/metrics.csv")"

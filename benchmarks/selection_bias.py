@@ -30,6 +30,7 @@ from model.evaluate import minmax, roc_auc
 from model.labels import find_labels, load_labels
 from model.losses import psnr
 from model.unet import Generator
+from model.weights import safe_torch_load, weights_of
 
 
 @torch.no_grad()
@@ -50,12 +51,11 @@ def _run_name(path: Path) -> str:
 def _load_snapshots(path: Path) -> dict[int, dict]:
     """{step: weights blob} from a packed file or from a run's snapshots/ folder (plus its last.pt)."""
     if not path.is_dir():
-        return torch.load(path, weights_only=True, map_location="cpu")
-    snaps = {int(f.stem.split("-")[1]): torch.load(f, weights_only=True, map_location="cpu")
-             for f in sorted(path.glob("step-*.pt"))}
+        return safe_torch_load(path)
+    snaps = {int(f.stem.split("-")[1]): safe_torch_load(f) for f in sorted(path.glob("step-*.pt"))}
     last = path.parent / "last.pt"
     if last.is_file():
-        blob = torch.load(last, weights_only=True, map_location="cpu")["weights"]
+        blob = weights_of(safe_torch_load(last))
         snaps.setdefault(int(blob["meta"]["step"]), blob)
     return snaps
 
@@ -70,7 +70,10 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    runs = {_run_name(f): _load_snapshots(f) for f in a.snapshots}
+    names = [_run_name(f) for f in a.snapshots]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"two inputs have the same run name: {names}")
+    runs = {n: _load_snapshots(f) for n, f in zip(names, a.snapshots)}
     first = next(iter(next(iter(runs.values())).values()))
     config = ModelConfig.from_dict(first["model_config"])
     k = config.num_frames

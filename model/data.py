@@ -155,6 +155,11 @@ def split_holdout(sources: list[VideoSource], holdout: int) -> tuple[list[VideoS
     return sources[:-holdout], sources[-holdout:]
 
 
+def check_skips(skips: tuple[int, ...]) -> None:
+    if not skips or any(s < 2 for s in skips):
+        raise ValueError(f"--pseudo-skips: every skip must be an integer >= 2 (1 is normal footage), got {skips}")
+
+
 class SkipFrameWindows:
     """Pseudo-anomalies for training, from normal video alone (after Astrid et al., "Learning Not to
     Reconstruct Anomalies", BMVC 2021): k past frames taken `skip` x the normal stride apart, so that
@@ -169,8 +174,7 @@ class SkipFrameWindows:
     (so `WindowDataset.to(device)` moves them too)."""
 
     def __init__(self, windows: WindowDataset, skips: tuple[int, ...]) -> None:
-        if not skips or any(s < 2 for s in skips):
-            raise ValueError(f"pseudo-anomaly skips must be integers >= 2, got {skips}")
+        check_skips(skips)
         self.windows, self.skips = windows, tuple(skips)
         k, stride = windows.k, windows.stride
         # (video, first frame) of every window whose k frames fit at each skip

@@ -29,7 +29,7 @@ from .config import (
     ScoreConfig,
     get_preset,
 )
-from .data import DataError, SkipFrameWindows, WindowDataset, find_videos, load_videos, split_holdout
+from .data import DataError, SkipFrameWindows, WindowDataset, check_skips, find_videos, load_videos, split_holdout
 from .discriminator import PatchDiscriminator
 from .flownet import FlowNet, load_flownet
 from .losses import discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss, intensity_loss, psnr
@@ -150,6 +150,8 @@ def train(args: TrainArgs) -> Path:
         raise ValueError(f"--ema must be in (0, 1), got {args.ema}")
     if not 0.0 <= args.pseudo_skip < 1.0:
         raise ValueError(f"--pseudo-skip must be in [0, 1), got {args.pseudo_skip}")
+    if args.pseudo_skip > 0:
+        check_skips(args.pseudo_skips)  # before the data is decoded
     if args.snapshot_every is not None and args.snapshot_every < 1:
         raise ValueError(f"--snapshot-every must be a positive number of steps, got {args.snapshot_every}")
     device, device_precision = pick_device(args.device)

@@ -259,6 +259,12 @@ def load_predictor(path: str | Path | None = None, *, device: str = "auto", prec
     return predictor_from_blob(blob, device=device, precision=precision, path=p, expected_preset=expected_preset)
 
 
+def half_generator(blob: dict[str, Any]) -> dict[str, Any]:
+    """The weights blob with its generator stored in float16 (half the bytes); loading casts back to fp32."""
+    generator = {k: v.half() if v.is_floating_point() else v for k, v in blob["generator"].items()}
+    return {**blob, "generator": generator, "meta": {**blob.get("meta", {}), "stored_dtype": "float16"}}
+
+
 def average_weights(paths: list[Path]) -> dict[str, Any]:
     """A weights blob whose generator is the element-wise mean of the given files' generators (same preset
     and architecture: e.g. the ends of several training cycles of one run). The U-Net has no normalisation
