@@ -11,6 +11,7 @@
 #   NAMES="b1-s1 b1-s2 b1-s3 b1m-s1 b1m-s2 b1m-s3" STEPS=70000 VAL_EVERY=5000 ...   # the sixteenth session's
 #   NAMES="s20-s1 s20-s2 s20-s3 s50-s1 s50-s2 s50-s3" STEPS=26219 VAL_EVERY=5000 ...   # the seventeenth's
 #   NAMES="b1-s1 b1-s2 b1-s3 b1-s4 b1-s5" SNAPSHOT_EVERY=2500 BUDGET_S=290 ...   # and its snapshots (selection_bias.py)
+#   NAMES="b1-s1 b1-s2 b1-s3 b1-s4 c4-s1 c4-s2 c4-s3 c4-s4" STEPS=26219 VAL_EVERY=5000 ...   # the eighteenth's
 #
 # Every run is the recipe of weights/README.md (Adam, lr 2e-4 on half a cosine to 0, EMA 0.999, no flow, no
 # adversarial term, held out videos 15-16) for the same number of steps, fp32; they differ only in seed
@@ -43,7 +44,10 @@ declare -A ARGS=([b4-s1]="--seed 1 --batch-size 4" [b4-s2]="--seed 2 --batch-siz
                  [s20-s1]="--seed 1 --batch-size 1 --pseudo-skip 0.2" [s20-s2]="--seed 2 --batch-size 1 --pseudo-skip 0.2"
                  [s20-s3]="--seed 3 --batch-size 1 --pseudo-skip 0.2" [s50-s1]="--seed 1 --batch-size 1 --pseudo-skip 0.5"
                  [s50-s2]="--seed 2 --batch-size 1 --pseudo-skip 0.5" [s50-s3]="--seed 3 --batch-size 1 --pseudo-skip 0.5"
-                 [b1-s4]="--seed 4 --batch-size 1" [b1-s5]="--seed 5 --batch-size 1")
+                 [b1-s4]="--seed 4 --batch-size 1" [b1-s5]="--seed 5 --batch-size 1"
+                 # the eighteenth session: four random 64x64 crops per step (the cost of one whole window)
+                 [c4-s1]="--seed 1 --batch-size 4 --crop 64" [c4-s2]="--seed 2 --batch-size 4 --crop 64"
+                 [c4-s3]="--seed 3 --batch-size 4 --crop 64" [c4-s4]="--seed 4 --batch-size 4 --crop 64")
 NAMES=${NAMES:-"b4-s1 b4-s2 b4-s3 b16-s1 b16-s2 b64-s1"}
 
 train() {  # name steps [more args]

@@ -56,6 +56,7 @@ def cmd_train(a: argparse.Namespace) -> None:
                            max_minutes=a.max_minutes, seed=a.seed, threads=a.threads, device=a.device,
                            precision=a.precision, resume=not a.no_resume, init=a.init,
                            snapshot_every=a.snapshot_every, pseudo_skip=a.pseudo_skip, pseudo_skips=_skips(a.pseudo_skips),
+                           crop=a.crop,
                            overrides=_arch_overrides(a.arch)))
     print(path)
 
@@ -261,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "--pseudo-skips x apart, target: the last past frame). On Ped2 it did not help and can collapse "
                          "the generator into copying the last frame (weights/README.md); watch the held-out PSNR")
     sp.add_argument("--pseudo-skips", default="3,4,5,6", help="the pseudo-anomalies' speed-ups, comma separated")
+    sp.add_argument("--crop", type=int, metavar="PX",
+                    help="train on random PX x PX crops of the windows (a multiple of the U-Net's pooling, e.g. 64 "
+                         "for lite): cheaper steps; validation, scoring and the shipped model see whole frames")
     sp.add_argument("--no-resume", action="store_true")
     sp.add_argument("--init", type=Path, help="start from these weights or checkpoint (same architecture; the "
                     "image size may differ): fine-tuning; ignored when --out has a checkpoint to resume")

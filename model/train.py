@@ -29,7 +29,8 @@ from .config import (
     ScoreConfig,
     get_preset,
 )
-from .data import DataError, SkipFrameWindows, WindowDataset, check_skips, find_videos, load_videos, split_holdout
+from .data import (DataError, SkipFrameWindows, WindowDataset, check_crop, check_skips, find_videos, load_videos,
+                   random_crops, split_holdout)
 from .discriminator import PatchDiscriminator
 from .flownet import FlowNet, load_flownet
 from .losses import discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss, intensity_loss, psnr
@@ -85,6 +86,8 @@ class TrainArgs:
     pseudo_skip: float = 0.0  # share of training windows replaced by skip-frame pseudo-anomalies (data.SkipFrameWindows);
     #                           experimental: no gain on Ped2, and it can collapse G into a copier (weights/README.md)
     pseudo_skips: tuple[int, ...] = (3, 4, 5, 6)  # their speed-ups: above the fastest normal motion (weights/README.md)
+    crop: int | None = None  # train on random crop x crop squares of the windows (a fully convolutional G scores
+    #                          whole frames): each step costs (crop / side)^2 of a whole-frame step
 
 
 def _rng_state() -> dict[str, Any]:
@@ -152,6 +155,8 @@ def train(args: TrainArgs) -> Path:
         raise ValueError(f"--pseudo-skip must be in [0, 1), got {args.pseudo_skip}")
     if args.pseudo_skip > 0:
         check_skips(args.pseudo_skips)  # before the data is decoded
+    if args.crop is not None:
+        check_crop(args.crop, config)
     if args.snapshot_every is not None and args.snapshot_every < 1:
         raise ValueError(f"--snapshot-every must be a positive number of steps, got {args.snapshot_every}")
     device, device_precision = pick_device(args.device)
@@ -252,6 +257,8 @@ def train(args: TrainArgs) -> Path:
             "holdout_videos": [s.name for s in val_src], "loss_weights": asdict(weights), "lr_g": lr_g,
             "lr_d": lr_d, "batch_size": args.batch_size, "seed": args.seed,
             "precision": precision, "lr_schedule": args.lr_schedule, "ema": args.ema}
+    if args.crop is not None:
+        meta["crop"] = args.crop
     if pseudo is not None:
         meta["pseudo_skip"] = {"share": args.pseudo_skip, "skips": list(args.pseudo_skips)}
     if init_record is not None:
@@ -313,6 +320,8 @@ def train(args: TrainArgs) -> Path:
             if pseudo is not None:  # drawn only when on, so that runs without them keep their random stream
                 fake = (torch.rand(args.batch_size, generator=gen) < args.pseudo_skip).tolist()
                 windows = [pseudo.sample(gen) if f else w for f, w in zip(fake, windows)]
+            if args.crop is not None:  # drawn only when on, so that runs without crops keep their random stream
+                windows = random_crops(windows, args.crop, gen)
             batch = torch.stack(windows).to(device)  # (B, k+1, C, H, W)
             past = batch[:, :config.num_frames].flatten(1, 2)  # (B, k*C, H, W)
             real, last = batch[:, config.num_frames], batch[:, config.num_frames - 1]
@@ -321,7 +330,7 @@ def train(args: TrainArgs) -> Path:
             # generator's backward pass does not also compute (and then discard) D's parameter gradients.
             discriminator.requires_grad_(False)
             with autocast:
-                pred, memory_loss = generator.forward_with_memory_loss(past)
+                pred, memory_loss = generator.forward_with_memory_loss(past, crop=args.crop is not None)
             pred32 = pred.float()
             l_compact, l_separate = memory_loss.float().unbind()
             l_int = intensity_loss(pred32, real).mean()

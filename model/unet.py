@@ -133,17 +133,21 @@ class Generator(nn.Module):
         self._check(past)
         return self._prediction(past, self.unet(past))
 
-    def forward_with_memory_loss(self, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_memory_loss(self, past: torch.Tensor, crop: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The prediction and the memory's (compactness, separateness) loss terms (zeros without one): for
-        training; `forward` skips the terms."""
-        self._check(past)
+        training; `forward` skips the terms. `crop`: the input may be a crop of the frames (any size the
+        U-Net's pooling divides), as training on crops feeds it."""
+        self._check(past, crop)
         out, memory_loss = self.unet.forward_with_memory_loss(past)  # (B, C, H, W), (2,)
         return self._prediction(past, out), memory_loss
 
-    def _check(self, past: torch.Tensor) -> None:
+    def _check(self, past: torch.Tensor, crop: bool = False) -> None:
         cfg = self.config
         expected = cfg.num_frames * cfg.channels
-        if past.ndim != 4 or past.shape[1] != expected or tuple(past.shape[-2:]) != cfg.image_size:
+        multiple = 2 ** (cfg.depth - 1)
+        size_ok = (all(0 < s <= f and s % multiple == 0 for s, f in zip(past.shape[-2:], cfg.image_size)) if crop
+                   else tuple(past.shape[-2:]) == cfg.image_size)
+        if past.ndim != 4 or past.shape[1] != expected or not size_ok:
             raise ValueError(
                 f"generator {cfg.name!r} expects (B, {expected}, {cfg.image_size[0]}, {cfg.image_size[1]}), "
                 f"got {tuple(past.shape)}"
