@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -313,6 +314,19 @@ def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_pa
     last = safe_torch_load(run / "last.pt")["weights"]["generator"]
     for name, t in p.generator.state_dict().items():  # the last snapshot is the shipped generator at that step
         assert torch.equal(t, last[name]), name
+    # crops: recorded, whole-frame validation still works, the shipped generator scores whole frames
+    crop_run = tmp_path / "crop"
+    train(TrainArgs(out=crop_run, crop=16, batch_size=2, **common))  # type: ignore[arg-type]
+    crop_ckpt = safe_torch_load(crop_run / "last.pt")
+    assert crop_ckpt["weights"]["meta"]["crop"] == 16 and crop_ckpt["step"] == 4
+    assert np.isfinite(crop_ckpt["best_val_psnr"])
+    cropped = load_predictor(crop_run / "last.pt", device="cpu")
+    with torch.no_grad():
+        assert cropped.generator(torch.zeros(1, 4, 32, 32)).shape == (1, 1, 32, 32)
+        with pytest.raises(ValueError, match="expects"):  # crops are for training only
+            cropped.generator(torch.zeros(1, 4, 16, 16))
+    with pytest.raises(ValueError, match="--crop"):
+        train(TrainArgs(out=tmp_path / "bad", crop=12, **common))  # type: ignore[arg-type]
     # the CLI refuses skips that are normal footage, with the usual one-line error
     r = ffp("train", "--data", str(data), "--out", str(tmp_path / "cli"), "--pseudo-skip", "0.2", "--pseudo-skips", "1,3")
     assert r.returncode == 2 and "--pseudo-skips" in r.stderr and ">= 2" in r.stderr, r.stderr

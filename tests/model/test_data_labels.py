@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from model.config import get_preset
-from model.data import DataError, SkipFrameWindows, WindowDataset, count_frames, find_videos, load_video, split_holdout
+from model.data import (DataError, SkipFrameWindows, WindowDataset, check_crop, count_frames, find_videos, load_video,
+                        random_crops, split_holdout)
 from model.labels import find_labels, load_labels
 
 PED2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ped2"
@@ -162,3 +163,25 @@ def test_skip_frame_pseudo_anomalies() -> None:
         SkipFrameWindows(WindowDataset([a], 4), (1, 3))
     with pytest.raises(DataError, match="too short"):
         SkipFrameWindows(WindowDataset([b], 4), (5,))
+
+
+def test_random_crops_cut_every_frame_of_a_window_at_one_place() -> None:
+    """A crop keeps a window's motion: the same rows and columns in all k+1 frames, anywhere in the frame."""
+    h, w = 16, 24
+    frame = torch.arange(h * w, dtype=torch.float32).reshape(1, h, w)
+    window = torch.stack([frame + 1000 * t for t in range(5)])  # (k+1, C, H, W), frame t offset by 1000 t
+    gen = torch.Generator().manual_seed(0)
+    corners = set()
+    for _ in range(300):
+        (c,) = random_crops([window], 8, gen)
+        assert c.shape == (5, 1, 8, 8)
+        top, left = divmod(int(c[0, 0, 0, 0]), w)
+        assert torch.equal(c, window[..., top:top + 8, left:left + 8])
+        corners.add((top, left))
+    assert {t for t, _ in corners} == set(range(h - 8 + 1)) and {lf for _, lf in corners} == set(range(w - 8 + 1))
+    lite = get_preset("lite")
+    check_crop(64, lite)
+    check_crop(128, lite)
+    for bad in (4, 60, 136):  # below the pooling, not a multiple of it, larger than the frames
+        with pytest.raises(ValueError, match="--crop"):
+            check_crop(bad, lite)
