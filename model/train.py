@@ -29,8 +29,17 @@ from .config import (
     ScoreConfig,
     get_preset,
 )
-from .data import (DataError, SkipFrameWindows, WindowDataset, check_crop, check_skips, find_videos, load_videos,
-                   random_crops, split_holdout)
+from .data import (
+    DataError,
+    SkipFrameWindows,
+    WindowDataset,
+    check_crop,
+    check_skips,
+    find_videos,
+    load_videos,
+    random_crops,
+    split_holdout,
+)
 from .discriminator import PatchDiscriminator
 from .flownet import FlowNet, load_flownet
 from .losses import discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss, intensity_loss, psnr

@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from model.config import get_preset
-from model.data import (DataError, SkipFrameWindows, WindowDataset, check_crop, count_frames, find_videos, load_video,
-                        random_crops, split_holdout)
+from model.data import (
+    DataError,
+    SkipFrameWindows,
+    WindowDataset,
+    check_crop,
+    count_frames,
+    find_videos,
+    load_video,
+    random_crops,
+    split_holdout,
+)
 from model.labels import find_labels, load_labels
 
 PED2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ped2"
