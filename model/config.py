@@ -37,7 +37,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         h, w = self.image_size
-        stride = 2 ** (self.depth - 1)
+        stride = self.size_multiple
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.num_frames < 1:
@@ -50,6 +50,11 @@ class ModelConfig:
             raise ValueError("base_width must be >= 1 and depth >= 2")
         if self.memory_items < 0 or self.memory_items == 1:
             raise ValueError(f"memory_items must be 0 (no memory) or >= 2, got {self.memory_items}")
+
+    @property
+    def size_multiple(self) -> int:
+        """Frame (or training crop) sides must be multiples of this: the U-Net pools depth-1 times by 2."""
+        return 2 ** (self.depth - 1)
 
     @property
     def history(self) -> int:

@@ -95,8 +95,8 @@ class TrainArgs:
     pseudo_skip: float = 0.0  # share of training windows replaced by skip-frame pseudo-anomalies (data.SkipFrameWindows);
     #                           experimental: no gain on Ped2, and it can collapse G into a copier (weights/README.md)
     pseudo_skips: tuple[int, ...] = (3, 4, 5, 6)  # their speed-ups: above the fastest normal motion (weights/README.md)
-    crop: int | None = None  # train on random crop x crop squares of the windows (a fully convolutional G scores
-    #                          whole frames): each step costs (crop / side)^2 of a whole-frame step
+    crop: int | None = None  # train on random crop x crop squares of the windows (data.random_crops); validation
+    #                          and the shipped, fully convolutional G see whole frames
 
 
 def _rng_state() -> dict[str, Any]:

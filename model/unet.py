@@ -144,8 +144,7 @@ class Generator(nn.Module):
     def _check(self, past: torch.Tensor, crop: bool = False) -> None:
         cfg = self.config
         expected = cfg.num_frames * cfg.channels
-        multiple = 2 ** (cfg.depth - 1)
-        size_ok = (all(0 < s <= f and s % multiple == 0 for s, f in zip(past.shape[-2:], cfg.image_size)) if crop
+        size_ok = (all(0 < s <= f and s % cfg.size_multiple == 0 for s, f in zip(past.shape[-2:], cfg.image_size)) if crop
                    else tuple(past.shape[-2:]) == cfg.image_size)
         if past.ndim != 4 or past.shape[1] != expected or not size_ok:
             raise ValueError(
