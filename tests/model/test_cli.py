@@ -290,9 +290,11 @@ def test_a_generator_with_memory_trains_its_two_terms_exports_to_onnx_and_loads(
     np.testing.assert_allclose(onnx_pred, torch_pred, atol=1e-4)
 
 
-def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_path: Path) -> None:
+def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from model.config import LossWeights
     from model.train import TrainArgs, train
+    from model.unet import Generator
     from model.weights import load_predictor, safe_torch_load
     from tests.model.synthetic import make_dataset
 
@@ -316,7 +318,13 @@ def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_pa
         assert torch.equal(t, last[name]), name
     # crops: recorded, whole-frame validation still works, the shipped generator scores whole frames
     crop_run = tmp_path / "crop"
+    trained_on: list[tuple[int, ...]] = []  # what the training steps fed the generator
+    forward = Generator.forward_with_memory_loss
+    monkeypatch.setattr(Generator, "forward_with_memory_loss",
+                        lambda self, past, crop=False: trained_on.append(tuple(past.shape)) or forward(self, past, crop))
     train(TrainArgs(out=crop_run, crop=16, batch_size=2, **common))  # type: ignore[arg-type]
+    monkeypatch.undo()
+    assert trained_on == [(2, 4, 16, 16)] * 4
     crop_ckpt = safe_torch_load(crop_run / "last.pt")
     assert crop_ckpt["weights"]["meta"]["crop"] == 16 and crop_ckpt["step"] == 4
     assert np.isfinite(crop_ckpt["best_val_psnr"])
