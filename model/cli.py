@@ -99,7 +99,8 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
     report = evaluate(_load(a), Path(a.data), Path(a.out), labels=a.labels, batch_size=a.batch_size,
                       half_life=a.half_life, plots=not a.no_plots)
-    keys = ("dataset", "frames", "auc_paper_psnr", "auc_paper_local", "auc_combined", "auc_causal", "fps")
+    keys = ("dataset", "frames", "auc_paper_psnr", "auc_paper_smoothed", "auc_paper_local", "auc_combined",
+            "auc_causal", "fps")
     print(json.dumps({k: report.get(k) for k in keys}, indent=2))
 
 

@@ -2,6 +2,10 @@
 
 - paper: drop the first k frames of each video, min-max normalise each video's PSNR over the whole video
   (this looks into the future: it cannot run live), concatenate all videos, ROC AUC.
+- paper_smoothed: the same on the PSNR passed through the causal EMA the causal protocol and the live alert
+  engine use (same half-life). Not the paper's protocol, which scores each frame alone: a separate number, so
+  that a smoothed score is never reported as the paper's. A frame's PSNR carries noise from its own input
+  window that the next window does not share; averaging over a few frames removes much of it.
 - combined: the same with A_t = alpha L_int + beta L_grad + gamma L_flow.
 - causal: the calibrated score z = (anomaly - mean) / std with statistics from normal training footage
   only, smoothed by a causal EMA that restarts with each video, concatenated over all videos. This is what a
@@ -75,18 +79,25 @@ def minmax(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
+def causal_smooth(x: np.ndarray, half_life: float) -> np.ndarray:
+    """One video's scores through a fresh CausalSmoother (a new stream per video: no state crosses videos)."""
+    smoother = CausalSmoother(half_life)
+    return np.array([smoother.update(float(v)) for v in x])
+
+
 def protocol_scores(per_video: dict[str, dict[str, np.ndarray]], k: int, calibration: Calibration | None,
                     half_life: float) -> dict[str, dict[str, np.ndarray]]:
     """Per-video anomaly scores (higher = more anomalous) of every protocol, first k frames dropped."""
     out: dict[str, dict[str, np.ndarray]] = {p: {} for p in
-                                             ("paper_psnr", "paper_local", "combined", "causal", "causal_raw")}
+                                             ("paper_psnr", "paper_smoothed", "paper_local", "combined", "causal",
+                                              "causal_raw")}
     for name, s in per_video.items():
         out["paper_psnr"][name] = 1 - minmax(s["psnr"][k:])  # regularity S(t) = minmax(PSNR); anomaly = 1 - S
+        out["paper_smoothed"][name] = 1 - minmax(causal_smooth(s["psnr"][k:], half_life))
         out["paper_local"][name] = 1 - minmax(s["local_psnr"][k:])
         out["combined"][name] = minmax(s["a_t"][k:])
         z = s["score"][k:] if calibration is not None else s["anomaly"][k:]  # the scorer's calibrated z
-        smoother = CausalSmoother(half_life)  # a new stream per video: no state crosses videos
-        out["causal"][name] = np.array([smoother.update(float(v)) for v in z])
+        out["causal"][name] = causal_smooth(z, half_life)
         out["causal_raw"][name] = z
     return out
 
@@ -177,7 +188,7 @@ def _plots(out: Path, prot: dict[str, dict[str, np.ndarray]], per_video: dict[st
     y = np.concatenate([gt[n][k:] for n in names])
     roc_path = out.with_name(out.stem + "_roc.png")
     fig, ax = plt.subplots(figsize=(5, 5))
-    for p in ("paper_psnr", "paper_local", "combined", "causal"):
+    for p in ("paper_psnr", "paper_smoothed", "paper_local", "combined", "causal"):
         fpr, tpr = roc_curve(np.concatenate([prot[p][n] for n in names]), y)
         ax.plot(fpr, tpr, label=f"{p} (AUC {aucs['auc_' + p]:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)

@@ -35,7 +35,8 @@ def test_train_then_eval_detects_injected_event(tmp_path: Path) -> None:
     report_path = tmp_path / "r.json"
     ffp(["eval", "--data", str(data), "--weights", str(ckpt), "--out", str(report_path)])
     report = json.loads(report_path.read_text())
-    for key in ("dataset", "weights", "frames", "auc_paper_psnr", "auc_combined", "auc_causal", "fps"):
+    for key in ("dataset", "weights", "frames", "auc_paper_psnr", "auc_paper_smoothed", "auc_combined", "auc_causal",
+                "fps"):
         assert key in report
     assert report["frames"] == 3 * (60 - 4)
     assert report["calibrated"] is True
@@ -51,7 +52,7 @@ def test_train_then_eval_detects_injected_event(tmp_path: Path) -> None:
     rows = list(csv.DictReader(Path(report["frames_csv"]).read_text().splitlines()))
     assert len(rows) == report["frames"]
     labels = np.array([int(r["label"]) for r in rows])
-    for protocol in ("paper_psnr", "causal"):
+    for protocol in ("paper_psnr", "paper_smoothed", "causal"):
         recomputed = roc_auc(np.array([float(r[f"protocol_{protocol}"]) for r in rows]), labels)
         assert abs(recomputed - report[f"auc_{protocol}"]) < 1e-4
     mixed = [v for v in report["per_video"].values() if 0 < v["anomalous"] < v["frames"] - 4]
