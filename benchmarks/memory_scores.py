@@ -26,9 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.data import find_videos, load_video, split_holdout
-from model.evaluate import minmax, roc_auc
+from model.evaluate import causal_smooth, minmax, roc_auc
 from model.labels import find_labels, load_labels
-from model.scoring import CausalSmoother
 from model.weights import load_predictor
 
 
@@ -90,8 +89,7 @@ def main() -> None:
         z_dist = (dist - mu) / sd
         z_mix = z_dist + np.array([patch_z_of[(src.name, t)] for t in range(k, k + len(dist))])
         for out, z in ((causal_dist, z_dist), (causal_mix, z_mix)):
-            smoother = CausalSmoother(half_life=2.0)
-            out.append(np.array([smoother.update(float(v)) for v in z]))
+            out.append(causal_smooth(z, half_life=2.0))
         labels.append(y)
         dist_normal += list(dist[y == 0])
         dist_anomalous += list(dist[y == 1])

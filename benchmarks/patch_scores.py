@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from model.clip import score_frames
 from model.data import find_videos, load_video, split_holdout
-from model.evaluate import minmax, roc_auc
+from model.evaluate import causal_smooth, minmax, roc_auc
 from model.labels import find_labels, load_labels
-from model.scoring import CausalSmoother, patch_psnr
+from model.scoring import patch_psnr
 from model.weights import Predictor, load_predictor
 
 
@@ -115,8 +115,7 @@ def main() -> None:
         causal, offline = [], []
         for s in tests:
             z = zscore(cal, per_video[s.name])
-            smoother = CausalSmoother(a.half_life)
-            causal.append([smoother.update(float(v)) for v in z])
+            causal.append(causal_smooth(z, a.half_life))
             offline.append(minmax(z))
         results[name] = {
             "auc_causal": roc_auc(np.concatenate(causal), y),

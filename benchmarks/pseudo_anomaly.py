@@ -30,8 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.data import find_videos, iter_frames
-from model.evaluate import minmax, roc_auc, score_video
-from model.scoring import CausalSmoother
+from model.evaluate import causal_smooth, minmax, roc_auc, score_video
 from model.weights import load_predictor, preprocess_frame
 
 
@@ -109,8 +108,7 @@ def measure(weights: Path, data: Path, speeds: tuple[float, ...], half_life: flo
         s = score_video(p, pre)
         paper.append(1 - minmax(s["psnr"][k:]))
         z = s["score"][k:] if p.calibration is not None else s["anomaly"][k:]
-        sm = CausalSmoother(half_life)
-        causal.append(np.array([sm.update(float(v)) for v in z]))
+        causal.append(causal_smooth(z, half_life))
         ys.append(labels[k:])
     y = np.concatenate(ys)
     return {"weights": str(weights), "image_size": list(p.config.image_size), "holdout": holdout,
