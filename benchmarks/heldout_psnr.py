@@ -1,6 +1,6 @@
 """Compare weights trained at different image sizes on held-out NORMAL video, without test labels.
 
-    python benchmarks/heldout_psnr.py --data ../shared/datasets/ped2 W1.pt W2.pt ... [--json out.json]
+    python benchmarks/heldout_psnr.py --data ../shared/datasets/ped2 W1.pt W2.pt ... [--from-frame N] [--json out.json]
 
 Within one run `ffp train` keeps the checkpoint with the best held-out prediction PSNR. Across image sizes that
 number is not comparable: a larger frame keeps finer detail and more noise, so its PSNR is lower for the same
@@ -38,7 +38,7 @@ from model.losses import psnr
 from model.weights import load_predictor, preprocess_frame
 
 
-def measure(weights: Path, data: Path, batch: int = 32) -> dict:
+def measure(weights: Path, data: Path, batch: int = 32, from_frame: int = 0) -> dict:
     p = load_predictor(weights, device="cpu", precision="fp32")
     holdout = list(p.meta.get("holdout_videos") or [])
     if not holdout:
@@ -51,7 +51,7 @@ def measure(weights: Path, data: Path, batch: int = 32) -> dict:
         native_config = replace(p.config, image_size=frames[0].shape[:2])
         video = torch.as_tensor(np.stack([p.preprocess(f) for f in frames]))  # at the model's size
         original = torch.as_tensor(np.stack([preprocess_frame(f, native_config) for f in frames]))
-        for start in range(k, len(video), batch):
+        for start in range(max(k, from_frame), len(video), batch):  # frames with a full history
             idx = list(range(start, min(start + batch, len(video))))
             rows = [p.config.window_rows(i + 1) for i in idx]  # the buffer is frames 0..i: rows are indices
             past = torch.stack([video[r[:-1]].flatten(0, 1) for r in rows])
@@ -73,14 +73,18 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--from-frame", type=int, default=0, metavar="N",
+                    help="score frames N.. of each video only (compare models of different history lengths on "
+                         "the frames all of them predict from a full history)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     rows = []
     print(f"{'weights':48s} {'size':>8s} {'own dB':>7s} {'copy dB':>7s} {'gain dB':>7s} {'native dB':>9s}")
     for w in a.weights:
-        r = measure(w, a.data)
-        if rows and r["holdout"] != rows[0]["holdout"]:
-            raise SystemExit(f"{w} was validated on {r['holdout']}, {rows[0]['weights']} on {rows[0]['holdout']}")
+        r = measure(w, a.data, from_frame=a.from_frame)
+        if rows and (r["holdout"], r["frames"]) != (rows[0]["holdout"], rows[0]["frames"]):
+            raise SystemExit(f"{w} scored {r['frames']} frames of {r['holdout']}, {rows[0]['weights']} "
+                             f"{rows[0]['frames']} of {rows[0]['holdout']} (history lengths differ: use --from-frame)")
         rows.append(r)
         size = "x".join(map(str, r["image_size"]))
         print(f"{w!s:48s} {size:>8s} {r['own_psnr']:7.3f} {r['copy_last_psnr']:7.3f} {r['gain']:7.3f} "
