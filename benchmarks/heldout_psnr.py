@@ -16,7 +16,8 @@ The rule (fixed before any test-set number of the candidates was seen): a model 
 shipped one only if it is better on BOTH measures; between several such, the cheaper one for the service.
 (Downsampling each model's prediction and frame to one small grid is no fairer: the resampler averages a larger
 frame's noise away more. Comparing with the original resized by another resampler measures the resamplers.)
-The held-out videos are the ones recorded in the weights' meta; all files compared must share them.
+The held-out videos are the ones recorded in the weights' meta; all files compared must share them and score
+the same frames (models with different history lengths: `--from-frame` the longest history).
 """
 from __future__ import annotations
 
