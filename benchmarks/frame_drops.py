@@ -4,9 +4,9 @@
 
 A dropped frame in a training video teaches the predictor that people sometimes move two steps at once (an
 anomaly's speed, labelled normal); in a test video it makes one normal frame unpredictable. Label-free: for each
-step t-1 -> t it measures the mean absolute change over the pixels that move (more than 0.08 off the video's
-per-pixel median in either frame, so the background's compression noise does not count; frames resized to
-128x128 as the model sees them) and divides it by the median of the 3 steps either side. A step with a ratio
+step t-1 -> t it measures the mean absolute change over the pixels that move (more than 0.16 off the video's
+per-pixel median in either frame, in [-1, 1] units, so the background's compression noise does not count; the
+frames preprocessed as the lite model sees them) and divides it by the median of the 3 steps either side. A step with a ratio
 near 1 is ordinary; a drop doubles the displacement (Ped2 test video 12 at frame 27: 1.76). Prints each video's
 highest ratios and flags those above --threshold.
 """
@@ -16,31 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.data import find_videos  # noqa: E402
+from model.config import PRESETS
+from model.data import find_videos, load_video
 
 
-def load_grey(source, size: int = 128) -> np.ndarray:
-    """(T, size, size) float32 in [0, 1] from a folder of frames or a video file."""
-    if source.is_frames:
-        files = sorted(p for p in source.path.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".tif"})
-        frames = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in files]
-    else:
-        cap, frames = cv2.VideoCapture(str(source.path)), []
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-        cap.release()
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]).astype(np.float32) / 255
-
-
-def step_ratios(frames: np.ndarray, moving_threshold: float = 0.08, half_window: int = 3) -> np.ndarray:
+def step_ratios(frames: np.ndarray, moving_threshold: float = 0.16, half_window: int = 3) -> np.ndarray:
     """ratio[i] for the step frames[i] -> frames[i+1]: its moving-pixel change over its neighbours' median."""
     off_median = np.abs(frames - np.median(frames, axis=0)) > moving_threshold
     change = np.abs(np.diff(frames, axis=0))
@@ -60,9 +44,10 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=4)
     ap.add_argument("--threshold", type=float, default=1.4)
     a = ap.parse_args()
+    config = PRESETS["lite"]  # 128x128 grey, [-1, 1]: the frames as the model sees them
     for split in [a.split] if a.split else ["training", "testing"]:
         for source in find_videos(a.data, split):
-            ratios = step_ratios(load_grey(source))
+            ratios = step_ratios(load_video(source, config))
             top = np.argsort(-ratios)[:a.top]
             flagged = [int(i) + 1 for i in np.flatnonzero(ratios > a.threshold)]
             shown = ", ".join(f"{int(i) + 1}: {ratios[i]:.2f}" for i in top)
