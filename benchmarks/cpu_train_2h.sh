@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A two-hour CPU recipe: one chain of learning-rate cycles on both cores, inside a fixed time box. It made the
 # shipped lite model of the seventh and eighth sessions; the shipped one now comes from one cosine run with a
-# weight average (`ffp train --lr-schedule cosine --ema 0.999`, command in weights/README.md).
+# weight average (`ffp train --lr-schedule cosine --ema 0.999`, commands in weights/HISTORY.md).
 #
 #   RUNS=runs/chain2h BUDGET_MIN=118 bash benchmarks/cpu_train_2h.sh
 #

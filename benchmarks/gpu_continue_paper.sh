@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Continue a `paper` generator (INIT) on one GPU for a fixed time box. The eleventh session continued (q2), the
 # then shipped 16024-step generator of the eighth session (held-out PSNR still rising at its end), by 19500 steps
-# in 8.3 min on an H200: that is the shipped weights/ffp-ped2-paper.pt now (q3; model card). To rebuild (q3),
-# pass INIT= the (q2) file that `benchmarks/gpu_train_paper.sh` makes (model card), not the shipped file. The
+# in 8.3 min on an H200: that is the shipped weights/ffp-ped2-paper.pt now (q3; weights/README.md). To rebuild (q3),
+# pass INIT= the (q2) file that `benchmarks/gpu_train_paper.sh` makes (weights/README.md), not the shipped file. The
 # schedule is fixed before any result is seen: the paper's Ped2 generator rate after its decay (1e-5, constant),
 # its loss weights (flow + adversarial), batch 4; a fresh discriminator at 1e-5 (the eighth session's was not
 # kept, so it starts at the paper's first rate); an EMA (0.999) of G, validated and kept; best.pt on held-out

@@ -2,18 +2,18 @@
 # A diagnosis, not a recipe: the shipped CPU recipe (e-end) of the lite preset, replayed on one GPU over several
 # seeds and with more compute per step, to measure (1) the spread of the recipe over seeds and (2) whether
 # the lite preset is limited by the two-hour CPU budget. Nothing trained here can become the default weights
-# (the issue wants them trained on the 2-core CPU in under two hours); what it measures goes in the model card.
+# (the issue wants them trained on the 2-core CPU in under two hours); what it measures goes in weights/HISTORY.md.
 #
 #   python benchmarks/pack_frames.py ../shared/datasets/ped2 data/ped2s     # here, once: 30 MB instead of 61
 #   DATA=data/ped2s RUNS=runs/gpu-lite TARBALL=$OUT/gpu-lite.tgz BUDGET_S=480 bash benchmarks/gpu_lite_scaling.sh
-#     (on a lent machine, with carry ["data/ped2s"]: the thirteenth session's run, model card)
+#     (on a lent machine, with carry ["data/ped2s"]: the thirteenth session's run, weights/HISTORY.md)
 #   DEVICE=cpu BUDGET_S=60 STEPS=40 EXTRA="--arch base_width=4" ...   # a quick check of the script on a CPU
 #   NAMES="b1-s1 b1-s2 b1-s3 b1m-s1 b1m-s2 b1m-s3" STEPS=70000 VAL_EVERY=5000 ...   # the sixteenth session's
 #   NAMES="s20-s1 s20-s2 s20-s3 s50-s1 s50-s2 s50-s3" STEPS=26219 VAL_EVERY=5000 ...   # the seventeenth's
 #   NAMES="b1-s1 b1-s2 b1-s3 b1-s4 b1-s5" SNAPSHOT_EVERY=2500 BUDGET_S=290 ...   # and its snapshots (selection_bias.py)
 #   NAMES="b1-s1 b1-s2 b1-s3 b1-s4 c4-s1 c4-s2 c4-s3 c4-s4" STEPS=26219 VAL_EVERY=5000 ...   # the eighteenth's
 #
-# Every run is the recipe of weights/README.md (Adam, lr 2e-4 on half a cosine to 0, EMA 0.999, no flow, no
+# Every run is the recipe of weights/HISTORY.md (Adam, lr 2e-4 on half a cosine to 0, EMA 0.999, no flow, no
 # adversarial term, held out videos 15-16) for the same number of steps, fp32; they differ only in seed
 # and batch size (b4 = the recipe; b16 and b64 = 4x and 16x the frames per step, the same number of
 # updates). The step count is fixed at STEPS (42000, the recipe's) unless the speed measured in a first

@@ -21,7 +21,7 @@ and the per-video min-max AUC of these frame scores:
 
 Nothing here is shipped or selected: the numbers use test labels. They tell whether a scorer change is worth
 a trial fixed in advance (a per-location baseline would also need a calibration per camera: it belongs to one
-view). Measured in the twelfth session: none of these beats the shipped worst patch causally (model card).
+view). Measured in the twelfth session: none of these beats the shipped worst patch causally (weights/HISTORY.md).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
     python benchmarks/pseudo_anomaly.py --data ../shared/datasets/ped2 W1.pt W2.pt ... [--json out.json]
 
 Held-out prediction PSNR says how well a model predicts normal video, not how well it detects; across image
-sizes the two disagree (weights/README.md). This measures detection without touching the test set: in each
+sizes the two disagree (weights/HISTORY.md). This measures detection without touching the test set: in each
 held-out normal training video (the ones recorded in the weights' meta), an object cut from a training video
 (the region that moves most between two frames, with feathered edges) is pasted into the second half of the
 video and moved across the frame at a fixed speed (cyclist-like; several speeds, rows and directions). The
@@ -13,7 +13,7 @@ A proxy: it knows nothing of the real anomalies' appearance, only that they move
 At the default speeds its causal AUC saturates (0.97-1.00) for every trained model; `--speeds 0.5,1.0` does
 not: its causal side separates undertrained from trained models (Spearman 0.65 with test causal AUC over 19
 models) but does not order near-equal ones (among 8 good models 0.35 with the default donor, -0.01 to 0.18
-with three others; weights/README.md).
+with three others; weights/HISTORY.md).
 """
 from __future__ import annotations
 

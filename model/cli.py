@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pseudo-skip", type=float, default=0.0, metavar="SHARE",
                     help="experimental: replace this share of training windows by skip-frame pseudo-anomalies (frames "
                          "--pseudo-skips x apart, target: the last past frame). On Ped2 it did not help and can collapse "
-                         "the generator into copying the last frame (weights/README.md); watch the held-out PSNR")
+                         "the generator into copying the last frame (weights/HISTORY.md); watch the held-out PSNR")
     sp.add_argument("--pseudo-skips", default="3,4,5,6", help="the pseudo-anomalies' speed-ups, comma separated")
     sp.add_argument("--crop", type=int, metavar="PX",
                     help="train on random PX x PX crops of the windows (a multiple of the U-Net's pooling, e.g. 64 "

@@ -93,8 +93,8 @@ class TrainArgs:
     progress: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (tests use tiny nets)
     pseudo_skip: float = 0.0  # share of training windows replaced by skip-frame pseudo-anomalies (data.SkipFrameWindows);
-    #                           experimental: no gain on Ped2, and it can collapse G into a copier (weights/README.md)
-    pseudo_skips: tuple[int, ...] = (3, 4, 5, 6)  # their speed-ups: above the fastest normal motion (weights/README.md)
+    #                           experimental: no gain on Ped2, and it can collapse G into a copier (weights/HISTORY.md)
+    pseudo_skips: tuple[int, ...] = (3, 4, 5, 6)  # their speed-ups: above the fastest normal motion (weights/HISTORY.md)
     crop: int | None = None  # train on random crop x crop squares of the windows (data.random_crops); validation
     #                          and the shipped, fully convolutional G see whole frames
 
