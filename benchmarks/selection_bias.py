@@ -5,12 +5,13 @@
 
 The public frame-prediction code kept the checkpoint with the best test AUC (`../shared/docs/paper-notes.md`);
 this project never does. Each input file holds the snapshots of one training run (`ffp train --snapshot-every
-N`, packed by `benchmarks/gpu_lite_scaling.sh` as {step: weights blob}). For every snapshot it measures the
-paper protocol on test (`auc_paper_psnr`: frame PSNR, min-max per test video, first k frames dropped, micro
-AUC; the same PSNR and normalisation as `ffp eval`) and the PSNR on the run's held-out normal videos, then
-compares per run three ways of picking one snapshot: the last (a schedule fixed in advance, as shipped here),
-the best held-out PSNR (label-free), and the best test AUC (the public code's way, which uses test labels).
-The gap between the last and the best-on-test is what test-label selection adds on its own.
+N`, packed by `benchmarks/gpu_lite_scaling.sh` as {step: weights blob}). Every snapshot goes through the
+code path of `ffp calibrate` and `ffp eval` (calibrated on the run's held-out normal videos, fp32 on the CPU):
+its test AUC under the paper protocol, the smoothed one, the combined score and the causal protocol, and its
+mean PSNR on the held-out videos. Per run and protocol it compares three ways of picking one snapshot: the
+last (a schedule fixed in advance, as shipped here), the best held-out PSNR (label-free), and the best test
+AUC of that protocol (the public code's way, which uses test labels). The gap between the last and the
+best-on-test is what test-label selection adds on its own.
 """
 from __future__ import annotations
 
@@ -26,22 +27,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import ModelConfig
 from model.data import count_frames, find_videos, load_video, split_holdout
-from model.evaluate import minmax, roc_auc
+from model.evaluate import calibrate_predictor, protocol_scores, roc_auc, score_video
 from model.labels import find_labels, load_labels
-from model.losses import psnr
-from model.unet import Generator
-from model.weights import safe_torch_load, weights_of
+from model.weights import predictor_from_blob, safe_torch_load, weights_of
+
+PROTOCOLS = ("paper_psnr", "paper_smoothed", "combined", "causal")
 
 
-@torch.no_grad()
-def frame_psnr(generator: Generator, video: torch.Tensor, k: int, batch: int = 32) -> np.ndarray:
-    """(T - k,) PSNR of each predicted frame of a preprocessed video (T, C, H, W) in [-1, 1]."""
-    out = []
-    for t0 in range(k, len(video), batch):
-        ts = range(t0, min(t0 + batch, len(video)))
-        past = torch.stack([video[t - k:t].flatten(0, 1) for t in ts])
-        out.append(psnr(generator(past), video[list(ts)]))
-    return torch.cat(out).double().numpy()
+def snapshot_aucs(blob: dict, held_videos: list[np.ndarray], test_videos: dict[str, np.ndarray],
+                  y: np.ndarray, half_life: float = 2.0) -> dict[str, float]:
+    """Held-out PSNR and test AUC of every protocol for one snapshot, exactly as calibrate + eval do."""
+    predictor = predictor_from_blob(blob, device="cpu", precision="fp32")
+    k = predictor.num_frames
+    calibration = calibrate_predictor(predictor, held_videos, "held-out normal videos")
+    predictor = predictor.with_calibration(calibration)
+    held_psnr = float(np.mean(np.concatenate([score_video(predictor, v)["psnr"][k:] for v in held_videos])))
+    per_video = {name: score_video(predictor, v) for name, v in test_videos.items()}
+    prot = protocol_scores(per_video, k, calibration, half_life)
+    return {"heldout_psnr": held_psnr,
+            **{f"auc_{p}": roc_auc(np.concatenate([prot[p][n] for n in test_videos]), y) for p in PROTOCOLS}}
 
 
 def _run_name(path: Path) -> str:
@@ -79,36 +83,33 @@ def main() -> None:
     k = config.num_frames
     tests = find_videos(a.data, "testing")
     gt = load_labels(find_labels(a.data), [s.name for s in tests], [count_frames(s) for s in tests])
-    test_videos = [torch.from_numpy(load_video(s, config)) for s in tests]
+    test_videos = {s.name: load_video(s, config) for s in tests}
     y = np.concatenate([gt[s.name][k:] for s in tests])
     holdout = first["meta"]["holdout_videos"]
     _, held = split_holdout(find_videos(a.data, "training"), len(holdout))
     assert [s.name for s in held] == holdout, (held, holdout)
-    held_videos = [torch.from_numpy(load_video(s, config)) for s in held]
+    held_videos = [load_video(s, config) for s in held]
 
     rows: dict[str, list[dict[str, float]]] = {}
     for name, snaps in runs.items():
         rows[name] = []
         for step in sorted(snaps):
-            blob = snaps[step]
-            generator = Generator(ModelConfig.from_dict(blob["model_config"]))
-            generator.load_state_dict({kk: v.float() for kk, v in blob["generator"].items()})
-            generator.eval()
-            anomaly = np.concatenate([1 - minmax(frame_psnr(generator, v, k)) for v in test_videos])
-            held_psnr = float(np.mean(np.concatenate([frame_psnr(generator, v, k) for v in held_videos])))
-            rows[name].append({"step": step, "auc_paper_psnr": roc_auc(anomaly, y), "heldout_psnr": held_psnr})
-            print(f"{name} step {step:6d}: held-out {held_psnr:.3f} dB, test paper AUC {rows[name][-1]['auc_paper_psnr']:.4f}",
-                  flush=True)
+            rows[name].append({"step": step, **snapshot_aucs(snaps[step], held_videos, test_videos, y)})
+            r = rows[name][-1]
+            print(f"{name} step {step:6d}: held-out {r['heldout_psnr']:.3f} dB, test " +
+                  " ".join(f"{p} {r[f'auc_{p}']:.4f}" for p in PROTOCOLS), flush=True)
 
-    picks = {"last (fixed schedule)": lambda r: r[-1], "best held-out PSNR (label-free)":
-             lambda r: max(r, key=lambda x: x["heldout_psnr"]), "best test AUC (test labels)":
-             lambda r: max(r, key=lambda x: x["auc_paper_psnr"])}
-    summary = {}
-    print(f"\n{'pick':34s} " + " ".join(f"{n:>8s}" for n in rows) + "     mean")
-    for label, pick in picks.items():
-        values = [pick(r)["auc_paper_psnr"] for r in rows.values()]
-        summary[label] = {"per_run": values, "mean": float(np.mean(values))}
-        print(f"{label:34s} " + " ".join(f"{v:8.4f}" for v in values) + f"   {np.mean(values):.4f}")
+    summary: dict[str, dict] = {}
+    for p in PROTOCOLS:
+        key = f"auc_{p}"
+        picks = {"last (fixed schedule)": lambda r: r[-1],
+                 "best held-out PSNR (label-free)": lambda r: max(r, key=lambda x: x["heldout_psnr"]),
+                 "best test AUC (test labels)": lambda r, key=key: max(r, key=lambda x: x[key])}
+        print(f"\n{key:34s} " + " ".join(f"{n:>12s}" for n in rows) + "     mean")
+        for label, pick in picks.items():
+            values = [pick(r)[key] for r in rows.values()]
+            summary.setdefault(key, {})[label] = {"per_run": values, "mean": float(np.mean(values))}
+            print(f"{label:34s} " + " ".join(f"{v:12.4f}" for v in values) + f"   {np.mean(values):.4f}")
     if a.json:
         a.json.write_text(json.dumps({"runs": rows, "summary": summary}, indent=2))
 
