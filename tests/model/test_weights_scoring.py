@@ -118,6 +118,17 @@ def test_shipped_weights_verify_if_present() -> None:
         assert W.sha256_file(W.WEIGHTS_DIR / name) == entry["sha256"], name
 
 
+def test_model_card_lists_every_shipped_file_with_its_manifest_checksum_and_size() -> None:
+    # The card's file table is what a user checks a download against: it must not go stale when weights change.
+    manifest = json.loads(W.MANIFEST.read_text())["files"]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in (W.WEIGHTS_DIR / "README.md").read_text().splitlines()
+            if line.startswith("| `")}
+    assert set(manifest) <= set(rows), f"files missing from the card's table: {set(manifest) - set(rows)}"
+    for name, entry in manifest.items():
+        assert f"`{entry['sha256']}`" in rows[name], name
+        assert f"{entry['bytes']:,}" in rows[name], name
+
+
 def test_optimised_cpu_forward_matches_eager_and_auto_precision_is_measured() -> None:
     from model.scoring import Scorer, build_forward
 
