@@ -41,7 +41,7 @@ def snapshot_aucs(blob: dict, held_videos: list[np.ndarray], test_videos: dict[s
     k = predictor.num_frames
     calibration = calibrate_predictor(predictor, held_videos, "held-out normal videos")
     predictor = predictor.with_calibration(calibration)
-    held_psnr = float(np.mean(np.concatenate([score_video(predictor, v)["psnr"][k:] for v in held_videos])))
+    held_psnr = calibration.mean["psnr"]  # the held-out frames' mean PSNR, from the calibration's own pass
     per_video = {name: score_video(predictor, v) for name, v in test_videos.items()}
     prot = protocol_scores(per_video, k, calibration, half_life)
     return {"heldout_psnr": held_psnr,
