@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import ModelConfig
 from model.data import count_frames, find_videos, load_video, split_holdout
-from model.evaluate import calibrate_predictor, protocol_scores, roc_auc, score_video
+from model.evaluate import calibrate_predictor, protocol_aucs, protocol_scores, score_video
 from model.labels import find_labels, load_labels
 from model.weights import predictor_from_blob, safe_torch_load, weights_of
 
@@ -43,9 +43,8 @@ def snapshot_aucs(blob: dict, held_videos: list[np.ndarray], test_videos: dict[s
     predictor = predictor.with_calibration(calibration)
     held_psnr = calibration.mean["psnr"]  # the held-out frames' mean PSNR, from the calibration's own pass
     per_video = {name: score_video(predictor, v) for name, v in test_videos.items()}
-    prot = protocol_scores(per_video, k, calibration, half_life)
-    return {"heldout_psnr": held_psnr,
-            **{f"auc_{p}": roc_auc(np.concatenate([prot[p][n] for n in test_videos]), y) for p in PROTOCOLS}}
+    aucs = protocol_aucs(protocol_scores(per_video, k, calibration, half_life), list(test_videos), y)
+    return {"heldout_psnr": held_psnr, **{f"auc_{p}": aucs[f"auc_{p}"] for p in PROTOCOLS}}
 
 
 def _run_name(path: Path) -> str:

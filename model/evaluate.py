@@ -102,6 +102,11 @@ def protocol_scores(per_video: dict[str, dict[str, np.ndarray]], k: int, calibra
     return out
 
 
+def protocol_aucs(prot: dict[str, dict[str, np.ndarray]], names: list[str], y: np.ndarray) -> dict[str, float]:
+    """Micro AUC of every protocol: each video's scores concatenated in `names` order against labels y."""
+    return {f"auc_{p}": roc_auc(np.concatenate([prot[p][n] for n in names]), y) for p in prot}
+
+
 def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None = None, batch_size: int = 16,
              half_life: float = 2.0, plots: bool = True, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
@@ -124,7 +129,7 @@ def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None
     names = [s.name for s in sources]
     y = np.concatenate([gt[n][k:] for n in names])
     prot = protocol_scores(per_video, k, predictor.calibration, half_life)
-    aucs = {f"auc_{p}": roc_auc(np.concatenate([prot[p][n] for n in names]), y) for p in prot}
+    aucs = protocol_aucs(prot, names, y)
     # The raw scores concatenated without any normalisation (no statistics at all): a causal baseline.
     aucs["auc_causal_psnr_raw"] = roc_auc(np.concatenate([-per_video[n]["psnr"][k:] for n in names]), y)
     report: dict[str, Any] = {
