@@ -91,6 +91,12 @@ def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
 def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .weights import load_predictor
 
+    if a.threads is not None:
+        import torch
+
+        if a.threads < 1:
+            raise DataError(f"--threads must be at least 1, got {a.threads}")
+        torch.set_num_threads(a.threads)  # before loading: the CPU trace and the precision probe use it
     return load_predictor(a.weights, device=a.device)
 
 
@@ -215,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         if weights:
             sp.add_argument("--weights", help="weights or checkpoint file (default: the shipped Ped2 weights)")
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+        sp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
 
     sp = sub.add_parser("train-flow", help="distil OpenCV DIS flow into the small differentiable flow network")
     sp.add_argument("--data", required=True, help="dataset root (uses its training videos)")

@@ -338,3 +338,21 @@ def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_pa
     # the CLI refuses skips that are normal footage, with the usual one-line error
     r = ffp("train", "--data", str(data), "--out", str(tmp_path / "cli"), "--pseudo-skip", "0.2", "--pseudo-skips", "1,3")
     assert r.returncode == 2 and "--pseudo-skips" in r.stderr and ">= 2" in r.stderr, r.stderr
+
+
+def test_threads_option_of_the_scoring_commands(tmp_path: Path) -> None:
+    from tests.model.synthetic import make_dataset
+    from tests.model.test_weights_scoring import make_predictor
+
+    data = make_dataset(tmp_path / "data", train_videos=1, test_videos=1, length=10)
+    weights = tmp_path / "w.pt"
+    torch.save(make_predictor().weights_blob(), weights)
+    clip = data / "testing" / "frames" / "01"
+    out = tmp_path / "scores.json"
+    r = ffp("score", str(clip), "--weights", str(weights), "--threads", "0", "--out", str(out))
+    assert r.returncode == 2 and "--threads must be at least 1" in r.stderr and not out.exists()
+    r = ffp("score", str(clip), "--weights", str(weights), "--threads", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(out.read_text())["frames"]) == 10
+    for cmd in ("eval", "calibrate"):
+        assert "--threads" in ffp(cmd, "--help").stdout
