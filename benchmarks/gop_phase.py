@@ -45,9 +45,12 @@ def residual(psnr: np.ndarray) -> np.ndarray:
     return psnr - trend
 
 
+def phase_means(r: np.ndarray, phase: np.ndarray, period: int) -> np.ndarray:
+    return np.array([r[phase == k].mean() if (phase == k).any() else 0.0 for k in range(period)])
+
+
 def phase_share(r: np.ndarray, phase: np.ndarray, period: int) -> float:
-    means = np.array([r[phase == k].mean() if (phase == k).any() else 0.0 for k in range(period)])
-    return float(np.var(means[phase]) / np.var(r))
+    return float(np.var(phase_means(r, phase, period)[phase]) / np.var(r))
 
 
 def main() -> None:
@@ -72,8 +75,7 @@ def main() -> None:
             shares.append(phase_share(r[inner], phase[inner], period))
             null.append(np.mean([phase_share(r[inner], rng.permutation(phase[inner]), period)
                                  for _ in range(a.shuffles)]))
-            means = np.array([r[phase == k].mean() if (phase == k).any() else 0.0 for k in range(period)])
-            scores.append(-minmax(v["psnr"] - means[phase]))
+            scores.append(-minmax(v["psnr"] - phase_means(r, phase, period)[phase]))
         auc = roc_auc(np.concatenate(scores), y)
         print(f"{period:6d}  {np.mean(shares):26.3f}  {np.mean(null):8.3f}  {auc:.4f}")
 
