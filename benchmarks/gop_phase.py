@@ -67,11 +67,12 @@ def main() -> None:
     plain = roc_auc(np.concatenate([-minmax(v["psnr"]) for v in videos.values()]), y)
     print(f"{len(videos)} videos, {len(y)} frames; auc_paper_psnr {plain:.4f}")
     print("period  share of residual variance  shuffled  auc_paper_psnr, phase means removed")
+    residuals = {name: residual(v["psnr"]) for name, v in videos.items()}
     for period in (int(p) for p in a.periods.split(",")):
         shares, null, scores = [], [], []
-        for v in videos.values():
+        for name, v in videos.items():
             inner = slice(TREND // 2, len(v["psnr"]) - TREND // 2)  # away from the padded edges
-            r, phase = residual(v["psnr"]), v["frame"] % period
+            r, phase = residuals[name], v["frame"] % period
             shares.append(phase_share(r[inner], phase[inner], period))
             null.append(np.mean([phase_share(r[inner], rng.permutation(phase[inner]), period)
                                  for _ in range(a.shuffles)]))

@@ -25,13 +25,10 @@ def _guess_dataset(data: Path) -> str:
 
 
 def cmd_train_flow(a: argparse.Namespace) -> None:
-    import torch
-
     from .data import find_videos, load_videos, split_holdout
     from .flownet import train_flownet
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    _set_threads(a.threads)
     preset = PRESETS[a.preset]
     cfg = FlowNetConfig(channels=preset.channels, image_size=preset.image_size)
     train_src, _ = split_holdout(find_videos(a.data, "training"), a.holdout)
@@ -88,15 +85,21 @@ def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _set_threads(threads: int | None) -> None:
+    """--threads: torch's CPU threads for this command (None: torch's default, one per core)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise DataError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .weights import load_predictor
 
-    if a.threads is not None:
-        import torch
-
-        if a.threads < 1:
-            raise DataError(f"--threads must be at least 1, got {a.threads}")
-        torch.set_num_threads(a.threads)  # before loading: the CPU trace and the precision probe use it
+    _set_threads(a.threads)  # before loading: the CPU trace and the precision probe use it
     return load_predictor(a.weights, device=a.device)
 
 
