@@ -40,6 +40,7 @@ def cmd_train_flow(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from .train import TrainArgs, train
 
+    _set_threads(a.threads)  # validated here like every command's; train() sets it again for library callers
     dataset = a.dataset or _guess_dataset(a.data)
     w = DATASET_LOSS_WEIGHTS[dataset]
     weights = LossWeights(intensity=w.intensity if a.w_int is None else a.w_int,

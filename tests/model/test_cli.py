@@ -340,7 +340,7 @@ def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_pa
     assert r.returncode == 2 and "--pseudo-skips" in r.stderr and ">= 2" in r.stderr, r.stderr
 
 
-def test_threads_option_of_the_scoring_commands(tmp_path: Path) -> None:
+def test_threads_option_of_every_command(tmp_path: Path) -> None:
     from tests.model.synthetic import make_dataset
     from tests.model.test_weights_scoring import make_predictor
 
@@ -356,3 +356,8 @@ def test_threads_option_of_the_scoring_commands(tmp_path: Path) -> None:
     assert len(json.loads(out.read_text())["frames"]) == 10
     for cmd in ("eval", "calibrate"):
         assert "--threads" in ffp(cmd, "--help").stdout
+    for cmd in (["train", "--data", str(data), "--out", str(tmp_path / "run")],
+                ["train-flow", "--data", str(data), "--out", str(tmp_path / "flow.pt")]):
+        r = ffp(*cmd, "--threads", "0")  # the training commands check it the same way, before any work
+        assert r.returncode == 2 and "--threads must be at least 1" in r.stderr, (cmd, r.stderr)
+        assert not Path(cmd[-1]).exists()
