@@ -14,6 +14,15 @@ At the default speeds its causal AUC saturates (0.97-1.00) for every trained mod
 not: its causal side separates undertrained from trained models (Spearman 0.65 with test causal AUC over 19
 models) but does not order near-equal ones (among 8 good models 0.35 with the default donor, -0.01 to 0.18
 with three others; weights/HISTORY.md).
+
+An AUC near 1 cannot order models, so the same variants also give a continuous index that does not saturate
+(twenty-seventh session): the *detectability* d' = D / sigma, where D is the mean PSNR drop the pasted object
+causes (each object frame's PSNR against the same frame's PSNR without the object: paired, so scene content
+cancels) and sigma the frame-to-frame PSNR noise of the clean held-out video (PSNR minus its centred 9-frame
+moving average; root mean square over the held-out videos). The paper protocol ranks a frame's PSNR against
+the other frames of its video, so what decides it is how far an anomaly pulls the PSNR down relative to how
+much normal frames scatter: a model that predicts everything better (normal frames and the object alike) can
+gain held-out PSNR and lose d'.
 """
 from __future__ import annotations
 
@@ -102,19 +111,35 @@ def measure(weights: Path, data: Path, speeds: tuple[float, ...], half_life: flo
     if not holdout:
         raise SystemExit(f"{weights}: no held-out videos recorded in its meta")
     k = p.num_frames
-    paper, causal, ys = [], [], []
-    for _, video, labels in variants(data, holdout, speeds, donor):
+    sources = {s.name: s for s in find_videos(data, "training")}
+    clean_psnr = {name: score_video(p, np.stack([preprocess_frame(f, p.config) for f in grey_video(sources[name])]))
+                  ["psnr"][k:] for name in holdout}
+    paper, causal, ys, drops = [], [], [], []
+    for name, video, labels in variants(data, holdout, speeds, donor):
         pre = np.stack([preprocess_frame(f, p.config) for f in video])
         s = score_video(p, pre)
         paper.append(1 - minmax(s["psnr"][k:]))
         z = s["score"][k:] if p.calibration is not None else s["anomaly"][k:]
         causal.append(causal_smooth(z, half_life))
         ys.append(labels[k:])
+        held = name.split("-v")[0]
+        drops.append((clean_psnr[held] - s["psnr"][k:])[labels[k:]])
     y = np.concatenate(ys)
+    noise = float(np.sqrt(np.mean([highpass(v).var() for v in clean_psnr.values()])))
+    drop = float(np.mean(np.concatenate(drops)))
     return {"weights": str(weights), "image_size": list(p.config.image_size), "holdout": holdout,
             "variants": len(ys), "frames": len(y), "positives": int(y.sum()),
             "pseudo_auc_paper": roc_auc(np.concatenate(paper), y),
-            "pseudo_auc_causal": roc_auc(np.concatenate(causal), y)}
+            "pseudo_auc_causal": roc_auc(np.concatenate(causal), y),
+            "clean_psnr_db": float(np.mean(np.concatenate(list(clean_psnr.values())))),
+            "drop_db": drop, "noise_db": noise, "detectability": drop / noise}
+
+
+def highpass(psnr: np.ndarray, width: int = 9) -> np.ndarray:
+    """PSNR minus its centred moving average (edges: the average of the frames that exist)."""
+    kernel = np.ones(width)
+    mean = np.convolve(psnr, kernel, "same") / np.convolve(np.ones_like(psnr), kernel, "same")
+    return psnr - mean
 
 
 def main() -> None:
@@ -135,12 +160,13 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     speeds = tuple(float(v) for v in a.speeds.split(","))
     rows = []
-    print(f"{'weights':48s} {'size':>8s} {'paper':>7s} {'causal':>7s}")
+    print(f"{'weights':48s} {'size':>8s} {'paper':>7s} {'causal':>7s} {'drop dB':>8s} {'noise dB':>8s} {'d-prime':>8s}")
     for w in a.weights:
         r = measure(w, a.data, speeds, a.half_life, a.device, a.donor)
         rows.append(r)
         size = "x".join(map(str, r["image_size"]))
-        print(f"{w!s:48s} {size:>8s} {r['pseudo_auc_paper']:7.3f} {r['pseudo_auc_causal']:7.3f}", flush=True)
+        print(f"{w!s:48s} {size:>8s} {r['pseudo_auc_paper']:7.3f} {r['pseudo_auc_causal']:7.3f} "
+              f"{r['drop_db']:8.3f} {r['noise_db']:8.3f} {r['detectability']:8.3f}", flush=True)
     print(f"{rows[0]['variants']} variants, {rows[0]['frames']} frames, {rows[0]['positives']} with the object")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
