@@ -101,7 +101,9 @@ def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .weights import load_predictor
 
     _set_threads(a.threads)  # before loading: the CPU trace and the precision probe use it
-    return load_predictor(a.weights, device=a.device)
+    # auto: on a CPU, the faster of fp32 and bf16 as timed on this host; name one to make numbers comparable
+    # across hosts (bf16 moves the AUCs by about 0.001, weights/HISTORY.md)
+    return load_predictor(a.weights, device=a.device, precision=None if a.precision == "auto" else a.precision)
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
@@ -226,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--weights", help="weights or checkpoint file (default: the shipped Ped2 weights)")
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
         sp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
+        if weights:
+            sp.add_argument("--precision", default="auto", choices=PRECISIONS,
+                            help="inference arithmetic (auto: on a CPU the faster of fp32 and bf16, timed on "
+                                 "this host; on a GPU bf16, or fp16 where bf16 is missing)")
 
     sp = sub.add_parser("train-flow", help="distil OpenCV DIS flow into the small differentiable flow network")
     sp.add_argument("--data", required=True, help="dataset root (uses its training videos)")

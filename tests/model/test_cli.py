@@ -361,3 +361,24 @@ def test_threads_option_of_every_command(tmp_path: Path) -> None:
         r = ffp(*cmd, "--threads", "0")  # the training commands check it the same way, before any work
         assert r.returncode == 2 and "--threads must be at least 1" in r.stderr, (cmd, r.stderr)
         assert not Path(cmd[-1]).exists()
+
+
+def test_precision_option_of_the_scoring_commands(tmp_path: Path) -> None:
+    """--precision fp32 is what the report records (auto may pick bf16 on an AVX-512 host); a bad value is
+    refused before any work."""
+    from tests.model.synthetic import make_dataset
+    from tests.model.test_weights_scoring import make_predictor
+
+    data = make_dataset(tmp_path / "data", train_videos=1, test_videos=2, length=12)
+    weights = tmp_path / "w.pt"
+    torch.save(make_predictor().weights_blob(), weights)
+    out = tmp_path / "r.json"
+    r = ffp("eval", "--data", str(data), "--weights", str(weights), "--out", str(out), "--precision", "fp32",
+            "--threads", "1", "--no-plots")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["precision"] == "fp32"
+    r = ffp("eval", "--data", str(data), "--weights", str(weights), "--out", str(tmp_path / "x.json"),
+            "--precision", "fp8")
+    assert r.returncode == 2 and "invalid choice" in r.stderr and not (tmp_path / "x.json").exists()
+    for cmd in ("score", "calibrate"):
+        assert "--precision" in ffp(cmd, "--help").stdout
