@@ -22,7 +22,9 @@ cancels) and sigma the frame-to-frame PSNR noise of the clean held-out video (PS
 moving average; root mean square over the held-out videos). The paper protocol ranks a frame's PSNR against
 the other frames of its video, so what decides it is how far an anomaly pulls the PSNR down relative to how
 much normal frames scatter: a model that predicts everything better (normal frames and the object alike) can
-gain held-out PSNR and lose d'.
+gain held-out PSNR and lose d'. Measured on the fifteen files earlier rules shipped, d' ranks their test AUCs
+better than held-out PSNR and the AUC proxy (Spearman 0.22 paper / 0.55 causal); two seeds of one recipe
+differ by 0.42. The twenty-seventh session's rule shipped (k) on it (weights/HISTORY.md).
 """
 from __future__ import annotations
 
