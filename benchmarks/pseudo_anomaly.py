@@ -86,24 +86,25 @@ def grey_video(source) -> np.ndarray:  # type: ignore[no-untyped-def]
     return np.stack(frames)
 
 
-def variants(data: Path, holdout: list[str], speeds: tuple[float, ...],
-             donor_name: str | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def variants(data: Path, holdout: list[str], speeds: tuple[float, ...], donor_name: str | None = None
+             ) -> tuple[dict[str, np.ndarray], list[tuple[str, np.ndarray, np.ndarray]]]:
+    """The clean held-out videos by name, and each variant as (held-out video's name, video, labels)."""
     sources = {s.name: s for s in find_videos(data, "training")}
     donor_name = donor_name or min(n for n in sources if n not in holdout)
     if donor_name not in sources or donor_name in holdout:
         raise SystemExit(f"--donor {donor_name}: not a training video outside the held-out ones {holdout}")
     donor = grey_video(sources[donor_name])
     patch, alpha, row = moving_object(donor)
+    clean = {name: grey_video(sources[name]) for name in holdout}
     out = []
-    for name in holdout:
-        video = grey_video(sources[name])
+    for name, video in clean.items():
         start = len(video) // 2
         for i, speed in enumerate(speeds):
             for leftwards in (False, True):
                 r = int(np.clip(row + (i - len(speeds) // 2) * 20, 0, video.shape[1] - patch.shape[0]))
                 v, lab = paste(video, patch, alpha, r, speed, start, leftwards)
-                out.append((f"{name}-v{speed:g}-{'l' if leftwards else 'r'}", v, lab))
-    return out
+                out.append((name, v, lab))
+    return clean, out
 
 
 def measure(weights: Path, data: Path, speeds: tuple[float, ...], half_life: float, device: str = "cpu",
@@ -113,19 +114,20 @@ def measure(weights: Path, data: Path, speeds: tuple[float, ...], half_life: flo
     if not holdout:
         raise SystemExit(f"{weights}: no held-out videos recorded in its meta")
     k = p.num_frames
-    sources = {s.name: s for s in find_videos(data, "training")}
-    clean_psnr = {name: score_video(p, np.stack([preprocess_frame(f, p.config) for f in grey_video(sources[name])]))
-                  ["psnr"][k:] for name in holdout}
+    clean, pasted = variants(data, holdout, speeds, donor)
+
+    def scores(video: np.ndarray) -> dict[str, np.ndarray]:
+        return score_video(p, np.stack([preprocess_frame(f, p.config) for f in video]))
+
+    clean_psnr = {name: scores(video)["psnr"][k:] for name, video in clean.items()}
     paper, causal, ys, drops = [], [], [], []
-    for name, video, labels in variants(data, holdout, speeds, donor):
-        pre = np.stack([preprocess_frame(f, p.config) for f in video])
-        s = score_video(p, pre)
+    for name, video, labels in pasted:
+        s = scores(video)
         paper.append(1 - minmax(s["psnr"][k:]))
         z = s["score"][k:] if p.calibration is not None else s["anomaly"][k:]
         causal.append(causal_smooth(z, half_life))
         ys.append(labels[k:])
-        held = name.split("-v")[0]
-        drops.append((clean_psnr[held] - s["psnr"][k:])[labels[k:]])
+        drops.append((clean_psnr[name] - s["psnr"][k:])[labels[k:]])  # paired: the same frame without the object
     y = np.concatenate(ys)
     noise = float(np.sqrt(np.mean([highpass(v).var() for v in clean_psnr.values()])))
     drop = float(np.mean(np.concatenate(drops)))
