@@ -95,7 +95,7 @@ for name in $NAMES; do
     $PY - "$RUNS/$name/snapshots" "$RESULTS/$name-snapshots.pt" <<'PYEOF'
 import sys, torch
 from pathlib import Path
-from model.weights import half_generator, safe_torch_load
+from model.checkpoint import half_generator, safe_torch_load
 files = sorted(Path(sys.argv[1]).glob("step-*.pt"))
 torch.save({int(f.stem.split("-")[1]): half_generator(safe_torch_load(f)) for f in files}, sys.argv[2])
 PYEOF

@@ -34,9 +34,9 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.data import find_videos, iter_frames
+from model.data import find_videos, iter_frames, preprocess_frame
 from model.losses import psnr
-from model.weights import load_predictor, preprocess_frame
+from model.predictor import load_predictor
 
 
 def measure(weights: Path, data: Path, batch: int = 32, from_frame: int = 0) -> dict:

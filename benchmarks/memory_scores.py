@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.data import find_videos, load_video, split_holdout
 from model.evaluate import causal_smooth, minmax, roc_auc
 from model.labels import find_labels, load_labels
-from model.weights import load_predictor
+from model.predictor import load_predictor
 
 
 def feature_distance(generator: torch.nn.Module, video: np.ndarray, k: int) -> np.ndarray:

@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.config import get_preset
-from model.data import find_videos, iter_frames, load_video
-from model.weights import preprocess_frame
+from model.data import find_videos, iter_frames, load_video, preprocess_frame
 
 
 def main() -> None:

@@ -40,8 +40,8 @@ from model.clip import score_frames
 from model.data import find_videos, load_video, split_holdout
 from model.evaluate import causal_smooth, minmax, roc_auc
 from model.labels import find_labels, load_labels
+from model.predictor import Predictor, load_predictor
 from model.scoring import patch_psnr
-from model.weights import Predictor, load_predictor
 
 
 def squared_errors(predictor: Predictor, video: np.ndarray) -> torch.Tensor:

@@ -40,9 +40,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.data import find_videos, iter_frames
+from model.data import find_videos, iter_frames, preprocess_frame
 from model.evaluate import causal_smooth, minmax, roc_auc, score_video
-from model.weights import load_predictor, preprocess_frame
+from model.predictor import load_predictor
 
 
 def moving_object(video: np.ndarray, box: tuple[int, int] = (56, 28)) -> tuple[np.ndarray, np.ndarray, int]:

@@ -25,11 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.checkpoint import safe_torch_load, weights_of
 from model.config import ModelConfig
 from model.data import count_frames, find_videos, load_video, split_holdout
 from model.evaluate import calibrate_predictor, protocol_aucs, protocol_scores, score_video
 from model.labels import find_labels, load_labels
-from model.weights import predictor_from_blob, safe_torch_load, weights_of
+from model.predictor import predictor_from_blob
 
 PROTOCOLS = ("paper_psnr", "paper_smoothed", "combined", "causal")
 

@@ -98,7 +98,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .weights import load_predictor
+    from .predictor import load_predictor
 
     _set_threads(a.threads)  # before loading: the CPU trace and the precision probe use it
     # auto: on a CPU, the faster of fp32 and bf16 as timed on this host; name one to make numbers comparable
@@ -119,7 +119,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
 def cmd_calibrate(a: argparse.Namespace) -> None:
     from .data import find_videos, load_videos, split_holdout
     from .evaluate import calibrate_predictor
-    from .weights import atomic_save, safe_torch_load, weights_of
+    from .checkpoint import atomic_save, safe_torch_load, weights_of
 
     if a.out is None and a.weights is None:
         raise ValueError("give --out (or --weights to update in place): the shipped weights are checksummed")
@@ -158,7 +158,8 @@ def cmd_score(a: argparse.Namespace) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from .weights import atomic_save, half_generator, load_predictor, record_in_manifest, sha256_file
+    from .checkpoint import atomic_save, half_generator, record_in_manifest, sha256_file
+    from .predictor import load_predictor
 
     predictor = load_predictor(a.checkpoint, device="cpu")
     blob = predictor.weights_blob()
@@ -177,7 +178,7 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 
 def cmd_average(a: argparse.Namespace) -> None:
-    from .weights import atomic_save, average_weights
+    from .checkpoint import atomic_save, average_weights
 
     atomic_save(average_weights([Path(w) for w in a.weights]), Path(a.out))
     print(a.out, "(uncalibrated: run `ffp calibrate --weights", a.out, "--data ... --holdout N`)")
@@ -191,7 +192,7 @@ def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
     try:
         import onnx  # the exporter needs it; say so before it fails deep inside torch
     except ImportError as e:
-        from .weights import WeightsError
+        from .checkpoint import WeightsError
 
         raise WeightsError("--onnx needs the onnx package: pip install 'ffp[onnx]'") from e
     cfg = predictor.config
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .weights import WeightsError
+    from .checkpoint import WeightsError
 
     handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "eval": cmd_eval, "calibrate": cmd_calibrate,
                 "score": cmd_score, "export": cmd_export, "average": cmd_average}

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import ModelConfig, window_rows
-from .scoring import CausalSmoother, FrameScores
-from .weights import Predictor
+from .scoring import CausalSmoother, FrameScorer, FrameScores
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ def windows_from_frames(frames: Iterable[np.ndarray],
         yield i, window_from_buffer(ring, config.num_frames, config.frame_stride)
 
 
-def score_frames(predictor: Predictor, frames: Iterable[np.ndarray], *, batch_size: int = 8,
+def score_frames(predictor: FrameScorer, frames: Iterable[np.ndarray], *, batch_size: int = 8,
                  preprocessed: bool = False, half_life: float = 2.0,
                  keep_heatmaps: bool = False) -> Iterator[ScoredFrame]:
     """Decoded frames (uint8 BGR/grey) or preprocessed frames -> ScoredFrame per input frame, in order."""

@@ -1,10 +1,10 @@
 """Presets are data: a ModelConfig names every architectural choice; one builder turns it into modules."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-# Arithmetic choices for training and inference ("auto" resolves per device: see train.py and weights.py).
+# Arithmetic choices for training and inference ("auto" resolves per device: see train.py and predictor.py).
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -170,4 +170,19 @@ class ScoreConfig:
     # Measured by benchmarks/flow_scoring.py at 128x128: DIS FAST 0.6 ms per frame (two flows), the flow CNN
     # 50 ms per frame on one CPU thread; the CNN is needed for training (gradients), not for scoring.
     flow: str = "dis"
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScoreConfig:
+        """A weights file's score_config. The shipped files store an unused empty `extra` mapping: it is
+        accepted and dropped, so they load as they are (their sha256 is in the manifest). Any other unknown
+        field is refused: a setting this code does not know would otherwise be silently ignored."""
+        d = dict(d)
+        if d.get("extra") == {}:
+            del d["extra"]
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ScoreConfig fields: {sorted(unknown)}")
+        return cls(**d)

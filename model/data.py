@@ -20,7 +20,6 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import ModelConfig
-from .weights import preprocess_frame
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +100,22 @@ def count_frames(source: VideoSource) -> int:
     if source.is_frames:
         return len(_frame_files(source.path))
     return sum(1 for _ in iter_frames(source))
+
+
+def preprocess_frame(frame: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """One decoded frame (H, W, 3) BGR or (H, W) grey uint8 -> (C, h, w) float32 in [-1, 1] at config's size."""
+    if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3)):
+        raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) frame, got {frame.dtype} {frame.shape}")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if config.channels == 1:
+        img = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    else:
+        img = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB) if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    h, w = config.image_size
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    out = img.astype(np.float32) / 127.5 - 1.0
+    return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)
 
 
 def load_video(source: VideoSource, config: ModelConfig) -> np.ndarray:

@@ -24,8 +24,8 @@ import numpy as np
 from .clip import score_frames
 from .data import DataError, count_frames, find_videos, load_video
 from .labels import find_labels, load_labels
+from .predictor import Predictor
 from .scoring import METRICS, Calibration, CausalSmoother
-from .weights import Predictor
 
 log = logging.getLogger(__name__)
 

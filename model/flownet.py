@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import WeightsError, atomic_save, safe_torch_load, verify_checksum
 from .config import FlowNetConfig
 from .unet import UNet
 
@@ -135,15 +136,11 @@ def train_flownet(videos: list[np.ndarray], config: FlowNetConfig, out: Path, *,
 
 
 def save_flownet(net: FlowNet, path: Path, metrics: dict[str, float] | None = None) -> None:
-    from .weights import atomic_save
-
     atomic_save({"format": "ffp-flownet-v1", "config": net.config.to_dict(), "state_dict": net.state_dict(),
                  "metrics": metrics or {}}, path)
 
 
 def load_flownet(path: Path) -> FlowNet:
-    from .weights import WeightsError, safe_torch_load, verify_checksum
-
     verify_checksum(Path(path))  # when listed in the manifest beside it
     blob = safe_torch_load(path)
     if not isinstance(blob, dict) or blob.get("format") != "ffp-flownet-v1":

@@ -12,8 +12,8 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -77,7 +77,6 @@ class FrameScores:
     anomaly: np.ndarray  # (B,) raw anomaly score, higher = more anomalous (= -local_psnr)
     score: np.ndarray | None  # (B,) calibrated anomaly score z, None without calibration
     heatmap: np.ndarray  # (B, H, W) float32 in [0, 1]: absolute prediction error per pixel
-    prediction: np.ndarray = field(repr=False)  # (B, C, H, W) float32 in [-1, 1]
 
     def __len__(self) -> int:
         return len(self.psnr)
@@ -90,6 +89,29 @@ class FrameScores:
         out: dict[str, float | None] = {k: float(getattr(self, k)[i]) for k in METRICS}
         out["score"] = None if self.score is None else float(self.score[i])
         return out
+
+
+@runtime_checkable
+class FrameScorer(Protocol):
+    """What scores a stream or a clip: the k+1-frame window rule, preprocessing, batched scoring and the
+    calibration the scores were made with. `Predictor` is one; the service wraps it (e.g. behind a lock)."""
+
+    @property
+    def num_frames(self) -> int: ...
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    @property
+    def calibration(self) -> Calibration | None: ...
+
+    def preprocess(self, frame: np.ndarray) -> np.ndarray:
+        """One decoded uint8 frame -> (C, H, W) float32 in [-1, 1]."""
+        ...
+
+    def score(self, windows: np.ndarray) -> FrameScores:
+        """(B, k+1, C, H, W) preprocessed windows -> the scores of their last frames."""
+        ...
 
 
 def patch_size(config: ModelConfig, score_config: ScoreConfig) -> int:
@@ -210,7 +232,7 @@ class Scorer:
             psnr=np_(frame_psnr), local_psnr=np_(local_psnr), l_int=np_(l_int), l_grad=np_(l_grad),
             l_flow=np_(l_flow), a_t=np_(a_t), anomaly=anomaly_np,
             score=None if self.calibration is None else self.calibration.z(anomaly_np).astype(np.float32),
-            heatmap=np_(abs_err), prediction=np_(pred),
+            heatmap=np_(abs_err),
         )
 
 

@@ -20,6 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    WEIGHTS_FORMAT,
+    WeightsError,
+    atomic_save,
+    safe_torch_load,
+    sha256_file,
+    verify_checksum,
+    weights_of,
+)
 from .config import (
     DATASET_LEARNING_RATES,
     DATASET_LOSS_WEIGHTS,
@@ -43,20 +53,9 @@ from .data import (
 from .discriminator import PatchDiscriminator
 from .flownet import FlowNet, load_flownet
 from .losses import discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss, intensity_loss, psnr
+from .predictor import pick_device, predictor_from_blob
 from .scoring import Calibration
 from .unet import Generator, count_parameters
-from .weights import (
-    CHECKPOINT_FORMAT,
-    WEIGHTS_FORMAT,
-    WeightsError,
-    atomic_save,
-    pick_device,
-    predictor_from_blob,
-    safe_torch_load,
-    sha256_file,
-    verify_checksum,
-    weights_of,
-)
 
 log = logging.getLogger(__name__)
 

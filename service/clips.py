@@ -51,8 +51,8 @@ def _sniff(path: Path) -> None:
 
 
 class _LockedScorer:
-    """The predictor with its forward behind the model lock, taken per batch, so a long clip interleaves
-    with the live cameras instead of freezing them."""
+    """The predictor as a `FrameScorer` with its forward behind the model lock, taken per batch, so a long
+    clip interleaves with the live cameras instead of freezing them."""
 
     def __init__(self, predictor: Predictor, lock: threading.Lock) -> None:
         self._p, self._lock = predictor, lock
@@ -96,7 +96,7 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, max_s
                 yield frame
 
         scorer = _LockedScorer(predictor, model_lock)
-        scored = list(score_frames(cast(Predictor, scorer), frames(), batch_size=batch_size))
+        scored = list(score_frames(scorer, frames(), batch_size=batch_size))
     finally:
         cap.release()
     if not scored:

@@ -18,11 +18,11 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
-from model import FrameScores
+from model import FrameScorer, FrameScores
 
 from .frames import Window
 from .meters import LatencyMeter, RateMeter
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 ScoresCallback = Callable[[list[Window], FrameScores, float], None]
 
 
-class Scorer(Protocol):
-    def score(self, windows: np.ndarray) -> FrameScores: ...
-
-
 class _CameraMeters:
     def __init__(self) -> None:
         self.processed = RateMeter()
@@ -45,7 +41,7 @@ class _CameraMeters:
 
 
 class InferenceWorker:
-    def __init__(self, scorer: Scorer, on_scores: ScoresCallback, *, max_batch: int = 8,
+    def __init__(self, scorer: FrameScorer, on_scores: ScoresCallback, *, max_batch: int = 8,
                  max_wait_ms: float = 10.0, queue_per_camera: int = 2, model_lock: threading.Lock | None = None,
                  stuck_after_s: float = 30.0) -> None:
         if queue_per_camera < 1:

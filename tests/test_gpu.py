@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.weights import WEIGHTS_DIR, load_predictor
+from model.checkpoint import WEIGHTS_DIR
+from model.predictor import load_predictor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
 

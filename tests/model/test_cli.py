@@ -88,7 +88,7 @@ def test_resume_refuses_a_checkpoint_of_another_preset(tmp_path: Path) -> None:
 
 def test_training_precision_is_chosen_and_recorded(tmp_path: Path) -> None:
     from model.train import TrainArgs, train
-    from model.weights import safe_torch_load
+    from model.checkpoint import safe_torch_load
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
@@ -129,7 +129,8 @@ def test_export_writes_weights_and_an_onnx_generator_that_matches_torch(tmp_path
     import numpy as np
     import onnxruntime as ort
 
-    from model.weights import WEIGHTS_DIR, load_predictor
+    from model.checkpoint import WEIGHTS_DIR
+    from model.predictor import load_predictor
 
     shipped = WEIGHTS_DIR / "ffp-ped2-lite.pt"
     r = ffp("export", str(shipped), "--out", str(tmp_path / "w.pt"), "--onnx", str(tmp_path / "g.onnx"))
@@ -151,7 +152,8 @@ def test_export_writes_weights_and_an_onnx_generator_that_matches_torch(tmp_path
 def test_export_half_stores_float16_and_predicts_like_the_original(tmp_path: Path) -> None:
     import numpy as np
 
-    from model.weights import WEIGHTS_DIR, load_predictor, safe_torch_load
+    from model.checkpoint import WEIGHTS_DIR, safe_torch_load
+    from model.predictor import load_predictor
 
     shipped = WEIGHTS_DIR / "ffp-ped2-lite.pt"
     r = ffp("export", str(shipped), "--out", str(tmp_path / "h.pt"), "--half")
@@ -170,7 +172,7 @@ def test_export_half_stores_float16_and_predicts_like_the_original(tmp_path: Pat
 
 
 def test_init_fine_tunes_at_another_image_size_and_refuses_another_architecture(tmp_path: Path) -> None:
-    from model.weights import safe_torch_load, sha256_file
+    from model.checkpoint import safe_torch_load, sha256_file
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
@@ -209,7 +211,7 @@ def test_cosine_schedule_and_weight_ema_are_trained_validated_and_resumed(tmp_pa
 
     from model.config import LossWeights
     from model.train import TrainArgs, train
-    from model.weights import safe_torch_load
+    from model.checkpoint import safe_torch_load
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
@@ -268,7 +270,7 @@ def test_a_generator_with_memory_trains_its_two_terms_exports_to_onnx_and_loads(
 
     from model.config import LossWeights
     from model.train import TrainArgs, train
-    from model.weights import load_predictor
+    from model.predictor import load_predictor
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
@@ -295,7 +297,8 @@ def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_pa
     from model.config import LossWeights
     from model.train import TrainArgs, train
     from model.unet import Generator
-    from model.weights import load_predictor, safe_torch_load
+    from model.checkpoint import safe_torch_load
+    from model.predictor import load_predictor
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=24)

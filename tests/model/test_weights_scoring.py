@@ -5,17 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-import model.weights as W
-from model import Calibration, CausalSmoother, load_predictor, score_frames
+import model.checkpoint as C
+import model.predictor as P
+from model import Calibration, CausalSmoother, FrameScorer, FrameScores, load_predictor, score_frames
 from model.config import FlowNetConfig, ScoreConfig, get_preset
 from model.flownet import FlowNet
 from model.unet import Generator
 
 
-def make_predictor(calibration: Calibration | None = None) -> W.Predictor:
+def make_predictor(calibration: Calibration | None = None) -> P.Predictor:
     torch.manual_seed(0)
     cfg = get_preset("lite", image_size=(64, 64))
-    return W.Predictor(cfg, Generator(cfg).eval(), FlowNet(FlowNetConfig(image_size=(64, 64), base_width=8)).eval(),
+    return P.Predictor(cfg, Generator(cfg).eval(), FlowNet(FlowNetConfig(image_size=(64, 64), base_width=8)).eval(),
                        calibration, ScoreConfig(), {"note": "test"}, torch.device("cpu"), "bf16")
 
 
@@ -75,27 +76,27 @@ def test_causal_smoother_is_an_ema() -> None:
 def test_weights_roundtrip_checksum_and_errors(tmp_path: Path) -> None:
     p = make_predictor()
     path = tmp_path / "w.pt"
-    W.atomic_save(p.weights_blob(), path)
-    W.record_in_manifest(path, "lite")  # tmp_path/manifest.json, beside the file
+    C.atomic_save(p.weights_blob(), path)
+    C.record_in_manifest(path, "lite")  # tmp_path/manifest.json, beside the file
     loaded = load_predictor(path, device="cpu", precision=p.precision)  # like with like
     x = np.stack([np.stack([p.preprocess(f) for f in frames(5)])])
     np.testing.assert_allclose(loaded.score(x).psnr, p.score(x).psnr, atol=1e-4)
     assert loaded.meta["note"] == "test"
 
-    with pytest.raises(W.WeightsError, match="preset 'lite', expected 'paper'"):
+    with pytest.raises(C.WeightsError, match="preset 'lite', expected 'paper'"):
         load_predictor(path, device="cpu", expected_preset="paper")
     # corrupt the file: the checksum catches it
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(W.WeightsError, match="checksum mismatch"):
+    with pytest.raises(C.WeightsError, match="checksum mismatch"):
         load_predictor(path, device="cpu")
     # not listed in the manifest, truncated: a clear error, not a traceback from zipfile
     bad = tmp_path / "bad.pt"
     bad.write_bytes(data[:1000])
-    with pytest.raises(W.WeightsError, match="corrupt"):
+    with pytest.raises(C.WeightsError, match="corrupt"):
         load_predictor(bad, device="cpu")
-    with pytest.raises(W.WeightsError, match="not found"):
+    with pytest.raises(C.WeightsError, match="not found"):
         load_predictor(tmp_path / "missing.pt", device="cpu")
 
 
@@ -105,23 +106,23 @@ def test_weights_for_another_architecture_are_refused(tmp_path: Path) -> None:
     blob["model_config"] = {**blob["model_config"], "base_width": 32}
     path = tmp_path / "mismatch.pt"
     torch.save(blob, path)
-    with pytest.raises(W.WeightsError, match="do not fit"):
+    with pytest.raises(C.WeightsError, match="do not fit"):
         load_predictor(path, device="cpu")
     torch.save({"format": "something-else"}, path)
-    with pytest.raises(W.WeightsError, match="not an ffp weights file"):
+    with pytest.raises(C.WeightsError, match="not an ffp weights file"):
         load_predictor(path, device="cpu")
 
 
 def test_shipped_weights_verify_if_present() -> None:
-    manifest = json.loads(W.MANIFEST.read_text())["files"] if W.MANIFEST.is_file() else {}
+    manifest = json.loads(C.MANIFEST.read_text())["files"] if C.MANIFEST.is_file() else {}
     for name, entry in manifest.items():
-        assert W.sha256_file(W.WEIGHTS_DIR / name) == entry["sha256"], name
+        assert C.sha256_file(C.WEIGHTS_DIR / name) == entry["sha256"], name
 
 
 def test_model_card_lists_every_shipped_file_with_its_manifest_checksum_and_size() -> None:
     # The card's file table is what a user checks a download against: it must not go stale when weights change.
-    manifest = json.loads(W.MANIFEST.read_text())["files"]
-    rows = {line.split("|")[1].strip().strip("`"): line for line in (W.WEIGHTS_DIR / "README.md").read_text().splitlines()
+    manifest = json.loads(C.MANIFEST.read_text())["files"]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in (C.WEIGHTS_DIR / "README.md").read_text().splitlines()
             if line.startswith("| `")}
     assert set(manifest) <= set(rows), f"files missing from the card's table: {set(manifest) - set(rows)}"
     for name, entry in manifest.items():
@@ -147,13 +148,13 @@ def test_optimised_cpu_forward_matches_eager_and_auto_precision_is_measured() ->
     with pytest.raises(ValueError, match="windows must be"):  # the traced path still checks shapes
         Scorer(gen, None, cfg, precision="fp32", optimize=True)(windows[:, :, :, :32])
     # 'auto' on a CPU is whichever precision measured faster, and a loaded predictor uses it
-    W._PRECISION_CACHE.clear()
-    chosen, forward = W.fastest_cpu_precision(gen, cfg)
+    P._PRECISION_CACHE.clear()
+    chosen, forward = P.fastest_cpu_precision(gen, cfg)
     assert chosen in ("fp32", "bf16") and forward is not None  # timed now: its forward is handed on
-    assert W.fastest_cpu_precision(gen, cfg) == (chosen, None)  # cached: nothing built
+    assert P.fastest_cpu_precision(gen, cfg) == (chosen, None)  # cached: nothing built
     blob = make_predictor().weights_blob()
-    assert W.predictor_from_blob(blob).precision in ("fp32", "bf16")
-    assert W.predictor_from_blob(blob, precision="bf16").precision == "bf16"
+    assert P.predictor_from_blob(blob).precision in ("fp32", "bf16")
+    assert P.predictor_from_blob(blob, precision="bf16").precision == "bf16"
 
 
 def test_averaged_weights_are_the_mean_generator_and_need_calibrating(tmp_path: Path) -> None:
@@ -162,23 +163,70 @@ def test_averaged_weights_are_the_mean_generator_and_need_calibrating(tmp_path: 
     b.generator = Generator(b.config).eval()  # other weights, same architecture
     paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
     for p, path in zip((a, b), paths):
-        W.atomic_save(p.weights_blob(), path)
-    blob = W.average_weights(paths)
+        C.atomic_save(p.weights_blob(), path)
+    blob = C.average_weights(paths)
     for k, v in blob["generator"].items():
         torch.testing.assert_close(v, (a.generator.state_dict()[k] + b.generator.state_dict()[k]) / 2)
     assert blob["calibration"] is None
     assert [s["file"] for s in blob["meta"]["averaged_from"]] == [str(p) for p in paths]
     out = tmp_path / "mean.pt"
-    W.atomic_save(blob, out)
+    C.atomic_save(blob, out)
     assert load_predictor(out, device="cpu").calibration is None
 
-    with pytest.raises(W.WeightsError, match="at least two"):
-        W.average_weights(paths[:1])
+    with pytest.raises(C.WeightsError, match="at least two"):
+        C.average_weights(paths[:1])
     other = make_predictor()
     other_blob = other.weights_blob()
     other_blob["model_config"] = {**other_blob["model_config"], "base_width": 32}
     torch.save(other_blob, tmp_path / "other.pt")
-    with pytest.raises(W.WeightsError, match="another architecture"):
-        W.average_weights([paths[0], tmp_path / "other.pt"])
-    with pytest.raises(W.WeightsError, match="not found"):
-        W.average_weights([paths[0], tmp_path / "missing.pt"])
+    with pytest.raises(C.WeightsError, match="another architecture"):
+        C.average_weights([paths[0], tmp_path / "other.pt"])
+    with pytest.raises(C.WeightsError, match="not found"):
+        C.average_weights([paths[0], tmp_path / "missing.pt"])
+
+
+class _Delegate:
+    """A FrameScorer that is not a Predictor: exactly the protocol's members, nothing more."""
+
+    def __init__(self, p: P.Predictor) -> None:
+        self._p = p
+        self.num_frames, self.config, self.calibration = p.num_frames, p.config, p.calibration
+
+    def preprocess(self, frame: np.ndarray) -> np.ndarray:
+        return self._p.preprocess(frame)
+
+    def score(self, windows: np.ndarray) -> FrameScores:
+        return self._p.score(windows)
+
+
+def test_clip_scoring_needs_only_the_frame_scorer_protocol() -> None:
+    p = make_predictor()
+    assert isinstance(p, FrameScorer) and isinstance(_Delegate(p), FrameScorer)
+    assert not isinstance(object(), FrameScorer)
+    direct = [s.metrics for s in score_frames(p, frames(8), batch_size=3)]
+    wrapped = [s.metrics for s in score_frames(_Delegate(p), frames(8), batch_size=3)]
+    assert direct == wrapped and sum(m is not None for m in wrapped) == 8 - p.num_frames
+
+
+def test_score_config_accepts_the_legacy_empty_extra_and_refuses_unknown_fields(tmp_path: Path) -> None:
+    blob = make_predictor().weights_blob()
+    assert set(blob["score_config"]) == set(ScoreConfig().to_dict()) and "extra" not in blob["score_config"]
+    legacy = {**blob, "score_config": {**blob["score_config"], "patch_fraction": 0.25, "extra": {}}}
+    loaded = P.predictor_from_blob(legacy, device="cpu", precision="fp32")
+    assert loaded.score_config == ScoreConfig(patch_fraction=0.25)
+    for bad, unknown in (({"extra": {"k": 1}}, "extra"), ({"gama": 2.0}, "gama")):
+        path = tmp_path / f"{unknown}.pt"
+        C.atomic_save({**blob, "score_config": {**blob["score_config"], **bad}}, path)
+        expected = rf"{unknown}\.pt: bad score config: unknown ScoreConfig fields: \['{unknown}'\]"
+        with pytest.raises(C.WeightsError, match=expected):
+            load_predictor(path, device="cpu", precision="fp32")
+
+
+def test_shipped_weights_files_keep_their_stored_score_config() -> None:
+    # The shipped files are checksummed, so they keep their unused `extra: {}`: it must load as stored.
+    weights = [name for name in json.loads(C.MANIFEST.read_text())["files"] if name.startswith("ffp-")]
+    assert weights, "no shipped weights listed in the manifest"
+    stored = [C.weights_of(C.safe_torch_load(C.WEIGHTS_DIR / name))["score_config"] for name in weights]
+    assert any(sc.get("extra") == {} for sc in stored)
+    for sc in stored:
+        assert ScoreConfig.from_dict(sc).to_dict() == {k: v for k, v in sc.items() if k != "extra"}

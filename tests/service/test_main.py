@@ -17,7 +17,7 @@ import pytest
 from live_server import untrained_predictor
 from websockets.sync.client import connect
 
-from model.weights import atomic_save
+from model.checkpoint import atomic_save
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sekrit-api-key-42"
