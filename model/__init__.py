@@ -2,7 +2,7 @@
 data, training and evaluation. This package never imports `service`; `service` imports only what is
 exported here."""
 from .checkpoint import WeightsError, default_weights_path
-from .clip import ScoredFrame, score_frames, windows_from_frames
+from .clip import ScoredFrame, score_frames, window_from_buffer, windows_from_frames
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
 from .data import preprocess_frame
 from .predictor import Predictor, load_predictor
@@ -11,5 +11,5 @@ from .scoring import Calibration, CausalSmoother, FrameScorer, FrameScores, Scor
 __all__ = [
     "PRESETS", "Calibration", "CausalSmoother", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig",
     "Predictor", "ScoreConfig", "ScoredFrame", "Scorer", "WeightsError", "default_weights_path", "get_preset",
-    "load_predictor", "preprocess_frame", "score_frames", "windows_from_frames",
+    "load_predictor", "preprocess_frame", "score_frames", "window_from_buffer", "windows_from_frames",
 ]

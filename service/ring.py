@@ -9,7 +9,7 @@ from collections import deque
 
 import numpy as np
 
-from model.clip import window_from_buffer
+from model import window_from_buffer
 
 from .frames import Window
 

@@ -86,3 +86,9 @@ def test_model_and_service_have_no_import_cycle() -> None:
     assert "model.checkpoint" in graph["model.flownet"] and "model.predictor" in graph["model.cli"]
     assert "model" in graph["service.inference"] and "service.api.cameras" in graph["service.api.app"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_service_uses_only_what_model_exports() -> None:
+    graph = import_graph()
+    deep = {(m, t) for m, targets in graph.items() if m.startswith("service") for t in targets if t.startswith("model.")}
+    assert not deep, f"service imports model internals (export them from model/__init__.py): {sorted(deep)}"
