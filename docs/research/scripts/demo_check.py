@@ -1,6 +1,6 @@
 """Check that the demo raises at least one alert per loop of its clip with the given weights.
 
-    python benchmarks/demo_check.py [--weights W] [--config docker/demo.yaml] [--live 30]
+    python docs/research/scripts/demo_check.py [--weights W] [--config docker/demo.yaml] [--live 30]
 
 1. Offline: the clip played twice in a row (so the loop seam is included) through the service's clip scorer
    and the demo's alert settings; prints the smoothed score per second and the events of each loop, and the
@@ -25,7 +25,7 @@ import cv2
 import httpx
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # docs/research/scripts/ -> the repository
 ANOMALY_FROM = 30  # first anomalous frame of the demo clip (Ped2 test 04 labels, see service/demo/ATTRIBUTION.md)
 
 
