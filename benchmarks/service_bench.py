@@ -32,8 +32,9 @@ import yaml
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"  # the project's shared data sits next to the repository (../shared)
 DEMO = ROOT / "service" / "demo" / "ped2_demo.mp4"
-VTEST = Path(os.environ.get("FFP_BENCH_VTEST", "/work/shared/fixtures/vtest.avi"))
+VTEST = Path(os.environ.get("FFP_BENCH_VTEST", SHARED / "fixtures" / "vtest.avi"))
 
 
 def retime(src: Path, dst: Path, fps: float) -> Path:
