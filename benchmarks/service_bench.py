@@ -184,7 +184,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     ap.add_argument("--untrained", action="store_true", help="random lite weights (when none are trained yet)")
-    ap.add_argument("--flownet", type=Path, help="with --untrained: attach this flow net (e.g. weights/flownet-lite.pt)")
+    ap.add_argument("--flownet", type=Path,
+                    help="with --untrained: attach this flow net (e.g. weights/flownet-lite.pt)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per scenario")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (cameras open, ring fills)")
     ap.add_argument("--max-fps", type=float, default=120.0, help="source and target rate of scenario 1")

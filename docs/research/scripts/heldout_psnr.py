@@ -1,6 +1,7 @@
 """Compare weights trained at different image sizes on held-out NORMAL video, without test labels.
 
-    python docs/research/scripts/heldout_psnr.py --data ../shared/datasets/ped2 W1.pt W2.pt ... [--from-frame N] [--json out.json]
+    python docs/research/scripts/heldout_psnr.py --data ../shared/datasets/ped2 W1.pt W2.pt ... \
+        [--from-frame N] [--json out.json]
 
 Within one run `ffp train` keeps the checkpoint with the best held-out prediction PSNR. Across image sizes that
 number is not comparable: a larger frame keeps finer detail and more noise, so its PSNR is lower for the same
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -32,9 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
-
-ROOT = Path(__file__).resolve().parents[3]  # docs/research/scripts/ -> the repository
-sys.path.insert(0, str(ROOT))
 
 from model.data import find_videos, iter_frames
 from model.losses import psnr

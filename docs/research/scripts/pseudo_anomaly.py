@@ -15,34 +15,30 @@ not: its causal side separates undertrained from trained models (Spearman 0.65 w
 models) but does not order near-equal ones (among 8 good models 0.35 with the default donor, -0.01 to 0.18
 with three others; docs/research/HISTORY.md).
 
-An AUC near 1 cannot order models, so the same variants also give a continuous index that does not saturate:
-the *detectability* d' = D / sigma, where D is the mean PSNR drop the pasted object causes (each object frame's
-PSNR against the same frame's PSNR without the object: paired, so scene content cancels) and sigma the frame-to-frame PSNR noise of the clean held-out video (PSNR minus its centred 9-frame
-moving average; root mean square over the held-out videos). The paper protocol ranks a frame's PSNR against
-the other frames of its video, so what decides it is how far an anomaly pulls the PSNR down relative to how
-much normal frames scatter: a model that predicts everything better (normal frames and the object alike) can
-gain held-out PSNR and lose d'. Measured on the fifteen files earlier rules shipped, d' ranks their test AUCs
-better than held-out PSNR and the AUC proxy (Spearman 0.22 paper / 0.55 causal); two seeds of one recipe
-differ by 0.42. The shipped ffp-ped2-lite.pt was chosen on it (weights/README.md).
+An AUC near 1 cannot order models, so the same variants also give a continuous index that does not saturate: the
+*detectability* d' = D / sigma, where D is the mean PSNR drop the pasted object causes (each object frame's PSNR
+against the same frame's PSNR without the object: paired, so scene content cancels) and sigma the frame-to-frame
+PSNR noise of the clean held-out video (PSNR minus its centred 9-frame moving average; root mean square over the
+held-out videos). The paper protocol ranks a frame's PSNR against the other frames of its video, so what decides it
+is how far an anomaly pulls the PSNR down relative to how much normal frames scatter: a model that predicts
+everything better (normal frames and the object alike) can gain held-out PSNR and lose d'. Measured on the fifteen
+files earlier rules shipped, d' ranks their test AUCs better than held-out PSNR and the AUC proxy (Spearman 0.22
+paper / 0.55 causal); two seeds of one recipe differ by 0.42. The shipped ffp-ped2-lite.pt was chosen on it
+(weights/README.md).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[3]  # docs/research/scripts/ -> the repository
-sys.path.insert(0, str(ROOT))
+from heldout_psnr import print_table, size_of  # this script's folder is on sys.path
 
 from model.data import find_videos, iter_frames
 from model.evaluate import causal_smooth, minmax, roc_auc, score_video
 from model.weights import load_predictor, preprocess_frame
-
-from heldout_psnr import print_table, size_of  # the script's own folder is on sys.path
 
 
 def moving_object(video: np.ndarray, box: tuple[int, int] = (56, 28)) -> tuple[np.ndarray, np.ndarray, int]:
