@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
 from model.flownet import load_flownet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def median_ms(fn, iters: int = 30) -> float:  # type: ignore[no-untyped-def]
@@ -30,7 +33,7 @@ def median_ms(fn, iters: int = 30) -> float:  # type: ignore[no-untyped-def]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--flownet", default="weights/flownet-lite.pt")
+    p.add_argument("--flownet", type=Path, default=ROOT / "weights" / "flownet-lite.pt")
     p.add_argument("--batch", nargs="+", type=int, default=[1, 8])
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()

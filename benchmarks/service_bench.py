@@ -32,8 +32,9 @@ import yaml
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"  # the project's shared data sits next to the repository (../shared)
 DEMO = ROOT / "service" / "demo" / "ped2_demo.mp4"
-VTEST = Path(os.environ.get("FFP_BENCH_VTEST", "/work/shared/fixtures/vtest.avi"))
+VTEST = Path(os.environ.get("FFP_BENCH_VTEST", SHARED / "fixtures" / "vtest.avi"))
 
 
 def retime(src: Path, dst: Path, fps: float) -> Path:
@@ -183,7 +184,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     ap.add_argument("--untrained", action="store_true", help="random lite weights (when none are trained yet)")
-    ap.add_argument("--flownet", type=Path, help="with --untrained: attach this flow net (e.g. weights/flownet-lite.pt)")
+    ap.add_argument("--flownet", type=Path,
+                    help="with --untrained: attach this flow net (e.g. weights/flownet-lite.pt)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per scenario")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (cameras open, ring fills)")
     ap.add_argument("--max-fps", type=float, default=120.0, help="source and target rate of scenario 1")

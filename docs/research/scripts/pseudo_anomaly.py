@@ -1,9 +1,9 @@
 """A label-free validation of detection: pseudo-anomalies pasted into held-out NORMAL video.
 
-    python benchmarks/pseudo_anomaly.py --data ../shared/datasets/ped2 W1.pt W2.pt ... [--json out.json]
+    python docs/research/scripts/pseudo_anomaly.py --data ../shared/datasets/ped2 W1.pt W2.pt ... [--json out.json]
 
 Held-out prediction PSNR says how well a model predicts normal video, not how well it detects; across image
-sizes the two disagree (weights/HISTORY.md). This measures detection without touching the test set: in each
+sizes the two disagree (docs/research/HISTORY.md). This measures detection without touching the test set: in each
 held-out normal training video (the ones recorded in the weights' meta), an object cut from a training video
 (the region that moves most between two frames, with feathered edges) is pasted into the second half of the
 video and moved across the frame at a fixed speed (cyclist-like; several speeds, rows and directions). The
@@ -13,32 +13,28 @@ A proxy: it knows nothing of the real anomalies' appearance, only that they move
 At the default speeds its causal AUC saturates (0.97-1.00) for every trained model; `--speeds 0.5,1.0` does
 not: its causal side separates undertrained from trained models (Spearman 0.65 with test causal AUC over 19
 models) but does not order near-equal ones (among 8 good models 0.35 with the default donor, -0.01 to 0.18
-with three others; weights/HISTORY.md).
+with three others; docs/research/HISTORY.md).
 
-An AUC near 1 cannot order models, so the same variants also give a continuous index that does not saturate
-(twenty-seventh session): the *detectability* d' = D / sigma, where D is the mean PSNR drop the pasted object
-causes (each object frame's PSNR against the same frame's PSNR without the object: paired, so scene content
-cancels) and sigma the frame-to-frame PSNR noise of the clean held-out video (PSNR minus its centred 9-frame
-moving average; root mean square over the held-out videos). The paper protocol ranks a frame's PSNR against
-the other frames of its video, so what decides it is how far an anomaly pulls the PSNR down relative to how
-much normal frames scatter: a model that predicts everything better (normal frames and the object alike) can
-gain held-out PSNR and lose d'. Measured on the fifteen files earlier rules shipped, d' ranks their test AUCs
-better than held-out PSNR and the AUC proxy (Spearman 0.22 paper / 0.55 causal); two seeds of one recipe
-differ by 0.42. The twenty-seventh session's rule shipped (k) on it (weights/HISTORY.md).
+An AUC near 1 cannot order models, so the same variants also give a continuous index that does not saturate: the
+*detectability* d' = D / sigma, where D is the mean PSNR drop the pasted object causes (each object frame's PSNR
+against the same frame's PSNR without the object: paired, so scene content cancels) and sigma the frame-to-frame
+PSNR noise of the clean held-out video (PSNR minus its centred 9-frame moving average; root mean square over the
+held-out videos). The paper protocol ranks a frame's PSNR against the other frames of its video, so what decides it
+is how far an anomaly pulls the PSNR down relative to how much normal frames scatter: a model that predicts
+everything better (normal frames and the object alike) can gain held-out PSNR and lose d'. Measured on the fifteen
+files earlier rules shipped, d' ranks their test AUCs better than held-out PSNR and the AUC proxy (Spearman 0.22
+paper / 0.55 causal); two seeds of one recipe differ by 0.42. The shipped ffp-ped2-lite.pt was chosen on it
+(weights/README.md).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from heldout_psnr import print_table, size_of  # this script's folder is on sys.path
 
 from model.data import find_videos, iter_frames, preprocess_frame
 from model.evaluate import causal_smooth, minmax, roc_auc, score_video
@@ -163,18 +159,13 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     speeds = tuple(float(v) for v in a.speeds.split(","))
-    rows = []
-    print(f"{'weights':48s} {'size':>8s} {'paper':>7s} {'causal':>7s} {'drop dB':>8s} {'noise dB':>8s} {'d-prime':>8s}")
-    for w in a.weights:
-        r = measure(w, a.data, speeds, a.half_life, a.device, a.donor)
-        rows.append(r)
-        size = "x".join(map(str, r["image_size"]))
-        print(f"{w!s:48s} {size:>8s} {r['pseudo_auc_paper']:7.3f} {r['pseudo_auc_causal']:7.3f} "
-              f"{r['drop_db']:8.3f} {r['noise_db']:8.3f} {r['detectability']:8.3f}", flush=True)
-    print(f"{rows[0]['variants']} variants, {rows[0]['frames']} frames, {rows[0]['positives']} with the object")
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=2))
-
+    print_table(
+        a.weights, lambda w: measure(w, a.data, speeds, a.half_life, a.device, a.donor),
+        f"{'weights':48s} {'size':>8s} {'paper':>7s} {'causal':>7s} {'drop dB':>8s} {'noise dB':>8s} {'d-prime':>8s}",
+        lambda r: f"{r['weights']:48s} {size_of(r):>8s} {r['pseudo_auc_paper']:7.3f} {r['pseudo_auc_causal']:7.3f} "
+                  f"{r['drop_db']:8.3f} {r['noise_db']:8.3f} {r['detectability']:8.3f}",
+        lambda r: f"{r['variants']} variants, {r['frames']} frames, {r['positives']} with the object",
+        a.json)
 
 if __name__ == "__main__":
     main()

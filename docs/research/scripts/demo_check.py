@@ -1,6 +1,6 @@
 """Check that the demo raises at least one alert per loop of its clip with the given weights.
 
-    python benchmarks/demo_check.py [--weights W] [--config docker/demo.yaml] [--live 30]
+    python docs/research/scripts/demo_check.py [--weights W] [--config docker/demo.yaml] [--live 30]
 
 1. Offline: the clip played twice in a row (so the loop seam is included) through the service's clip scorer
    and the demo's alert settings; prints the smoothed score per second and the events of each loop, and the
@@ -25,7 +25,7 @@ import cv2
 import httpx
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # docs/research/scripts/ -> the repository
 ANOMALY_FROM = 30  # first anomalous frame of the demo clip (Ped2 test 04 labels, see service/demo/ATTRIBUTION.md)
 
 
@@ -65,7 +65,8 @@ def offline(weights: Path | None, config: Path) -> None:
     print(f"loop 2, normal frames 5..{ANOMALY_FROM - 1}: max smoothed {max(normal):.2f}; "
           f"anomalous frames: max {max(anomalous):.2f}, median {sorted(anomalous)[len(anomalous) // 2]:.2f}")
     for e in res.events:
-        print(f"  event {e['start']:6.2f}s - {e['end']}s  loop {1 + int(e['start'] * fps) // n}  peak {e['peak_score']:.2f}")
+        loop = 1 + int(e["start"] * fps) // n
+        print(f"  event {e['start']:6.2f}s - {e['end']}s  loop {loop}  peak {e['peak_score']:.2f}")
 
 
 def live(weights: Path | None, config: Path, seconds: float) -> None:

@@ -1,6 +1,7 @@
 """Compare weights trained at different image sizes on held-out NORMAL video, without test labels.
 
-    python benchmarks/heldout_psnr.py --data ../shared/datasets/ped2 W1.pt W2.pt ... [--from-frame N] [--json out.json]
+    python docs/research/scripts/heldout_psnr.py --data ../shared/datasets/ped2 W1.pt W2.pt ... \
+        [--from-frame N] [--json out.json]
 
 Within one run `ffp train` keeps the checkpoint with the best held-out prediction PSNR. Across image sizes that
 number is not comparable: a larger frame keeps finer detail and more noise, so its PSNR is lower for the same
@@ -23,16 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from model.data import find_videos, iter_frames, preprocess_frame
 from model.losses import psnr
@@ -68,6 +67,36 @@ def measure(weights: Path, data: Path, batch: int = 32, from_frame: int = 0) -> 
             "gain": float((own_t - copy_t).mean()), "native_psnr": float(native_t.mean())}
 
 
+def print_table(weights: list[Path], measure_one: Callable[[Path], dict[str, Any]], header: str,
+                line: Callable[[dict[str, Any]], str], footer: Callable[[dict[str, Any]], str],
+                json_path: Path | None, check: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
+                ) -> list[dict[str, Any]]:
+    """Measure each weights file and print its row as it comes (a run can take minutes per file), then the
+    footer of the first row; `check(first, row)` may refuse a row before it is printed. Writes the rows as JSON."""
+    print(header)
+    rows: list[dict[str, Any]] = []
+    for w in weights:
+        r = measure_one(w)
+        if rows and check is not None:
+            check(rows[0], r)
+        rows.append(r)
+        print(line(r), flush=True)
+    print(footer(rows[0]))
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def size_of(row: dict[str, Any]) -> str:
+    return "x".join(map(str, row["image_size"]))
+
+
+def same_frames(first: dict[str, Any], row: dict[str, Any]) -> None:
+    if (row["holdout"], row["frames"]) != (first["holdout"], first["frames"]):
+        raise SystemExit(f"{row['weights']} scored {row['frames']} frames of {row['holdout']}, {first['weights']} "
+                         f"{first['frames']} of {first['holdout']} (history lengths differ: use --from-frame)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("weights", nargs="+", type=Path)
@@ -79,20 +108,13 @@ def main() -> None:
                          "the frames all of them predict from a full history)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    rows = []
-    print(f"{'weights':48s} {'size':>8s} {'own dB':>7s} {'copy dB':>7s} {'gain dB':>7s} {'native dB':>9s}")
-    for w in a.weights:
-        r = measure(w, a.data, from_frame=a.from_frame)
-        if rows and (r["holdout"], r["frames"]) != (rows[0]["holdout"], rows[0]["frames"]):
-            raise SystemExit(f"{w} scored {r['frames']} frames of {r['holdout']}, {rows[0]['weights']} "
-                             f"{rows[0]['frames']} of {rows[0]['holdout']} (history lengths differ: use --from-frame)")
-        rows.append(r)
-        size = "x".join(map(str, r["image_size"]))
-        print(f"{w!s:48s} {size:>8s} {r['own_psnr']:7.3f} {r['copy_last_psnr']:7.3f} {r['gain']:7.3f} "
-              f"{r['native_psnr']:9.3f}", flush=True)
-    print(f"held-out normal frames: {rows[0]['frames']} of videos {rows[0]['holdout']}")
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=2))
+    print_table(
+        a.weights, lambda w: measure(w, a.data, from_frame=a.from_frame),
+        f"{'weights':48s} {'size':>8s} {'own dB':>7s} {'copy dB':>7s} {'gain dB':>7s} {'native dB':>9s}",
+        lambda r: f"{r['weights']:48s} {size_of(r):>8s} {r['own_psnr']:7.3f} {r['copy_last_psnr']:7.3f} "
+                  f"{r['gain']:7.3f} {r['native_psnr']:9.3f}",
+        lambda r: f"held-out normal frames: {r['frames']} of videos {r['holdout']}",
+        a.json, check=same_frames)
 
 
 if __name__ == "__main__":
