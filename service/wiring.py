@@ -33,18 +33,16 @@ class Service:
     store: EventStore
     pipeline: Pipeline
     owns_store: bool  # build_service opened it: stop() closes it
-    torch_threads_before: int  # stop() restores it: torch's thread count is per process
 
     def start(self) -> None:
         self.pipeline.start()
 
     def stop(self) -> None:
-        """Stop the pipeline (joining its threads), close the store if build_service opened it, and give torch
-        back the thread count it had before. Safe to call twice."""
+        """Stop the pipeline (joining its threads) and close the store if build_service opened it. Safe to call
+        twice."""
         self.pipeline.stop()
         if self.owns_store:
             self.store.close()
-        torch.set_num_threads(self.torch_threads_before)
 
 
 def default_torch_threads() -> int:
@@ -58,21 +56,19 @@ def build_service(settings: Settings, *, predictor: Predictor | None = None, sto
                   source_factory: SourceFactory = open_opencv_source) -> Service:
     """Apply the settings and assemble the parts. `predictor` (default: settings.weights loaded on
     settings.device in settings.precision) and `store` (default: an EventStore in settings.data_dir) are used as
-    given. Raises ServiceError when the weights or the data dir are unusable."""
-    threads_before = torch.get_num_threads()
+    given. Raises ServiceError when the weights or the data dir are unusable.
+
+    torch's thread count is a process setting: it is set here, in the calling thread, before any worker thread
+    exists (torch's threads started later take it over)."""
     # Before loading: precision 'auto' on a CPU measures fp32 against bf16 with the threads the service will use.
     torch.set_num_threads(settings.torch_threads or default_torch_threads())
-    try:
-        if predictor is None:
-            predictor = _load(settings)
-        owns_store = store is None
-        if store is None:
-            store = _open_store(settings)
-    except ServiceError:
-        torch.set_num_threads(threads_before)
-        raise
+    if predictor is None:
+        predictor = _load(settings)
+    owns_store = store is None
+    if store is None:
+        store = _open_store(settings)
     pipeline = Pipeline(settings, predictor, store, clock=clock, source_factory=source_factory)
-    return Service(settings, predictor, store, pipeline, owns_store=owns_store, torch_threads_before=threads_before)
+    return Service(settings, predictor, store, pipeline, owns_store=owns_store)
 
 
 def _load(settings: Settings) -> Predictor:
