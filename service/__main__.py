@@ -1,15 +1,13 @@
 """`python -m service --config FILE [--host H] [--port P] [--weights W] [--data-dir D] [--device D]
 [--precision P]` (also `ffp serve ...`).
 
-settings -> predictor -> EventStore -> Pipeline -> create_app -> uvicorn. A bad config, missing or corrupt
-weights, or an unusable data dir ends with one line on stderr and exit code 2, never a traceback.
+settings -> build_service (predictor, event store, pipeline) -> create_app -> uvicorn. A bad config, missing or
+corrupt weights, or an unusable data dir ends with one line on stderr and exit code 2, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,39 +53,24 @@ def main(argv: list[str] | None = None) -> int:
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactSecrets())
-    import torch
-
-    from model import WeightsError, load_predictor
-
     from .api import create_app
-    from .pipeline import Pipeline
-    from .store import EventStore
+    from .wiring import ServiceError, build_service
 
-    # Half the cores for the model: capture (decoding), scoring and the API need the others. On 2 cores, two
-    # intra-op threads spin against the capture threads (benchmarks/service_bench.py, README).
-    torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) // 2))
     try:
-        predictor = load_predictor(settings.weights, device=settings.device,
-                                   precision=None if settings.precision == "auto" else settings.precision)
-    except WeightsError as e:
+        service = build_service(settings)
+    except ServiceError as e:
         return fail(str(e))
     try:
-        store = EventStore.open(settings.data_dir)
-    except (OSError, sqlite3.Error) as e:
-        return fail(f"cannot open the event store in {settings.data_dir}: {e}")
-    try:
-        pipeline = Pipeline(settings, predictor, store)
-        app = create_app(settings, pipeline=pipeline, store=store)
         import uvicorn
 
         # log_config=None: uvicorn's loggers propagate to the root logger configured above.
-        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+        uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_config=None)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its graceful shutdown: nothing left to do
         pass
     except ValueError as e:  # e.g. a configured camera the pipeline refuses
         return fail(str(e))
     finally:
-        store.close()
+        service.stop()  # already done by the app's shutdown, unless uvicorn never got that far
     return 0
 
 

@@ -25,6 +25,7 @@ from .meters import RateMeter
 from .ring import RingBuffer
 from .settings import CameraSettings
 from .sources import DEFAULT_FPS, FrameSource, SourceError, SourceFactory, open_opencv_source
+from .supervised import SupervisedThread
 from .urls import SourceSpec, redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,12 @@ class Backoff:
         self.attempt = 0
 
 
-class CaptureWorker:
+class CaptureWorker(SupervisedThread):
     def __init__(self, cam: CameraSettings, spec: SourceSpec, ring: RingBuffer,
                  preprocess: Callable[[np.ndarray], np.ndarray], sink: WindowSink, *,
                  source_factory: SourceFactory = open_opencv_source, backoff: Backoff | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(f"camera {cam.id}", kind="capture", thread_name=f"capture-{cam.id}")
         self.cam = cam
         self.spec = spec
         self.ring = ring
@@ -112,17 +114,9 @@ class CaptureWorker:
         self._backoff = backoff or Backoff()
         self._clock = clock
         self.live = spec.kind != "file" or cam.loop  # live: drop instead of waiting
-        self.name = f"camera {cam.id}"
-        self._stop = threading.Event()  # set by stop(): no thread of this camera runs again
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None  # the current capture thread
-        self._cancel = threading.Event()  # the current thread's own stop signal
-        self._threads: list[tuple[threading.Thread, threading.Event]] = []  # current + abandoned, for stop()
         self.state: CameraState = "connecting"
         self.reconnects = 0  # by the thread itself after a source fault
         self.stalls = 0
-        self.restarts = 0  # by the watchdog: a dead thread or a stall
-        self.last_error: str | None = None
         self.last_frame_at: float | None = None  # monotonic time of the last frame read
         self.frames_read = 0
         self.frames_captured = 0  # kept after decimation, preprocessed and pushed
@@ -131,44 +125,12 @@ class CaptureWorker:
         self.read_rate = RateMeter()
         self.captured_rate = RateMeter()
 
-    # -- lifecycle ----------------------------------------------------------------------------------------
+    # -- lifecycle (stop, request_stop: SupervisedThread) -------------------------------------------------
 
     def start(self) -> None:
         with self._lock:
             if self._thread is None and not self._stop.is_set():
                 self._spawn()
-
-    def _spawn(self) -> None:
-        """Start a fresh capture thread with its own cancel event (caller holds the lock)."""
-        cancel = threading.Event()
-        thread = threading.Thread(target=self._run, args=(cancel,), name=f"capture-{self.cam.id}", daemon=True)
-        self._threads = [(t, c) for t, c in self._threads if t.is_alive()]
-        self._threads.append((thread, cancel))
-        self._thread, self._cancel = thread, cancel
-        thread.start()
-
-    def request_stop(self) -> None:
-        with self._lock:
-            self._stop.set()
-            for _, cancel in self._threads:
-                cancel.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop and join every thread of this camera, abandoned ones included (those leave within their read
-        timeout)."""
-        self.request_stop()
-        with self._lock:
-            threads = [t for t, _ in self._threads]
-        deadline = time.monotonic() + timeout
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-            if t.is_alive():
-                log.error("camera %s: capture thread did not stop within %.0f s", self.cam.id, timeout)
-        self._set_state("stopped")
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def _set_state(self, state: CameraState, cancel: threading.Event | None = None) -> None:
         with self._lock:
@@ -190,48 +152,38 @@ class CaptureWorker:
         self.last_error = self._redact(f"{type(e).__name__}: {e}" if not str(e).startswith("cannot") else str(e))
         log.warning("camera %s: %s", self.cam.id, self.last_error)
 
-    # -- watchdog (service.watchdog.Supervised) -----------------------------------------------------------
+    # -- watchdog (diagnose, restart, fail: SupervisedThread) ---------------------------------------------
 
-    def diagnose(self, now_mono: float) -> str | None:
+    def _active(self) -> bool:
+        return self.state not in ("failed", "ended", "stopped")
+
+    def _health(self, now_mono: float) -> str | None:
         """A live camera without a frame for stall_after_s is marked stalled; if it is still stalled at the
-        next check (its read is blocked on a frozen server), it needs a restart. So does a dead thread."""
-        with self._lock:
-            if self._thread is None or self._stop.is_set() or self.state in ("failed", "ended", "stopped"):
-                return None
-            if not self._thread.is_alive():
-                return f"capture thread died ({self.last_error or 'no error recorded'})"
-            age = self.frame_age(now_mono)
-            if self._waiting or age is None or age <= self.cam.stall_after_s:
-                return None
-            if self.state == "live":
-                self.state = "stalled"
-                self.stalls += 1
-                log.warning("camera %s: stalled (no frame for %.1f s)", self.cam.id, age)
-                return None
-            if self.state == "stalled":
-                return f"stalled: no frame for {age:.1f} s"
+        next check (its read is blocked on a frozen server), it needs a restart."""
+        age = self.frame_age(now_mono)
+        if self._waiting or age is None or age <= self.cam.stall_after_s:
             return None
+        if self.state == "live":
+            self.state = "stalled"
+            self.stalls += 1
+            log.warning("camera %s: stalled (no frame for %.1f s)", self.cam.id, age)
+            return None
+        if self.state == "stalled":
+            return f"stalled: no frame for {age:.1f} s"
+        return None
 
-    def restart(self, reason: str) -> None:
-        """Abandon the current thread (dead, or blocked in a read) and start a fresh one."""
-        with self._lock:
-            if self._thread is None or self._stop.is_set() or self.state == "failed":
-                return
-            self._cancel.set()
-            self.restarts += 1
-            self.ring.clear()  # never predict across the gap
-            self._set_state_locked("reconnecting")
-            self._spawn()
+    def _on_restart(self, reason: str) -> None:
+        self.ring.clear()  # never predict across the gap
+        self._set_state_locked("reconnecting")
 
-    def fail(self, reason: str) -> None:
-        """Out of restarts: stop capturing and stay 'failed' with the reason as last_error."""
-        with self._lock:
-            if self._stop.is_set():
-                return
-            self._cancel.set()  # a hung thread is abandoned; stop() still joins it
-            self.ring.clear()
-            self.last_error = self._redact(f"failed: {reason}")
-            self._set_state_locked("failed")
+    def _on_fail(self, reason: str) -> None:
+        """Stay 'failed' with the reason as last_error."""
+        self.ring.clear()
+        self.last_error = self._redact(f"failed: {reason}")
+        self._set_state_locked("failed")
+
+    def _on_stopped(self) -> None:
+        self._set_state_locked("stopped")
 
     def frame_age(self, now_mono: float | None = None) -> float | None:
         if self.last_frame_at is None:

@@ -26,6 +26,7 @@ from model import FrameScorer, FrameScores
 
 from .frames import Window
 from .meters import LatencyMeter, RateMeter
+from .supervised import SupervisedThread
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,15 @@ class _CameraMeters:
         self.latency = LatencyMeter()
 
 
-class InferenceWorker:
+class InferenceWorker(SupervisedThread):
+    stop_timeout_s = 30.0  # a batch in flight finishes first
+
     def __init__(self, scorer: FrameScorer, on_scores: ScoresCallback, *, max_batch: int = 8,
                  max_wait_ms: float = 10.0, queue_per_camera: int = 2, model_lock: threading.Lock | None = None,
                  stuck_after_s: float = 30.0) -> None:
         if queue_per_camera < 1:
             raise ValueError("queue_per_camera must be >= 1")
-        self.name = "inference"
+        super().__init__("inference", kind="inference", thread_name="inference")
         self._scorer = scorer
         self._on_scores = on_scores
         self.max_batch = max_batch
@@ -55,16 +58,9 @@ class InferenceWorker:
         self.queue_per_camera = queue_per_camera
         self._queues: dict[str, deque[Window]] = {}  # camera -> unscored windows, oldest first
         self._cameras: set[str] = set()
-        self._cond = threading.Condition()
         self.stuck_after_s = stuck_after_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None  # the current thread
-        self._cancel = threading.Event()  # the current thread's own stop signal
-        self._threads: list[tuple[threading.Thread, threading.Event]] = []  # current + abandoned, for stop()
         self._busy_since: float | None = None  # monotonic start of the batch in flight (model lock wait included)
         self.state: Literal["stopped", "running", "failed"] = "stopped"
-        self.restarts = 0
-        self.last_error: str | None = None
         self._meters: dict[str, _CameraMeters] = defaultdict(_CameraMeters)
         self.batch_ms = LatencyMeter()
         self.batches = 0
@@ -74,25 +70,25 @@ class InferenceWorker:
     # -- capture side -------------------------------------------------------------------------------------
 
     def register(self, camera_id: str) -> None:
-        with self._cond:
+        with self._lock:
             self._cameras.add(camera_id)
 
     def unregister(self, camera_id: str) -> None:
-        with self._cond:
+        with self._lock:
             self._cameras.discard(camera_id)
             self._queues.pop(camera_id, None)
             self._meters.pop(camera_id, None)
-            self._cond.notify_all()
+            self._lock.notify_all()
 
     def submit(self, window: Window, *, block: bool, stop: threading.Event) -> None:
         """Queue a camera's newest window. block=False drops the oldest queued one when the queue is full
         (counted as skipped); block=True waits for room."""
         cid = window.camera_id
-        with self._cond:
+        with self._lock:
             if block:
                 while (len(self._queues.get(cid, ())) >= self.queue_per_camera and not stop.is_set()
                        and not self._stop.is_set()):
-                    self._cond.wait(0.1)
+                    self._lock.wait(0.1)
                 if stop.is_set() or self._stop.is_set():
                     return
             q = self._queues.setdefault(cid, deque())
@@ -100,101 +96,65 @@ class InferenceWorker:
                 q.popleft()
                 self._meters[cid].skipped.add()
             q.append(window)
-            self._cond.notify_all()
+            self._lock.notify_all()
 
     def pending(self) -> int:
         """Unscored windows queued, all cameras."""
-        with self._cond:
+        with self._lock:
             return sum(len(q) for q in self._queues.values())
 
-    # -- the thread ---------------------------------------------------------------------------------------
+    # -- lifecycle (stop, request_stop: SupervisedThread) -------------------------------------------------
 
     def start(self) -> None:
-        with self._cond:
+        with self._lock:
             if self._thread is None:
                 self._stop.clear()
                 self.state = "running"
                 self._spawn()
 
-    def _spawn(self) -> None:
-        """Start a fresh thread with its own cancel event (caller holds the condition's lock)."""
-        cancel = threading.Event()
-        thread = threading.Thread(target=self._run, args=(cancel,), name="inference", daemon=True)
-        self._threads = [(t, c) for t, c in self._threads if t.is_alive()]
-        self._threads.append((thread, cancel))
-        self._thread, self._cancel, self._busy_since = thread, cancel, None
-        thread.start()
+    def _on_stopped(self) -> None:
+        self._busy_since, self.state = None, "stopped"
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop and join every inference thread, abandoned ones included."""
-        with self._cond:
-            self._stop.set()
-            for _, cancel in self._threads:
-                cancel.set()
-            threads = [t for t, _ in self._threads]
-            self._cond.notify_all()
-        deadline = time.monotonic() + timeout
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-            if t.is_alive():
-                log.error("inference thread did not stop within %.0f s", timeout)
-        with self._cond:
-            self._thread, self._threads, self._busy_since, self.state = None, [], None, "stopped"
+    # -- watchdog (diagnose, restart, fail: SupervisedThread) ---------------------------------------------
 
-    # -- watchdog (service.watchdog.Supervised) -----------------------------------------------------------
+    def _active(self) -> bool:
+        return self.state == "running"
 
-    def diagnose(self, now_mono: float) -> str | None:
-        with self._cond:
-            if self._thread is None or self._stop.is_set() or self.state != "running":
-                return None
-            if not self._thread.is_alive():
-                return f"inference thread died ({self.last_error or 'no error recorded'})"
-            busy = self._busy_since
-            if busy is not None and now_mono - busy > self.stuck_after_s:
-                return f"stuck: one batch running for {now_mono - busy:.1f} s"
-            return None
+    def _health(self, now_mono: float) -> str | None:
+        busy = self._busy_since
+        if busy is not None and now_mono - busy > self.stuck_after_s:
+            return f"stuck: one batch running for {now_mono - busy:.1f} s"
+        return None
 
-    def restart(self, reason: str) -> None:
-        """Abandon the current thread (dead or stuck) and start a fresh one."""
-        with self._cond:
-            if self._thread is None or self._stop.is_set() or self.state != "running":
-                return
-            self._cancel.set()
-            self.restarts += 1
-            self.last_error = reason
-            self._spawn()
-            self._cond.notify_all()
+    def _on_restart(self, reason: str) -> None:
+        self.last_error = reason
+        self._busy_since = None  # the fresh thread has no batch in flight
 
-    def fail(self, reason: str) -> None:
-        """Out of restarts: no more scoring; stats say 'failed' with the reason."""
-        with self._cond:
-            if self._stop.is_set():
-                return
-            self._cancel.set()
-            self.state, self.last_error = "failed", f"failed: {reason}"
-            self._cond.notify_all()
+    def _on_fail(self, reason: str) -> None:
+        """No more scoring; stats say 'failed' with the reason."""
+        self.state, self.last_error = "failed", f"failed: {reason}"
 
     # -- the thread ---------------------------------------------------------------------------------------
 
     def _take(self, cancel: threading.Event) -> list[Window]:
-        with self._cond:
+        with self._lock:
             def ready() -> list[deque[Window]]:
                 return [q for q in self._queues.values() if q]
 
             while not ready() and not cancel.is_set():
-                self._cond.wait(0.2)
+                self._lock.wait(0.2)
             # Give the other cameras max_wait to join this batch, unless every camera is already in.
             deadline = time.monotonic() + self.max_wait_s
             while (not cancel.is_set() and len(ready()) < min(self.max_batch, len(self._cameras))
                    and (left := deadline - time.monotonic()) > 0):
-                self._cond.wait(left)
+                self._lock.wait(left)
             if cancel.is_set():
                 return []
             heads = sorted(ready(), key=lambda q: q[0].ts)[: self.max_batch]  # oldest first: fair
             batch = [q.popleft() for q in heads]
             if batch:
                 self._busy_since = time.monotonic()
-            self._cond.notify_all()  # wakes file cameras waiting for room in their queue
+            self._lock.notify_all()  # wakes file cameras waiting for room in their queue
             return batch
 
     def _run(self, cancel: threading.Event) -> None:
@@ -203,12 +163,12 @@ class InferenceWorker:
                 batch = self._take(cancel)
                 if batch:
                     self._process(batch, cancel)
-                    with self._cond:
+                    with self._lock:
                         if not cancel.is_set():
                             self._busy_since = None
         except Exception as e:  # a bug: log it; the watchdog sees a dead thread and restarts it
             log.exception("inference thread crashed")
-            with self._cond:
+            with self._lock:
                 if not cancel.is_set():
                     self.last_error = f"internal error: {type(e).__name__}: {e}"
 

@@ -1,31 +1,29 @@
-"""Pipeline: builds and owns capture workers, the inference worker, alert engines, the watchdog and the
-event store. The only module that knows every part; the API codes against this class.
+"""Pipeline: builds and owns capture workers, the inference worker, alert engines and the watchdog, and
+routes scores to the event recorder and the listeners. The API codes against this class.
 
-capture (thread per camera) -> ring -> inference (one batched forward) -> alerts -> store -> listeners
+capture (thread per camera) -> ring -> inference (one batched forward) -> alerts -> recorder -> listeners
 The watchdog supervises every enabled camera's capture and the inference worker (restarts, budget, failed).
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from model import FrameScores, Predictor
 
-from .alerts import AlertEngine, EventUpdate
+from .alerts import AlertEngine
 from .capture import CaptureWorker
 from .clips import ClipError, ClipResult, score_clip
-from .frames import CameraStatus, Event, EventMessage, ScoreMessage, Window
+from .frames import CameraStatus, EventMessage, ScoreMessage, Window
 from .inference import InferenceWorker
+from .recorder import EventRecorder
 from .ring import RingBuffer
 from .settings import AlertSettings, CameraSettings, Settings
-from .snapshots import event_images
 from .sources import SourceFactory, open_opencv_source
 from .store import EventStore
 from .urls import redact_url, resolve_source
@@ -34,7 +32,6 @@ from .watchdog import Supervised, Watchdog
 __all__ = ["CameraExists", "ClipError", "ClipResult", "Pipeline"]
 log = logging.getLogger(__name__)
 Listener = Callable[[ScoreMessage | EventMessage], None]
-RETENTION_EVERY_S = 60.0
 
 
 class CameraExists(Exception):
@@ -42,14 +39,11 @@ class CameraExists(Exception):
 
 
 class _Camera:
-    """One camera's parts; `lock` guards the alert engine and the peak images (inference vs stop/remove)."""
+    """One camera's parts; `lock` guards the alert engine (inference vs stop/remove)."""
 
     def __init__(self, cam: CameraSettings, worker: CaptureWorker, engine: AlertEngine) -> None:
         self.cam, self.worker, self.engine = cam, worker, engine
         self.lock = threading.Lock()
-        self.peak: tuple[np.ndarray, np.ndarray] | None = None  # (raw frame, heatmap) of the peak so far
-        self.peak_dirty = False
-        self.paths: tuple[str | None, str | None] = (None, None)
 
 
 class Pipeline:
@@ -57,6 +51,8 @@ class Pipeline:
                  clock: Callable[[], float] = time.time,
                  source_factory: SourceFactory = open_opencv_source) -> None:
         self.settings, self.predictor, self.store = settings, predictor, store
+        self._recorder = EventRecorder(store, settings.data_dir, max_events=settings.retention_max_events,
+                                       max_age_days=settings.retention_days)
         self._clock = clock
         self._factory = source_factory
         self._model_lock = threading.Lock()  # live batches and clip batches never run the model at once
@@ -74,7 +70,6 @@ class Pipeline:
                                   window_s=wd.restart_window_s)
         self._started = False
         self._started_at: float | None = None
-        self._last_retention = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -82,8 +77,7 @@ class Pipeline:
         if self._started:
             return
         self._started, self._started_at = True, time.monotonic()
-        self.store.close_dangling()
-        self._retention(force=True)
+        self._recorder.start()
         self._inference.start()
         for cam in self.settings.cameras:
             if cam.id not in self._cams:
@@ -134,6 +128,7 @@ class Pipeline:
         c.worker.stop()
         self._inference.unregister(camera_id)
         self._close_events(c, self._clock())
+        self._recorder.forget(camera_id)
         log.info("camera %s removed", camera_id)
 
     def get_camera(self, camera_id: str) -> CameraStatus:
@@ -216,9 +211,9 @@ class Pipeline:
             with c.lock:
                 updates = c.engine.update(float(scores.anomaly[i]), w.ts)
                 if c.engine.peak_changed:
-                    c.peak, c.peak_dirty = (w.frame, scores.heatmap[i].copy()), True
+                    self._recorder.set_peak(w.camera_id, w.frame, scores.heatmap[i])
                 z, smoothed = c.engine.score, c.engine.smoothed
-                events = [self._persist(c, u) for u in updates]
+                events = [self._recorder.record(u) for u in updates]
             self._emit(ScoreMessage(w.camera_id, w.frame_index, w.ts, z, smoothed, float(row["psnr"] or 0.0),
                                     float(row["local_psnr"] or 0.0), float(row["l_int"] or 0.0),
                                     float(row["l_grad"] or 0.0), float(row["l_flow"] or 0.0),
@@ -226,50 +221,13 @@ class Pipeline:
             for m in events:
                 self._emit(m)
             if any(u.kind == "end" for u in updates):
-                self._retention()
-
-    def _persist(self, c: _Camera, u: EventUpdate) -> EventMessage:
-        """Write the peak images if they changed, then the event row and its log entry (gets the seq)."""
-        if c.peak_dirty and c.peak is not None:
-            try:
-                c.paths = self._write_images(c.cam.id, u.event_id, *c.peak)
-            except OSError:
-                log.exception("camera %s: cannot write event images", c.cam.id)
-            c.peak_dirty = False
-        ev = Event(u.event_id, u.camera_id, u.start_ts, u.end_ts, u.peak_score, u.peak_ts, c.paths[0],
-                   c.paths[1], u.frames)
-        if u.kind == "end":
-            c.peak, c.paths = None, (None, None)
-        return self.store.record(u.kind, ev)
-
-    def _write_images(self, camera_id: str, event_id: str, frame: np.ndarray,
-                      heatmap: np.ndarray) -> tuple[str, str]:
-        snap, heat = event_images(frame, heatmap)
-        rel = Path("events") / camera_id
-        folder = self.settings.data_dir / rel
-        folder.mkdir(parents=True, exist_ok=True)
-        out = []
-        for name, data in ((f"{event_id}-snapshot.jpg", snap), (f"{event_id}-heatmap.jpg", heat)):
-            tmp = folder / f".{name}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, folder / name)  # readers never see half a JPEG
-            out.append(str(rel / name))
-        return out[0], out[1]
+                self._recorder.apply_retention()
 
     def _close_events(self, c: _Camera, now: float) -> None:
         with c.lock:
-            msgs = [self._persist(c, u) for u in c.engine.close(now)]
+            msgs = [self._recorder.record(u) for u in c.engine.close(now)]
         for m in msgs:
             self._emit(m)
-
-    def _retention(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_retention < RETENTION_EVERY_S:
-            return
-        self._last_retention = now
-        days = self.settings.retention_days
-        self.store.apply_retention(max_events=self.settings.retention_max_events,
-                                   max_age_s=None if days is None else days * 86400)
 
     # -- clips --------------------------------------------------------------------------------------------
 

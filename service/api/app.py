@@ -1,6 +1,6 @@
-"""The FastAPI application. Nothing is created at import time: `create_app(settings, ...)` builds the app, and
-its lifespan loads what was not passed in (predictor, store, pipeline), wires the WebSocket hub to the
-pipeline, starts the pipeline, and stops it (joining its threads) on shutdown."""
+"""The FastAPI application. Nothing is created at import time: `create_app(service)` builds the app around a
+service from `build_service`; its lifespan wires the WebSocket hub to the pipeline, starts the service, and stops
+it (joining its threads) on shutdown."""
 from __future__ import annotations
 
 import asyncio
@@ -12,12 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from model import Predictor
-
 from ..hub import Hub
-from ..pipeline import Pipeline
-from ..settings import Settings
-from ..store import EventStore
+from ..wiring import Service
 from . import cameras, events, live, score
 from .deps import ApiKey, AppState, PipelineDep, StateDep
 from .schemas import Health, scrub
@@ -26,40 +22,24 @@ from .security import key_required
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: Predictor | None = None,
-               store: EventStore | None = None) -> FastAPI:
-    """`pipeline` (with its `store`) is used as given; otherwise one is built at startup from `predictor`
-    (default: load_predictor(settings.weights)) and an EventStore in settings.data_dir."""
-    state = AppState(settings=settings)
+def create_app(service: Service) -> FastAPI:
+    state = AppState(settings=service.settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned_store = store is None and pipeline is None
-        pipe, st = pipeline, store
-        if pipe is None:
-            st = st or open_store(settings)
-            pred = predictor
-            if pred is None:
-                from model import load_predictor  # torch work happens at startup, not at import
-
-                pred = await run_in_threadpool(load_predictor, settings.weights, device=settings.device)
-            pipe = Pipeline(settings, pred, st)
-        if st is None:
-            st = pipe.store
+        pipe = service.pipeline
         hub = Hub(asyncio.get_running_loop())
         unsubscribe = pipe.add_listener(hub.publish)
-        state.pipeline, state.store, state.hub = pipe, st, hub
-        await run_in_threadpool(pipe.start)
+        state.pipeline, state.store, state.hub = pipe, service.store, hub
+        await run_in_threadpool(service.start)
         log.info("ffp service up: %d camera(s), API key %s", len(pipe.list_cameras()),
-                 "required" if key_required(settings.api_key) else "off (set FFP_API_KEY to require one)")
+                 "required" if key_required(service.settings.api_key) else "off (set FFP_API_KEY to require one)")
         try:
             yield
         finally:
             unsubscribe()
             state.pipeline = None
-            await run_in_threadpool(pipe.stop)
-            if owned_store:
-                st.close()
+            await run_in_threadpool(service.stop)
             state.store = state.hub = None
 
     app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan,
@@ -89,6 +69,3 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: 
 
     return app
 
-
-def open_store(settings: Settings) -> EventStore:
-    return EventStore.open(settings.data_dir)

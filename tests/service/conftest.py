@@ -139,6 +139,15 @@ def predictor() -> Predictor:
     return p.with_calibration(Calibration(cal.mean, std, cal.quantiles, cal.frames, cal.source))
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored() -> Iterator[None]:
+    """A service built in a test sets torch's thread count for the process (as it does in production): the
+    tests after it get tests/conftest.py's count back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def no_thread_leak() -> Iterator[None]:
     """Fails the test if it leaves threads running (every worker must be joined by stop())."""

@@ -11,6 +11,7 @@ from live_server import LiveServer, serve, untrained_predictor, write_clip
 
 from service.api import create_app
 from service.settings import load_settings
+from service.wiring import build_service
 
 KEY = "test-key-123"
 SECRET = "hunter2pw"
@@ -25,7 +26,7 @@ def clip_predictor():  # type: ignore[no-untyped-def]
 def server(tmp_path: Path, clip_predictor) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
     settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY, max_upload_mb=1,
                              max_clip_seconds=10)
-    with serve(create_app(settings, predictor=clip_predictor)) as srv:
+    with serve(create_app(build_service(settings, predictor=clip_predictor))) as srv:
         yield srv
 
 

@@ -24,6 +24,7 @@ from service.pipeline import Pipeline
 from service.ring import RingBuffer
 from service.settings import CameraSettings, Settings, WatchdogSettings
 from service.store import EventStore
+from service.supervised import SupervisedThread
 from service.urls import SourceSpec
 from service.watchdog import RestartBudget, Watchdog
 
@@ -164,7 +165,8 @@ def test_failed_camera_error_is_redacted(no_thread_leak: None) -> None:
         dog.stop()
         w.stop()
     assert w.restarts == 1 and w.last_error is not None
-    assert "hunter2" not in w.last_error and "***@cam.local" in w.last_error and "1 restarts within 60 s" in w.last_error
+    assert "hunter2" not in w.last_error and "***@cam.local" in w.last_error
+    assert "1 restarts within 60 s" in w.last_error
 
 
 def fake_scores(n: int) -> FrameScores:
@@ -207,6 +209,52 @@ def supervised_inference(scorer: FlakyScorer, on_scores: Callable[..., None],
         dog.stop()
         scorer.release.set()  # abandoned threads return; their batches are dropped and stop() joins them
         inf.stop()
+
+
+class Hanging(SupervisedThread):
+    """A worker whose every thread blocks until released, deaf to its cancel (a read on a frozen server); the
+    first thread leaves last."""
+
+    def __init__(self) -> None:
+        super().__init__("toy", kind="toy", thread_name="toy")
+        self.release = threading.Event()
+        self.first: threading.Thread | None = None
+        self.stopped = 0
+
+    def start(self) -> None:
+        with self._lock:
+            self._spawn()
+            self.first = self._thread
+
+    def _run(self, cancel: threading.Event) -> None:
+        self.release.wait(10)
+        if threading.current_thread() is self.first:
+            time.sleep(0.5)
+
+    def _active(self) -> bool:
+        return True
+
+    def _health(self, now_mono: float) -> str | None:
+        return "hung"
+
+    def _on_stopped(self) -> None:
+        self.stopped += 1
+
+
+@pytest.mark.timeout(10)
+def test_supervised_thread_abandons_a_hung_thread_and_stop_joins_every_thread(no_thread_leak: None) -> None:
+    w = Hanging()
+    w.start()
+    assert w.diagnose(time.monotonic()) == "hung"
+    w.restart("hung")
+    threads = [t for t in threading.enumerate() if t.name == "toy"]
+    assert w.restarts == 1 and len(threads) == 2 and all(t.is_alive() for t in threads)
+    releaser = threading.Timer(0.2, w.release.set)
+    releaser.start()
+    w.stop(timeout=5)  # returns only once the abandoned thread has left too
+    releaser.join()
+    assert not any(t.is_alive() for t in threads)
+    assert w.stopped == 1 and w.diagnose(time.monotonic()) is None
 
 
 @pytest.mark.timeout(10)

@@ -16,6 +16,7 @@ from websockets.sync.client import ClientConnection, connect
 from service.api import create_app
 from service.api.schemas import EventWsMessage, ScoreWsMessage, SubscribedMessage
 from service.settings import load_settings
+from service.wiring import build_service
 
 KEY = "ws-key"
 # 25 fps, looped: 1.2 s of a still scene, then 0.4 s of noise -> one event per 1.6 s loop.
@@ -34,7 +35,7 @@ def server(tmp_path: Path, clip_predictor) -> Iterator[LiveServer]:  # type: ign
     clip = write_clip(tmp_path / "loop.mp4", PATTERN)
     settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY, alerts=ALERTS,
                              cameras=[{"id": "cam", "url": str(clip), "fps": 25, "loop": True}])
-    with serve(create_app(settings, predictor=clip_predictor)) as srv:
+    with serve(create_app(build_service(settings, predictor=clip_predictor))) as srv:
         yield srv
 
 

@@ -17,13 +17,15 @@ from model import Predictor
 from service.api import create_app
 from service.api.schemas import EventWsMessage, ScoreWsMessage
 from service.settings import load_settings
+from service.wiring import build_service
 
 
 @pytest.mark.timeout(40)
 def test_rtsp_camera_scores_and_event_over_websocket(tmp_path: Path, rtsp_server: RtspServer,
                                                      predictor: Predictor) -> None:
     settings = load_settings(None, data_dir=tmp_path / "data", alerts={"min_duration_s": 0.2, "hold_s": 0.2})
-    with serve(create_app(settings, predictor=predictor)) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
+    app = create_app(build_service(settings, predictor=predictor))
+    with serve(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
         r = c.post("/v1/cameras", json={"id": "gate", "url": rtsp_server.url, "fps": TEST_FPS})
         assert r.status_code == 201, r.text
         with connect(f"{srv.ws_url}?cameras=gate", open_timeout=5) as ws:
