@@ -9,7 +9,7 @@ import pytest
 import torch
 from live_server import serve, untrained_predictor
 
-from model.weights import atomic_save
+from model.checkpoint import atomic_save
 from service.api import create_app
 from service.settings import load_settings
 from service.wiring import ServiceError, build_service
