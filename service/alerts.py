@@ -62,7 +62,7 @@ class CameraCalibration:
     """
 
     def __init__(self, calibration: Calibration | None, settings: AlertSettings) -> None:
-        self.calibration = calibration  # the one z uses now
+        self.calibration = calibration  # what z uses: the adapted one once warm-up ends
         self._blend = settings.warmup_blend
         self._warmup_s = settings.warmup_s if calibration is not None or settings.warmup_s > 0 else DEFAULT_WARMUP_S
         self._warm: _Stats | None = _Stats() if self._warmup_s > 0 else None

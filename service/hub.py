@@ -11,6 +11,7 @@ Every subscriber receives the same `Published` item for a message, so its wire f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -99,10 +100,8 @@ class Hub:
 
     def publish(self, msg: Message) -> None:
         """Pipeline listener; called from any thread."""
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown: nobody is listening any more
             self._loop.call_soon_threadsafe(self._dispatch, msg)
-        except RuntimeError:  # loop closed during shutdown: nobody is listening any more
-            pass
 
     def _dispatch(self, msg: Message) -> None:
         self.published += 1
