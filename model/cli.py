@@ -140,14 +140,17 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
 def cmd_score(a: argparse.Namespace) -> None:
     from .clip import score_frames
     from .data import VideoSource, iter_frames
+    from .scoring import CausalSmoother
 
     predictor = _load(a)
     path = Path(a.video)
     if not path.exists():
         raise DataError(f"video not found: {path}")
     rows = []
+    smoother = CausalSmoother()
     for f in score_frames(predictor, iter_frames(VideoSource(path.stem, path)), batch_size=a.batch_size):
-        rows.append({"index": f.index, **(f.metrics or {}), "smoothed": f.smoothed})
+        z = None if f.metrics is None else f.metrics["score"]
+        rows.append({"index": f.index, **(f.metrics or {}), "smoothed": None if z is None else smoother.update(z)})
     text = json.dumps({"video": str(path), "weights": str(predictor.path), "frames": rows}, indent=1)
     if a.out:
         tmp = Path(a.out + ".tmp")

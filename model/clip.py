@@ -4,7 +4,8 @@
 preprocessed once, grouped into windows of k+1 (frames `frame_stride` apart, cut by
 `window_from_buffer`, the rule of model.config.window_rows) and
 scored in batches. The first k frames have no history and get no score (None), exactly as a live camera that
-has just started.
+has just started. Smoothing the score stream is its consumer's business (the service's alert engine, `ffp eval`'s
+protocols, `ffp score`), each with one CausalSmoother.
 """
 from __future__ import annotations
 
@@ -15,14 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import ModelConfig, window_rows
-from .scoring import CausalSmoother, FrameScorer, FrameScores
+from .scoring import FrameScorer, FrameScores
 
 
 @dataclass(frozen=True)
 class ScoredFrame:
     index: int
     metrics: dict[str, float | None] | None  # FrameScores.row(...) or None for the first k frames
-    smoothed: float | None  # causal EMA of the calibrated score (None without calibration/history)
     heatmap: np.ndarray | None  # (H, W) float32 in [0, 1]
 
 
@@ -45,11 +45,9 @@ def windows_from_frames(frames: Iterable[np.ndarray],
 
 
 def score_frames(predictor: FrameScorer, frames: Iterable[np.ndarray], *, batch_size: int = 8,
-                 preprocessed: bool = False, half_life: float = 2.0,
-                 keep_heatmaps: bool = False) -> Iterator[ScoredFrame]:
+                 preprocessed: bool = False, keep_heatmaps: bool = False) -> Iterator[ScoredFrame]:
     """Decoded frames (uint8 BGR/grey) or preprocessed frames -> ScoredFrame per input frame, in order."""
     prepped = frames if preprocessed else (predictor.preprocess(f) for f in frames)
-    smoother = CausalSmoother(half_life)
     pending: list[tuple[int, np.ndarray | None]] = []
 
     def flush() -> Iterator[ScoredFrame]:
@@ -58,12 +56,10 @@ def score_frames(predictor: FrameScorer, frames: Iterable[np.ndarray], *, batch_
         j = 0
         for i, w in pending:
             if w is None:
-                yield ScoredFrame(i, None, None, None)
+                yield ScoredFrame(i, None, None)
                 continue
             assert scores is not None
-            row = scores.row(j)
-            sm = None if row["score"] is None else smoother.update(float(row["score"]))  # type: ignore[arg-type]
-            yield ScoredFrame(i, row, sm, scores.heatmap[j] if keep_heatmaps else None)
+            yield ScoredFrame(i, scores.row(j), scores.heatmap[j] if keep_heatmaps else None)
             j += 1
         pending.clear()
 

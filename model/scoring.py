@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import cv2
 import numpy as np
@@ -26,6 +26,7 @@ from .losses import flow_loss, gradient_loss, intensity_loss, psnr
 
 log = logging.getLogger(__name__)
 Forward = Callable[[torch.Tensor], torch.Tensor]
+Score = TypeVar("Score", float, np.ndarray)
 
 METRICS = ("psnr", "local_psnr", "l_int", "l_grad", "l_flow", "a_t", "anomaly")
 
@@ -44,8 +45,17 @@ class Calibration:
     frames: int
     source: str
 
-    def z(self, anomaly: np.ndarray) -> np.ndarray:
+    def z(self, anomaly: Score) -> Score:
         return (anomaly - self.mean["anomaly"]) / max(self.std["anomaly"], 1e-8)
+
+    def adapted(self, mean: float, std: float, frames: int, blend: float) -> Calibration:
+        """This calibration moved towards one camera's own anomaly statistics (`mean`, `std` over `frames`
+        frames of its footage) by `blend` (1 = the camera's alone). Quantiles are dropped: they described z
+        on the original footage."""
+        m, s = self.mean["anomaly"], max(self.std["anomaly"], 1e-8)
+        return Calibration(mean={**self.mean, "anomaly": (1 - blend) * m + blend * mean},
+                           std={**self.std, "anomaly": (1 - blend) * s + blend * std}, quantiles={},
+                           frames=frames, source=f"{self.source}, adapted to a camera")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

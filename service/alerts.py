@@ -1,7 +1,8 @@
-"""AlertEngine: one camera's raw anomaly scores -> events (start / update / end). Pure: time is an argument.
+"""One camera's scores -> events (start / update / end). Pure: time is an argument.
 
-Pipeline per frame: raw anomaly -> calibrated z (the weights' calibration, optionally blended with the
-camera's own statistics after a warm-up) -> causal EMA (the CausalSmoother `ffp eval` uses) -> hysteresis:
+Per frame: raw anomaly -> calibrated z (`CameraCalibration`: Calibration.z with the weights' calibration, or with
+the one its warm-up adapts to the camera) -> `AlertEngine`: causal EMA (the CausalSmoother `ffp eval` uses) ->
+hysteresis:
   idle     --z >= on, held for min_duration, not in cooldown--> active  (emits start; start_ts = first crossing)
   active   --z < off for hold seconds--> idle                         (emits end; end_ts = when z fell below off)
   active   --every update_interval--> update (peak, frame count so far)
@@ -18,7 +19,7 @@ from model import Calibration, CausalSmoother
 
 from .settings import AlertSettings
 
-# Without calibration the engine cannot read z-scores; it then learns the camera's statistics first.
+# Without calibration there is no z to read; the camera's own statistics are learnt first.
 DEFAULT_WARMUP_S = 5.0
 MIN_WARMUP_FRAMES = 10
 
@@ -52,18 +53,51 @@ class _Stats:
         return math.sqrt(self._m2 / self.n) if self.n > 1 else 0.0
 
 
+class CameraCalibration:
+    """One camera's calibrated score z = Calibration.z(anomaly).
+
+    With warm-up (warmup_s > 0, and always without the weights' calibration) the mean and std of the raw score
+    over the camera's first warmup_s seconds (at least MIN_WARMUP_FRAMES frames) replace the calibration's,
+    blended by warmup_blend; until then z uses the weights' calibration, or is None when there is none.
+    """
+
+    def __init__(self, calibration: Calibration | None, settings: AlertSettings) -> None:
+        self.calibration = calibration  # what z uses: the adapted one once warm-up ends
+        self._blend = settings.warmup_blend
+        self._warmup_s = settings.warmup_s if calibration is not None or settings.warmup_s > 0 else DEFAULT_WARMUP_S
+        self._warm: _Stats | None = _Stats() if self._warmup_s > 0 else None
+        self._t0: float | None = None  # time of the first score
+
+    def z(self, anomaly: float, now: float) -> float | None:
+        """One frame's raw anomaly score (higher = more anomalous) at time `now` -> z, None without one."""
+        if not math.isfinite(anomaly):
+            return None
+        if self._t0 is None:
+            self._t0 = now
+        if self._warm is not None:
+            self._warm.add(anomaly)
+            if now - self._t0 >= self._warmup_s and self._warm.n >= MIN_WARMUP_FRAMES:
+                self.calibration = self._adapt(self._warm)
+                self._warm = None
+        return None if self.calibration is None else self.calibration.z(anomaly)
+
+    def _adapt(self, stats: _Stats) -> Calibration:
+        std = max(stats.std, 1e-6)
+        if self.calibration is None:
+            return Calibration(mean={"anomaly": stats.mean}, std={"anomaly": std}, quantiles={}, frames=stats.n,
+                               source="camera warm-up")
+        return self.calibration.adapted(stats.mean, std, stats.n, self._blend)
+
+
 class AlertEngine:
-    def __init__(self, camera_id: str, settings: AlertSettings, calibration: Calibration | None, *,
+    """One camera's calibrated scores -> event updates: causal smoothing, then hysteresis."""
+
+    def __init__(self, camera_id: str, settings: AlertSettings, *,
                  new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
         self.camera_id = camera_id
         self.settings = settings
         self._new_id = new_id
         self._smoother = CausalSmoother(settings.smoothing_half_life_frames)
-        self._mean = calibration.mean["anomaly"] if calibration else None
-        self._std = max(calibration.std["anomaly"], 1e-8) if calibration else None
-        self._warmup_s = settings.warmup_s if calibration or settings.warmup_s > 0 else DEFAULT_WARMUP_S
-        self._warm: _Stats | None = _Stats() if self._warmup_s > 0 else None
-        self._t0: float | None = None  # time of the first score
         # Outputs of the latest update() for the caller's score message and snapshots.
         self.score: float | None = None
         self.smoothed: float | None = None
@@ -85,31 +119,9 @@ class AlertEngine:
     def active_event_id(self) -> str | None:
         return None if self._event is None else str(self._event["id"])
 
-    def _calibrate(self, anomaly: float, now: float) -> float | None:
-        if self._t0 is None:
-            self._t0 = now
-        if self._warm is not None:
-            self._warm.add(anomaly)
-            if now - self._t0 >= self._warmup_s and self._warm.n >= MIN_WARMUP_FRAMES:
-                self._adapt(self._warm)
-                self._warm = None
-        if self._mean is None or self._std is None:
-            return None
-        return (anomaly - self._mean) / self._std
-
-    def _adapt(self, stats: _Stats) -> None:
-        std = max(stats.std, 1e-6)
-        if self._mean is None or self._std is None:
-            self._mean, self._std = stats.mean, std
-            return
-        b = self.settings.warmup_blend
-        self._mean = (1 - b) * self._mean + b * stats.mean
-        self._std = (1 - b) * self._std + b * std
-
-    def update(self, anomaly: float, now: float) -> list[EventUpdate]:
-        """One frame's raw anomaly score (higher = more anomalous) at time `now` -> event updates."""
+    def update(self, z: float | None, now: float) -> list[EventUpdate]:
+        """One frame's calibrated score (None: the frame has none, it is skipped) at time `now` -> event updates."""
         self.peak_changed = False
-        z = self._calibrate(anomaly, now) if math.isfinite(anomaly) else None
         self.score = z
         if z is None:
             self.smoothed = None

@@ -1,14 +1,20 @@
 """The frozen messages that threads pass to each other (pydantic lives only at the edges)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from model.scoring import METRICS
+
 # failed: the watchdog ran out of restarts (see last_error); the camera stays down until it is added again.
 CameraState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "stopped", "failed"]
 EventKind = Literal["start", "update", "end"]
+# The scorer's metrics that a score message and a clip's frame report, in METRICS' order. The raw anomaly score is
+# reported calibrated instead, as `score`.
+REPORTED_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m != "anomaly")
 
 
 @dataclass(frozen=True)
@@ -49,16 +55,8 @@ class ScoreMessage:
     ts: float  # capture wall time
     score: float | None  # calibrated z (None without calibration)
     smoothed: float | None  # what the alert engine compares with its thresholds
-    psnr: float
-    local_psnr: float
-    l_int: float
-    l_grad: float
-    l_flow: float
-    a_t: float
+    metrics: Mapping[str, float]  # every REPORTED_METRICS name -> its value
     latency_ms: float  # emission time - capture time
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "score", **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -83,5 +81,3 @@ class EventMessage:
     kind: EventKind
     event: Event
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "event", "seq": self.seq, "kind": self.kind, "event": self.event.to_dict()}

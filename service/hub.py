@@ -6,10 +6,12 @@ a worker thread never waits on a client. On the loop each subscriber has a bound
 - event messages are never dropped: if more than `max_events` are pending the subscriber is marked
   overflowed and its connection is closed with CLOSE_RESUME, so the client reconnects with resume_from
   and gets the missed events from the store.
+Every subscriber receives the same `Published` item for a message, so its wire form is encoded once.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +25,15 @@ Message = ScoreMessage | EventMessage
 CLOSE_RESUME = 4000  # "you fell behind on events: reconnect with resume_from=<last seq>"
 
 
+@dataclass(eq=False)
+class Published:
+    """One published message as every subscriber receives it. `wire` caches its encoding: the first connection
+    that sends it stores it there and the others reuse it (loop thread only)."""
+
+    msg: Message
+    wire: str | None = None
+
+
 @dataclass(eq=False)  # identity hashing: subscribers live in a set
 class Subscriber:
     cameras: frozenset[str] | None = None  # None = all cameras
@@ -30,7 +41,7 @@ class Subscriber:
     events: bool = True
     max_scores: int = 64
     max_events: int = 1024
-    outbox: deque[Message] = field(default_factory=deque)
+    outbox: deque[Published] = field(default_factory=deque)
     pending_scores: int = 0
     pending_events: int = 0
     dropped_scores: int = 0
@@ -43,38 +54,38 @@ class Subscriber:
             return False
         return self.events if isinstance(msg, EventMessage) else self.scores
 
-    def offer(self, msg: Message) -> None:
+    def offer(self, item: Published) -> None:
         """Loop thread only."""
         if self.overflowed:
             return
-        if isinstance(msg, EventMessage):
+        if isinstance(item.msg, EventMessage):
             if self.pending_events >= self.max_events:
                 self.overflowed = True
                 if self.on_overflow is not None:
                     self.on_overflow()
             else:
                 self.pending_events += 1
-                self.outbox.append(msg)
+                self.outbox.append(item)
         elif self.pending_scores >= self.max_scores:
             self.dropped_scores += 1
         else:
             self.pending_scores += 1
-            self.outbox.append(msg)
+            self.outbox.append(item)
         self.wakeup.set()
 
-    async def get(self) -> Message | None:
+    async def get(self) -> Published | None:
         """Next message, or None once the subscriber overflowed (the caller closes the connection)."""
         while not self.outbox and not self.overflowed:
             self.wakeup.clear()
             await self.wakeup.wait()
         if self.overflowed:
             return None
-        msg = self.outbox.popleft()
-        if isinstance(msg, EventMessage):
+        item = self.outbox.popleft()
+        if isinstance(item.msg, EventMessage):
             self.pending_events -= 1
         else:
             self.pending_scores -= 1
-        return msg
+        return item
 
 
 def _camera_of(msg: Message) -> str:
@@ -89,16 +100,15 @@ class Hub:
 
     def publish(self, msg: Message) -> None:
         """Pipeline listener; called from any thread."""
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown: nobody is listening any more
             self._loop.call_soon_threadsafe(self._dispatch, msg)
-        except RuntimeError:  # loop closed during shutdown: nobody is listening any more
-            pass
 
     def _dispatch(self, msg: Message) -> None:
         self.published += 1
+        item = Published(msg)
         for sub in self._subs:
             if sub.wants(msg):
-                sub.offer(msg)
+                sub.offer(item)
 
     def subscribe(self, sub: Subscriber) -> Callable[[], None]:
         """Loop thread only. Returns the unsubscribe function."""

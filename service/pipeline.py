@@ -16,10 +16,10 @@ import torch
 
 from model import FrameScores, Predictor
 
-from .alerts import AlertEngine
+from .alerts import AlertEngine, CameraCalibration
 from .capture import CaptureWorker
 from .clips import ClipError, ClipResult, score_clip
-from .frames import CameraStatus, EventMessage, ScoreMessage, Window
+from .frames import REPORTED_METRICS, CameraStatus, EventMessage, ScoreMessage, Window
 from .inference import InferenceWorker
 from .recorder import EventRecorder
 from .ring import RingBuffer
@@ -39,10 +39,11 @@ class CameraExists(Exception):
 
 
 class _Camera:
-    """One camera's parts; `lock` guards the alert engine (inference vs stop/remove)."""
+    """One camera's parts; `lock` guards its calibration and the alert engine (inference vs stop/remove)."""
 
-    def __init__(self, cam: CameraSettings, worker: CaptureWorker, engine: AlertEngine) -> None:
-        self.cam, self.worker, self.engine = cam, worker, engine
+    def __init__(self, cam: CameraSettings, worker: CaptureWorker, calibration: CameraCalibration,
+                 engine: AlertEngine) -> None:
+        self.cam, self.worker, self.calibration, self.engine = cam, worker, calibration, engine
         self.lock = threading.Lock()
 
 
@@ -114,8 +115,9 @@ class Pipeline:
             ring = RingBuffer(cam.id, self.predictor.num_frames, self.predictor.config.frame_stride)
             worker = CaptureWorker(cam, spec, ring, self.predictor.preprocess, self._inference,
                                    source_factory=self._factory, clock=self._clock)
-            engine = AlertEngine(cam.id, cam.alert_settings(self.settings.alerts), self.predictor.calibration)
-            self._cams[cam.id] = _Camera(cam, worker, engine)
+            alerts = cam.alert_settings(self.settings.alerts)
+            calibration = CameraCalibration(self.predictor.calibration, alerts)
+            self._cams[cam.id] = _Camera(cam, worker, calibration, AlertEngine(cam.id, alerts))
             self._inference.register(cam.id)
             if self._started and cam.enabled:
                 worker.start()
@@ -207,17 +209,16 @@ class Pipeline:
                 c = self._cams.get(w.camera_id)
             if c is None:
                 continue  # removed while its window was in flight
-            row = scores.row(i)
             with c.lock:
-                updates = c.engine.update(float(scores.anomaly[i]), w.ts)
+                z = c.calibration.z(float(scores.anomaly[i]), w.ts)
+                updates = c.engine.update(z, w.ts)
                 if c.engine.peak_changed:
                     self._recorder.set_peak(w.camera_id, w.frame, scores.heatmap[i])
-                z, smoothed = c.engine.score, c.engine.smoothed
+                smoothed = c.engine.smoothed
                 events = [self._recorder.record(u) for u in updates]
-            self._emit(ScoreMessage(w.camera_id, w.frame_index, w.ts, z, smoothed, float(row["psnr"] or 0.0),
-                                    float(row["local_psnr"] or 0.0), float(row["l_int"] or 0.0),
-                                    float(row["l_grad"] or 0.0), float(row["l_flow"] or 0.0),
-                                    float(row["a_t"] or 0.0), round((self._clock() - w.ts) * 1000, 2)))
+            metrics = {k: float(getattr(scores, k)[i]) for k in REPORTED_METRICS}
+            self._emit(ScoreMessage(w.camera_id, w.frame_index, w.ts, z, smoothed, metrics,
+                                    round((self._clock() - w.ts) * 1000, 2)))
             for m in events:
                 self._emit(m)
             if any(u.kind == "end" for u in updates):

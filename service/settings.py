@@ -35,11 +35,15 @@ class AlertSettings(_Model):
                                                          "before an event starts (filters single-frame spikes).")
     hold_s: float = Field(1.0, ge=0, description="An active event stays open this long after the score drops "
                                                  "below off_threshold (bridges short dips).")
-    cooldown_s: float = Field(2.0, ge=0, description="No new event starts this soon after the previous one ended.")
+    cooldown_s: float = Field(2.0, ge=0, description="No new event starts this soon after the previous one ended "
+                                                     "(so a scene that keeps crossing the thresholds does not raise "
+                                                     "a burst of events).")
     smoothing_half_life_frames: float = Field(2.0, ge=0, description="Half-life of the causal EMA over scores, "
                                                                      "in frames; 0 disables smoothing.")
     warmup_s: float = Field(0.0, ge=0, description="Adapt calibration to the camera: estimate mean/std of the "
-                                                   "raw score over its first warmup_s seconds (0 = off).")
+                                                   "raw score over its first warmup_s seconds (0 = off). Weights "
+                                                   "without calibration always warm up (5 s when this is 0), and "
+                                                   "the camera has no score until then.")
     warmup_blend: float = Field(0.5, ge=0, le=1, description="Weight of the camera's own statistics after "
                                                              "warm-up (0 = shipped calibration only).")
     update_interval_s: float = Field(1.0, gt=0, description="At most one 'update' message per event this often.")

@@ -27,9 +27,7 @@ subscription in the query string; 4000 = event backlog overflow, resume.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import time
 from typing import Any
 
@@ -37,10 +35,18 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..frames import EventMessage
-from ..hub import CLOSE_RESUME, Message, Subscriber
+from ..frames import EventMessage, ScoreMessage
+from ..hub import CLOSE_RESUME, Published, Subscriber
 from .deps import AppState
-from .schemas import EventPublic, SubscribeRequest
+from .schemas import (
+    ErrorMessage,
+    EventPublic,
+    EventWsMessage,
+    HeartbeatMessage,
+    ScoreWsMessage,
+    SubscribedMessage,
+    SubscribeRequest,
+)
 from .security import key_ok, presented_key
 
 log = logging.getLogger(__name__)
@@ -53,8 +59,22 @@ REPLAY_PAGE = 500
 CLOSE_BAD_REQUEST = 4400
 
 
-def _finite(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
+def event_json(msg: EventMessage, *, replay: bool) -> str:
+    return EventWsMessage(seq=msg.seq, kind=msg.kind, replay=replay,
+                          event=EventPublic.from_event(msg.event)).model_dump_json()
+
+
+def score_json_head(msg: ScoreMessage) -> str:
+    """The score message's JSON without its last field, dropped_scores, the one that differs per connection:
+    `score_json` completes it. Non-finite floats are sent as null."""
+    model = ScoreWsMessage.model_validate({
+        "camera_id": msg.camera_id, "frame_index": msg.frame_index, "ts": msg.ts, "score": msg.score,
+        "smoothed": msg.smoothed, **msg.metrics, "latency_ms": msg.latency_ms, "dropped_scores": 0})
+    return model.model_dump_json(exclude={"dropped_scores"})[:-1]
+
+
+def score_json(head: str, dropped_scores: int) -> str:
+    return f'{head},"dropped_scores":{dropped_scores}}}'
 
 
 def _query_subscription(ws: WebSocket) -> SubscribeRequest:
@@ -83,19 +103,26 @@ class Connection:
         self.last_seq: int | None = None
         self.send_lock = asyncio.Lock()  # replay (reader task) and live sends (writer task) never interleave
 
-    async def send(self, obj: dict[str, Any]) -> None:
-        await self.ws.send_text(json.dumps(obj, allow_nan=False, separators=(",", ":")))
+    async def send(self, text: str) -> None:
+        await self.ws.send_text(text)
 
-    def encode(self, msg: Message, *, replay: bool = False) -> dict[str, Any] | None:
+    def _sending_event(self, seq: int) -> None:
+        self.last_seq = seq if self.last_seq is None else max(self.last_seq, seq)
+
+    def encode(self, item: Published) -> str | None:
+        """A live message's JSON for this connection (None: an event the replay already sent). The part every
+        connection shares is encoded once, by the first, and kept in item.wire."""
+        msg = item.msg
         if isinstance(msg, EventMessage):
-            if not replay and (msg.seq <= self.floor or msg.seq in self.sent_seqs):
+            if msg.seq <= self.floor or msg.seq in self.sent_seqs:
                 return None
-            self.last_seq = msg.seq if self.last_seq is None else max(self.last_seq, msg.seq)
-            return {"type": "event", "seq": msg.seq, "kind": msg.kind, "replay": replay,
-                    "event": EventPublic.from_event(msg.event).model_dump()}
-        d = {k: _finite(v) for k, v in msg.to_dict().items()}
-        d["dropped_scores"] = self.sub.dropped_scores
-        return d
+            self._sending_event(msg.seq)
+            if item.wire is None:
+                item.wire = event_json(msg, replay=False)
+            return item.wire
+        if item.wire is None:
+            item.wire = score_json_head(msg)
+        return score_json(item.wire, self.sub.dropped_scores)
 
     async def subscribe(self, req: SubscribeRequest) -> None:
         assert self.state.store is not None
@@ -113,28 +140,29 @@ class Connection:
                                                    limit=REPLAY_PAGE)
                     for m in page:
                         self.sent_seqs.add(m.seq)
-                        await self.send(self.encode(m, replay=True) or {})
+                        self._sending_event(m.seq)
+                        await self.send(event_json(m, replay=True))
                     replayed += len(page)
                     if len(page) < REPLAY_PAGE:
                         break
                     after = page[-1].seq
-            await self.send({"type": "subscribed", "cameras": req.cameras, "kinds": list(req.kinds),
-                             "resume_from": req.resume_from, "replayed": replayed})
+            await self.send(SubscribedMessage(cameras=req.cameras, kinds=list(req.kinds), resume_from=req.resume_from,
+                                              replayed=replayed).model_dump_json())
 
     async def write_loop(self) -> None:
         while True:
             try:
-                msg = await asyncio.wait_for(self.sub.get(), HEARTBEAT_S)
+                item = await asyncio.wait_for(self.sub.get(), HEARTBEAT_S)
             except asyncio.TimeoutError:
                 async with self.send_lock:
-                    await self.send({"type": "heartbeat", "ts": time.time(), "last_seq": self.last_seq,
-                                     "dropped_scores": self.sub.dropped_scores})
+                    await self.send(HeartbeatMessage(ts=time.time(), dropped_scores=self.sub.dropped_scores,
+                                                     last_seq=self.last_seq).model_dump_json())
                 continue
-            if msg is None:  # event backlog overflowed: live() closes with CLOSE_RESUME
+            if item is None:  # event backlog overflowed: live() closes with CLOSE_RESUME
                 return
             async with self.send_lock:
-                if self.sub.wants(msg):  # the subscription may have changed since it was queued
-                    out = self.encode(msg)
+                if self.sub.wants(item.msg):  # the subscription may have changed since it was queued
+                    out = self.encode(item)
                     if out is not None:
                         await self.send(out)
 
@@ -144,8 +172,8 @@ class Connection:
             try:
                 req = SubscribeRequest.model_validate_json(text)
             except ValidationError as e:
-                await self.send({"type": "error", "detail": f"invalid message: {e.errors()[0]['msg']} "
-                                                            "(expected a subscribe message)"})
+                await self.send(ErrorMessage(detail=f"invalid message: {e.errors()[0]['msg']} "
+                                                    "(expected a subscribe message)").model_dump_json())
                 continue
             await self.subscribe(req)
 

@@ -3,10 +3,11 @@ models turn them into documented JSON and never leak a camera URL with credentia
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ..frames import REPORTED_METRICS
 from ..settings import CameraSettings
 from ..urls import redact_text, redact_url
 
@@ -65,19 +66,33 @@ class EventList(BaseModel):
     events: list[EventPublic]
 
 
-class FrameScore(BaseModel):
+Model = TypeVar("Model", bound=BaseModel)
+METRIC_DOCS = {"psnr": "PSNR of the predicted frame, dB (the paper's score: lower = more anomalous).",
+               "local_psnr": "PSNR of the worst patch, dB.",
+               "a_t": "alpha L_int + beta L_grad + gamma L_flow, the prediction error the paper trains on."}
+
+
+def with_metrics(name: str, base: type[Model], *, required: bool, **tail: Any) -> type[Model]:
+    """Model `name`: `base`'s fields and docstring, then a float (or None) per REPORTED_METRICS name, then `tail`'s
+    fields (given as create_model takes them)."""
+    metrics: dict[str, Any] = {m: (float | None, Field(... if required else None, description=METRIC_DOCS.get(m)))
+                               for m in REPORTED_METRICS}
+    return create_model(name, __base__=base, __doc__=base.__doc__, __module__=__name__, **metrics, **tail)
+
+
+class _FrameScore(BaseModel):
     """One frame of an uploaded clip. The first k frames have no history and score None."""
 
     index: int
     time: float = Field(description="Seconds from the start of the clip.")
     score: float | None = Field(description="Calibrated anomaly score (z units): higher = more anomalous.")
     smoothed: float | None = Field(None, description="Causal moving average of score (what alerts compare).")
-    psnr: float | None = None
-    local_psnr: float | None = None
-    l_int: float | None = None
-    l_grad: float | None = None
-    l_flow: float | None = None
-    a_t: float | None = Field(None, description="Raw anomaly measure before calibration.")
+
+
+if TYPE_CHECKING:  # a type checker sees the fixed fields; the metric fields are built from model.scoring.METRICS
+    FrameScore = _FrameScore
+else:
+    FrameScore = with_metrics("FrameScore", _FrameScore, required=False)
 
 
 class ScoreResponse(BaseModel):
@@ -116,21 +131,26 @@ class SubscribedMessage(BaseModel):
     replayed: int = Field(description="Stored event messages sent before live ones (0 without resume_from).")
 
 
-class ScoreWsMessage(BaseModel):
+class _ScoreWsMessage(BaseModel):
+    """One scored frame of a live camera."""
+
     type: Literal["score"] = "score"
     camera_id: str
     frame_index: int
     ts: float = Field(description="Capture time of the scored frame (Unix time).")
-    score: float | None
-    smoothed: float | None
-    psnr: float | None
-    local_psnr: float | None
-    l_int: float | None
-    l_grad: float | None
-    l_flow: float | None
-    a_t: float | None
-    latency_ms: float | None = Field(description="Capture to scored, measured by the pipeline.")
-    dropped_scores: int = Field(description="Score messages this connection has dropped so far (slow client).")
+    score: float | None = Field(description="Calibrated anomaly score (z units): higher = more anomalous.")
+    smoothed: float | None = Field(description="Causal moving average of score (what alerts compare).")
+
+
+# dropped_scores comes last: service/api/live.py appends it to the JSON shared by every connection.
+_SCORE_WS_TAIL: dict[str, Any] = {
+    "latency_ms": (float | None, Field(description="Capture to scored, measured by the pipeline.")),
+    "dropped_scores": (int, Field(description="Score messages this connection has dropped so far (slow client).")),
+}
+if TYPE_CHECKING:
+    ScoreWsMessage = _ScoreWsMessage
+else:
+    ScoreWsMessage = with_metrics("ScoreWsMessage", _ScoreWsMessage, required=True, **_SCORE_WS_TAIL)
 
 
 class EventWsMessage(BaseModel):

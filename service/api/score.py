@@ -11,10 +11,10 @@ from fastapi import APIRouter, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ..pipeline import ClipError
+from ..clips import ClipError, UnsupportedContainer, sniff_container
 from .deps import ApiKey, PipelineDep, SettingsDep, StateDep
 from .schemas import FrameScore, ScoreResponse
-from .upload import UploadError, receive_upload, sniff_container
+from .upload import UploadError, receive_upload
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["score"], dependencies=[ApiKey])
@@ -42,8 +42,10 @@ async def score_clip(request: Request, pipeline: PipelineDep, settings: Settings
     try:
         try:
             container = sniff_container(path)
-        except UploadError as e:
-            raise HTTPException(e.status, e.detail) from None
+        except UnsupportedContainer as e:
+            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(e)) from None
+        except ClipError as e:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
         log.info("scoring an uploaded %s clip (%d bytes)", container, path.stat().st_size)
         async with state.score_slots:
             try:

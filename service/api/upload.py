@@ -1,18 +1,13 @@
-"""Receive a clip upload safely: stream it to a server-named temp file with a size cap, then sniff it.
+"""Receive a clip upload safely: stream it to a server-named temp file with a size cap.
 
 - The size cap holds while the body streams (Content-Length is checked first, but a chunked or lying body is
   cut off as soon as it passes the cap): nothing is buffered whole in memory.
 - The client's file name is ignored; the file lands in data_dir/tmp under a random name and the caller
-  deletes it.
-- Before OpenCV/FFmpeg sees the file, its first bytes must be a known video container (MP4/MOV, AVI,
-  Matroska/WebM, MPEG-TS). FFmpeg probes content, so a playlist (#EXTM3U), an ffconcat script or a text
-  file naming `concat:`/`file:` URLs would otherwise make it open other files; those are refused here.
-  MP4 and AVI are also checked for truncation (a box or RIFF chunk running past the end of the file).
+  deletes it (after service.clips.sniff_container has checked its container).
 """
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
@@ -127,54 +122,3 @@ async def _stream_multipart(request: Request, boundary: bytes, out: BinaryIO, ma
     except Exception as e:  # python-multipart's MultipartParseError and friends
         raise UploadError(400, f"malformed multipart body: {e}") from e
     return part.written if part.found else None
-
-
-# --- container sniffing --------------------------------------------------------------------------------------
-
-def sniff_container(path: Path) -> str:
-    """Name of the video container in `path`, or UploadError (415 unknown / 422 truncated)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        _check_isobmff(path, size)
-        return "mp4"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        riff_size = struct.unpack("<I", head[4:8])[0] + 8
-        if riff_size > size:
-            raise UploadError(422, f"truncated AVI: header says {riff_size} bytes, the upload has {size}")
-        return "avi"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "matroska"
-    if len(head) >= 377 and head[0] == head[188] == head[376] == 0x47:
-        return "mpegts"
-    raise UploadError(415, "not a supported video container (expected MP4/MOV, AVI, Matroska/WebM or "
-                           "MPEG-TS; playlists, scripts and text files are refused)")
-
-
-def _check_isobmff(path: Path, size: int) -> None:
-    """Walk the top-level boxes: every box must fit in the file, and a `moov` box must be present."""
-    seen: set[bytes] = set()
-    with open(path, "rb") as f:
-        pos = 0
-        while pos < size:
-            f.seek(pos)
-            hdr = f.read(16)
-            if len(hdr) < 8:
-                raise UploadError(422, f"truncated MP4: {size - pos} stray bytes at offset {pos}")
-            box_size, kind = struct.unpack(">I4s", hdr[:8])
-            if box_size == 1:
-                if len(hdr) < 16:
-                    raise UploadError(422, f"truncated MP4: cut inside the {kind!r} box header")
-                box_size = struct.unpack(">Q", hdr[8:16])[0]
-            elif box_size == 0:  # "extends to the end of the file"
-                box_size = size - pos
-            if box_size < 8:
-                raise UploadError(422, f"corrupt MP4: box {kind!r} at offset {pos} has size {box_size}")
-            if pos + box_size > size:
-                raise UploadError(422, f"truncated MP4: box {kind.decode('latin-1')!r} needs {box_size} bytes "
-                                       f"at offset {pos}, the upload ends at {size}")
-            seen.add(kind)
-            pos += box_size
-    if b"moov" not in seen:
-        raise UploadError(422, "MP4 without a 'moov' box (truncated or not finalised)")

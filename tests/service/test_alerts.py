@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from model import Calibration
-from service.alerts import AlertEngine
+from service.alerts import AlertEngine, CameraCalibration, EventUpdate
 from service.settings import AlertSettings
 
 CAL = Calibration(mean={"anomaly": 0.0}, std={"anomaly": 1.0}, quantiles={}, frames=100, source="test")
@@ -16,15 +17,27 @@ def engine(**kw: float) -> AlertEngine:
     base = {"on_threshold": 4.0, "off_threshold": 2.5, "min_duration_s": 0.3, "hold_s": 0.5, "cooldown_s": 1.0,
             "smoothing_half_life_frames": 0, "update_interval_s": 10.0}
     ids = (f"ev{i}" for i in itertools.count())
-    return AlertEngine("cam", AlertSettings(**{**base, **kw}), CAL, new_id=lambda: next(ids))
+    return AlertEngine("cam", AlertSettings(**{**base, **kw}), new_id=lambda: next(ids))
 
 
 def run(e: AlertEngine, values: list[float], t0: float = 0.0) -> list[tuple[str, str, float]]:
+    """Feed calibrated scores z, one frame every 1/FPS s."""
     out = []
     for i, v in enumerate(values):
         now = t0 + i / FPS
         out += [(u.kind, u.event_id, round(now, 2)) for u in e.update(v, now)]
     return out
+
+
+class Camera:
+    """A camera's calibration and engine, wired as the pipeline and a clip wire them."""
+
+    def __init__(self, settings: AlertSettings, calibration: Calibration | None) -> None:
+        self.cal = CameraCalibration(calibration, settings)
+        self.engine = AlertEngine("cam", settings)
+
+    def update(self, anomaly: float, now: float) -> list[EventUpdate]:
+        return self.engine.update(self.cal.z(anomaly, now), now)
 
 
 pytestmark = pytest.mark.timeout(10)
@@ -89,22 +102,50 @@ def test_close_ends_active_event() -> None:
 
 
 def test_warmup_without_calibration_learns_the_camera() -> None:
-    e = AlertEngine("cam", AlertSettings(warmup_s=1.0, min_duration_s=0, smoothing_half_life_frames=0), None)
+    c = Camera(AlertSettings(warmup_s=1.0, min_duration_s=0, smoothing_half_life_frames=0), None)
     for i in range(20):  # 2 s of normal footage around -50 +- 1
-        e.update(-50.0 + (1 if i % 2 else -1), i / FPS)
+        assert c.update(-50.0 + (1 if i % 2 else -1), i / FPS) == []
         if i < 10:
-            assert e.score is None  # nothing to compare with yet
-    assert e.score is not None and abs(e.score) < 2
-    assert e.update(-30.0, 2.1)[0].kind == "start"  # 20 std above the camera's normal
+            assert c.engine.score is None and c.cal.calibration is None  # nothing to compare with yet
+    assert c.engine.score is not None and abs(c.engine.score) < 2
+    assert c.cal.calibration is not None and c.cal.calibration.mean["anomaly"] == pytest.approx(-50, abs=0.2)
+    (start,) = c.update(-30.0, 2.1)
+    assert start.kind == "start"  # 20 std above the camera's normal
 
 
 def test_warmup_blends_with_shipped_calibration() -> None:
-    e = AlertEngine("cam", AlertSettings(warmup_s=0.5, warmup_blend=0.5, smoothing_half_life_frames=0), CAL)
+    c = Camera(AlertSettings(warmup_s=0.5, warmup_blend=0.5, smoothing_half_life_frames=0), CAL)
     for i in range(10):
-        e.update(10.0 + (0.5 if i % 2 else -0.5), i / FPS)  # this camera runs 10 above the shipped mean
-    e.update(10.0, 1.0)
+        c.update(10.0 + (0.5 if i % 2 else -0.5), i / FPS)  # this camera runs 10 above the shipped mean
+        if i < 5:
+            assert c.cal.calibration is CAL  # during warm-up: the shipped calibration, z published and used
+            assert c.engine.score == pytest.approx(10.0 + (0.5 if i % 2 else -0.5))
+    c.update(10.0, 1.0)
     # mean 0 -> 5, std 1 -> 0.75: z of 10 is (10 - 5) / 0.75
-    assert e.score == pytest.approx(5 / 0.75, rel=0.05)
+    assert c.engine.score == pytest.approx(5 / 0.75, rel=0.05)
+
+
+def test_warmup_produces_an_adapted_calibration_whose_z_the_engine_uses() -> None:
+    c = Camera(AlertSettings(warmup_s=0.5, warmup_blend=0.25, smoothing_half_life_frames=0), CAL)
+    values = [10.0 + (0.5 if i % 2 else -0.5) for i in range(10)]  # MIN_WARMUP_FRAMES
+    for i, v in enumerate(values):
+        c.update(v, i / FPS)
+    adapted = c.cal.calibration
+    assert adapted is not None and adapted is not CAL and adapted.quantiles == {}
+    assert adapted.mean["anomaly"] == pytest.approx(0.25 * np.mean(values))
+    assert adapted.std["anomaly"] == pytest.approx(0.75 * 1.0 + 0.25 * np.std(values))
+    c.update(12.0, 1.0)
+    assert c.engine.score == adapted.z(12.0)  # the one formula, and the z the engine was given
+    assert CAL.adapted(3.0, 2.0, 10, 0.0).z(5.0) == CAL.z(5.0)  # blend 0: the shipped calibration
+    assert CAL.adapted(3.0, 2.0, 10, 1.0).z(5.0) == 1.0  # blend 1: the camera's alone
+
+
+def test_non_finite_scores_are_skipped() -> None:
+    c = Camera(AlertSettings(smoothing_half_life_frames=2), CAL)
+    c.update(1.0, 0.0)
+    assert c.update(float("nan"), 0.1) == [] and c.engine.score is None and c.engine.smoothed is None
+    c.update(1.0, 0.2)
+    assert c.engine.smoothed == 1.0  # the EMA never saw the NaN
 
 
 def test_settings_reject_off_above_on() -> None:

@@ -99,6 +99,7 @@ def test_uploads_valid_bad_truncated_oversized(client: httpx.Client, tmp_path: P
         "text": (b"hello, this is not a video\n" * 50, 415),
         "playlist": (b"#EXTM3U\n#EXT-X-VERSION:3\n#EXTINF:10,\nfile:///etc/passwd\n", 415),
         "concat": (b"ffconcat version 1.0\nfile 'concat:/etc/passwd|/etc/hosts'\n", 415),
+        "flv": (b"FLV\x01\x05" + bytes(400), 415),  # FFmpeg reads it, but it is not an accepted container
         "truncated": (data[: len(data) // 2], 422),
         "empty": (b"", 422),
     }

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from model import Calibration, Predictor, score_frames
+from service.api.schemas import FrameScore
+from service.clips import UnsupportedContainer, sniff_container
 from service.pipeline import ClipError, Pipeline
 from service.settings import AlertSettings, Settings
 from service.store import EventStore
@@ -48,6 +50,7 @@ def test_score_clip_frames_and_events(tmp_path: Path, pipeline: Pipeline,
     k = pipeline.predictor.num_frames
     assert all(f["score"] is None for f in res.frames[:k])
     assert res.frames[k]["time"] == pytest.approx(k / 10) and res.frames[k]["psnr"] is not None
+    assert all(set(f) == set(FrameScore.model_fields) for f in res.frames)  # every metric, first k frames too
     (ev,) = res.events
     assert 2.0 <= ev["start"] <= 2.4 and ev["end"] is not None and ev["end"] <= 3.6
     assert ev["peak_score"] > 4
@@ -66,3 +69,23 @@ def test_clip_errors(tmp_path: Path, pipeline: Pipeline, write_video: Callable[.
     short = write_video(tmp_path / "short.avi", [pinwheelish(i) for i in range(3)], 10.0)
     with pytest.raises(ClipError, match="more than 4 frames"):
         pipeline.score_clip(short)
+
+
+def test_one_container_sniffer_for_clips(tmp_path: Path, pipeline: Pipeline,
+                                         write_video: Callable[..., Path]) -> None:
+    avi = write_video(tmp_path / "ok.avi", [pinwheelish(i) for i in range(8)], 10.0)
+    assert sniff_container(avi) == "avi"
+    assert len(pipeline.score_clip(avi).frames) == 8  # accepted on the clip path
+    heads = {"mkv": (b"\x1a\x45\xdf\xa3" + bytes(60), "matroska"),
+             "ts": ((b"\x47" + bytes(187)) * 3, "mpegts")}
+    for name, (data, container) in heads.items():
+        (tmp_path / name).write_bytes(data)
+        assert sniff_container(tmp_path / name) == container
+    # FLV and a raw H.264 stream are not among the containers accepted: refused before FFmpeg sees them
+    for name, data in {"flv": b"FLV\x01\x05" + bytes(100), "h264": b"\x00\x00\x00\x01\x67" + bytes(100)}.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UnsupportedContainer):
+            pipeline.score_clip(tmp_path / name)
+    (tmp_path / "cut.avi").write_bytes(avi.read_bytes()[:2000])
+    with pytest.raises(ClipError, match="truncated AVI"):
+        pipeline.score_clip(tmp_path / "cut.avi")

@@ -6,12 +6,12 @@ import threading
 
 import pytest
 
-from service.frames import Event, EventMessage, ScoreMessage
-from service.hub import Hub, Subscriber
+from service.frames import REPORTED_METRICS, Event, EventMessage, ScoreMessage
+from service.hub import Hub, Published, Subscriber
 
 
 def score(cam: str = "a", i: int = 0) -> ScoreMessage:
-    return ScoreMessage(cam, i, 1.0, 0.5, 0.5, 30.0, 25.0, 0.1, 0.1, 0.0, 0.2, 5.0)
+    return ScoreMessage(cam, i, 1.0, 0.5, 0.5, dict.fromkeys(REPORTED_METRICS, 0.1), 5.0)
 
 
 def event(seq: int, cam: str = "a") -> EventMessage:
@@ -37,10 +37,13 @@ def test_publish_from_threads_reaches_matching_subscribers_in_order() -> None:
         t.start()
         await asyncio.to_thread(t.join)
         await asyncio.sleep(0.05)  # let the loop run the scheduled dispatches
-        return list(only_a_events.outbox), list(everything.outbox)
+        a_items, all_items = list(only_a_events.outbox), list(everything.outbox)
+        # both subscribers hold the same item for an event they both receive: one encoding serves them
+        assert all(any(i is j for j in all_items) for i in a_items)
+        return [i.msg for i in a_items], [i.msg for i in all_items]
 
     only_a, everything = asyncio.run(main())
-    assert [m.seq for m in only_a] == [1, 3, 5, 7, 9]  # type: ignore[attr-defined]
+    assert [m.seq for m in only_a] == [1, 3, 5, 7, 9]  # type: ignore[union-attr]
     assert len(everything) == 110
     assert [m.frame_index for m in everything if isinstance(m, ScoreMessage)] == list(range(100))
 
@@ -52,14 +55,14 @@ def test_slow_client_drops_scores_counted_but_overflows_on_events() -> None:
         overflowed: list[bool] = []
         sub.on_overflow = lambda: overflowed.append(True)
         for i in range(12):
-            sub.offer(score(i=i))
+            sub.offer(Published(score(i=i)))
         assert sub.pending_scores == 5 and sub.dropped_scores == 7
         got = [await sub.get() for _ in range(5)]
-        assert [m.frame_index for m in got] == [0, 1, 2, 3, 4]  # type: ignore[union-attr]
+        assert [m.msg.frame_index for m in got] == [0, 1, 2, 3, 4]  # type: ignore[union-attr]
         for seq in range(1, 4):
-            sub.offer(event(seq))
+            sub.offer(Published(event(seq)))
         assert not sub.overflowed
-        sub.offer(event(4))  # the fourth pending event: never dropped silently -> overflow
+        sub.offer(Published(event(4)))  # the fourth pending event: never dropped silently -> overflow
         assert sub.overflowed and overflowed == [True]
         assert await sub.get() is None  # the connection closes and the client resumes from the store
 
@@ -76,3 +79,34 @@ def test_api_key_rules() -> None:
     assert presented_key({"authorization": "Bearer  k "}) == "k"
     assert presented_key({"authorization": "Basic k"}) is None
     assert presented_key({}, {"api_key": "q"}) == "q" and presented_key({}, None) is None
+
+
+def test_schemas_carry_every_metric_of_the_scorer() -> None:
+    from model.scoring import METRICS
+    from service.api.schemas import FrameScore, ScoreWsMessage
+
+    reported = [m for m in METRICS if m != "anomaly"]  # the raw anomaly is reported calibrated, as score
+    assert list(REPORTED_METRICS) == reported
+    assert list(FrameScore.model_fields) == ["index", "time", "score", "smoothed", *reported]
+    assert list(ScoreWsMessage.model_fields) == ["type", "camera_id", "frame_index", "ts", "score", "smoothed",
+                                                 *reported, "latency_ms", "dropped_scores"]
+
+
+def test_wire_json_is_the_schema_models() -> None:
+    import json
+
+    from service.api.live import event_json, score_json, score_json_head
+    from service.api.schemas import EventWsMessage, ScoreWsMessage
+
+    msg = ScoreMessage("a", 3, 1.5, float("nan"), 0.25, {**dict.fromkeys(REPORTED_METRICS, 0.1), "psnr": 31.5}, 5.0)
+    text = score_json(score_json_head(msg), 7)
+    fields = {"camera_id": "a", "frame_index": 3, "ts": 1.5, "score": None, "smoothed": 0.25,
+              **dict.fromkeys(REPORTED_METRICS, 0.1), "psnr": 31.5, "latency_ms": 5.0, "dropped_scores": 7}
+    assert text == ScoreWsMessage.model_validate(fields).model_dump_json()  # one connection's tail, spliced on
+    assert json.loads(text) == {"type": "score", **fields}  # NaN goes out as null
+    ev = event(5)
+    wire = json.loads(event_json(ev, replay=True))
+    EventWsMessage.model_validate(wire)
+    assert wire == {"type": "event", "seq": 5, "kind": "start", "replay": True, "event": {
+        "id": "e5", "camera_id": "a", "start_ts": 1.0, "end_ts": None, "peak_score": 6.0, "peak_ts": 1.0,
+        "frames": 1, "snapshot_url": None, "heatmap_url": None}}

@@ -9,7 +9,7 @@ import pytest
 
 from service.api import live
 from service.api.deps import AppState
-from service.frames import Event, EventMessage, ScoreMessage
+from service.frames import REPORTED_METRICS, Event, EventMessage, ScoreMessage
 from service.hub import CLOSE_RESUME, Hub
 from service.settings import load_settings
 from service.store import EventStore
@@ -65,7 +65,7 @@ def test_stuck_client_is_closed_with_resume_code(monkeypatch: pytest.MonkeyPatch
 
         def worker() -> None:  # the pipeline thread never blocks, however stuck the client is
             for i in range(50):
-                hub.publish(ScoreMessage("cam", i, 1.0, 0.1, 0.1, 30, 25, 0.1, 0.1, 0.0, 0.2, 3.0))
+                hub.publish(ScoreMessage("cam", i, 1.0, 0.1, 0.1, dict.fromkeys(REPORTED_METRICS, 0.1), 3.0))
                 hub.publish(EventMessage(i + 1, "update", ev))
 
         await asyncio.wait_for(asyncio.to_thread(worker), 2)
