@@ -6,10 +6,10 @@ from .clip import ScoredFrame, score_frames, window_from_buffer, windows_from_fr
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
 from .data import preprocess_frame
 from .predictor import Predictor, load_predictor
-from .scoring import Calibration, CausalSmoother, FrameScorer, FrameScores, Scorer
+from .scoring import METRICS, Calibration, CausalSmoother, FrameScorer, FrameScores, Scorer
 
 __all__ = [
-    "PRESETS", "Calibration", "CausalSmoother", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig",
+    "METRICS", "PRESETS", "Calibration", "CausalSmoother", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig",
     "Predictor", "ScoreConfig", "ScoredFrame", "Scorer", "WeightsError", "default_weights_path", "get_preset",
     "load_predictor", "preprocess_frame", "score_frames", "window_from_buffer", "windows_from_frames",
 ]

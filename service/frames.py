@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from model.scoring import METRICS
+from model import METRICS
 
 # failed: the watchdog ran out of restarts (see last_error); the camera stays down until it is added again.
 CameraState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "stopped", "failed"]
