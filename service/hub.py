@@ -7,6 +7,7 @@ a worker thread never waits on a client. On the loop each subscriber has a bound
   overflowed and its connection is closed with CLOSE_RESUME, so the client reconnects with resume_from
   and gets the missed events from the store.
 Every subscriber receives the same `Published` item for a message, so its wire form is encoded once.
+`stats()` counts dropped score messages over every subscriber since start, those that left included.
 """
 from __future__ import annotations
 
@@ -97,6 +98,8 @@ class Hub:
         self._loop = loop
         self._subs: set[Subscriber] = set()
         self.published = 0
+        self.slow_closes = 0  # connections closed with CLOSE_RESUME because the client fell behind
+        self._dropped_gone = 0  # dropped_scores of subscribers that left
 
     def publish(self, msg: Message) -> None:
         """Pipeline listener; called from any thread."""
@@ -113,7 +116,13 @@ class Hub:
     def subscribe(self, sub: Subscriber) -> Callable[[], None]:
         """Loop thread only. Returns the unsubscribe function."""
         self._subs.add(sub)
-        return lambda: self._subs.discard(sub)
+
+        def unsubscribe() -> None:
+            if sub in self._subs:
+                self._subs.discard(sub)
+                self._dropped_gone += sub.dropped_scores
+
+        return unsubscribe
 
     def subscribers(self) -> tuple[Subscriber, ...]:
         return tuple(self._subs)
@@ -121,4 +130,5 @@ class Hub:
     def stats(self) -> dict[str, int]:
         subs = self.subscribers()
         return {"clients": len(subs), "published": self.published,
-                "dropped_scores": sum(s.dropped_scores for s in subs)}
+                "dropped_scores": self._dropped_gone + sum(s.dropped_scores for s in subs),
+                "slow_closes": self.slow_closes}

@@ -29,13 +29,17 @@ from .store import EventStore
 from .urls import redact_url, resolve_source
 from .watchdog import Supervised, Watchdog
 
-__all__ = ["CameraExists", "ClipError", "ClipResult", "Pipeline"]
+__all__ = ["CameraExists", "CameraLimit", "ClipError", "ClipResult", "Pipeline"]
 log = logging.getLogger(__name__)
 Listener = Callable[[ScoreMessage | EventMessage], None]
 
 
 class CameraExists(Exception):
     """A camera with this id is already running (the API answers 409)."""
+
+
+class CameraLimit(Exception):
+    """The service runs max_cameras cameras already (the API answers 409)."""
 
 
 class _Camera:
@@ -108,10 +112,13 @@ class Pipeline:
     # -- cameras ------------------------------------------------------------------------------------------
 
     def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus:
+        """Untrusted (API) cameras count against max_cameras; trusted ones (the settings file) are not refused."""
         spec = resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
         with self._cams_lock:
             if cam.id in self._cams:
                 raise CameraExists(f"camera {cam.id!r} already exists")
+            if not trusted and len(self._cams) >= self.settings.max_cameras:
+                raise CameraLimit(f"the service runs {len(self._cams)} cameras, the limit (max_cameras)")
             ring = RingBuffer(cam.id, self.predictor.num_frames, self.predictor.config.frame_stride)
             worker = CaptureWorker(cam, spec, ring, self.predictor.preprocess, self._inference,
                                    source_factory=self._factory, clock=self._clock)

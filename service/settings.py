@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .urls import check_scheme
+from .urls import check_host_entry, check_scheme
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -134,6 +134,20 @@ class Settings(BaseSettings):
     max_clip_seconds: float = Field(120, gt=0, description="Longest clip accepted by POST /v1/score.")
     media_dir: Path | None = Field(None, description="Local files/devices a camera added through the API may "
                                                      "read live under this folder; None = none at all.")
+    max_url_length: int = Field(2048, ge=64, le=65536, description="Longest camera URL accepted by POST "
+                                "/v1/cameras (422 beyond it).")
+    max_cameras: int = Field(32, ge=1, le=1024, description="Most cameras the service runs; POST /v1/cameras "
+                             "answers 409 beyond it (cameras from this file count too).")
+    camera_allowed_hosts: list[str] = Field(default_factory=list, description="Hosts a camera added through the "
+                                            "API may connect to: CIDRs, addresses or names ('.example.com' = the "
+                                            "domain and its subdomains). Empty = any host but metadata, link-local, "
+                                            "unspecified and multicast addresses and the service itself.")
+    camera_private_hosts: bool = Field(True, description="Without camera_allowed_hosts: cameras added through the "
+                                       "API may use private and loopback addresses (where cameras usually live).")
+    docs_public: bool = Field(False, description="Serve /docs and /openapi.json without the API key.")
+    allowed_origins: list[str] = Field(default_factory=list, description="Browser origins (scheme://host[:port]) "
+                                       "besides the service's own that may open the WebSocket and post forms; "
+                                       "'*' = any. Clients that send no Origin (not browsers) are always allowed.")
     retention_max_events: int | None = Field(10000, ge=1, description="Keep at most this many events.")
     retention_days: float | None = Field(30, gt=0, description="Delete events older than this.")
     inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings.model_validate({}),
@@ -144,6 +158,19 @@ class Settings(BaseSettings):
                                        description="Restarts of dead or hung workers, and their budget.")
     cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+
+    @field_validator("camera_allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        return [check_host_entry(e) for e in v]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if o != "*" and not re.match(r"^https?://[^/?#\s]+$", o):
+                raise ValueError(f"allowed origin {o!r} must be scheme://host[:port] (no path) or '*'")
+        return [o.lower() for o in v]
 
     @field_validator("cameras")
     @classmethod

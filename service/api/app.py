@@ -8,16 +8,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from typing import Any
+from urllib.parse import quote
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..hub import Hub
+from ..urls import redact_text
 from ..wiring import Service
 from . import cameras, events, live, score
-from .deps import ApiKey, AppState, PipelineDep, StateDep
+from .deps import ApiKey, AppState, DocsAccess, PipelineDep, StateDep
 from .schemas import Health, scrub
-from .security import key_required
+from .security import OriginCheck, key_required
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +48,19 @@ def create_app(service: Service) -> FastAPI:
             await run_in_threadpool(service.stop)
             state.store = state.hub = None
 
-    app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan,
+    # The docs routes are added below, behind DocsAccess: FastAPI's own would be public.
+    app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,
                   description="Real-time video anomaly detection by future frame prediction. "
                               "REST under /v1, live scores and events on the WebSocket /v1/ws.")
     app.state.ffp = state
+    app.add_middleware(OriginCheck, allowed=service.settings.allowed_origins)
+    app.add_middleware(live.SocketBuffers)  # added last = outermost: it must see the server's own `send`
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the offending input (a camera URL with its password, megabytes of it).
+        return JSONResponse({"detail": [validation_error(e) for e in exc.errors()]}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
@@ -58,6 +73,16 @@ def create_app(service: Service) -> FastAPI:
         pipe = st.pipeline
         return Health(cameras=len(pipe.list_cameras()) if pipe else 0, pipeline_running=pipe is not None)
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[DocsAccess])
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[DocsAccess])
+    def docs(request: Request) -> HTMLResponse:
+        key = request.query_params.get("api_key")  # a page opened with ?api_key= passes it on to its schema
+        schema = "/openapi.json" + (f"?api_key={quote(key, safe='')}" if key else "")
+        return get_swagger_ui_html(openapi_url=schema, title="ffp API")
+
     for module in (cameras, events, score, live):
         app.include_router(module.router)
 
@@ -69,3 +94,10 @@ def create_app(service: Service) -> FastAPI:
 
     return app
 
+
+
+def validation_error(err: Any) -> dict[str, Any]:
+    """One pydantic error without its input or context (never echoed: it may hold credentials), its location
+    and message bounded in length and redacted."""
+    loc = [part if isinstance(part, int) else str(part)[:64] for part in err.get("loc", ())]
+    return {"type": err.get("type"), "loc": loc, "msg": redact_text(str(err.get("msg", "")))[:300]}

@@ -110,6 +110,7 @@ class Health(BaseModel):
 # --- WebSocket protocol (documented in service/api/live.py) -------------------------------------------------
 
 ScoreKind = Literal["scores", "events"]
+MAX_SEQ = 2**63 - 1  # SQLite's largest integer: the store cannot even be asked about a larger seq
 ALL_KINDS: tuple[ScoreKind, ...] = ("scores", "events")
 
 
@@ -120,7 +121,8 @@ class SubscribeRequest(BaseModel):
     type: Literal["subscribe"] = "subscribe"
     cameras: list[str] | None = Field(None, description="Camera ids; None = every camera.")
     kinds: list[ScoreKind] = Field(default_factory=lambda: list(ALL_KINDS))
-    resume_from: int | None = Field(None, ge=0, description="Last event seq seen; replay every later one.")
+    resume_from: int | None = Field(None, ge=0, le=MAX_SEQ, description="Last event seq seen; replay every "
+                                    "later one.")
 
 
 class SubscribedMessage(BaseModel):
@@ -168,17 +170,10 @@ class HeartbeatMessage(BaseModel):
     last_seq: int | None = Field(description="Last event seq sent on this connection.")
 
 
-class ErrorMessage(BaseModel):
-    type: Literal["error"] = "error"
-    detail: str
-
-
 def scrub(value: Any) -> Any:
     """Redact credentials in every URL-looking string of a JSON-like value (stats, error texts)."""
     if isinstance(value, str):
-        if "://" not in value:
-            return value
-        return " ".join(redact_url(t) if "://" in t else t for t in redact_text(value).split(" "))
+        return redact_text(value)
     if isinstance(value, dict):
         return {k: scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
