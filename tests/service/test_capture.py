@@ -269,6 +269,30 @@ def test_stream_clock_falls_back_to_arrival_time_and_never_runs_backwards() -> N
     assert [c.time(7.0 + 0.5 * i, None) for i in range(3)] == [0.0, 0.5, 1.0] and not c.jumped
 
 
+def test_frame_age_counts_from_content_time_not_from_reads() -> None:
+    """A frozen server still yields frames (the decoder's buffered ones, one per read timeout, 40 ms of content
+    each): fresh_at stands still while reads succeed. A healthy stream and its connect burst keep it current."""
+    from service.capture import StreamClock
+
+    c = StreamClock()
+    for i in range(25):  # the connect burst: one second of content within 0.1 s
+        c.time(100.0 + i * 0.004, 5.0 + i * 0.04)
+        assert c.fresh_at(100.0 + i * 0.004) == pytest.approx(100.0 + i * 0.004)
+    for i in range(25, 75):  # then in real time, with jitter
+        arrival = 100.1 + (i - 25) * 0.04 + (0.01 if i % 3 else 0.0)
+        c.time(arrival, 5.0 + i * 0.04)
+        assert arrival - c.fresh_at(arrival) < 0.02
+    frozen_at = arrival
+    for k in range(1, 4):  # frozen: a frame per 1.5 s read timeout, each 40 ms of content
+        arrival = frozen_at + 1.5 * k
+        c.time(arrival, 5.0 + 74 * 0.04 + 0.04 * k)
+        assert c.fresh_at(arrival) < frozen_at + 0.2
+    # A source without presentation times is timed on arrival: every read is fresh.
+    c = StreamClock()
+    for t in (1.0, 2.0, 3.0):
+        c.time(t, None)
+        assert c.fresh_at(t) == t
+
 @pytest.mark.parametrize("stride", [1, 3])
 def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
     """One window rule for a live stream and an uploaded clip: the ring's windows equal windows_from_frames'."""

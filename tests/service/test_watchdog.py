@@ -333,6 +333,36 @@ def test_frozen_rtsp_server_stalls_reconnects_and_recovers(tmp_path: Path, predi
     assert st.state == "live" and st.restarts >= 1 and st.stalls >= 1
 
 
+@pytest.mark.timeout(25, func_only=True)
+def test_frozen_rtsp_server_stalls_although_reads_still_return_frames(tmp_path: Path, predictor: Predictor,  # type: ignore[no-untyped-def]
+                                                                     rtsp_server, no_thread_leak: None) -> None:
+    # stall_after_s above the read timeout: at each timeout OpenCV returns one of the decoder's buffered frames
+    # with ok=True, which must not keep the camera live (counted from the read, the age never reached 2 s).
+    cam = CameraSettings(id="cam", url=rtsp_server.url, fps=5, open_timeout_s=2, read_timeout_s=1.5,
+                         stall_after_s=2.0)
+    pipe, store = make_pipeline(tmp_path, predictor, [cam], interval_s=0.2)
+    pipe.start()
+    frozen = False
+    try:
+        wait_for(lambda: pipe.get_camera("cam").state == "live" and pipe.get_camera("cam").frames_scored > 0,
+                 what="live")
+        reconnects = pipe.get_camera("cam").reconnects
+        os.kill(rtsp_server.proc.pid, signal.SIGSTOP)
+        frozen = True
+        t0 = time.monotonic()
+        wait_for(lambda: pipe.get_camera("cam").stalls >= 1, timeout=8, what="stalled")
+        stalled_after = time.monotonic() - t0
+        wait_for(lambda: pipe.get_camera("cam").restarts >= 1, timeout=5, what="restarted")
+        st = pipe.get_camera("cam")
+    finally:
+        if frozen:
+            os.kill(rtsp_server.proc.pid, signal.SIGCONT)
+        pipe.stop()
+        store.close()
+    assert st.stalls >= 1 and st.restarts >= 1
+    assert st.reconnects == reconnects or stalled_after < 4.0, "the stall came from frame age, not a read error"
+
+
 class _ThrottledServer(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins the handler threads
 
