@@ -94,7 +94,7 @@ class SocketBuffers:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             transport = getattr(getattr(send, "__self__", None), "transport", None)
-            if isinstance(transport, asyncio.WriteTransport):
+            if transport is not None and hasattr(transport, "get_extra_info"):  # asyncio's or uvloop's
                 sock = transport.get_extra_info("socket")
                 if sock is not None:
                     with contextlib.suppress(OSError):
