@@ -35,7 +35,8 @@ def _split_scheme(url: str) -> str | None:
 
 
 def check_scheme(url: str) -> None:
-    """ValueError for anything but rtsp(s)://, http(s)://, webcam:N, file:// or a plain path."""
+    """ValueError for anything but rtsp(s)://, http(s)://, webcam:N, file:// or a plain path. The messages never
+    quote the URL (it may hold credentials) beyond its scheme."""
     if not url or not url.strip() or any(ord(c) < 32 for c in url):
         raise ValueError("camera url must be a non-empty string without control characters")
     scheme = _split_scheme(url)
@@ -43,14 +44,14 @@ def check_scheme(url: str) -> None:
         return
     if scheme == "webcam":
         if not _WEBCAM.match(url):
-            raise ValueError(f"webcam url must be webcam:N, got {redact_url(url)!r}")
+            raise ValueError("webcam url must be webcam:N (N = a device index, at most 3 digits)")
         return
     if scheme not in NETWORK_SCHEMES:
         # FFmpeg protocols such as concat:, pipe:, subfile:, data:, ftp:// would read arbitrary things.
         raise ValueError(f"unsupported url scheme {scheme!r}: use one of {', '.join(NETWORK_SCHEMES)}, "
                          "a file path or webcam:N")
     if not urlsplit(url).hostname:
-        raise ValueError(f"{scheme} url has no host: {redact_url(url)!r}")
+        raise ValueError(f"{scheme} url has no host")
 
 
 def resolve_source(url: str, *, trusted: bool, media_dir: Path | None) -> SourceSpec:

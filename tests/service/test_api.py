@@ -48,7 +48,7 @@ def test_api_key_required_on_rest_but_not_healthz(server: LiveServer) -> None:
         assert c.post("/v1/score", content=b"x" * 10).status_code == 401
         assert c.get("/v1/cameras", headers={"X-API-Key": KEY}).status_code == 200
         assert c.get("/v1/cameras", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-        assert c.get("/openapi.json").json()["paths"]["/v1/score"]["post"]
+        assert c.get("/openapi.json", headers={"X-API-Key": KEY}).json()["paths"]["/v1/score"]["post"]
 
 
 @pytest.mark.timeout(30)
