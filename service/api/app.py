@@ -18,7 +18,7 @@ from ..hub import Hub
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..store import EventStore
-from . import cameras, events, live, score
+from . import cameras, docs, events, live, metrics, score
 from .deps import ApiKey, AppState, PipelineDep, StateDep
 from .schemas import Health, scrub
 from .security import key_required
@@ -46,8 +46,9 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: 
             pipe = Pipeline(settings, pred, st)
         if st is None:
             st = pipe.store
-        hub = Hub(asyncio.get_running_loop())
+        hub = Hub(asyncio.get_running_loop(), on_dispatch=state.metrics.observe_dispatch)
         unsubscribe = pipe.add_listener(hub.publish)
+        detach_metrics = state.metrics.attach(pipe, hub)
         state.pipeline, state.store, state.hub = pipe, st, hub
         await run_in_threadpool(pipe.start)
         log.info("ffp service up: %d camera(s), API key %s", len(pipe.list_cameras()),
@@ -56,15 +57,17 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: 
             yield
         finally:
             unsubscribe()
+            detach_metrics()
             state.pipeline = None
             await run_in_threadpool(pipe.stop)
             if owned_store:
                 st.close()
             state.store = state.hub = None
 
-    app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan,
-                  description="Real-time video anomaly detection by future frame prediction. "
-                              "REST under /v1, live scores and events on the WebSocket /v1/ws.")
+    # docs_url/redoc_url off: FastAPI's pages load Swagger UI and ReDoc from a CDN; docs.router serves /docs offline.
+    app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan, description=docs.DESCRIPTION, docs_url=None,
+                  redoc_url=None)
+    app.openapi = docs.with_websocket_schemas(app)  # type: ignore[method-assign]
     app.state.ffp = state
 
     @app.exception_handler(Exception)
@@ -78,7 +81,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: 
         pipe = st.pipeline
         return Health(cameras=len(pipe.list_cameras()) if pipe else 0, pipeline_running=pipe is not None)
 
-    for module in (cameras, events, score, live):
+    for module in (cameras, events, score, live, metrics, docs):
         app.include_router(module.router)
 
     @app.get("/v1/stats", tags=["health"], dependencies=[ApiKey])
