@@ -40,9 +40,9 @@ listed under *Schemas* below.
 
 | type | direction | when |
 |---|---|---|
-| `subscribe` (`SubscribeRequest`) | client → server | any time: replaces the subscription; with `resume_from`, replays stored events first |
+| `subscribe` (`SubscribeRequest`) | client → server | any time: a new subscription (`resume_from`: replay first) |
 | `subscribed` (`SubscribedMessage`) | server → client | after the replay (if any): the live stream starts |
-| `score` (`ScoreWsMessage`) | server → client | every scored frame; `score` is the calibrated anomaly score (z units, higher = more anomalous) |
+| `score` (`ScoreWsMessage`) | server → client | every scored frame; `score` in z units, higher = more anomalous |
 | `event` (`EventWsMessage`) | server → client | every event `start`, `update` and `end`; `seq` strictly increases |
 | `heartbeat` (`HeartbeatMessage`) | server → client | after {HEARTBEAT_S:g} s without another message |
 | `error` (`ErrorMessage`) | server → client | a client message that is not a valid `subscribe` |
