@@ -93,10 +93,13 @@ def _camera_of(msg: Message) -> str:
 
 
 class Hub:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *,
+                 on_dispatch: Callable[[Message], None] | None = None) -> None:
         self._loop = loop
         self._subs: set[Subscriber] = set()
+        self._on_dispatch = on_dispatch  # sees every message as it reaches the connections (latency metrics)
         self.published = 0
+        self.dropped_scores = 0  # all connections ever, unlike the per-connection counts (a Prometheus counter)
 
     def publish(self, msg: Message) -> None:
         """Pipeline listener; called from any thread."""
@@ -105,10 +108,17 @@ class Hub:
 
     def _dispatch(self, msg: Message) -> None:
         self.published += 1
+        if self._on_dispatch is not None:
+            try:
+                self._on_dispatch(msg)
+            except Exception:  # a metrics bug must not keep the message from the clients
+                log.exception("dispatch hook failed")
         item = Published(msg)
         for sub in self._subs:
             if sub.wants(msg):
+                dropped = sub.dropped_scores
                 sub.offer(item)
+                self.dropped_scores += sub.dropped_scores - dropped
 
     def subscribe(self, sub: Subscriber) -> Callable[[], None]:
         """Loop thread only. Returns the unsubscribe function."""
@@ -121,4 +131,4 @@ class Hub:
     def stats(self) -> dict[str, int]:
         subs = self.subscribers()
         return {"clients": len(subs), "published": self.published,
-                "dropped_scores": sum(s.dropped_scores for s in subs)}
+                "dropped_scores": sum(s.dropped_scores for s in subs), "dropped_scores_total": self.dropped_scores}

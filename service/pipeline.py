@@ -32,6 +32,7 @@ from .watchdog import Supervised, Watchdog
 __all__ = ["CameraExists", "ClipError", "ClipResult", "Pipeline"]
 log = logging.getLogger(__name__)
 Listener = Callable[[ScoreMessage | EventMessage], None]
+BatchListener = Callable[[int, float], None]  # (windows in the batch, forward time in ms): inference thread
 
 
 class CameraExists(Exception):
@@ -66,6 +67,7 @@ class Pipeline:
         self._cams: dict[str, _Camera] = {}
         self._cams_lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self._batch_listeners: list[BatchListener] = []
         self._listeners_lock = threading.Lock()
         self._watchdog = Watchdog(self._supervised, interval_s=wd.interval_s, max_restarts=wd.max_restarts,
                                   window_s=wd.restart_window_s)
@@ -192,6 +194,16 @@ class Pipeline:
                     self._listeners.remove(fn)
         return unsubscribe
 
+    def add_batch_listener(self, fn: BatchListener) -> Callable[[], None]:
+        with self._listeners_lock:
+            self._batch_listeners.append(fn)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if fn in self._batch_listeners:
+                    self._batch_listeners.remove(fn)
+        return unsubscribe
+
     def _emit(self, msg: ScoreMessage | EventMessage) -> None:
         with self._listeners_lock:
             listeners = list(self._listeners)
@@ -204,6 +216,13 @@ class Pipeline:
     # -- scores -> alerts -> events (inference thread) ----------------------------------------------------
 
     def _on_scores(self, batch: list[Window], scores: FrameScores, ms: float) -> None:
+        with self._listeners_lock:
+            batch_listeners = list(self._batch_listeners)
+        for fn in batch_listeners:
+            try:
+                fn(len(batch), ms)
+            except Exception:  # metrics must not stop scoring
+                log.exception("batch listener failed")
         for i, w in enumerate(batch):
             with self._cams_lock:
                 c = self._cams.get(w.camera_id)

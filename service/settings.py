@@ -130,6 +130,8 @@ class Settings(BaseSettings):
                                       "least one). The rest are left to decoding, scoring and the API: on 2 cores, "
                                       "1 thread measured steadier and faster end to end than 2.")
     api_key: SecretStr | None = Field(None, description="When set, every route requires it (X-API-Key header).")
+    metrics_public: bool = Field(False, description="Serve GET /metrics (Prometheus) without the API key, for a "
+                                 "scraper that cannot send one; the metrics name cameras but hold no URL.")
     max_upload_mb: float = Field(100, gt=0, description="Largest clip upload accepted by POST /v1/score.")
     max_clip_seconds: float = Field(120, gt=0, description="Longest clip accepted by POST /v1/score.")
     media_dir: Path | None = Field(None, description="Local files/devices a camera added through the API may "

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..hub import Hub
 from ..wiring import Service
-from . import cameras, events, live, score
+from . import cameras, docs, events, live, metrics, score
 from .deps import ApiKey, AppState, PipelineDep, StateDep
 from .schemas import Health, scrub
 from .security import key_required
@@ -28,8 +28,9 @@ def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pipe = service.pipeline
-        hub = Hub(asyncio.get_running_loop())
+        hub = Hub(asyncio.get_running_loop(), on_dispatch=state.metrics.observe_dispatch)
         unsubscribe = pipe.add_listener(hub.publish)
+        detach_metrics = state.metrics.attach(pipe, hub)
         state.pipeline, state.store, state.hub = pipe, service.store, hub
         await run_in_threadpool(service.start)
         log.info("ffp service up: %d camera(s), API key %s", len(pipe.list_cameras()),
@@ -38,13 +39,15 @@ def create_app(service: Service) -> FastAPI:
             yield
         finally:
             unsubscribe()
+            detach_metrics()
             state.pipeline = None
             await run_in_threadpool(service.stop)
             state.store = state.hub = None
 
-    app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan,
-                  description="Real-time video anomaly detection by future frame prediction. "
-                              "REST under /v1, live scores and events on the WebSocket /v1/ws.")
+    # docs_url/redoc_url off: FastAPI's pages load Swagger UI and ReDoc from a CDN; docs.router serves /docs offline.
+    app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan, description=docs.DESCRIPTION, docs_url=None,
+                  redoc_url=None)
+    app.openapi = docs.with_websocket_schemas(app)  # type: ignore[method-assign]
     app.state.ffp = state
 
     @app.exception_handler(Exception)
@@ -58,7 +61,7 @@ def create_app(service: Service) -> FastAPI:
         pipe = st.pipeline
         return Health(cameras=len(pipe.list_cameras()) if pipe else 0, pipeline_running=pipe is not None)
 
-    for module in (cameras, events, score, live):
+    for module in (cameras, events, score, live, metrics, docs):
         app.include_router(module.router)
 
     @app.get("/v1/stats", tags=["health"], dependencies=[ApiKey])

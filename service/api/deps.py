@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from ..hub import Hub
+from ..metrics import ServiceMetrics
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..store import EventStore
@@ -22,6 +23,7 @@ class AppState:
     pipeline: Pipeline | None = None
     store: EventStore | None = None
     hub: Hub | None = None
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)  # one registry per app
     # Clip scoring is CPU-bound and shares the cores with the live cameras: one upload at a time.
     score_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
