@@ -11,6 +11,7 @@ import pytest
 from live_server import serve, untrained_predictor
 
 from service.api import create_app
+from service.wiring import build_service
 from service.settings import load_settings
 
 
@@ -18,7 +19,7 @@ from service.settings import load_settings
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     # No API key sent: the docs must not need one.
     settings = load_settings(None, data_dir=tmp_path_factory.mktemp("docs") / "data", api_key="k")
-    with serve(create_app(settings, predictor=untrained_predictor())) as srv, \
+    with serve(create_app(build_service(settings, predictor=untrained_predictor()))) as srv, \
             httpx.Client(base_url=srv.url, timeout=10) as c:
         yield c
 

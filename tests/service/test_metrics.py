@@ -16,9 +16,10 @@ from prometheus_client.samples import Sample
 
 from model import Predictor
 from service.api import create_app
-from service.frames import EventMessage, ScoreMessage
+from service.frames import REPORTED_METRICS, EventMessage, ScoreMessage
 from service.hub import Hub, Subscriber
 from service.settings import load_settings
+from service.wiring import build_service
 
 Families = dict[str, list[Sample]]
 KEY = "metrics-key"
@@ -36,7 +37,7 @@ def start(tmp_path: Path, predictor: Predictor, **settings: object) -> AbstractC
     clip = write_clip(tmp_path / "loop.mp4", PATTERN)
     s = load_settings(None, data_dir=tmp_path / "data", api_key=KEY, alerts=ALERTS,
                       cameras=[{"id": "cam", "url": str(clip), "fps": 25, "loop": True}], **settings)
-    return serve(create_app(s, predictor=predictor))
+    return serve(create_app(build_service(s, predictor=predictor)))
 
 
 @pytest.fixture
@@ -115,8 +116,9 @@ def test_metrics_public_serves_without_the_key(tmp_path: Path, clip_predictor) -
 
 
 def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
-    a = create_app(load_settings(None, data_dir=tmp_path / "a"))
-    b = create_app(load_settings(None, data_dir=tmp_path / "b"))
+    predictor = untrained_predictor()
+    a = create_app(build_service(load_settings(None, data_dir=tmp_path / "a"), predictor=predictor))
+    b = create_app(build_service(load_settings(None, data_dir=tmp_path / "b"), predictor=predictor))
     a.state.ffp.metrics.batch_size.observe(3)
     count = [s.value for s in b.state.ffp.metrics.batch_size.collect()[0].samples if s.name.endswith("_count")]
     assert count == [0]
@@ -127,7 +129,7 @@ def test_hub_counts_drops_of_departed_clients_and_reports_each_dispatch() -> Non
     """The dropped-scores counter never goes down when a slow client leaves (a Prometheus counter), and the
     dispatch hook sees every message once, whether or not anyone subscribed."""
     def score(i: int) -> ScoreMessage:
-        return ScoreMessage("a", i, 1.0, 0.5, 0.5, 30.0, 25.0, 0.1, 0.1, 0.0, 0.2, 5.0)
+        return ScoreMessage("a", i, 1.0, 0.5, 0.5, dict.fromkeys(REPORTED_METRICS, 0.1), 5.0)
 
     async def main() -> None:
         seen: list[ScoreMessage | EventMessage] = []
