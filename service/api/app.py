@@ -18,7 +18,7 @@ from ..hub import Hub
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..store import EventStore
-from . import cameras, events, live, score
+from . import cameras, dashboard, events, live, pictures, score
 from .deps import ApiKey, AppState, PipelineDep, StateDep
 from .schemas import Health, scrub
 from .security import key_required
@@ -78,7 +78,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None, predictor: 
         pipe = st.pipeline
         return Health(cameras=len(pipe.list_cameras()) if pipe else 0, pipeline_running=pipe is not None)
 
-    for module in (cameras, events, score, live):
+    for module in (cameras, pictures, events, score, live, dashboard):
         app.include_router(module.router)
 
     @app.get("/v1/stats", tags=["health"], dependencies=[ApiKey])
