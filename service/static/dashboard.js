@@ -79,7 +79,11 @@ async function blobUrl(path) {
   return URL.createObjectURL(await r.blob());
 }
 
-const withKey = (path) => (apiKey() ? `${path}${path.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(apiKey())}` : path);
+// For the MJPEG <img>: the key as a query parameter (the server redacts it from its logs).
+function withKey(path) {
+  if (!apiKey()) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(apiKey())}`;
+}
 
 // -- lifecycle ---------------------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,11 +49,12 @@ def _browser_paths() -> tuple[str, str]:
     return chromium, driver
 
 
-@pytest.fixture(scope="module")
-def artifacts() -> Path:
+@pytest.fixture
+def artifacts(capsys: pytest.CaptureFixture[str]) -> Path:
     folder = Path(os.environ.get("FFP_ARTIFACTS") or ROOT / "tests" / "artifacts") / "browser"
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nbrowser screenshots: {folder}", file=sys.__stderr__, flush=True)
+    with capsys.disabled():  # shown on a passing run too
+        print(f"\nbrowser screenshots: {folder}")
     return folder
 
 
@@ -121,7 +121,7 @@ def submit_key(drv: Any, key: str) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_dashboard_in_chromium(server: LiveServer, browser: Any, artifacts: Path) -> None:
+def test_dashboard_in_chromium(browser: Any, server: LiveServer, artifacts: Path) -> None:
     from selenium.webdriver.common.by import By
 
     drv = browser
@@ -170,7 +170,8 @@ def test_dashboard_in_chromium(server: LiveServer, browser: Any, artifacts: Path
         fps.clear()
         fps.send_keys("5")
         drv.find_element(By.ID, "add-submit").click()
-        wait(drv, "the new camera's tile", lambda d: d.find_elements(By.CSS_SELECTOR, "article.tile[data-camera='gate']"))
+        gate = "article.tile[data-camera='gate']"
+        wait(drv, "the new camera's tile", lambda d: d.find_elements(By.CSS_SELECTOR, gate))
         with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=20) as api:
             cam = api.get("/v1/cameras/gate").json()
             assert cam["fps_target"] == 5 and cam["url"] == "rtsp://127.0.0.1:9/stream"
@@ -182,10 +183,10 @@ def test_dashboard_in_chromium(server: LiveServer, browser: Any, artifacts: Path
             button = wait(drv, "the remove button", lambda d: d.find_element(By.ID, "cam-remove"))
             button.click()
             button.click()
-            wait(drv, "the tile to go", lambda d: not d.find_elements(
-                By.CSS_SELECTOR, "article.tile[data-camera='gate']") and d.find_element(By.ID, "view-grid").is_displayed())
+            wait(drv, "the tile to go", lambda d: not d.find_elements(By.CSS_SELECTOR, gate)
+                 and d.find_element(By.ID, "view-grid").is_displayed())
             assert api.get("/v1/cameras/gate").status_code == 404
     except Exception:
         drv.save_screenshot(str(artifacts / "failure.png"))
-        print("browser console:", drv.get_log("browser"), file=sys.__stderr__)
+        print("browser console:", drv.get_log("browser"))  # shown with the failure
         raise

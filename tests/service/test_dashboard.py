@@ -11,7 +11,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from live_server import H, W, LiveServer, serve, untrained_predictor, write_clip
+from live_server import H, LiveServer, W, serve, untrained_predictor, write_clip
 
 from service.api import create_app
 from service.api.dashboard import STATIC
@@ -131,7 +131,7 @@ def test_mjpeg_stream_sends_frames_and_ends_when_the_camera_goes(server: LiveSer
         for chunk in r.iter_bytes():
             buf += chunk
             while buf.count(b"--" + boundary) >= 2:
-                head, _, rest = buf.partition(b"--" + boundary)
+                _, _, rest = buf.partition(b"--" + boundary)
                 part, sep, tail = rest.partition(b"--" + boundary)
                 parts.append(part)
                 buf = sep + tail
