@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        # log_config=None: uvicorn's loggers propagate to the root logger configured above.
-        uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_config=None)
+        # log_config=None: uvicorn's loggers propagate to the root logger configured above. An MJPEG stream
+        # (a dashboard's camera page) never ends by itself: shutdown waits at most a few seconds for it.
+        uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_config=None,
+                    timeout_graceful_shutdown=5)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its graceful shutdown: nothing left to do
         pass
     except ValueError as e:  # e.g. a configured camera the pipeline refuses

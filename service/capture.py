@@ -118,6 +118,7 @@ class CaptureWorker(SupervisedThread):
         self.reconnects = 0  # by the thread itself after a source fault
         self.stalls = 0
         self.last_frame_at: float | None = None  # monotonic time of the last frame read
+        self.latest_frame: np.ndarray | None = None  # the last frame read (BGR), decimated or not: the live picture
         self.frames_read = 0
         self.frames_captured = 0  # kept after decimation, preprocessed and pushed
         self.history_resets = 0  # the k-frame history restarted: a gap in a live stream, a file's loop seam
@@ -283,6 +284,7 @@ class CaptureWorker(SupervisedThread):
                 if cancel.is_set():
                     return "failed"
                 self.last_frame_at = time.monotonic()
+                self.latest_frame = frame  # the source returns a fresh array per read: no copy needed
                 self.frames_read += 1
                 self._set_state_locked("live")
                 self._backoff.reset()

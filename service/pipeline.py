@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model import FrameScores, Predictor
@@ -46,6 +47,7 @@ class _Camera:
                  engine: AlertEngine) -> None:
         self.cam, self.worker, self.calibration, self.engine = cam, worker, calibration, engine
         self.lock = threading.Lock()
+        self.scored: tuple[np.ndarray, np.ndarray] | None = None  # (raw frame, heatmap) scored last
 
 
 class Pipeline:
@@ -149,7 +151,20 @@ class Pipeline:
             stalls=w.stalls, restarts=w.restarts, last_frame_age_s=None if age is None else round(age, 3),
             last_error=w.last_error, frames_captured=w.frames_captured,
             frames_scored=int(inf["frames_scored"]), frames_skipped=int(inf["frames_skipped"]),  # type: ignore[call-overload]
-            history_resets=w.history_resets)
+            history_resets=w.history_resets, on_threshold=c.engine.settings.on_threshold)
+
+    def latest_frame(self, camera_id: str) -> np.ndarray | None:
+        """The camera's last decoded frame (BGR), None before its first one; KeyError for an unknown id."""
+        with self._cams_lock:
+            c = self._cams[camera_id]
+        return c.worker.latest_frame
+
+    def latest_scored(self, camera_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(frame, error heatmap in [0, 1]) of the camera's last scored window: a pair that belongs together,
+        a little behind latest_frame. None before the first score; KeyError for an unknown id."""
+        with self._cams_lock:
+            c = self._cams[camera_id]
+        return c.scored
 
     def list_cameras(self) -> list[CameraStatus]:
         with self._cams_lock:
@@ -234,6 +249,7 @@ class Pipeline:
                 if c.engine.peak_changed:
                     self._recorder.set_peak(w.camera_id, w.frame, scores.heatmap[i])
                 smoothed = c.engine.smoothed
+                c.scored = (w.frame, scores.heatmap[i].copy())
                 events = [self._recorder.record(u) for u in updates]
             metrics = {k: float(getattr(scores, k)[i]) for k in REPORTED_METRICS}
             self._emit(ScoreMessage(w.camera_id, w.frame_index, w.ts, z, smoothed, metrics,

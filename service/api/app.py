@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..hub import Hub
 from ..wiring import Service
-from . import cameras, docs, events, live, metrics, score
+from . import cameras, dashboard, docs, events, live, metrics, pictures, score
 from .deps import ApiKey, AppState, PipelineDep, StateDep
 from .schemas import Health, scrub
 from .security import key_required
@@ -61,7 +61,7 @@ def create_app(service: Service) -> FastAPI:
         pipe = st.pipeline
         return Health(cameras=len(pipe.list_cameras()) if pipe else 0, pipeline_running=pipe is not None)
 
-    for module in (cameras, events, score, live, metrics, docs):
+    for module in (cameras, pictures, events, score, live, metrics, docs, dashboard):
         app.include_router(module.router)
 
     @app.get("/v1/stats", tags=["health"], dependencies=[ApiKey])

@@ -58,8 +58,18 @@ def require_api_key(request: Request, state: Annotated[AppState, Depends(get_sta
                             headers={"WWW-Authenticate": "Bearer"})
 
 
+def require_api_key_or_query(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
+    """For routes an <img> loads (it cannot send headers): the key may also come as `?api_key=`, as on the
+    WebSocket. Log lines redact it (security.RedactSecrets)."""
+    if not key_ok(state.settings.api_key, presented_key(request.headers, request.query_params)):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            "missing or invalid API key (send X-API-Key, Authorization: Bearer or ?api_key=)",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 StoreDep = Annotated[EventStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ApiKey = Depends(require_api_key)
+ApiKeyOrQuery = Depends(require_api_key_or_query)
