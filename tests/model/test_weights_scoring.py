@@ -154,31 +154,3 @@ def test_optimised_cpu_forward_matches_eager_and_auto_precision_is_measured() ->
     blob = make_predictor().weights_blob()
     assert W.predictor_from_blob(blob).precision in ("fp32", "bf16")
     assert W.predictor_from_blob(blob, precision="bf16").precision == "bf16"
-
-
-def test_averaged_weights_are_the_mean_generator_and_need_calibrating(tmp_path: Path) -> None:
-    a, b = make_predictor(), make_predictor()
-    torch.manual_seed(1)
-    b.generator = Generator(b.config).eval()  # other weights, same architecture
-    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
-    for p, path in zip((a, b), paths):
-        W.atomic_save(p.weights_blob(), path)
-    blob = W.average_weights(paths)
-    for k, v in blob["generator"].items():
-        torch.testing.assert_close(v, (a.generator.state_dict()[k] + b.generator.state_dict()[k]) / 2)
-    assert blob["calibration"] is None
-    assert [s["file"] for s in blob["meta"]["averaged_from"]] == [str(p) for p in paths]
-    out = tmp_path / "mean.pt"
-    W.atomic_save(blob, out)
-    assert load_predictor(out, device="cpu").calibration is None
-
-    with pytest.raises(W.WeightsError, match="at least two"):
-        W.average_weights(paths[:1])
-    other = make_predictor()
-    other_blob = other.weights_blob()
-    other_blob["model_config"] = {**other_blob["model_config"], "base_width": 32}
-    torch.save(other_blob, tmp_path / "other.pt")
-    with pytest.raises(W.WeightsError, match="another architecture"):
-        W.average_weights([paths[0], tmp_path / "other.pt"])
-    with pytest.raises(W.WeightsError, match="not found"):
-        W.average_weights([paths[0], tmp_path / "missing.pt"])
