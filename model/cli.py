@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,8 @@ def add_train_options(sp: argparse.ArgumentParser) -> None:
         if not extra.pop("cli", True):
             continue
         flag = "--" + f.name.replace("_", "-")
-        kind = next(k for k in (*typing.get_args(hints[f.name]), hints[f.name]) if k is not type(None))
+        hint = hints[f.name]
+        kind = next(k for k in typing.get_args(hint) if k is not type(None)) if isinstance(hint, types.UnionType) else hint
         if f.default is not dataclasses.MISSING and f.default is not None:
             text += f" (default: {f.default})"
         if f.name == "arch":

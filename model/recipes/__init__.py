@@ -5,6 +5,7 @@ options given on the command line override the recipe. A recipe names no paths o
 """
 from __future__ import annotations
 
+import types
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -52,9 +53,10 @@ def load_recipe(name: str) -> dict[str, Any]:
 
 
 def _typed(path: Path, key: str, value: Any, hint: Any) -> Any:
-    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
-    kind = typing.get_origin(kinds[0]) or kinds[0]
-    if value is None and type(None) in typing.get_args(hint):
+    optional = isinstance(hint, types.UnionType)  # `X | None`: the only unions TrainConfig has
+    kind = next(k for k in typing.get_args(hint) if k is not type(None)) if optional else hint
+    kind = typing.get_origin(kind) or kind
+    if value is None and optional:
         return None
     try:
         if kind is bool and isinstance(value, bool):
