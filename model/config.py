@@ -73,8 +73,8 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
         d = dict(d)
-        # Files written while the generator had an optional bottleneck memory record its size; the shipped
-        # weights have none (0), and a generator with one cannot be built any more.
+        # `memory_items` sized an optional bottleneck memory that this code does not build; weights files
+        # (the shipped ones too) may carry it as 0, meaning none.
         if d.get("memory_items", 0) != 0:
             raise ValueError(f"model_config has memory_items={d['memory_items']}: generators with a bottleneck "
                              "memory are not supported")

@@ -14,7 +14,7 @@ from model.unet import Generator
 
 def make_predictor(calibration: Calibration | None = None) -> W.Predictor:
     torch.manual_seed(0)
-    cfg = get_preset("lite", image_size=(64, 64))
+    cfg = get_preset("lite", num_frames=4, image_size=(64, 64))
     return W.Predictor(cfg, Generator(cfg).eval(), FlowNet(FlowNetConfig(image_size=(64, 64), base_width=8)).eval(),
                        calibration, ScoreConfig(), {"note": "test"}, torch.device("cpu"), "bf16")
 
@@ -133,7 +133,7 @@ def test_optimised_cpu_forward_matches_eager_and_auto_precision_is_measured() ->
     from model.scoring import Scorer, build_forward
 
     torch.manual_seed(1)
-    cfg = get_preset("lite", image_size=(64, 64))
+    cfg = get_preset("lite", num_frames=4, image_size=(64, 64))
     gen = Generator(cfg).eval()
     fast = build_forward(gen, cfg, torch.device("cpu"), "fp32", optimize=True)
     assert isinstance(fast, torch.jit.ScriptModule)  # traced and frozen, not the eager fallback
