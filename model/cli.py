@@ -214,9 +214,10 @@ def add_train_options(sp: argparse.ArgumentParser) -> None:
         if not extra.pop("cli", True):
             continue
         flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        kind = next(k for k in typing.get_args(hint) if k is not type(None)) if isinstance(hint, types.UnionType) else hint
-        if f.default is not dataclasses.MISSING and f.default is not None:
+        hint = hints[f.name]  # `X | None` (an optional value) gives X
+        kind = hint if not isinstance(hint, types.UnionType) else next(k for k in typing.get_args(hint)
+                                                                          if k is not type(None))
+        if f.default is not dataclasses.MISSING and f.default is not None and kind is not bool:
             text += f" (default: {f.default})"
         if f.name == "arch":
             sp.add_argument(flag, action="append", help=text, default=argparse.SUPPRESS, **extra)

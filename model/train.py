@@ -18,7 +18,7 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 
 def _rng_state() -> dict[str, Any]:
     # Plain tensors and numbers only, so that checkpoints load with torch.load(weights_only=True).
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's legacy state: (name, keys, pos, has_gauss, cached_gaussian)
+    name, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
                                                       cached], "python": random.getstate()}
 

@@ -82,7 +82,8 @@ class Generator(nn.Module):
         cfg = self.config
         expected = cfg.num_frames * cfg.channels
         if crop:
-            size_ok = all(0 < s <= f and s % cfg.size_multiple == 0 for s, f in zip(past.shape[-2:], cfg.image_size))
+            sides = zip(past.shape[-2:], cfg.image_size, strict=False)
+            size_ok = all(0 < s <= f and s % cfg.size_multiple == 0 for s, f in sides)
         else:
             size_ok = tuple(past.shape[-2:]) == cfg.image_size
         if past.ndim != 4 or past.shape[1] != expected or not size_ok:

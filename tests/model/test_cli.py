@@ -411,3 +411,23 @@ def test_ship_last_calibrates_and_returns_the_last_step_as_ffp_calibrate_would(t
     again = safe_torch_load(tmp_path / "cal.pt")["weights"]["calibration"]
     for key in ("mean", "std", "quantiles", "frames"):
         assert calibration[key] == again[key], key
+
+
+def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path) -> None:
+    """ped2-paper encodes the first of the two stages that made weights/ffp-ped2-paper.pt (the second, a time
+    box from the first's best.pt, is in the recipe's comments): same architecture, data split, loss weights,
+    batch and seed as the shipped file records."""
+    from model.config import ModelConfig
+    from model.data import find_videos, split_holdout
+    from model.train import plan, run_meta
+    from model.weights import WEIGHTS_DIR
+
+    shipped = torch.load(WEIGHTS_DIR / "ffp-ped2-paper.pt", weights_only=True)
+    cfg = parse_train("--recipe", "ped2-paper", "--data", str(PED2), "--out", str(tmp_path / "run"))
+    run = plan(cfg)
+    assert run.model == ModelConfig.from_dict(shipped["model_config"])
+    train_src, val_src = split_holdout(find_videos(PED2, "training"), cfg.holdout)
+    resolved = run_meta(cfg, run, train_src, val_src, precision=cfg.precision)
+    for key in ("dataset", "train_videos", "holdout_videos", "loss_weights", "batch_size", "seed", "precision"):
+        assert resolved[key] == shipped["meta"][key], key
+    assert shipped["meta"]["init"]["step"] == cfg.steps  # stage 2 started from stage 1's last step
