@@ -45,7 +45,7 @@ def untrained_predictor() -> Predictor:
     """The lite architecture with random weights, calibrated on the still scene vs. noise so that the
     still scene scores z ~ 0 and noise z ~ 10 (alerts with on_threshold 5 fire on noise only)."""
     torch.manual_seed(0)
-    config = get_preset("lite")
+    config = get_preset("lite", num_frames=4)
     dummy = Calibration(mean={k: 0.0 for k in METRICS}, std={k: 1.0 for k in METRICS}, quantiles={},
                         frames=0, source="test")
     p = Predictor(config, Generator(config).eval(), None, dummy, ScoreConfig(), {"name": "untrained"},
