@@ -157,6 +157,20 @@ def test_optimised_cpu_forward_matches_eager_and_auto_precision_is_measured() ->
     assert P.predictor_from_blob(blob, precision="bf16").precision == "bf16"
 
 
+class _Delegate:
+    """A FrameScorer that is not a Predictor: exactly the protocol's members, nothing more."""
+
+    def __init__(self, p: P.Predictor) -> None:
+        self._p = p
+        self.num_frames, self.config, self.calibration = p.num_frames, p.config, p.calibration
+
+    def preprocess(self, frame: np.ndarray) -> np.ndarray:
+        return self._p.preprocess(frame)
+
+    def score(self, windows: np.ndarray) -> FrameScores:
+        return self._p.score(windows)
+
+
 def test_clip_scoring_needs_only_the_frame_scorer_protocol() -> None:
     p = make_predictor()
     assert isinstance(p, FrameScorer) and isinstance(_Delegate(p), FrameScorer)
