@@ -91,7 +91,7 @@ def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     _set_threads(a.threads)  # before loading: the CPU trace and the precision probe use it
     # auto: on a CPU, the faster of fp32 and bf16 as timed on this host; name one to make numbers comparable
-    # across hosts (bf16 moves the AUCs by about 0.001, weights/HISTORY.md)
+    # across hosts (bf16 moves the AUCs by about 0.001, docs/research/HISTORY.md)
     return load_predictor(a.weights, device=a.device, precision=None if a.precision == "auto" else a.precision)
 
 
