@@ -18,7 +18,7 @@ from model import FrameScores, Predictor
 
 from .alerts import AlertEngine, CameraCalibration
 from .capture import CaptureWorker
-from .clips import ClipError, ClipResult, score_clip
+from .clips import ClipError, ClipLimits, ClipResult, score_clip
 from .frames import REPORTED_METRICS, CameraStatus, EventMessage, ScoreMessage, Window
 from .inference import InferenceWorker
 from .recorder import EventRecorder
@@ -232,8 +232,10 @@ class Pipeline:
 
     # -- clips --------------------------------------------------------------------------------------------
 
-    def score_clip(self, path: Path, *, alerts: AlertSettings | None = None) -> ClipResult:
-        """Score an uploaded clip with the live model (batches interleave with live inference)."""
+    def score_clip(self, path: Path, *, alerts: AlertSettings | None = None,
+                   cancel: threading.Event | None = None) -> ClipResult:
+        """Score an uploaded clip with the live model (batches interleave with live inference) within the clip
+        limits of the settings; setting `cancel` stops it at the next frame or batch (ClipCancelled)."""
         return score_clip(self.predictor, Path(path), alerts=alerts or self.settings.alerts,
-                          max_seconds=self.settings.max_clip_seconds, model_lock=self._model_lock,
-                          batch_size=self.settings.inference.max_batch)
+                          limits=ClipLimits.from_settings(self.settings), model_lock=self._model_lock,
+                          batch_size=self.settings.inference.max_batch, cancel=cancel)
