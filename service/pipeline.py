@@ -61,6 +61,8 @@ class Pipeline:
         self._inference = InferenceWorker(predictor, self._on_scores, max_batch=settings.inference.max_batch,
                                           max_wait_ms=settings.inference.max_wait_ms,
                                           queue_per_camera=settings.inference.queue_per_camera,
+                                          catch_up_queue_per_camera=settings.inference.catch_up_queue_per_camera,
+                                          catch_up_s=settings.inference.catch_up_s,
                                           model_lock=self._model_lock,
                                           stuck_after_s=wd.inference_stuck_after_s)
         self._cams: dict[str, _Camera] = {}
