@@ -219,12 +219,12 @@ class BodyDeadline:
 def server_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """uvicorn's Config for `app` with the connection limits of `settings.http` (overrides: e.g. port=0)."""
     limits = settings.http
-    kwargs: dict[str, Any] = dict(
-        host=settings.host, port=settings.port, log_config=None,
-        http=guarded_protocol(limits),
-        limit_concurrency=limits.max_connections,
-        timeout_keep_alive=limits.keep_alive_s,
-        h11_max_incomplete_event_size=limits.max_header_kb * 1024,
-        timeout_graceful_shutdown=limits.graceful_shutdown_s)
+    kwargs: dict[str, Any] = {
+        "host": settings.host, "port": settings.port, "log_config": None,
+        "http": guarded_protocol(limits),
+        "limit_concurrency": limits.max_connections,
+        "timeout_keep_alive": limits.keep_alive_s,
+        "h11_max_incomplete_event_size": limits.max_header_kb * 1024,
+        "timeout_graceful_shutdown": limits.graceful_shutdown_s}
     kwargs.update(overrides)
     return uvicorn.Config(BodyDeadline(app, limits), **kwargs)

@@ -86,7 +86,7 @@ def serve(app: Any, timeout: float = 20.0, settings: Settings | None = None) -> 
 
     from service.server import server_config
 
-    where: dict[str, Any] = dict(host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    where: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "lifespan": "on"}
     config = uvicorn.Config(app, **where) if settings is None else server_config(app, settings, **where)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

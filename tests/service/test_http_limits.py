@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from live_server import LiveServer, serve
 from starlette.requests import ClientDisconnect
 
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def limits(**kw: Any) -> Settings:
-    base = dict(header_timeout_s=1.0, keep_alive_s=5.0, max_idle_connections=20, max_connections=200,
-                body_idle_timeout_s=2.0, body_min_rate_kbps=1.0, body_grace_s=2.0, body_timeout_s=20.0)
+    base = {"header_timeout_s": 1.0, "keep_alive_s": 5.0, "max_idle_connections": 20, "max_connections": 200,
+            "body_idle_timeout_s": 2.0, "body_min_rate_kbps": 1.0, "body_grace_s": 2.0, "body_timeout_s": 20.0}
     return Settings(http=HttpSettings(**{**base, **kw}))
 
 
@@ -31,6 +31,12 @@ def app_with_upload(seen: dict[str, Any]) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            await websocket.send_text(await websocket.receive_text())
 
     @app.post("/upload")
     async def upload(request: Request) -> dict[str, int]:
@@ -177,6 +183,7 @@ def test_an_oversized_head_is_refused(server: LiveServer) -> None:
     data, closed = read_until_closed(s, 5)
     s.close()
     assert data.startswith(b"HTTP/1.1 431"), data[:100]
+    assert closed < float("inf"), "the connection is closed after the 431"
 
 
 def test_keep_alive_requests_still_work(server: LiveServer) -> None:
@@ -184,3 +191,12 @@ def test_keep_alive_requests_still_work(server: LiveServer) -> None:
         for _ in range(3):  # the same connection: the head deadline restarts after each response
             assert c.get("/healthz").status_code == 200
             time.sleep(0.6)
+
+
+def test_a_websocket_outlives_the_head_deadline(server: LiveServer) -> None:
+    from websockets.sync.client import connect as ws_connect
+
+    with ws_connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=5) as ws:
+        time.sleep(1.5)  # past header_timeout_s (1 s): an upgraded connection is not an HTTP head
+        ws.send("ping")
+        assert ws.recv(timeout=5) == "ping"

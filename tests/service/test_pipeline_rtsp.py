@@ -139,8 +139,8 @@ def test_add_remove_cameras_and_url_rules(tmp_path: Path, predictor: Predictor, 
         store.close()
 
 
-def test_connect_burst_is_scored_not_dropped(tmp_path: Path, predictor: Predictor, rtsp_server,  # type: ignore[no-untyped-def]
-                                             no_thread_leak: None) -> None:
+def test_connect_burst_is_scored_not_dropped(  # type: ignore[no-untyped-def]
+        tmp_path: Path, predictor: Predictor, rtsp_server, no_thread_leak: None) -> None:
     """At connect the RTSP stream delivers about a second of buffered frames at once (at 10 fps: ~6 windows in
     a few ms). They are scored, fast-forwarded, instead of overflowing the 2-window queue."""
     settings = Settings(data_dir=tmp_path, alerts=ALERTS, cameras=[

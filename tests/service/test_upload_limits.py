@@ -16,7 +16,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from live_server import LiveServer, serve, untrained_predictor, write_clip
+from live_server import serve, untrained_predictor
 
 from model import FrameScores, Predictor
 from service.api import create_app
@@ -109,7 +109,8 @@ def test_huge_frames_refused_before_decoding_and_lying_header_cut_off_while_deco
         assert len(calls) <= 40 // 8 + 1, "cut off at the limit, not after decoding the whole clip"
 
         ok = mjpg(tmp_path / "ok.avi", 30)
-        assert c.post("/v1/score", files={"file": ("ok.avi", ok.read_bytes(), "video/x-msvideo")}).status_code == 200
+        r = c.post("/v1/score", files={"file": ("ok.avi", ok.read_bytes(), "video/x-msvideo")})
+        assert r.status_code == 200, r.text
 
 
 def test_queue_full_is_503_with_retry_after(tmp_path: Path, slow_predictor: tuple[Predictor, list[float]]) -> None:
