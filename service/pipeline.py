@@ -19,7 +19,7 @@ from model import FrameScores, Predictor
 
 from .alerts import AlertEngine, CameraCalibration
 from .capture import CaptureWorker
-from .clips import ClipError, ClipResult, score_clip
+from .clips import ClipError, ClipLimits, ClipResult, score_clip
 from .frames import REPORTED_METRICS, CameraStatus, EventMessage, ScoreMessage, Window
 from .inference import InferenceWorker
 from .recorder import EventRecorder
@@ -64,6 +64,8 @@ class Pipeline:
         self._inference = InferenceWorker(predictor, self._on_scores, max_batch=settings.inference.max_batch,
                                           max_wait_ms=settings.inference.max_wait_ms,
                                           queue_per_camera=settings.inference.queue_per_camera,
+                                          catch_up_queue_per_camera=settings.inference.catch_up_queue_per_camera,
+                                          catch_up_s=settings.inference.catch_up_s,
                                           model_lock=self._model_lock,
                                           stuck_after_s=wd.inference_stuck_after_s)
         self._cams: dict[str, _Camera] = {}
@@ -267,8 +269,10 @@ class Pipeline:
 
     # -- clips --------------------------------------------------------------------------------------------
 
-    def score_clip(self, path: Path, *, alerts: AlertSettings | None = None) -> ClipResult:
-        """Score an uploaded clip with the live model (batches interleave with live inference)."""
+    def score_clip(self, path: Path, *, alerts: AlertSettings | None = None,
+                   cancel: threading.Event | None = None) -> ClipResult:
+        """Score an uploaded clip with the live model (batches interleave with live inference) within the clip
+        limits of the settings; setting `cancel` stops it at the next frame or batch (ClipCancelled)."""
         return score_clip(self.predictor, Path(path), alerts=alerts or self.settings.alerts,
-                          max_seconds=self.settings.max_clip_seconds, model_lock=self._model_lock,
-                          batch_size=self.settings.inference.max_batch)
+                          limits=ClipLimits.from_settings(self.settings), model_lock=self._model_lock,
+                          batch_size=self.settings.inference.max_batch, cancel=cancel)

@@ -1,7 +1,6 @@
 """FastAPI dependencies: the app's collaborators, typed, so handlers read like plain signatures."""
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from ..pipeline import Pipeline
 from ..settings import Settings
 from ..store import EventStore
 from .security import key_ok, presented_key
+from .upload import UploadQueue
 
 
 @dataclass
@@ -24,8 +24,11 @@ class AppState:
     store: EventStore | None = None
     hub: Hub | None = None
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)  # one registry per app
-    # Clip scoring is CPU-bound and shares the cores with the live cameras: one upload at a time.
-    score_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    # Clip scoring is CPU-bound and shares the cores with the live cameras: few at a time, a bounded queue.
+    uploads: UploadQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uploads = UploadQueue(self.settings.upload_workers, self.settings.upload_queue)
 
 
 def get_state(request: Request) -> AppState:
