@@ -108,29 +108,3 @@ def half_generator(blob: dict[str, Any]) -> dict[str, Any]:
     generator = {k: v.half() if v.is_floating_point() else v for k, v in blob["generator"].items()}
     return {**blob, "generator": generator, "meta": {**blob.get("meta", {}), "stored_dtype": "float16"}}
 
-
-def average_weights(paths: list[Path]) -> dict[str, Any]:
-    """A weights blob whose generator is the element-wise mean of the given files' generators (same preset
-    and architecture: e.g. the ends of several training cycles of one run). The U-Net has no normalisation
-    layers, so no statistics need re-estimating; the score calibration does (it is dropped here: run
-    `ffp calibrate` on the result). Everything else comes from the last file; meta records the sources."""
-    if len(paths) < 2:
-        raise WeightsError("averaging needs at least two weights files")
-    blobs: list[dict[str, Any]] = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise WeightsError(f"weights file not found: {path}")
-        verify_checksum(Path(path))
-        blob = weights_of(safe_torch_load(Path(path)))
-        if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
-            raise WeightsError(f"{path} is not an ffp weights file or checkpoint")
-        if blobs and blob["model_config"] != blobs[0]["model_config"]:
-            raise WeightsError(f"{path} holds another architecture than {paths[0]}: "
-                               f"{blob['model_config']} vs {blobs[0]['model_config']}")
-        blobs.append(blob)
-    states = [b["generator"] for b in blobs]
-    mean = {k: (sum(s[k].double() for s in states) / len(states)).to(states[-1][k].dtype) for k in states[-1]}
-    sources = [{"file": str(p), "sha256": sha256_file(Path(p)), "step": b.get("meta", {}).get("step")}
-               for p, b in zip(paths, blobs)]
-    return {**blobs[-1], "generator": mean, "calibration": None,
-            "meta": {**blobs[-1].get("meta", {}), "averaged_from": sources}}

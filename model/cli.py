@@ -6,22 +6,20 @@ exit with status 2; nothing is half-written (every output is written to a temp f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
-from .config import DATASET_LOSS_WEIGHTS, PRECISIONS, PRESETS, FlowNetConfig, LossWeights
+from .config import PRECISIONS, PRESETS, FlowNetConfig, ModelConfig, TrainConfig
 from .data import DataError
 
 log = logging.getLogger("ffp")
-
-
-def _guess_dataset(data: Path) -> str:
-    name = Path(data).resolve().name.lower()
-    return next((d for d in DATASET_LOSS_WEIGHTS if d != "default" and d in name), "default")
 
 
 def cmd_train_flow(a: argparse.Namespace) -> None:
@@ -38,40 +36,31 @@ def cmd_train_flow(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from .train import TrainArgs, train
+    from .train import train
 
-    _set_threads(a.threads)  # validated here like every command's; train() sets it again for library callers
-    dataset = a.dataset or _guess_dataset(a.data)
-    w = DATASET_LOSS_WEIGHTS[dataset]
-    weights = LossWeights(intensity=w.intensity if a.w_int is None else a.w_int,
-                          gradient=w.gradient if a.w_grad is None else a.w_grad,
-                          flow=0.0 if a.no_flow else (w.flow if a.w_flow is None else a.w_flow),
-                          adversarial=0.0 if a.no_adv else (w.adversarial if a.w_adv is None else a.w_adv))
-    path = train(TrainArgs(data=Path(a.data), out=Path(a.out), preset=a.preset, dataset=dataset, steps=a.steps,
-                           batch_size=a.batch_size, lr_g=a.lr_g, lr_d=a.lr_d, lr_decay_step=a.lr_decay_step,
-                           lr_schedule=a.lr_schedule, ema=a.ema,
-                           loss_weights=weights, flownet=a.flownet, holdout=a.holdout, val_every=a.val_every,
-                           max_minutes=a.max_minutes, seed=a.seed, threads=a.threads, device=a.device,
-                           precision=a.precision, resume=not a.no_resume, init=a.init,
-                           snapshot_every=a.snapshot_every, pseudo_skip=a.pseudo_skip, pseudo_skips=_skips(a.pseudo_skips),
-                           crop=a.crop,
-                           overrides=_arch_overrides(a.arch)))
+    path = train(train_config(a))
     print(path)
 
 
-def _skips(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise DataError(f"--pseudo-skips {text!r}: expected integers like 3,4,5,6") from None
+def train_config(a: argparse.Namespace) -> TrainConfig:
+    """TrainConfig's defaults, then the recipe's values, then the options given on the command line."""
+    from .recipes import load_recipe
+
+    given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(a, f.name)}
+    values = load_recipe(a.recipe) if a.recipe else {}
+    arch = {**values.get("arch", {}), **_arch_overrides(given.pop("arch", None))}
+    values = {**values, **given, "arch": arch}
+    if a.no_flow:
+        values["w_flow"] = 0.0
+    if a.no_adv:
+        values["w_adv"] = 0.0
+    config = TrainConfig(**values)
+    _set_threads(config.threads)  # validated here like every command's; train() sets it again for library callers
+    return config
 
 
 def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
     """--arch depth=5 --arch base_width=24: ModelConfig fields over the preset (recorded in the weights)."""
-    import dataclasses
-
-    from .config import ModelConfig
-
     known = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
     out: dict[str, Any] = {}
     for item in items or []:
@@ -102,7 +91,7 @@ def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     _set_threads(a.threads)  # before loading: the CPU trace and the precision probe use it
     # auto: on a CPU, the faster of fp32 and bf16 as timed on this host; name one to make numbers comparable
-    # across hosts (bf16 moves the AUCs by about 0.001, weights/HISTORY.md)
+    # across hosts (bf16 moves the AUCs by about 0.001, docs/research/HISTORY.md)
     return load_predictor(a.weights, device=a.device, precision=None if a.precision == "auto" else a.precision)
 
 
@@ -180,13 +169,6 @@ def cmd_export(a: argparse.Namespace) -> None:
         _export_onnx(predictor, Path(a.onnx))
 
 
-def cmd_average(a: argparse.Namespace) -> None:
-    from .checkpoint import atomic_save, average_weights
-
-    atomic_save(average_weights([Path(w) for w in a.weights]), Path(a.out))
-    print(a.out, "(uncalibrated: run `ffp calibrate --weights", a.out, "--data ... --holdout N`)")
-
-
 def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
     import warnings
 
@@ -222,6 +204,38 @@ def cmd_serve(a: argparse.Namespace, rest: list[str]) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", "service", *rest])
 
 
+def add_train_options(sp: argparse.ArgumentParser) -> None:
+    """`ffp train`'s options, one per TrainConfig field (its help text in the field's metadata). Options not
+    given stay out of the namespace, so that a recipe's value is only overridden by an option actually given."""
+    from .recipes import recipe_names
+
+    sp.add_argument("--recipe", metavar="NAME|FILE", help=f"start from a training recipe: one of {recipe_names()} "
+                    "(model/recipes/) or a YAML file of these options; the options given override its values")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        extra = dict(f.metadata)
+        text = extra.pop("help")
+        if not extra.pop("cli", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]  # `X | None` (an optional value) gives X
+        kind = hint if not isinstance(hint, types.UnionType) else next(k for k in typing.get_args(hint)
+                                                                          if k is not type(None))
+        if f.default is not dataclasses.MISSING and f.default is not None and kind is not bool:
+            text += f" (default: {f.default})"
+        if f.name == "arch":
+            sp.add_argument(flag, action="append", help=text, default=argparse.SUPPRESS, **extra)
+        elif kind is bool:  # a switch that turns the default off
+            sp.add_argument(f"--no-{f.name.replace('_', '-')}" if f.default else flag, dest=f.name, help=text,
+                            action="store_false" if f.default else "store_true", default=argparse.SUPPRESS)
+        else:
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            sp.add_argument(flag, type=kind, required=required, help=text, default=argparse.SUPPRESS, **extra)
+        if f.name == "w_adv":  # shorthands for a weight of 0, applied after the recipe and the --w-* options
+            sp.add_argument("--no-flow", action="store_true", help="drop the flow loss (= --w-flow 0)")
+            sp.add_argument("--no-adv", action="store_true", help="drop the adversarial loss (= --w-adv 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ffp", description="Video anomaly detection by future frame prediction.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -248,48 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int)
 
     sp = sub.add_parser("train", help="train the future-frame predictor on normal video")
-    sp.add_argument("--data", required=True, help="dataset root with training/ (normal videos only)")
-    sp.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics.csv (resumes from it)")
-    sp.add_argument("--preset", default="lite", choices=sorted(PRESETS))
-    sp.add_argument("--dataset", choices=sorted(DATASET_LOSS_WEIGHTS), help="loss-weight and lr defaults "
-                    "(default: guessed from the folder name)")
-    sp.add_argument("--arch", action="append", metavar="FIELD=VALUE",
-                    help="override a field of the preset, e.g. --arch depth=5 (repeatable)")
-    sp.add_argument("--steps", type=int, default=20000)
-    sp.add_argument("--batch-size", type=int, default=4)
-    sp.add_argument("--lr-g", type=float)
-    sp.add_argument("--lr-d", type=float)
-    sp.add_argument("--lr-decay-step", type=int, default=7000)
-    sp.add_argument("--lr-schedule", default="step", choices=["step", "cosine"],
-                    help="step: x0.1 at --lr-decay-step; cosine: from the base lr to 0 at --steps")
-    sp.add_argument("--ema", type=float, metavar="DECAY",
-                    help="validate, keep and ship an exponential moving average of G's weights (e.g. 0.999)")
-    for name in ("int", "grad", "flow", "adv"):
-        sp.add_argument(f"--w-{name}", type=float, help=f"lambda_{name} (default: the dataset's)")
-    sp.add_argument("--no-flow", action="store_true", help="drop the flow loss (ablation)")
-    sp.add_argument("--no-adv", action="store_true", help="drop the adversarial loss (ablation)")
-    sp.add_argument("--flownet", type=Path, default=Path("weights/flownet-lite.pt"))
-    sp.add_argument("--holdout", type=int, default=2, help="normal training videos held out for validation")
-    sp.add_argument("--val-every", type=int, default=500)
-    sp.add_argument("--max-minutes", type=float)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--threads", type=int)
-    sp.add_argument("--device", default="auto")
-    sp.add_argument("--precision", default="auto", choices=PRECISIONS,
-                    help="training arithmetic (auto: fp32 on a CPU, bf16 or fp16 autocast on a GPU)")
-    sp.add_argument("--snapshot-every", type=int, metavar="N",
-                    help="also write the shipped weights every N steps to <out>/snapshots/step-NNNNNNN.pt")
-    sp.add_argument("--pseudo-skip", type=float, default=0.0, metavar="SHARE",
-                    help="experimental: replace this share of training windows by skip-frame pseudo-anomalies (frames "
-                         "--pseudo-skips x apart, target: the last past frame). On Ped2 it did not help and can collapse "
-                         "the generator into copying the last frame (weights/HISTORY.md); watch the held-out PSNR")
-    sp.add_argument("--pseudo-skips", default="3,4,5,6", help="the pseudo-anomalies' speed-ups, comma separated")
-    sp.add_argument("--crop", type=int, metavar="PX",
-                    help="train on random PX x PX crops of the windows (a multiple of the U-Net's pooling, e.g. 64 "
-                         "for lite): cheaper steps; validation, scoring and the shipped model see whole frames")
-    sp.add_argument("--no-resume", action="store_true")
-    sp.add_argument("--init", type=Path, help="start from these weights or checkpoint (same architecture; the "
-                    "image size may differ): fine-tuning; ignored when --out has a checkpoint to resume")
+    add_train_options(sp)
 
     sp = sub.add_parser("eval", help="frame-level AUC: paper protocol, combined score, causal protocol")
     sp.add_argument("--data", required=True, help="dataset root with testing/ and labels")
@@ -320,10 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--onnx", help="also export the generator to this ONNX file")
     sp.add_argument("--half", action="store_true", help="store the generator's weights in float16 (half the bytes)")
 
-    sp = sub.add_parser("average", help="mean of several weights files' generators (e.g. the ends of training cycles)")
-    sp.add_argument("weights", nargs="+", help="weights files or checkpoints of one architecture")
-    sp.add_argument("--out", required=True)
-
     sub.add_parser("serve", help="run the service (arguments go to `python -m service`)", add_help=False)
     return p
 
@@ -339,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     from .checkpoint import WeightsError
 
     handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "eval": cmd_eval, "calibrate": cmd_calibrate,
-                "score": cmd_score, "export": cmd_export, "average": cmd_average}
+                "score": cmd_score, "export": cmd_export}
     try:
         handlers[args.cmd](args)
     except (DataError, WeightsError, ValueError) as e:

@@ -1,7 +1,8 @@
 """Presets are data: a ModelConfig names every architectural choice; one builder turns it into modules."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 # Arithmetic choices for training and inference ("auto" resolves per device: see train.py and predictor.py).
@@ -32,7 +33,6 @@ class ModelConfig:
     base_width: int = 32  # width of the first U-Net level; level i has base_width * 2**i
     depth: int = 4  # U-Net levels (3 pooling steps for depth 4)
     residual: bool = True  # predict last frame + tanh(residual) instead of tanh(output)
-    memory_items: int = 0  # > 0: a memory of this many normal prototypes at the U-Net bottleneck (MNAD)
     disc_widths: tuple[int, ...] = (32, 64, 128, 128)  # PatchGAN filters, strides 2, 2, 2, 1
 
     def __post_init__(self) -> None:
@@ -48,8 +48,6 @@ class ModelConfig:
             raise ValueError(f"image_size {self.image_size} must be divisible by 2**(depth-1) = {stride}")
         if self.base_width < 1 or self.depth < 2:
             raise ValueError("base_width must be >= 1 and depth >= 2")
-        if self.memory_items < 0 or self.memory_items == 1:
-            raise ValueError(f"memory_items must be 0 (no memory) or >= 2, got {self.memory_items}")
 
     @property
     def size_multiple(self) -> int:
@@ -71,10 +69,16 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        unknown = set(d) - known - {"memory_items"}
         if unknown:
             raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
         d = dict(d)
+        # `memory_items` sized an optional bottleneck memory that this code does not build; weights files
+        # (the shipped ones too) may carry it as 0, meaning none.
+        if d.get("memory_items", 0) != 0:
+            raise ValueError(f"model_config has memory_items={d['memory_items']}: generators with a bottleneck "
+                             "memory are not supported")
+        d.pop("memory_items", None)
         for key in ("image_size", "disc_widths"):
             if key in d:
                 d[key] = tuple(d[key])
@@ -87,9 +91,10 @@ PRESETS: dict[str, ModelConfig] = {
         name="paper", num_frames=4, channels=3, image_size=(256, 256), base_width=64, depth=4,
         residual=False, disc_widths=(128, 256, 512, 512),
     ),
-    # The CPU default, sized by benchmarks/generator_fps.py (see README): grey 128x128, 16..128 widths.
+    # The CPU default and the shipped weights' architecture, sized by benchmarks/generator_fps.py (see README):
+    # grey 128x128, 16..128 widths, k = 8.
     "lite": ModelConfig(
-        name="lite", num_frames=4, channels=1, image_size=(128, 128), base_width=16, depth=4,
+        name="lite", num_frames=8, channels=1, image_size=(128, 128), base_width=16, depth=4,
         residual=True, disc_widths=(32, 64, 128, 128),
     ),
 }
@@ -103,15 +108,12 @@ def get_preset(preset: str, **overrides: Any) -> ModelConfig:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """lambda_int, lambda_grad, lambda_flow, lambda_adv of the paper's objective, and the memory's two
-    terms (used only by a generator with `memory_items > 0`; MNAD's weights for prediction)."""
+    """lambda_int, lambda_grad, lambda_flow, lambda_adv of the paper's objective."""
 
     intensity: float = 1.0
     gradient: float = 1.0
     flow: float = 2.0
     adversarial: float = 0.05
-    compactness: float = 0.1
-    separateness: float = 0.1
 
 
 # The paper's per-dataset defaults (paper-notes: Avenue lambda_int 0.001, Ped1 lambda_flow 0.01).
@@ -186,3 +188,71 @@ class ScoreConfig:
         if unknown:
             raise ValueError(f"unknown ScoreConfig fields: {sorted(unknown)}")
         return cls(**d)
+
+
+LR_SCHEDULES: tuple[str, ...] = ("step", "cosine")
+SHIP_CHOICES: tuple[str, ...] = ("best", "last")
+
+
+def _opt(help: str, **argparse: Any) -> dict[str, Any]:
+    """A TrainConfig field's metadata: its `ffp train` help text and argparse extras (choices, metavar).
+    `cli=False` keeps a field off the command line."""
+    return {"help": help, **argparse}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run takes, with the only copy of its defaults: `ffp train`'s options are
+    derived from these fields (model/cli.py) and a recipe (model/recipes/*.yaml) sets some of them."""
+
+    data: Path = field(metadata=_opt("dataset root with training/ (normal videos only)"))
+    out: Path = field(metadata=_opt("run folder: last.pt, best.pt, metrics.csv (resumes from it)"))
+    preset: str = field(default="lite", metadata=_opt("architecture preset", choices=tuple(sorted(PRESETS))))
+    arch: dict[str, Any] = field(default_factory=dict, metadata=_opt(
+        "override a field of the preset, e.g. --arch depth=5 (repeatable); the weights record it",
+        metavar="FIELD=VALUE"))
+    dataset: str | None = field(default=None, metadata=_opt(
+        "loss-weight and lr defaults (default: guessed from the data folder's name)",
+        choices=tuple(sorted(DATASET_LOSS_WEIGHTS))))
+    steps: int = field(default=20000, metadata=_opt("training steps"))
+    batch_size: int = field(default=4, metadata=_opt("windows per step"))
+    lr_g: float | None = field(default=None, metadata=_opt("generator learning rate (default: the dataset's)"))
+    lr_d: float | None = field(default=None, metadata=_opt("discriminator learning rate (default: the dataset's)"))
+    lr_decay_step: int | None = field(default=7000, metadata=_opt(
+        "step schedule: the rate drops x0.1 here (the paper's Ped2 schedule)"))
+    lr_schedule: str = field(default="step", metadata=_opt(
+        "step: x0.1 at --lr-decay-step; cosine: from the base lr to 0 at --steps", choices=LR_SCHEDULES))
+    ema: float | None = field(default=None, metadata=_opt(
+        "validate, keep and ship an exponential moving average of G's weights (e.g. 0.999); training goes on "
+        "from the raw weights", metavar="DECAY"))
+    w_int: float | None = field(default=None, metadata=_opt("lambda_int (default: the dataset's)"))
+    w_grad: float | None = field(default=None, metadata=_opt("lambda_grad (default: the dataset's)"))
+    w_flow: float | None = field(default=None, metadata=_opt("lambda_flow (default: the dataset's)"))
+    w_adv: float | None = field(default=None, metadata=_opt("lambda_adv (default: the dataset's)"))
+    flownet: Path = field(default=Path("weights/flownet-lite.pt"), metadata=_opt(
+        "the frozen, differentiable flow network the flow loss needs (`ffp train-flow`)"))
+    crop: int | None = field(default=None, metadata=_opt(
+        "train on random PX x PX crops of the windows (a multiple of the U-Net's pooling, e.g. 64 for lite): "
+        "cheaper steps; validation, scoring and the shipped model see whole frames", metavar="PX"))
+    holdout: int = field(default=2, metadata=_opt("normal training videos held out for validation and calibration"))
+    val_every: int = field(default=500, metadata=_opt("validate (held-out PSNR) every N steps"))
+    val_windows: int = field(default=256, metadata=_opt("held-out windows per validation", cli=False))
+    log_every: int = field(default=25, metadata=_opt("metrics.csv row every N steps", cli=False))
+    max_minutes: float | None = field(default=None, metadata=_opt("time box: stop after this many minutes"))
+    seed: int = field(default=0, metadata=_opt("random seed (weights, windows, crops)"))
+    threads: int | None = field(default=None, metadata=_opt("torch CPU threads (default: torch's, one per core)"))
+    device: str = field(default="auto", metadata=_opt("auto | cpu | cuda[:N]"))
+    precision: str = field(default="auto", metadata=_opt(
+        "training arithmetic (auto: fp32 on a CPU, bf16 or fp16 autocast on a GPU)", choices=PRECISIONS))
+    ship: str = field(default="best", metadata=_opt(
+        "the checkpoint the run calibrates and returns, the one to export: best (held-out PSNR) or last",
+        choices=SHIP_CHOICES))
+    calibration_precision: str = field(default="auto", metadata=_opt(
+        "arithmetic of the final calibration on the held-out videos (auto: as scoring picks on this device)",
+        choices=PRECISIONS))
+    resume: bool = field(default=True, metadata=_opt(
+        "resume from --out's last.pt when there is one (--no-resume: start afresh)"))
+    init: Path | None = field(default=None, metadata=_opt(
+        "start from these weights or checkpoint (same architecture; the image size may differ): fine-tuning; "
+        "ignored when --out has a checkpoint to resume"))
+    progress: bool = field(default=True, metadata=_opt("show a progress bar", cli=False))

@@ -170,43 +170,6 @@ def split_holdout(sources: list[VideoSource], holdout: int) -> tuple[list[VideoS
     return sources[:-holdout], sources[-holdout:]
 
 
-def check_skips(skips: tuple[int, ...]) -> None:
-    if not skips or any(s < 2 for s in skips):
-        raise ValueError(f"--pseudo-skips: every skip must be an integer >= 2 (1 is normal footage), got {skips}")
-
-
-class SkipFrameWindows:
-    """Pseudo-anomalies for training, from normal video alone (after Astrid et al., "Learning Not to
-    Reconstruct Anomalies", BMVC 2021): k past frames taken `skip` x the normal stride apart, so that
-    everything in them moves `skip` times faster than normal footage ever does, and as the target the last
-    past frame repeated. Trained on a share of these, the generator learns not to extrapolate motion faster
-    than normal (its residual is zero there), so a fast object at test time (a cyclist among walkers) keeps
-    the error of an unpredicted frame instead of a blurred guess of where it went. Measured on Ped2 (model
-    card, seventeenth session): no gain on the real anomalies, and a run can collapse into copying the last
-    frame (a dead decoder layer meets this target exactly), so it is off by default.
-
-    Windows come out in the same (k+1, C, H, W) form as WindowDataset's and read the same frame tensors
-    (so `WindowDataset.to(device)` moves them too)."""
-
-    def __init__(self, windows: WindowDataset, skips: tuple[int, ...]) -> None:
-        check_skips(skips)
-        self.windows, self.skips = windows, tuple(skips)
-        k, stride = windows.k, windows.stride
-        # (video, first frame) of every window whose k frames fit at each skip
-        self.index = {s: [(v, t) for v, vid in enumerate(windows.videos) for t in range(len(vid) - (k - 1) * s * stride)]
-                      for s in self.skips}
-        if not all(self.index.values()):
-            raise DataError(f"videos too short for pseudo-anomaly windows with skips {self.skips}")
-
-    def sample(self, gen: torch.Generator) -> torch.Tensor:
-        s = self.skips[int(torch.randint(len(self.skips), (1,), generator=gen))]
-        index = self.index[s]
-        v, t = index[int(torch.randint(len(index), (1,), generator=gen))]
-        step = s * self.windows.stride
-        past = self.windows.videos[v][t:t + (self.windows.k - 1) * step + 1:step]
-        return torch.cat([past, past[-1:]])  # target: no motion beyond the last frame
-
-
 def check_crop(crop: int, config: ModelConfig) -> None:
     """A training crop must fit the frames and pass the U-Net's pooling steps whole."""
     multiple = config.size_multiple

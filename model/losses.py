@@ -26,15 +26,6 @@ def gradient_loss(pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return (rdx - pdx).abs().flatten(1).mean(1) + (rdy - pdy).abs().flatten(1).mean(1)
 
 
-def gradient_error_map(pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Per-pixel gradient error (B, C, H, W) (zero-padded on the last row/column), for heatmaps."""
-    pdx, pdy = _abs_grads(pred)
-    rdx, rdy = _abs_grads(real)
-    ex = nn.functional.pad((rdx - pdx).abs(), (0, 1, 0, 0))
-    ey = nn.functional.pad((rdy - pdy).abs(), (0, 0, 0, 1))
-    return ex + ey
-
-
 def flow_loss(flownet: nn.Module, last: torch.Tensor, pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """L_op = mean |f(last, pred) - f(last, real)| per sample.
 

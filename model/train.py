@@ -1,8 +1,10 @@
 """Training: config -> data -> G, D, frozen flow net -> one loop alternating G and D -> checkpoints.
 
-Reads top to bottom like nanoGPT's train.py. The schedule is fixed in advance; the checkpoint kept as
-`best.pt` is chosen by prediction PSNR on held-out NORMAL training videos, never on test labels. At the end
-the score statistics on the same held-out videos are stored in the checkpoint as its calibration.
+`train` reads top to bottom like nanoGPT's train.py: resolve the config, build data and models, resume, then
+the loop (one step = a generator step and a discriminator step), validation and checkpoints. The schedule is
+fixed in advance; `best.pt` is chosen by prediction PSNR on held-out NORMAL training videos, never on test
+labels. At the end the score statistics on the same held-out videos are stored in the shipped checkpoint
+(`best.pt`, or `last.pt` with `ship: last`) as its calibration.
 """
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,18 +36,20 @@ from .checkpoint import (
 from .config import (
     DATASET_LEARNING_RATES,
     DATASET_LOSS_WEIGHTS,
+    LR_SCHEDULES,
     PRECISIONS,
+    SHIP_CHOICES,
     LossWeights,
     ModelConfig,
     ScoreConfig,
+    TrainConfig,
     get_preset,
 )
 from .data import (
     DataError,
-    SkipFrameWindows,
+    VideoSource,
     WindowDataset,
     check_crop,
-    check_skips,
     find_videos,
     load_videos,
     random_crops,
@@ -60,47 +65,10 @@ from .unet import Generator, count_parameters
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainArgs:
-    data: Path
-    out: Path
-    preset: str = "lite"
-    dataset: str = "default"  # picks the paper's loss weights and learning rates
-    steps: int = 20000
-    batch_size: int = 4
-    lr_g: float | None = None  # None: the dataset default
-    lr_d: float | None = None
-    lr_decay_step: int | None = 7000  # x0.1 here (the paper's Ped2 schedule)
-    lr_schedule: str = "step"  # step: x0.1 at lr_decay_step | cosine: from the base lr down to 0 at `steps`
-    ema: float | None = None  # keep an exponential moving average of G's weights (e.g. 0.999); it is what is
-    #                           validated, saved as the generator and shipped; training continues on the raw weights
-    loss_weights: LossWeights | None = None  # None: the dataset default
-    flownet: Path | None = None  # required when the flow weight is > 0
-    holdout: int = 2  # normal training videos held out for validation and calibration
-    val_every: int = 500
-    snapshot_every: int | None = None  # also keep the shipped (EMA) weights every N steps in snapshots/ (for studies of
-    #                                    how a run's checkpoints differ; nothing here picks among them)
-    val_windows: int = 256
-    log_every: int = 25
-    max_minutes: float | None = None
-    seed: int = 0
-    threads: int | None = None
-    device: str = "auto"
-    precision: str = "auto"  # auto: fp32 on CPU, bf16 on GPUs that support it, else fp16 | fp32 | bf16 | fp16
-    resume: bool = True
-    init: Path | None = None  # start a new run from these weights (e.g. at another image size: the nets are convolutional)
-    progress: bool = True
-    overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (tests use tiny nets)
-    pseudo_skip: float = 0.0  # share of training windows replaced by skip-frame pseudo-anomalies (data.SkipFrameWindows);
-    #                           experimental: no gain on Ped2, and it can collapse G into a copier (weights/HISTORY.md)
-    pseudo_skips: tuple[int, ...] = (3, 4, 5, 6)  # their speed-ups: above the fastest normal motion (weights/HISTORY.md)
-    crop: int | None = None  # train on random crop x crop squares of the windows (data.random_crops); validation
-    #                          and the shipped, fully convolutional G see whole frames
-
-
 def _rng_state() -> dict[str, Any]:
     # Plain tensors and numbers only, so that checkpoints load with torch.load(weights_only=True).
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's legacy state: (name, keys, pos, has_gauss, cached_gaussian)
+    name, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
                                                       cached], "python": random.getstate()}
 
@@ -145,51 +113,85 @@ def _init_weights(path: Path, generator: Generator, discriminator: PatchDiscrimi
     return {"file": str(path), "sha256": sha256_file(path), "step": blob.get("meta", {}).get("step")}
 
 
-def train(args: TrainArgs) -> Path:
-    # ---- config, device, precision -------------------------------------------------------------------
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = get_preset(args.preset, **args.overrides)
-    weights = args.loss_weights or DATASET_LOSS_WEIGHTS.get(args.dataset, DATASET_LOSS_WEIGHTS["default"])
-    lr_g_default, lr_d_default = DATASET_LEARNING_RATES.get(args.dataset, DATASET_LEARNING_RATES["default"])
-    lr_g, lr_d = args.lr_g or lr_g_default, args.lr_d or lr_d_default
-    if args.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
-    if args.lr_schedule not in ("step", "cosine"):
-        raise ValueError(f"lr schedule must be step or cosine, got {args.lr_schedule!r}")
-    if args.ema is not None and not 0.0 < args.ema < 1.0:
-        raise ValueError(f"--ema must be in (0, 1), got {args.ema}")
-    if not 0.0 <= args.pseudo_skip < 1.0:
-        raise ValueError(f"--pseudo-skip must be in [0, 1), got {args.pseudo_skip}")
-    if args.pseudo_skip > 0:
-        check_skips(args.pseudo_skips)  # before the data is decoded
-    if args.crop is not None:
-        check_crop(args.crop, config)
-    if args.snapshot_every is not None and args.snapshot_every < 1:
-        raise ValueError(f"--snapshot-every must be a positive number of steps, got {args.snapshot_every}")
-    device, device_precision = pick_device(args.device)
-    # "auto" on a CPU is fp32: bf16 autocast trains 1.4x slower on a CPU without AMX (lite, one thread: 2.2
-    # against 3.0 it/s on this project's CPU). On a GPU it is the device's autocast type.
-    precision = (args.precision if args.precision != "auto"
-                 else "fp32" if device.type == "cpu" else device_precision)
-    amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=precision != "fp32")
-    scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest convolutions once
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
-    out = Path(args.out)
+# ---- the run's plan: the config resolved against the dataset's defaults, before any data is read ----------
 
-    # ---- data: normal training videos only; the last `holdout` videos are held out ------------------
-    sources = find_videos(args.data, "training")
-    train_src, val_src = split_holdout(sources, args.holdout)
+def guess_dataset(data: Path) -> str:
+    name = Path(data).resolve().name.lower()
+    return next((d for d in DATASET_LOSS_WEIGHTS if d != "default" and d in name), "default")
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: ModelConfig
+    dataset: str
+    loss_weights: LossWeights
+    lr_g: float
+    lr_d: float
+
+
+def plan(cfg: TrainConfig) -> Plan:
+    """Check the config and fill in what it leaves to the preset and the dataset (loss weights, rates)."""
+    model = get_preset(cfg.preset, **cfg.arch)
+    dataset = cfg.dataset or guess_dataset(cfg.data)
+    w = DATASET_LOSS_WEIGHTS.get(dataset, DATASET_LOSS_WEIGHTS["default"])
+    weights = LossWeights(intensity=w.intensity if cfg.w_int is None else cfg.w_int,
+                          gradient=w.gradient if cfg.w_grad is None else cfg.w_grad,
+                          flow=w.flow if cfg.w_flow is None else cfg.w_flow,
+                          adversarial=w.adversarial if cfg.w_adv is None else cfg.w_adv)
+    lr_g_default, lr_d_default = DATASET_LEARNING_RATES.get(dataset, DATASET_LEARNING_RATES["default"])
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.calibration_precision not in PRECISIONS:
+        raise ValueError(f"calibration precision must be one of {', '.join(PRECISIONS)}, "
+                         f"got {cfg.calibration_precision!r}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule must be step or cosine, got {cfg.lr_schedule!r}")
+    if cfg.ema is not None and not 0.0 < cfg.ema < 1.0:
+        raise ValueError(f"--ema must be in (0, 1), got {cfg.ema}")
+    if cfg.ship not in SHIP_CHOICES:
+        raise ValueError(f"ship must be one of {', '.join(SHIP_CHOICES)}, got {cfg.ship!r}")
+    if cfg.crop is not None:
+        check_crop(cfg.crop, model)
+    return Plan(model, dataset, weights, cfg.lr_g or lr_g_default, cfg.lr_d or lr_d_default)
+
+
+def run_meta(cfg: TrainConfig, run: Plan, train_src: list[VideoSource], val_src: list[VideoSource],
+             precision: str) -> dict[str, Any]:
+    """What the weights record of how they were trained (`step` and `init` are added as the run goes)."""
+    meta = {"dataset": run.dataset, "data": str(cfg.data), "train_videos": [s.name for s in train_src],
+            "holdout_videos": [s.name for s in val_src], "loss_weights": asdict(run.loss_weights),
+            "lr_g": run.lr_g, "lr_d": run.lr_d, "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "precision": precision, "lr_schedule": cfg.lr_schedule, "ema": cfg.ema}
+    if cfg.crop is not None:
+        meta["crop"] = cfg.crop
+    return meta
+
+
+def lr_at(cfg: TrainConfig, step: int, base: float) -> float:
+    if cfg.lr_schedule == "cosine":  # no restarts: one decay over the whole run
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+    return base * (0.1 if cfg.lr_decay_step and step >= cfg.lr_decay_step else 1.0)
+
+
+# ---- build: data and models ---------------------------------------------------------------------------
+
+@dataclass
+class Data:
+    train_src: list[VideoSource]
+    val_src: list[VideoSource]
+    train: WindowDataset
+    val: WindowDataset | None
+    val_videos: list[np.ndarray]
+    val_idx: np.ndarray  # the validation windows, spread evenly over the held-out videos
+
+
+def load_data(cfg: TrainConfig, config: ModelConfig, device: torch.device) -> Data:
+    """Normal training videos only; the last `holdout` videos are held out for validation and calibration."""
+    sources = find_videos(cfg.data, "training")
+    train_src, val_src = split_holdout(sources, cfg.holdout)
     log.info("training on %d videos, validating on %d held-out normal videos", len(train_src), len(val_src))
-    train_set = WindowDataset(load_videos(train_src, config, args.progress), config.num_frames,
-                              config.frame_stride)
-    pseudo = SkipFrameWindows(train_set, args.pseudo_skips) if args.pseudo_skip > 0 else None
-    val_videos = load_videos(val_src, config, args.progress) if val_src else []
+    train_set = WindowDataset(load_videos(train_src, config, cfg.progress), config.num_frames, config.frame_stride)
+    val_videos = load_videos(val_src, config, cfg.progress) if val_src else []
     val_set = WindowDataset(val_videos, config.num_frames, config.frame_stride) if val_videos else None
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -199,226 +201,313 @@ def train(args: TrainArgs) -> Path:
             if val_set is not None:
                 val_set.to(device)
             log.info("training frames on %s: %.2f GB", device, frames_bytes / 1e9)
-    val_idx = (np.linspace(0, len(val_set) - 1, min(args.val_windows, len(val_set))).astype(int)
+    val_idx = (np.linspace(0, len(val_set) - 1, min(cfg.val_windows, len(val_set))).astype(int)
                if val_set is not None else np.array([], int))
+    return Data(train_src, val_src, train_set, val_set, val_videos, val_idx)
 
-    # ---- models ------------------------------------------------------------------------------------
+
+@dataclass
+class Models:
+    generator: Generator  # the raw weights, which train
+    discriminator: PatchDiscriminator
+    flownet: FlowNet | None  # frozen, but differentiable: the flow loss's gradient reaches G through it
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: Generator | None = None  # the running average of G's weights (`ema`), set up after resuming
+
+    @property
+    def shipped(self) -> Generator:
+        """The generator that validation measures, checkpoints keep and `ffp export` ships."""
+        return self.ema if self.ema is not None else self.generator
+
+
+def build_models(cfg: TrainConfig, run: Plan, device: torch.device) -> Models:
+    config = run.model
     generator = Generator(config).to(device)
     discriminator = PatchDiscriminator(config.channels, config.disc_widths).to(device)
     flownet: FlowNet | None = None
-    if weights.flow > 0:
-        if args.flownet is None or not Path(args.flownet).is_file():
-            raise DataError(f"the flow loss needs a trained flow network (--flownet, got {args.flownet}); "
+    if run.loss_weights.flow > 0:
+        if not Path(cfg.flownet).is_file():
+            raise DataError(f"the flow loss needs a trained flow network (--flownet, got {cfg.flownet}); "
                             "train one with `ffp train-flow` or pass --no-flow")
-        flownet = load_flownet(Path(args.flownet)).to(device)  # frozen, but differentiable
+        flownet = load_flownet(Path(cfg.flownet)).to(device)
         if not flownet.takes(config.channels):  # a size difference is fine: it resizes to its grid
-            raise WeightsError(f"flow network {args.flownet} is for {flownet.config.channels}-channel frames, "
+            raise WeightsError(f"flow network {cfg.flownet} is for {flownet.config.channels}-channel frames, "
                                f"the generator uses {config.channels}")
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=run.lr_g)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=run.lr_d)
     log.info("generator %s: %d parameters; discriminator %d", config.name, count_parameters(generator),
              count_parameters(discriminator))
+    return Models(generator, discriminator, flownet, opt_g, opt_d)
 
-    # ---- resume ------------------------------------------------------------------------------------
-    step, best_val = 0, -float("inf")
-    init_record: dict[str, Any] | None = None  # which weights the run started from, kept across resumes
-    last_path, best_path = out / "last.pt", out / "best.pt"
+
+# ---- resume: from the run's own last.pt, or a new run from other weights (--init) ----------------------
+
+@dataclass
+class Progress:
+    step: int = 0
+    best_val: float = -float("inf")
+    init: dict[str, Any] | None = None  # which weights the run started from, kept across resumes
+
+
+def resume(cfg: TrainConfig, config: ModelConfig, models: Models, last_path: Path) -> Progress:
+    """Restore a run from its last.pt (weights, optimisers, step, RNG), or start one from --init; then set up
+    the EMA generator, which goes on from the saved average when resuming."""
+    progress = Progress()
     resumed: dict[str, Any] | None = None
-    if args.resume and last_path.is_file():
+    if cfg.resume and last_path.is_file():
         ckpt = resumed = load_checkpoint(last_path, config)
         # an EMA run keeps the raw (trained) weights apart from the averaged ones it ships
-        generator.load_state_dict(ckpt.get("generator_train", ckpt["weights"]["generator"]))
-        discriminator.load_state_dict(ckpt["discriminator"])
-        opt_g.load_state_dict(ckpt["opt_g"])
-        opt_d.load_state_dict(ckpt["opt_d"])
-        step, best_val = ckpt["step"], ckpt["best_val_psnr"]
+        models.generator.load_state_dict(ckpt.get("generator_train", ckpt["weights"]["generator"]))
+        models.discriminator.load_state_dict(ckpt["discriminator"])
+        models.opt_g.load_state_dict(ckpt["opt_g"])
+        models.opt_d.load_state_dict(ckpt["opt_d"])
+        progress.step, progress.best_val = ckpt["step"], ckpt["best_val_psnr"]
         _set_rng_state(ckpt["rng"])
-        init_record = ckpt["weights"].get("meta", {}).get("init")
-        log.info("resumed from %s at step %d", last_path, step)
-    elif args.init is not None:
-        init_record = _init_weights(Path(args.init), generator, discriminator)
-        log.info("initialised from %s (step %s of its run)", args.init, init_record["step"])
-    # The averaged generator is what validation measures, best.pt keeps and `ffp export` ships.
-    ema_generator: Generator | None = None
-    if args.ema is not None:
-        ema_generator = copy.deepcopy(generator).requires_grad_(False)
+        progress.init = ckpt["weights"].get("meta", {}).get("init")
+        log.info("resumed from %s at step %d", last_path, progress.step)
+    elif cfg.init is not None:
+        progress.init = _init_weights(Path(cfg.init), models.generator, models.discriminator)
+        log.info("initialised from %s (step %s of its run)", cfg.init, progress.init["step"])
+    if cfg.ema is not None:
+        models.ema = copy.deepcopy(models.generator).requires_grad_(False)
         if resumed is not None:
-            ema_generator.load_state_dict(resumed["weights"]["generator"])
-    shipped = ema_generator if ema_generator is not None else generator
+            models.ema.load_state_dict(resumed["weights"]["generator"])
+    return progress
+
+
+# ---- one training step: the generator step, then the discriminator step ------------------------------
+
+def sample_batch(windows: WindowDataset, cfg: TrainConfig, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(B, k+1, C, H, W): random training windows, or random crops of them."""
+    idx = torch.randint(len(windows), (cfg.batch_size,), generator=gen)
+    batch = [windows[int(i)] for i in idx]
+    if cfg.crop is not None:  # drawn only when on, so that runs without crops keep their random stream
+        batch = random_crops(batch, cfg.crop, gen)
+    return torch.stack(batch).to(device)
+
+
+def train_step(models: Models, batch: torch.Tensor, weights: LossWeights, k: int,
+               autocast: AbstractContextManager[Any], scaler: torch.amp.GradScaler,
+               crop: bool) -> dict[str, torch.Tensor]:
+    """One update of G and one of D; returns the loss terms (tensors on the device, not synced)."""
+    generator, discriminator = models.generator, models.discriminator
+    past = batch[:, :k].flatten(1, 2)  # (B, k*C, H, W)
+    real, last = batch[:, k], batch[:, k - 1]
+
+    # generator step: intensity + gradient + flow + adversarial. D is frozen here so that the generator's
+    # backward pass does not also compute (and then discard) D's parameter gradients.
+    discriminator.requires_grad_(False)
+    with autocast:
+        pred = generator(past, crop=crop)
+    pred32 = pred.float()
+    l_int = intensity_loss(pred32, real).mean()
+    l_grad = gradient_loss(pred32, real).mean()
+    zero = torch.zeros((), device=batch.device)
+    with autocast:
+        l_flow = flow_loss(models.flownet, last, pred, real).float().mean() if models.flownet is not None else zero
+        l_adv = generator_adversarial_loss(discriminator(pred)).float().mean() if weights.adversarial > 0 else zero
+    g_loss = (weights.intensity * l_int + weights.gradient * l_grad + weights.flow * l_flow
+              + weights.adversarial * l_adv)
+    models.opt_g.zero_grad(set_to_none=True)
+    scaler.scale(g_loss).backward()
+    scaler.step(models.opt_g)
+
+    # discriminator step (least squares), on the detached prediction
+    d_loss = zero
+    if weights.adversarial > 0:
+        discriminator.requires_grad_(True)
+        with autocast:
+            d_loss = discriminator_loss(discriminator(real), discriminator(pred.detach())).float().mean()
+        models.opt_d.zero_grad(set_to_none=True)
+        scaler.scale(d_loss).backward()
+        scaler.step(models.opt_d)
+    scaler.update()
+    return {"g": g_loss, "int": l_int, "grad": l_grad, "flow": l_flow, "adv": l_adv, "d": d_loss}
+
+
+@torch.no_grad()
+def update_ema(models: Models, decay: float, step: int) -> None:
+    if models.ema is None:
+        return
+    # the usual warm-up: early on the average follows the raw weights closely, so that the random
+    # initialisation does not linger in it for thousands of steps
+    decay = min(decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(list(models.ema.parameters()), list(models.generator.parameters()), 1.0 - decay)
+
+
+# ---- validate: prediction PSNR of the shipped generator on held-out normal windows ----------------------
+
+@torch.no_grad()
+def validate(models: Models, data: Data, k: int, autocast: AbstractContextManager[Any],
+             device: torch.device) -> float:
+    assert data.val is not None
+    shipped = models.shipped
+    shipped.eval()
+    values = []
+    for chunk in np.array_split(data.val_idx, max(1, len(data.val_idx) // 32)):
+        w = torch.stack([data.val[int(i)] for i in chunk]).to(device)
+        with autocast:
+            pred = shipped(w[:, :k].flatten(1, 2))
+        values.append(psnr(pred.float(), w[:, k]))
+    models.generator.train()
+    return float(torch.cat(values).mean())
+
+
+# ---- save: checkpoints (last.pt, best.pt) and the metrics log -------------------------------------------
+
+def weights_blob(config: ModelConfig, models: Models, meta: dict[str, Any], step: int,
+                 calibration: Calibration | None = None) -> dict[str, Any]:
+    flownet = models.flownet
+    return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": models.shipped.state_dict(),
+            "flownet_config": None if flownet is None else flownet.config.to_dict(),
+            "flownet": None if flownet is None else flownet.state_dict(),
+            "calibration": None if calibration is None else calibration.to_dict(),
+            "score_config": asdict(ScoreConfig()), "meta": {**meta, "step": step}}
+
+
+def save_checkpoint(path: Path, cfg: TrainConfig, config: ModelConfig, models: Models, progress: Progress,
+                    meta: dict[str, Any]) -> None:
+    ckpt = {"format": CHECKPOINT_FORMAT, "step": progress.step, "best_val_psnr": progress.best_val,
+            "weights": weights_blob(config, models, meta, progress.step), "discriminator":
+            models.discriminator.state_dict(), "opt_g": models.opt_g.state_dict(), "opt_d": models.opt_d.state_dict(),
+            "rng": _rng_state(), "args": {k: str(v) for k, v in asdict(cfg).items()}}
+    if models.ema is not None:
+        ckpt["generator_train"] = models.generator.state_dict()
+    atomic_save(ckpt, path)
+
+
+class MetricsLog:
+    """OUT/metrics.csv and the progress bar. Running means stay tensors on the device: reading them (float)
+    forces a GPU sync, so that happens only when a row is logged."""
+
+    TERMS = ("g", "int", "grad", "flow", "adv", "d")
+
+    def __init__(self, path: Path, step: int, total: int, name: str, show: bool) -> None:
+        from tqdm import tqdm
+
+        new_log = not path.is_file() or step == 0
+        self.file = open(path, "w" if new_log else "a", newline="")  # noqa: SIM115 (closed by close())
+        self.writer = csv.writer(self.file)
+        if new_log:
+            self.writer.writerow(["step", "time_s", "g_loss", "l_int", "l_grad", "l_flow", "l_adv", "d_loss", "lr_g",
+                                  "val_psnr", "it_per_s"])
+        self.bar = tqdm(total=total, initial=step, desc=f"train {name}", disable=not show)
+        self.running: dict[str, torch.Tensor] = {}
+        self.start = self.t_last = time.monotonic()
+        self.s_last = step
+
+    def update(self, losses: dict[str, torch.Tensor]) -> None:
+        self.bar.update(1)
+        for k in self.TERMS:
+            v = losses[k].detach().float()
+            self.running[k] = 0.9 * self.running[k] + 0.1 * v if k in self.running else v
+
+    def row(self, step: int, lr_g: float, val_psnr: float | None, best_val: float) -> None:
+        now = time.monotonic()
+        its = (step - self.s_last) / max(now - self.t_last, 1e-9)
+        self.t_last, self.s_last = now, step
+        self.writer.writerow([step, round(now - self.start, 2), *(round(float(self.running[k]), 6) for k in self.TERMS),
+                              lr_g, "" if val_psnr is None else round(val_psnr, 4), round(its, 3)])
+        self.file.flush()
+        self.bar.set_postfix(g=f"{float(self.running['g']):.4f}", int=f"{float(self.running['int']):.4f}",
+                             flow=f"{float(self.running['flow']):.3f}", d=f"{float(self.running['d']):.3f}",
+                             val=f"{best_val:.2f}")
+
+    def minutes(self) -> float:
+        return (time.monotonic() - self.start) / 60
+
+    def close(self) -> None:
+        self.bar.close()
+        self.file.close()
+
+
+# ---- the run ------------------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig) -> Path:
+    """Train as `cfg` says; returns the shipped checkpoint (best.pt or last.pt), calibrated."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = plan(cfg)
+    config, weights, k = run.model, run.loss_weights, run.model.num_frames
+    device, device_precision = pick_device(cfg.device)
+    # "auto" on a CPU is fp32: bf16 autocast trains 1.4x slower on a CPU without AMX (lite, one thread: 2.2
+    # against 3.0 it/s on this project's CPU). On a GPU it is the device's autocast type.
+    precision = cfg.precision if cfg.precision != "auto" else "fp32" if device.type == "cpu" else device_precision
+    amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=precision != "fp32")
+    scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest convolutions once
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    data = load_data(cfg, config, device)
+    models = build_models(cfg, run, device)
+    out = Path(cfg.out)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    progress = resume(cfg, config, models, last_path)
     out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(cfg, run, data.train_src, data.val_src, precision)
+    if progress.init is not None:
+        meta["init"] = progress.init
 
-    @torch.no_grad()
-    def update_ema() -> None:
-        if ema_generator is None:
-            return
-        # the usual warm-up: early on the average follows the raw weights closely, so that the random
-        # initialisation does not linger in it for thousands of steps
-        decay = min(float(args.ema), (1 + step) / (10 + step))  # type: ignore[arg-type]
-        torch._foreach_lerp_(list(ema_generator.parameters()), list(generator.parameters()), 1.0 - decay)
+    def save(path: Path) -> None:
+        save_checkpoint(path, cfg, config, models, progress, meta)
 
-    def lr_at(s: int, base: float) -> float:
-        if args.lr_schedule == "cosine":  # no restarts: one decay over the whole run
-            return base * 0.5 * (1.0 + math.cos(math.pi * min(s, args.steps) / args.steps))
-        return base * (0.1 if args.lr_decay_step and s >= args.lr_decay_step else 1.0)
-
-    meta = {"dataset": args.dataset, "data": str(args.data), "train_videos": [s.name for s in train_src],
-            "holdout_videos": [s.name for s in val_src], "loss_weights": asdict(weights), "lr_g": lr_g,
-            "lr_d": lr_d, "batch_size": args.batch_size, "seed": args.seed,
-            "precision": precision, "lr_schedule": args.lr_schedule, "ema": args.ema}
-    if args.crop is not None:
-        meta["crop"] = args.crop
-    if pseudo is not None:
-        meta["pseudo_skip"] = {"share": args.pseudo_skip, "skips": list(args.pseudo_skips)}
-    if init_record is not None:
-        meta["init"] = init_record
-
-    def weights_blob(calibration: Calibration | None = None) -> dict[str, Any]:
-        return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": shipped.state_dict(),
-                "flownet_config": None if flownet is None else flownet.config.to_dict(),
-                "flownet": None if flownet is None else flownet.state_dict(),
-                "calibration": None if calibration is None else calibration.to_dict(),
-                "score_config": asdict(ScoreConfig()), "meta": {**meta, "step": step}}
-
-    def save(path: Path, calibration: Calibration | None = None) -> None:
-        ckpt = {"format": CHECKPOINT_FORMAT, "step": step, "best_val_psnr": best_val,
-                "weights": weights_blob(calibration), "discriminator": discriminator.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": _rng_state(),
-                "args": {k: str(v) for k, v in asdict(args).items()}}
-        if ema_generator is not None:
-            ckpt["generator_train"] = generator.state_dict()
-        atomic_save(ckpt, path)
-
-    @torch.no_grad()
-    def validate() -> float:
-        shipped.eval()
-        values = []
-        for chunk in np.array_split(val_idx, max(1, len(val_idx) // 32)):
-            w = torch.stack([val_set[int(i)] for i in chunk]).to(device)  # type: ignore[index]
-            with autocast:
-                pred = shipped(w[:, :config.num_frames].flatten(1, 2))
-            values.append(psnr(pred.float(), w[:, config.num_frames]))
-        generator.train()
-        return float(torch.cat(values).mean())
-
-    # ---- the loop ----------------------------------------------------------------------------------
-    from tqdm import tqdm
-
-    metrics_path = out / "metrics.csv"
-    new_log = not metrics_path.is_file() or step == 0
-    metrics_file = open(metrics_path, "w" if new_log else "a", newline="")  # noqa: SIM115 (closed in the finally below)
-    writer = csv.writer(metrics_file)
-    if new_log:
-        writer.writerow(["step", "time_s", "g_loss", "l_int", "l_grad", "l_flow", "l_adv", "d_loss", "l_compact",
-                         "l_separate", "lr_g", "val_psnr", "it_per_s"])
-    gen = torch.Generator().manual_seed(args.seed + step)
-    start = time.monotonic()
-    bar = tqdm(total=args.steps, initial=step, desc=f"train {config.name}", disable=not args.progress)
-    running: dict[str, torch.Tensor] = {}
-    t_last, s_last = time.monotonic(), step
-    generator.train()
-    discriminator.train()
+    metrics = MetricsLog(out / "metrics.csv", progress.step, cfg.steps, config.name, cfg.progress)
+    gen = torch.Generator().manual_seed(cfg.seed + progress.step)  # windows and crops: reseeded on resume
+    models.generator.train()
+    models.discriminator.train()
     try:
-        while step < args.steps:
-            for g in opt_g.param_groups:
-                g["lr"] = lr_at(step, lr_g)
-            for g in opt_d.param_groups:
-                g["lr"] = lr_at(step, lr_d)
-            idx = torch.randint(len(train_set), (args.batch_size,), generator=gen)
-            windows = [train_set[int(i)] for i in idx]
-            if pseudo is not None:  # drawn only when on, so that runs without them keep their random stream
-                fake = (torch.rand(args.batch_size, generator=gen) < args.pseudo_skip).tolist()
-                windows = [pseudo.sample(gen) if f else w for f, w in zip(fake, windows)]
-            if args.crop is not None:  # drawn only when on, so that runs without crops keep their random stream
-                windows = random_crops(windows, args.crop, gen)
-            batch = torch.stack(windows).to(device)  # (B, k+1, C, H, W)
-            past = batch[:, :config.num_frames].flatten(1, 2)  # (B, k*C, H, W)
-            real, last = batch[:, config.num_frames], batch[:, config.num_frames - 1]
+        while progress.step < cfg.steps:
+            for g in models.opt_g.param_groups:
+                g["lr"] = lr_at(cfg, progress.step, run.lr_g)
+            for g in models.opt_d.param_groups:
+                g["lr"] = lr_at(cfg, progress.step, run.lr_d)
+            batch = sample_batch(data.train, cfg, gen, device)
+            losses = train_step(models, batch, weights, k, autocast, scaler, crop=cfg.crop is not None)
+            if cfg.ema is not None:
+                update_ema(models, cfg.ema, progress.step)
+            progress.step += 1
+            metrics.update(losses)
 
-            # generator step: intensity + gradient + flow + adversarial. D is frozen here so that the
-            # generator's backward pass does not also compute (and then discard) D's parameter gradients.
-            discriminator.requires_grad_(False)
-            with autocast:
-                pred, memory_loss = generator.forward_with_memory_loss(past, crop=args.crop is not None)
-            pred32 = pred.float()
-            l_compact, l_separate = memory_loss.float().unbind()
-            l_int = intensity_loss(pred32, real).mean()
-            l_grad = gradient_loss(pred32, real).mean()
-            zero = torch.zeros((), device=device)
-            with autocast:
-                l_flow = flow_loss(flownet, last, pred, real).float().mean() if flownet is not None else zero
-                l_adv = (generator_adversarial_loss(discriminator(pred)).float().mean()
-                         if weights.adversarial > 0 else zero)
-            g_loss = (weights.intensity * l_int + weights.gradient * l_grad + weights.flow * l_flow
-                      + weights.adversarial * l_adv)
-            if config.memory_items:
-                g_loss = g_loss + weights.compactness * l_compact + weights.separateness * l_separate
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(g_loss).backward()
-            scaler.step(opt_g)
-
-            # discriminator step (least squares), on the detached prediction
-            d_loss = zero
-            if weights.adversarial > 0:
-                discriminator.requires_grad_(True)
-                with autocast:
-                    d_loss = discriminator_loss(discriminator(real), discriminator(pred.detach())).float().mean()
-                opt_d.zero_grad(set_to_none=True)
-                scaler.scale(d_loss).backward()
-                scaler.step(opt_d)
-            scaler.update()
-            update_ema()
-            step += 1
-            bar.update(1)
-
-            # Running means stay tensors on the device: reading them (float) forces a GPU sync, so that
-            # happens only when a row is logged.
-            for k, v in (("g", g_loss), ("int", l_int), ("grad", l_grad), ("flow", l_flow), ("adv", l_adv),
-                         ("d", d_loss), ("compact", l_compact), ("separate", l_separate)):
-                v = v.detach().float()
-                running[k] = 0.9 * running[k] + 0.1 * v if k in running else v
             val_psnr = None
-            if val_set is not None and (step % args.val_every == 0 or step == args.steps):
-                val_psnr = validate()
-                if val_psnr > best_val:
-                    best_val = val_psnr
+            if data.val is not None and (progress.step % cfg.val_every == 0 or progress.step == cfg.steps):
+                val_psnr = validate(models, data, k, autocast, device)
+                if val_psnr > progress.best_val:
+                    progress.best_val = val_psnr
                     save(best_path)
                 save(last_path)
-            if args.snapshot_every and step % args.snapshot_every == 0:
-                (out / "snapshots").mkdir(exist_ok=True)
-                atomic_save(weights_blob(), out / "snapshots" / f"step-{step:07d}.pt")
-            if step % args.log_every == 0 or val_psnr is not None:
-                now = time.monotonic()
-                its = (step - s_last) / max(now - t_last, 1e-9)
-                t_last, s_last = now, step
-                writer.writerow([step, round(now - start, 2), *(round(float(running[k]), 6) for k in
-                                 ("g", "int", "grad", "flow", "adv", "d", "compact", "separate")), lr_at(step, lr_g),
-                                 "" if val_psnr is None else round(val_psnr, 4), round(its, 3)])
-                metrics_file.flush()
-                bar.set_postfix(g=f"{float(running['g']):.4f}", int=f"{float(running['int']):.4f}",
-                                flow=f"{float(running['flow']):.3f}", d=f"{float(running['d']):.3f}",
-                                val=f"{best_val:.2f}")
-            if args.max_minutes is not None and time.monotonic() - start > args.max_minutes * 60:
-                log.info("time box of %.1f min reached at step %d", args.max_minutes, step)
+            if progress.step % cfg.log_every == 0 or val_psnr is not None:
+                metrics.row(progress.step, lr_at(cfg, progress.step, run.lr_g), val_psnr, progress.best_val)
+            if cfg.max_minutes is not None and metrics.minutes() > cfg.max_minutes:
+                log.info("time box of %.1f min reached at step %d", cfg.max_minutes, progress.step)
                 break
     finally:
-        bar.close()
-        metrics_file.close()
+        metrics.close()
     save(last_path)
-    if val_set is None or not best_path.is_file():
+    if data.val is None or not best_path.is_file():
         save(best_path)
-
-    # ---- calibration on the held-out normal videos, stored in the checkpoint ---------------------------
-    from .evaluate import calibrate_predictor
-
-    chosen = best_path
-    ckpt = safe_torch_load(chosen)
-    predictor = predictor_from_blob(ckpt["weights"], device=str(device))
-    if val_videos:
-        calibration = calibrate_predictor(predictor, val_videos, source=f"{args.data} held-out {meta['holdout_videos']}")
-        ckpt["weights"]["calibration"] = calibration.to_dict()
-        atomic_save(ckpt, chosen)
-    summary = {"steps": step, "best_val_psnr": best_val, "minutes": (time.monotonic() - start) / 60,
-               "checkpoint": str(chosen)}
+    shipped = last_path if cfg.ship == "last" else best_path
+    if data.val_videos:
+        calibrate_checkpoint(shipped, cfg, device, data, meta["holdout_videos"])
+    summary = {"steps": progress.step, "best_val_psnr": progress.best_val, "minutes": metrics.minutes(),
+               "checkpoint": str(shipped)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("done: %s", summary)
-    return chosen
+    return shipped
+
+
+def calibrate_checkpoint(path: Path, cfg: TrainConfig, device: torch.device, data: Data,
+                         holdout_videos: list[str]) -> None:
+    """Store the score statistics on the held-out normal videos in the checkpoint (its calibration)."""
+    from .evaluate import calibrate_predictor
+
+    ckpt = safe_torch_load(path)
+    precision = None if cfg.calibration_precision == "auto" else cfg.calibration_precision
+    predictor = predictor_from_blob(ckpt["weights"], device=str(device), precision=precision)
+    calibration = calibrate_predictor(predictor, data.val_videos, source=f"{cfg.data} held-out {holdout_videos}")
+    ckpt["weights"]["calibration"] = calibration.to_dict()
+    atomic_save(ckpt, path)

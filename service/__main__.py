@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactSecrets())
     from .api import create_app
+    from .server import server_config
     from .wiring import ServiceError, build_service
 
     try:
@@ -62,9 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(e))
     try:
         import uvicorn
+        from uvicorn.config import STARTUP_FAILURE
 
-        # log_config=None: uvicorn's loggers propagate to the root logger configured above.
-        uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_config=None)
+        # server_config: the connection limits of settings.http; log_config=None, so uvicorn's loggers propagate
+        # to the root logger configured above.
+        server = uvicorn.Server(server_config(create_app(service), settings))
+        server.run()
+        if not server.started:  # the app's startup failed (already logged), as uvicorn.run reports it
+            return STARTUP_FAILURE
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its graceful shutdown: nothing left to do
         pass
     except ValueError as e:  # e.g. a configured camera the pipeline refuses

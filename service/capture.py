@@ -98,7 +98,7 @@ class StreamClock:
 
 
 class WindowSink(Protocol):
-    def submit(self, window: Window, *, block: bool, stop: threading.Event) -> None: ...
+    def submit(self, window: Window, *, block: bool, stop: threading.Event, catching_up: bool = False) -> None: ...
 
 
 class Backoff:
@@ -138,6 +138,7 @@ class CaptureWorker(SupervisedThread):
         self.reconnects = 0  # by the thread itself after a source fault
         self.stalls = 0
         self.last_frame_at: float | None = None  # monotonic time of the last frame read
+        self.latest_frame: np.ndarray | None = None  # the last frame read (BGR), decimated or not: the live picture
         self.frames_read = 0
         self.frames_captured = 0  # kept after decimation, preprocessed and pushed
         self.history_resets = 0  # the k-frame history restarted: a gap in a live stream, a file's loop seam
@@ -271,6 +272,7 @@ class CaptureWorker(SupervisedThread):
         max_gap = 1.5 * period + 1.0 / native
         clock = StreamClock()  # live sources: content time of this session's frames
         last_kept: float | None = None
+        last_kept_at = 0.0  # monotonic arrival of the frame kept last
         got = 0
         while not cancel.is_set():
             try:
@@ -306,6 +308,7 @@ class CaptureWorker(SupervisedThread):
                 if cancel.is_set():
                     return "failed"
                 self.last_frame_at = max(fresh, self.last_frame_at or fresh)
+                self.latest_frame = frame  # the source returns a fresh array per read: no copy needed
                 self.frames_read += 1
                 if now_mono - self.last_frame_at <= self.cam.stall_after_s:  # an old frame does not end a stall
                     self._set_state_locked("live")
@@ -314,10 +317,14 @@ class CaptureWorker(SupervisedThread):
             if t + 1e-6 < pace[2]:
                 continue  # decimated: never preprocessed
             pace[2] = max(pace[2] + period, t + period / 2)
+            # Faster than real time: content advanced half a period more than the wall clock since the frame
+            # kept last, i.e. this frame was buffered (the burst at connect, or a reader that fell behind).
+            catching_up = (not is_file and last_kept is not None
+                           and (t - last_kept) - (now_mono - last_kept_at) > period / 2)
             if last_kept is not None and t - last_kept > max_gap:
                 self._reset_history(cancel)
-            last_kept = t
-            self._keep(frame, cancel)
+            last_kept, last_kept_at = t, now_mono
+            self._keep(frame, cancel, catching_up)
         return "failed"
 
     def _reset_history(self, cancel: threading.Event) -> None:
@@ -328,7 +335,7 @@ class CaptureWorker(SupervisedThread):
                 self.ring.clear()
                 self.history_resets += 1
 
-    def _keep(self, frame: np.ndarray, cancel: threading.Event) -> None:
+    def _keep(self, frame: np.ndarray, cancel: threading.Event, catching_up: bool = False) -> None:
         pre = self._preprocess(frame)
         with self._lock:  # restart() clears the ring under this lock: no stale frame slips in after it
             if cancel.is_set():
@@ -341,7 +348,7 @@ class CaptureWorker(SupervisedThread):
         if window is None:
             return
         try:
-            self._sink.submit(window, block=not self.live, stop=cancel)
+            self._sink.submit(window, block=not self.live, stop=cancel, catching_up=catching_up)
         finally:
             with self._lock:
                 if not cancel.is_set():

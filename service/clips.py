@@ -18,9 +18,9 @@ from model import FrameScores, Predictor, score_frames
 
 from .alerts import AlertEngine, CameraCalibration, EventUpdate
 from .frames import REPORTED_METRICS
-from .settings import AlertSettings
+from .settings import AlertSettings, Settings
 
-MAX_SIDE = 4096  # larger frames are refused: decoding them is a memory bomb, not a camera
+MAX_SIDE = 4096  # a frame this wide or tall is refused whatever its area: a strip, not a camera
 MAX_FPS = 120.0
 FALLBACK_FPS = 25.0
 
@@ -32,6 +32,37 @@ class ClipError(ValueError):
 
 class UnsupportedContainer(ClipError):
     """The file is not one of the video containers accepted (the API answers 415)."""
+
+
+class ClipCancelled(Exception):
+    """Scoring stopped because the caller set its cancel event (the client went away)."""
+
+
+@dataclass(frozen=True)
+class ClipLimits:
+    """What one clip may cost. Checked against the container's header before decoding, and counted again while
+    decoding, since a header may lie about the frame count and the frame size."""
+
+    max_seconds: float
+    max_frames: int
+    max_frame_pixels: int
+    max_pixels: float  # frames x width x height decoded, in all
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ClipLimits:
+        return cls(s.max_clip_seconds, s.max_clip_frames, s.max_clip_frame_pixels, s.max_clip_megapixels * 1e6)
+
+    def check_length(self, frames: float, fps: float, when: str) -> None:
+        if frames > int(self.max_seconds * fps):
+            raise ClipError(f"the clip is longer than {self.max_seconds:g} s ({frames:.0f} frames at {fps:g} fps; "
+                            f"refused {when})")
+        if frames > self.max_frames:
+            raise ClipError(f"the clip has more than {self.max_frames} frames (max_clip_frames; refused {when})")
+
+    def check_frame(self, width: int, height: int, when: str) -> None:
+        if width * height > self.max_frame_pixels or max(width, height) > MAX_SIDE:
+            raise ClipError(f"frames of {width}x{height} are larger than accepted ({self.max_frame_pixels} "
+                            f"pixels, {MAX_SIDE} px a side; refused {when})")
 
 
 @dataclass(frozen=True)
@@ -102,8 +133,8 @@ class _LockedScorer:
     """The predictor as a `FrameScorer` with its forward behind the model lock, taken per batch, so a long
     clip interleaves with the live cameras instead of freezing them."""
 
-    def __init__(self, predictor: Predictor, lock: threading.Lock) -> None:
-        self._p, self._lock = predictor, lock
+    def __init__(self, predictor: Predictor, lock: threading.Lock, cancel: threading.Event) -> None:
+        self._p, self._lock, self._cancel = predictor, lock, cancel
         self.num_frames = predictor.num_frames
         self.config = predictor.config  # the window rule (k, frame_stride) score_frames cuts windows by
         self.calibration = predictor.calibration
@@ -112,38 +143,60 @@ class _LockedScorer:
         return self._p.preprocess(frame)
 
     def score(self, windows: np.ndarray) -> FrameScores:
+        if self._cancel.is_set():
+            raise ClipCancelled("the client went away")
         with self._lock:
             return self._p.score(windows)
 
 
-def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, max_seconds: float,
-               model_lock: threading.Lock, batch_size: int = 8) -> ClipResult:
+def _check_header(cap: cv2.VideoCapture, limits: ClipLimits, fps: float) -> None:
+    """Refuse from what the container declares, before a frame is decoded."""
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    limits.check_frame(width, height, "before decoding")
+    declared = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+    if not math.isfinite(declared) or declared <= 0:
+        return  # unknown: decoding counts
+    limits.check_length(declared, fps, "before decoding")
+    if declared * width * height > limits.max_pixels:
+        raise ClipError(f"the clip is larger than accepted: {declared:.0f} frames of {width}x{height} are more "
+                        f"than {limits.max_pixels / 1e6:g} megapixels (refused before decoding)")
+
+
+def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limits: ClipLimits,
+               model_lock: threading.Lock, batch_size: int = 8,
+               cancel: threading.Event | None = None) -> ClipResult:
+    """Score every frame of the clip at `path`. Raises ClipError when it breaks `limits` (before decoding when
+    the header says so, else as soon as decoding passes a limit) and ClipCancelled, at the next frame or batch,
+    once `cancel` is set."""
     sniff_container(path)
+    cancel = cancel or threading.Event()
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     try:
         if not cap.isOpened():
             raise ClipError("cannot decode the clip (unknown or corrupt video)")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         fps = fps if math.isfinite(fps) and 1.0 <= fps <= MAX_FPS else FALLBACK_FPS
-        max_frames = int(max_seconds * fps)
-        declared = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
-        if math.isfinite(declared) and declared > max_frames:  # cheap early refusal; decoding checks again
-            raise ClipError(f"the clip is longer than {max_seconds:g} s ({declared:.0f} frames at {fps:g} fps)")
+        _check_header(cap, limits, fps)
 
         def frames() -> Iterator[np.ndarray]:
-            n = 0
+            n = pixels = 0
             while True:
+                if cancel.is_set():
+                    raise ClipCancelled("the client went away")
                 ok, frame = cap.read()
                 if not ok or frame is None:
                     return
-                if max(frame.shape[:2]) > MAX_SIDE:
-                    raise ClipError(f"frames larger than {MAX_SIDE} px are not accepted")
+                h, w = frame.shape[:2]
+                limits.check_frame(w, h, "while decoding")
                 n += 1
-                if n > max_frames:
-                    raise ClipError(f"the clip is longer than {max_seconds:g} s ({max_frames} frames at {fps:g} fps)")
+                pixels += w * h
+                limits.check_length(n, fps, "while decoding")
+                if pixels > limits.max_pixels:
+                    raise ClipError(f"the clip is larger than accepted: decoding passed "
+                                    f"{limits.max_pixels / 1e6:g} megapixels after {n} frames")
                 yield frame
 
-        scorer = _LockedScorer(predictor, model_lock)
+        scorer = _LockedScorer(predictor, model_lock, cancel)
         scored = list(score_frames(scorer, frames(), batch_size=batch_size))
     finally:
         cap.release()

@@ -32,6 +32,7 @@ class CameraStatus:
     frames_scored: int
     frames_skipped: int
     history_resets: int = 0  # k-frame history restarted: a gap in a live stream, a file's loop seam
+    on_threshold: float | None = None  # the smoothed score at which this camera's alerts open an event
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

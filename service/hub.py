@@ -7,7 +7,6 @@ a worker thread never waits on a client. On the loop each subscriber has a bound
   overflowed and its connection is closed with CLOSE_RESUME, so the client reconnects with resume_from
   and gets the missed events from the store.
 Every subscriber receives the same `Published` item for a message, so its wire form is encoded once.
-`stats()` counts dropped score messages over every subscriber since start, those that left included.
 """
 from __future__ import annotations
 
@@ -94,12 +93,14 @@ def _camera_of(msg: Message) -> str:
 
 
 class Hub:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *,
+                 on_dispatch: Callable[[Message], None] | None = None) -> None:
         self._loop = loop
         self._subs: set[Subscriber] = set()
+        self._on_dispatch = on_dispatch  # sees every message as it reaches the connections (latency metrics)
         self.published = 0
         self.slow_closes = 0  # connections closed with CLOSE_RESUME because the client fell behind
-        self._dropped_gone = 0  # dropped_scores of subscribers that left
+        self.dropped_scores = 0  # all connections ever, unlike the per-connection counts (a Prometheus counter)
 
     def publish(self, msg: Message) -> None:
         """Pipeline listener; called from any thread."""
@@ -108,21 +109,22 @@ class Hub:
 
     def _dispatch(self, msg: Message) -> None:
         self.published += 1
+        if self._on_dispatch is not None:
+            try:
+                self._on_dispatch(msg)
+            except Exception:  # a metrics bug must not keep the message from the clients
+                log.exception("dispatch hook failed")
         item = Published(msg)
         for sub in self._subs:
             if sub.wants(msg):
+                dropped = sub.dropped_scores
                 sub.offer(item)
+                self.dropped_scores += sub.dropped_scores - dropped
 
     def subscribe(self, sub: Subscriber) -> Callable[[], None]:
         """Loop thread only. Returns the unsubscribe function."""
         self._subs.add(sub)
-
-        def unsubscribe() -> None:
-            if sub in self._subs:
-                self._subs.discard(sub)
-                self._dropped_gone += sub.dropped_scores
-
-        return unsubscribe
+        return lambda: self._subs.discard(sub)
 
     def subscribers(self) -> tuple[Subscriber, ...]:
         return tuple(self._subs)
@@ -130,5 +132,5 @@ class Hub:
     def stats(self) -> dict[str, int]:
         subs = self.subscribers()
         return {"clients": len(subs), "published": self.published,
-                "dropped_scores": self._dropped_gone + sum(s.dropped_scores for s in subs),
+                "dropped_scores": sum(s.dropped_scores for s in subs), "dropped_scores_total": self.dropped_scores,
                 "slow_closes": self.slow_closes}

@@ -7,6 +7,11 @@ for room instead. Two places, not one, absorb a camera's jitter (a late frame fo
 without a drop, while a camera that is really behind still loses its oldest windows. A batch takes at most
 one window per camera, oldest first, so every camera gets its turn.
 
+A live camera catching up (capture says its frames arrive faster than real time: the second of buffered frames
+an RTSP stream delivers at connect, or after the reader fell behind) may queue up to `catch_up_queue_per_camera`
+windows for `catch_up_s` after its last such window: the burst is scored, fast-forwarded, rather than dropped.
+A camera that is simply too slow for inference gets no such allowance, so its latency stays bounded.
+
 The watchdog restarts the thread when it died or one batch ran longer than `stuck_after_s`. A hung thread is
 abandoned, not killed: its batch is dropped when (if) it returns. If the model itself hangs, the replacement
 waits for the model lock, is found stuck too, and the restart budget ends in `failed`.
@@ -45,7 +50,8 @@ class InferenceWorker(SupervisedThread):
     stop_timeout_s = 30.0  # a batch in flight finishes first
 
     def __init__(self, scorer: FrameScorer, on_scores: ScoresCallback, *, max_batch: int = 8,
-                 max_wait_ms: float = 10.0, queue_per_camera: int = 2, model_lock: threading.Lock | None = None,
+                 max_wait_ms: float = 10.0, queue_per_camera: int = 2, catch_up_queue_per_camera: int = 24,
+                 catch_up_s: float = 3.0, model_lock: threading.Lock | None = None,
                  stuck_after_s: float = 30.0) -> None:
         if queue_per_camera < 1:
             raise ValueError("queue_per_camera must be >= 1")
@@ -56,7 +62,10 @@ class InferenceWorker(SupervisedThread):
         self.max_wait_s = max_wait_ms / 1000
         self._model_lock = model_lock or threading.Lock()
         self.queue_per_camera = queue_per_camera
+        self.catch_up_queue_per_camera = max(queue_per_camera, catch_up_queue_per_camera)
+        self.catch_up_s = catch_up_s
         self._queues: dict[str, deque[Window]] = {}  # camera -> unscored windows, oldest first
+        self._catching_up_until: dict[str, float] = {}  # camera -> monotonic end of its catch-up allowance
         self._cameras: set[str] = set()
         self.stuck_after_s = stuck_after_s
         self._busy_since: float | None = None  # monotonic start of the batch in flight (model lock wait included)
@@ -77,13 +86,16 @@ class InferenceWorker(SupervisedThread):
         with self._lock:
             self._cameras.discard(camera_id)
             self._queues.pop(camera_id, None)
+            self._catching_up_until.pop(camera_id, None)
             self._meters.pop(camera_id, None)
             self._lock.notify_all()
 
-    def submit(self, window: Window, *, block: bool, stop: threading.Event) -> None:
-        """Queue a camera's newest window. block=False drops the oldest queued one when the queue is full
-        (counted as skipped); block=True waits for room."""
+    def submit(self, window: Window, *, block: bool, stop: threading.Event, catching_up: bool = False) -> None:
+        """Queue a camera's newest window. block=False drops the oldest queued ones when the queue is full
+        (counted as skipped); block=True waits for room. catching_up: the window's frame arrived faster than real
+        time, so the camera may queue up to catch_up_queue_per_camera windows for catch_up_s."""
         cid = window.camera_id
+        now = time.monotonic()
         with self._lock:
             if block:
                 while (len(self._queues.get(cid, ())) >= self.queue_per_camera and not stop.is_set()
@@ -91,8 +103,12 @@ class InferenceWorker(SupervisedThread):
                     self._lock.wait(0.1)
                 if stop.is_set() or self._stop.is_set():
                     return
+            if catching_up and not block:
+                self._catching_up_until[cid] = now + self.catch_up_s
+            limit = (self.catch_up_queue_per_camera if self._catching_up_until.get(cid, 0.0) > now
+                     else self.queue_per_camera)
             q = self._queues.setdefault(cid, deque())
-            if len(q) >= self.queue_per_camera:
+            while len(q) >= limit:
                 q.popleft()
                 self._meters[cid].skipped.add()
             q.append(window)
@@ -211,4 +227,5 @@ class InferenceWorker(SupervisedThread):
                 "mean_batch_size": round(self.batch_frames / self.batches, 2) if self.batches else None,
                 "max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1000,
                 "queue_per_camera": self.queue_per_camera,
+                "catch_up_queue_per_camera": self.catch_up_queue_per_camera,
                 "batch_ms": self.batch_ms.summary(), "pending": self.pending()}

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model import FrameScores, Predictor
 
 from .alerts import AlertEngine, CameraCalibration
 from .capture import CaptureWorker
-from .clips import ClipError, ClipResult, score_clip
+from .clips import ClipError, ClipLimits, ClipResult, score_clip
 from .frames import REPORTED_METRICS, CameraStatus, EventMessage, ScoreMessage, Window
 from .inference import InferenceWorker
 from .recorder import EventRecorder
@@ -32,6 +33,7 @@ from .watchdog import Supervised, Watchdog
 __all__ = ["CameraExists", "CameraLimit", "ClipError", "ClipResult", "Pipeline"]
 log = logging.getLogger(__name__)
 Listener = Callable[[ScoreMessage | EventMessage], None]
+BatchListener = Callable[[int, float], None]  # (windows in the batch, forward time in ms): inference thread
 
 
 class CameraExists(Exception):
@@ -49,6 +51,7 @@ class _Camera:
                  engine: AlertEngine) -> None:
         self.cam, self.worker, self.calibration, self.engine = cam, worker, calibration, engine
         self.lock = threading.Lock()
+        self.scored: tuple[np.ndarray, np.ndarray] | None = None  # (raw frame, heatmap) scored last
 
 
 class Pipeline:
@@ -65,11 +68,14 @@ class Pipeline:
         self._inference = InferenceWorker(predictor, self._on_scores, max_batch=settings.inference.max_batch,
                                           max_wait_ms=settings.inference.max_wait_ms,
                                           queue_per_camera=settings.inference.queue_per_camera,
+                                          catch_up_queue_per_camera=settings.inference.catch_up_queue_per_camera,
+                                          catch_up_s=settings.inference.catch_up_s,
                                           model_lock=self._model_lock,
                                           stuck_after_s=wd.inference_stuck_after_s)
         self._cams: dict[str, _Camera] = {}
         self._cams_lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self._batch_listeners: list[BatchListener] = []
         self._listeners_lock = threading.Lock()
         self._watchdog = Watchdog(self._supervised, interval_s=wd.interval_s, max_restarts=wd.max_restarts,
                                   window_s=wd.restart_window_s)
@@ -154,7 +160,20 @@ class Pipeline:
             stalls=w.stalls, restarts=w.restarts, last_frame_age_s=None if age is None else round(age, 3),
             last_error=w.last_error, frames_captured=w.frames_captured,
             frames_scored=int(inf["frames_scored"]), frames_skipped=int(inf["frames_skipped"]),  # type: ignore[call-overload]
-            history_resets=w.history_resets)
+            history_resets=w.history_resets, on_threshold=c.engine.settings.on_threshold)
+
+    def latest_frame(self, camera_id: str) -> np.ndarray | None:
+        """The camera's last decoded frame (BGR), None before its first one; KeyError for an unknown id."""
+        with self._cams_lock:
+            c = self._cams[camera_id]
+        return c.worker.latest_frame
+
+    def latest_scored(self, camera_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(frame, error heatmap in [0, 1]) of the camera's last scored window: a pair that belongs together,
+        a little behind latest_frame. None before the first score; KeyError for an unknown id."""
+        with self._cams_lock:
+            c = self._cams[camera_id]
+        return c.scored
 
     def list_cameras(self) -> list[CameraStatus]:
         with self._cams_lock:
@@ -199,6 +218,16 @@ class Pipeline:
                     self._listeners.remove(fn)
         return unsubscribe
 
+    def add_batch_listener(self, fn: BatchListener) -> Callable[[], None]:
+        with self._listeners_lock:
+            self._batch_listeners.append(fn)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if fn in self._batch_listeners:
+                    self._batch_listeners.remove(fn)
+        return unsubscribe
+
     def _emit(self, msg: ScoreMessage | EventMessage) -> None:
         with self._listeners_lock:
             listeners = list(self._listeners)
@@ -211,6 +240,13 @@ class Pipeline:
     # -- scores -> alerts -> events (inference thread) ----------------------------------------------------
 
     def _on_scores(self, batch: list[Window], scores: FrameScores, ms: float) -> None:
+        with self._listeners_lock:
+            batch_listeners = list(self._batch_listeners)
+        for fn in batch_listeners:
+            try:
+                fn(len(batch), ms)
+            except Exception:  # metrics must not stop scoring
+                log.exception("batch listener failed")
         for i, w in enumerate(batch):
             with self._cams_lock:
                 c = self._cams.get(w.camera_id)
@@ -222,6 +258,7 @@ class Pipeline:
                 if c.engine.peak_changed:
                     self._recorder.set_peak(w.camera_id, w.frame, scores.heatmap[i])
                 smoothed = c.engine.smoothed
+                c.scored = (w.frame, scores.heatmap[i].copy())
                 events = [self._recorder.record(u) for u in updates]
             metrics = {k: float(getattr(scores, k)[i]) for k in REPORTED_METRICS}
             self._emit(ScoreMessage(w.camera_id, w.frame_index, w.ts, z, smoothed, metrics,
@@ -239,8 +276,10 @@ class Pipeline:
 
     # -- clips --------------------------------------------------------------------------------------------
 
-    def score_clip(self, path: Path, *, alerts: AlertSettings | None = None) -> ClipResult:
-        """Score an uploaded clip with the live model (batches interleave with live inference)."""
+    def score_clip(self, path: Path, *, alerts: AlertSettings | None = None,
+                   cancel: threading.Event | None = None) -> ClipResult:
+        """Score an uploaded clip with the live model (batches interleave with live inference) within the clip
+        limits of the settings; setting `cancel` stops it at the next frame or batch (ClipCancelled)."""
         return score_clip(self.predictor, Path(path), alerts=alerts or self.settings.alerts,
-                          max_seconds=self.settings.max_clip_seconds, model_lock=self._model_lock,
-                          batch_size=self.settings.inference.max_batch)
+                          limits=ClipLimits.from_settings(self.settings), model_lock=self._model_lock,
+                          batch_size=self.settings.inference.max_batch, cancel=cancel)

@@ -99,6 +99,38 @@ class InferenceSettings(_Model):
     max_wait_ms: float = Field(10.0, ge=0, description="How long to wait for more cameras before a partial batch.")
     queue_per_camera: int = Field(2, ge=1, le=64, description="Unscored windows a camera may queue; a live camera "
                                   "drops its oldest beyond this (counted as skipped), a file camera waits.")
+    catch_up_queue_per_camera: int = Field(24, ge=1, le=256, description="Unscored windows a live camera may "
+                                           "queue while it catches up: its frames arrive faster than real time "
+                                           "(the buffered burst at connect), which is scored instead of dropped.")
+    catch_up_s: float = Field(3.0, ge=0, description="A camera catches up for at most this long after its last "
+                              "faster-than-real-time frame; then queue_per_camera applies again (0 = never).")
+
+
+class HttpSettings(_Model):
+    """Connection limits of the HTTP server: one slow or idle client must not hold the process's sockets, file
+    handles or upload slots. uvicorn's own settings where it has them, the rest in service.server."""
+
+    header_timeout_s: float = Field(10.0, gt=0, description="A request's headers must be complete this long "
+                                    "after the connection opened (or the previous response ended); the "
+                                    "connection is closed otherwise (408).")
+    max_header_kb: int = Field(16, ge=1, le=1024, description="Largest request head (request line and headers); "
+                               "a longer one is answered 431 and the connection closed.")
+    keep_alive_s: float = Field(5.0, gt=0, description="An idle keep-alive connection is closed after this long "
+                                "(uvicorn's timeout_keep_alive).")
+    max_idle_connections: int = Field(64, ge=1, description="Connections without a request in progress (before "
+                                      "their headers are complete, or between requests) kept at once; beyond "
+                                      "it the oldest idle one is closed, so idle clients cannot crowd out the "
+                                      "others.")
+    max_connections: int = Field(256, ge=2, description="Connections and requests in progress at once; beyond it "
+                                 "a request is answered 503 (uvicorn's limit_concurrency).")
+    body_idle_timeout_s: float = Field(15.0, gt=0, description="A request body that stalls this long between "
+                                       "two chunks is cut off (408, connection closed).")
+    body_min_rate_kbps: float = Field(16.0, ge=0, description="After body_grace_s, a request body must arrive at "
+                                      "this average rate (kilobytes/s) or be cut off (408); 0 disables.")
+    body_grace_s: float = Field(10.0, ge=0, description="The body rate is not checked before this long.")
+    body_timeout_s: float = Field(600.0, gt=0, description="Longest time one request body may take in all.")
+    graceful_shutdown_s: float = Field(10.0, gt=0, description="On shutdown, requests still running after this "
+                                       "long are cancelled (uvicorn's timeout_graceful_shutdown).")
 
 
 class WatchdogSettings(_Model):
@@ -130,8 +162,20 @@ class Settings(BaseSettings):
                                       "least one). The rest are left to decoding, scoring and the API: on 2 cores, "
                                       "1 thread measured steadier and faster end to end than 2.")
     api_key: SecretStr | None = Field(None, description="When set, every route requires it (X-API-Key header).")
+    metrics_public: bool = Field(False, description="Serve GET /metrics (Prometheus) without the API key, for a "
+                                 "scraper that cannot send one; the metrics name cameras but hold no URL.")
     max_upload_mb: float = Field(100, gt=0, description="Largest clip upload accepted by POST /v1/score.")
     max_clip_seconds: float = Field(120, gt=0, description="Longest clip accepted by POST /v1/score.")
+    max_clip_frames: int = Field(3600, ge=1, description="Most frames of an uploaded clip (checked against its "
+                                 "header before decoding, and counted while decoding since headers lie).")
+    max_clip_frame_pixels: int = Field(3840 * 2160, ge=1, description="Largest frame of an uploaded clip, in "
+                                       "pixels (width x height); refused from the header before decoding.")
+    max_clip_megapixels: float = Field(2000, gt=0, description="Most pixels decoded from one clip in all "
+                                       "(frames x width x height, in millions): the decoding cost of an upload.")
+    upload_workers: int = Field(1, ge=1, le=2, description="Uploaded clips scored at once (they share the cores "
+                                "with the live cameras).")
+    upload_queue: int = Field(4, ge=0, description="Uploads that may wait for a worker (receiving or queued); "
+                              "one more is answered 503 with Retry-After.")
     media_dir: Path | None = Field(None, description="Local files/devices a camera added through the API may "
                                                      "read live under this folder; None = none at all.")
     max_url_length: int = Field(2048, ge=64, le=65536, description="Longest camera URL accepted by POST "
@@ -154,6 +198,8 @@ class Settings(BaseSettings):
                                          description="Batching of windows from all cameras.")
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings.model_validate({}),
                                   description="Default alert settings (a camera may override fields).")
+    http: HttpSettings = Field(default_factory=lambda: HttpSettings.model_validate({}),
+                               description="Connection limits: header, body and idle deadlines, caps.")
     watchdog: WatchdogSettings = Field(default_factory=lambda: WatchdogSettings.model_validate({}),
                                        description="Restarts of dead or hung workers, and their budget.")
     cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")

@@ -22,20 +22,20 @@ from model.predictor import load_predictor
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
 
 
-def moving_square_windows(n: int, size: int = 240) -> np.ndarray:
-    """n windows of k + 1 = 5 frames of a square moving 2 px/frame over texture: predictable motion."""
+def moving_square_windows(n: int, k: int, size: int = 240) -> np.ndarray:
+    """n windows of k + 1 frames of a square moving 2 px/frame over texture: predictable motion."""
     from tests.model.synthetic import background, render
 
     bg = background(size)
-    frames = [np.repeat(render(t, size, None, False, bg)[..., None], 3, axis=2) for t in range(n + 4)]
-    return np.stack([np.stack(frames[i:i + 5]) for i in range(n)])
+    frames = [np.repeat(render(t, size, None, False, bg)[..., None], 3, axis=2) for t in range(n + k)]
+    return np.stack([np.stack(frames[i:i + k + 1]) for i in range(n)])
 
 
 def test_cuda_predictor_scores_like_the_cpu_one() -> None:
     cpu = load_predictor(device="cpu", precision="fp32")
     gpu = load_predictor(device="cuda")
     assert gpu.device.type == "cuda" and gpu.precision in ("bf16", "fp16", "fp32")
-    raw = moving_square_windows(6)
+    raw = moving_square_windows(6, cpu.num_frames)
     windows = np.stack([[cpu.preprocess(f) for f in w] for w in raw])
     a, b = cpu.score(windows), gpu.score(windows)
     # the same model in autocast: a fraction of a dB apart, on every frame (not just on average)
@@ -69,7 +69,7 @@ def test_inference_worker_batches_cameras_on_the_gpu() -> None:
     from service.inference import InferenceWorker
 
     predictor = load_predictor(device="cuda")
-    raw = moving_square_windows(4)
+    raw = moving_square_windows(4, predictor.num_frames)
     windows = [np.stack([predictor.preprocess(f) for f in w]) for w in raw]
     got: list[tuple[str, float]] = []
     done = threading.Event()

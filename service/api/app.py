@@ -7,21 +7,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..hub import Hub
 from ..urls import redact_text
 from ..wiring import Service
-from . import cameras, events, live, score
-from .deps import ApiKey, AppState, DocsAccess, PipelineDep, StateDep
+from . import cameras, dashboard, docs, events, live, metrics, pictures, score
+from .deps import ApiKey, AppState, PipelineDep, StateDep
 from .schemas import Health, scrub
 from .security import OriginCheck, key_required
 
@@ -34,8 +31,9 @@ def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pipe = service.pipeline
-        hub = Hub(asyncio.get_running_loop())
+        hub = Hub(asyncio.get_running_loop(), on_dispatch=state.metrics.observe_dispatch)
         unsubscribe = pipe.add_listener(hub.publish)
+        detach_metrics = state.metrics.attach(pipe, hub)
         state.pipeline, state.store, state.hub = pipe, service.store, hub
         await run_in_threadpool(service.start)
         log.info("ffp service up: %d camera(s), API key %s", len(pipe.list_cameras()),
@@ -44,15 +42,16 @@ def create_app(service: Service) -> FastAPI:
             yield
         finally:
             unsubscribe()
+            detach_metrics()
             state.pipeline = None
             await run_in_threadpool(service.stop)
             state.store = state.hub = None
 
-    # The docs routes are added below, behind DocsAccess: FastAPI's own would be public.
-    app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None,
-                  description="Real-time video anomaly detection by future frame prediction. "
-                              "REST under /v1, live scores and events on the WebSocket /v1/ws.")
+    # FastAPI's docs pages load Swagger UI from a CDN and its schema route is public: docs.router serves both,
+    # offline and behind DocsAccess.
+    app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan, description=docs.DESCRIPTION, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.openapi = docs.with_websocket_schemas(app)  # type: ignore[method-assign]
     app.state.ffp = state
     app.add_middleware(OriginCheck, allowed=service.settings.allowed_origins)
     app.add_middleware(live.SocketBuffers)  # added last = outermost: it must see the server's own `send`
@@ -73,17 +72,7 @@ def create_app(service: Service) -> FastAPI:
         pipe = st.pipeline
         return Health(cameras=len(pipe.list_cameras()) if pipe else 0, pipeline_running=pipe is not None)
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=[DocsAccess])
-    def openapi() -> dict[str, Any]:
-        return app.openapi()
-
-    @app.get("/docs", include_in_schema=False, dependencies=[DocsAccess])
-    def docs(request: Request) -> HTMLResponse:
-        key = request.query_params.get("api_key")  # a page opened with ?api_key= passes it on to its schema
-        schema = "/openapi.json" + (f"?api_key={quote(key, safe='')}" if key else "")
-        return get_swagger_ui_html(openapi_url=schema, title="ffp API")
-
-    for module in (cameras, events, score, live):
+    for module in (cameras, pictures, events, score, live, metrics, docs, dashboard):
         app.include_router(module.router)
 
     @app.get("/v1/stats", tags=["health"], dependencies=[ApiKey])
@@ -93,7 +82,6 @@ def create_app(service: Service) -> FastAPI:
         return scrub(out)  # type: ignore[no-any-return]
 
     return app
-
 
 
 def validation_error(err: Any) -> dict[str, Any]:

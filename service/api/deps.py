@@ -1,7 +1,6 @@
 """FastAPI dependencies: the app's collaborators, typed, so handlers read like plain signatures."""
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -10,10 +9,12 @@ from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 
 from ..hub import Hub
+from ..metrics import ServiceMetrics
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..store import EventStore
 from .security import key_ok, presented_key
+from .upload import UploadQueue
 
 
 @dataclass
@@ -24,8 +25,12 @@ class AppState:
     pipeline: Pipeline | None = None
     store: EventStore | None = None
     hub: Hub | None = None
-    # Clip scoring is CPU-bound and shares the cores with the live cameras: one upload at a time.
-    score_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)  # one registry per app
+    # Clip scoring is CPU-bound and shares the cores with the live cameras: few at a time, a bounded queue.
+    uploads: UploadQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uploads = UploadQueue(self.settings.upload_workers, self.settings.upload_queue)
 
 
 def get_state(request: Request) -> AppState:
@@ -62,13 +67,6 @@ def require_api_key(request: Request, state: Annotated[AppState, Depends(get_sta
         raise _unauthorized()
 
 
-def require_docs_access(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
-    """/docs and /openapi.json: behind the API key unless docs_public. A browser cannot add a header when it
-    opens a page, so `?api_key=` is accepted here too."""
-    if state.settings.docs_public:
-        return
-    if not key_ok(state.settings.api_key, presented_key(request.headers, request.query_params)):
-        raise _unauthorized()
 
 
 class KeyFirstRoute(APIRoute):
@@ -86,9 +84,26 @@ class KeyFirstRoute(APIRoute):
         return checked
 
 
+def require_api_key_or_query(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
+    """For routes an <img> loads (it cannot send headers): the key may also come as `?api_key=`, as on the
+    WebSocket. Log lines redact it (security.RedactSecrets)."""
+    if not key_ok(state.settings.api_key, presented_key(request.headers, request.query_params)):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            "missing or invalid API key (send X-API-Key, Authorization: Bearer or ?api_key=)",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_docs_access(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
+    """/docs and /openapi.json: behind the API key unless docs_public. A browser cannot add a header when it
+    opens a page, so `?api_key=` is accepted here too."""
+    if not state.settings.docs_public:
+        require_api_key_or_query(request, state)
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 StoreDep = Annotated[EventStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ApiKey = Depends(require_api_key)
 DocsAccess = Depends(require_docs_access)
+ApiKeyOrQuery = Depends(require_api_key_or_query)

@@ -32,6 +32,8 @@ class CameraPublic(BaseModel):
     history_resets: int = Field(0, description="Times the k-frame history restarted because frames were not "
                                 "evenly spaced (a gap in a live stream, a looped file's seam): the next k frames "
                                 "are not scored, so no window spans the jump.")
+    on_threshold: float | None = Field(None, description="The smoothed score (z units) at which this camera's "
+                                       "alerts open an event (its alert settings).")
 
     @classmethod
     def from_status(cls, status: Any) -> CameraPublic:

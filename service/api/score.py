@@ -1,20 +1,26 @@
 """POST /v1/score: score an uploaded clip with the live cameras' scorer and alert logic.
 
 The body is multipart/form-data with the clip in the field `file` (a raw video body with
-Content-Type application/octet-stream or video/* works too). See upload.py for the safety checks.
+Content-Type application/octet-stream or video/* works too). See upload.py for the safety checks and the queue.
+A client that disconnects while its upload waits or is scored frees its place: scoring stops at the next frame
+or batch.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ..clips import ClipError, UnsupportedContainer, sniff_container
+from ..clips import ClipCancelled, ClipError, ClipResult, UnsupportedContainer, sniff_container
+from ..pipeline import Pipeline
 from .deps import ApiKey, PipelineDep, SettingsDep, StateDep
 from .schemas import FrameScore, ScoreResponse
-from .upload import UploadError, receive_upload
+from .upload import ClientGone, QueueFull, UploadError, UploadQueue, receive_upload
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["score"], dependencies=[ApiKey])
@@ -29,14 +35,29 @@ _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"
     400: {"description": "Malformed multipart body."},
     413: {"description": "Upload larger than max_upload_mb."},
     415: {"description": "Not a supported video container."},
-    422: {"description": "Truncated, undecodable, empty or too long a clip."}})
+    422: {"description": "Truncated, undecodable, empty, too long or too large a clip (max_clip_* settings)."},
+    503: {"description": "Too many uploads in progress (upload_workers + upload_queue); see Retry-After."}})
 async def score_clip(request: Request, pipeline: PipelineDep, settings: SettingsDep,
                      state: StateDep) -> ScoreResponse:
-    max_bytes = int(settings.max_upload_mb * 2**20)
     try:
-        path = await receive_upload(request, settings.data_dir / "tmp", max_bytes)
+        async with state.uploads.place():
+            result = await _receive_and_score(request, pipeline, state.uploads, settings.data_dir / "tmp",
+                                              int(settings.max_upload_mb * 2**20))
+    except QueueFull as e:
+        # connection: close, so the unread body does not keep streaming into a connection that has its answer
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e),
+                            headers={"Retry-After": str(e.retry_after_s), "Connection": "close"}) from None
+    return ScoreResponse(fps=result.fps, frames=[FrameScore(**f) for f in result.frames],
+                         events=list(result.events))
+
+
+async def _receive_and_score(request: Request, pipeline: Pipeline, uploads: UploadQueue, tmp_dir: Path,
+                             max_bytes: int) -> ClipResult:
+    try:
+        path = await receive_upload(request, tmp_dir, max_bytes)
     except UploadError as e:
-        raise HTTPException(e.status, e.detail) from None
+        raise HTTPException(e.status, e.detail, headers={"Connection": "close"} if e.status == 413 else None
+                            ) from None
     except ClientDisconnect:  # nobody to answer; the partial file is already gone
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the client disconnected during the upload") from None
     try:
@@ -47,12 +68,28 @@ async def score_clip(request: Request, pipeline: PipelineDep, settings: Settings
         except ClipError as e:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
         log.info("scoring an uploaded %s clip (%d bytes)", container, path.stat().st_size)
-        async with state.score_slots:
-            try:
-                result = await run_in_threadpool(pipeline.score_clip, path)
-            except ClipError as e:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
+        try:
+            async with uploads.slot(request.is_disconnected):
+                return await _score_while_connected(request, pipeline, path)
+        except ClipError as e:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
+        except (ClientGone, ClipCancelled):
+            log.info("the client of an upload disconnected: scoring stopped, slot freed")
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "the client disconnected") from None
     finally:
         path.unlink(missing_ok=True)
-    return ScoreResponse(fps=result.fps, frames=[FrameScore(**f) for f in result.frames],
-                         events=list(result.events))
+
+
+async def _score_while_connected(request: Request, pipeline: Pipeline, path: Path) -> ClipResult:
+    """Score in a worker thread; if the client disconnects meanwhile, stop it at its next frame or batch and wait
+    for that, so the slot is free when this returns (ClipCancelled)."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(run_in_threadpool(pipeline.score_clip, path, cancel=cancel))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=UploadQueue.POLL_S)
+            if not task.done() and await request.is_disconnected():
+                cancel.set()
+        return task.result()
+    finally:
+        cancel.set()  # also when this handler is cancelled (shutdown): the thread stops at its next batch

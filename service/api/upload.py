@@ -1,5 +1,8 @@
-"""Receive a clip upload safely: stream it to a server-named temp file with a size cap.
+"""Receive a clip upload safely: admit it to a bounded queue, stream it to a server-named temp file with a size cap.
 
+- `UploadQueue`: at most `upload_workers` clips are scored at once and `upload_queue` more wait (being received
+  or queued); one more is refused with 503 and Retry-After before its body is read, so uploads cannot pile up
+  temp files, file handles and CPU behind the live cameras.
 - The size cap holds while the body streams (Content-Length is checked first, but a chunked or lying body is
   cut off as soon as it passes the cap): nothing is buffered whole in memory.
 - The client's file name is ignored; the file lands in data_dir/tmp under a random name and the caller
@@ -7,8 +10,13 @@
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
 import os
 import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +32,61 @@ class UploadError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many uploads in progress; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class ClientGone(Exception):
+    """The client disconnected while its upload waited or was scored."""
+
+
+class UploadQueue:
+    """Places for uploads in progress (`workers` scoring + `waiting`), and the scoring slots. Used from the
+    event loop only."""
+
+    POLL_S = 0.25  # how often a waiting or scoring upload checks that its client is still there
+
+    def __init__(self, workers: int, waiting: int) -> None:
+        self.places = workers + waiting
+        self.workers = workers
+        self.held = 0
+        self._slots = asyncio.Semaphore(workers)
+        self._mean_s = 5.0  # running mean of a clip's scoring time: the Retry-After estimate
+
+    def retry_after_s(self) -> int:
+        return max(1, min(300, math.ceil(self._mean_s * self.held / self.workers)))
+
+    @contextlib.asynccontextmanager
+    async def place(self) -> AsyncIterator[None]:
+        """A place in the queue, or QueueFull."""
+        if self.held >= self.places:
+            raise QueueFull(self.retry_after_s())
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
+
+    @contextlib.asynccontextmanager
+    async def slot(self, gone: Callable[[], Awaitable[bool]]) -> AsyncIterator[None]:
+        """A scoring slot; ClientGone when `gone()` says the client left while waiting for one."""
+        while True:
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self.POLL_S)
+                break
+            except TimeoutError:
+                if await gone():
+                    raise ClientGone() from None
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self._slots.release()
+            self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - t0)
 
 
 def _too_large(max_bytes: int) -> UploadError:

@@ -64,59 +64,19 @@ def test_residual_generator_starts_near_copying_the_last_frame() -> None:
     assert float((y - x[:, -1:]).abs().mean()) < 0.2
 
 
-def test_memory_reads_normalised_prototypes_and_its_terms_can_be_trained() -> None:
-    from model.unet import Memory
+def test_model_config_accepts_a_legacy_memory_items_key_only_when_zero() -> None:
+    """The shipped weights record `memory_items: 0` (a removed experiment): they load; any other value is a
+    generator this code cannot build, refused with a clear error."""
+    from pathlib import Path
 
-    torch.manual_seed(0)
-    memory = Memory(items=4, width=8)
-    x = torch.randn(2, 8, 3, 5)
-    with torch.no_grad():
-        out, similarity = memory(x)
-        terms = memory.loss(similarity)
-    assert out.shape == (2, 16, 3, 5) and similarity.shape == (2, 3, 5, 4)
-    query, read = out[:, :8], out[:, 8:]
-    assert torch.allclose(query.norm(dim=1), torch.ones(2, 3, 5), atol=1e-5)
-    assert float(read.norm(dim=1).max()) <= 1.0 + 1e-5  # a convex mix of unit vectors
-    compactness, separateness = terms
-    assert 0 <= float(compactness) <= 4 / 8 + 1e-6 and float(separateness) >= 0
-    # Queries equal to items: compactness is zero; the items are orthogonal, so the second nearest is at
-    # distance sqrt(2) > margin 1 and separateness is zero too.
-    with torch.no_grad():
-        memory.items.copy_(torch.eye(4, 8))
-    on_items = torch.eye(4, 8)[torch.tensor([0, 1, 2, 3, 0, 1])].T.reshape(1, 8, 2, 3) * 3.0
-    with torch.no_grad():
-        c, s = memory.loss(memory(on_items)[1])
-    assert float(c) < 1e-8 and float(s) < 1e-6
-    # Gradient descent on the two terms pulls queries and items together.
-    feats = torch.randn(1, 8, 4, 4, requires_grad=True)
-    opt = torch.optim.Adam([feats, *memory.parameters()], lr=0.05)
-    def terms() -> torch.Tensor:
-        return memory.loss(memory(feats)[1]).sum()
-
-    first = float(terms().detach())
-    for _ in range(100):
-        opt.zero_grad()
-        terms().backward()
-        opt.step()
-    assert float(terms().detach()) < 0.5 * first
-
-
-def test_generator_with_memory_shapes_config_and_errors() -> None:
-    cfg = get_preset("lite", memory_items=10)
-    gen = Generator(cfg).eval()
-    x = torch.rand(2, cfg.num_frames, *cfg.image_size) * 2 - 1
-    with torch.no_grad():
-        y, terms = gen.forward_with_memory_loss(x)
-        assert torch.equal(gen(x), y)
-    assert y.shape == (2, 1, 128, 128) and terms.shape == (2,)
-    assert gen.unet.memory is not None and gen.unet.memory.items.shape == (10, 128)
-    assert count_parameters(gen) > count_parameters(Generator(get_preset("lite")))
-    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    # weights saved before the memory existed have no such field: they load as no memory
-    old = get_preset("lite").to_dict()
-    del old["memory_items"]
-    assert ModelConfig.from_dict(old).memory_items == 0
-    with torch.no_grad():
-        assert torch.equal(Generator(get_preset("lite")).forward_with_memory_loss(x)[1], torch.zeros(2))
-    with pytest.raises(ValueError, match="memory_items"):
-        get_preset("lite", memory_items=1)
+    shipped = torch.load(Path(__file__).resolve().parents[2] / "weights" / "ffp-ped2-lite.pt",
+                         weights_only=True)["model_config"]
+    assert shipped["memory_items"] == 0
+    assert ModelConfig.from_dict(shipped) == get_preset("lite")  # the preset is what the shipped weights use
+    legacy = {**get_preset("lite").to_dict(), "memory_items": 0}
+    assert ModelConfig.from_dict(legacy) == get_preset("lite")
+    assert "memory_items" not in ModelConfig.from_dict(legacy).to_dict()
+    with pytest.raises(ValueError, match="memory_items=10"):
+        ModelConfig.from_dict({**legacy, "memory_items": 10})
+    with pytest.raises(ValueError, match="unknown ModelConfig fields"):
+        ModelConfig.from_dict({**legacy, "colour": 3})

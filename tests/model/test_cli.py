@@ -19,8 +19,9 @@ def ffp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 def test_help_lists_the_commands() -> None:
     out = ffp("--help").stdout
-    for cmd in ("train", "train-flow", "eval", "calibrate", "score", "serve", "export", "average"):
+    for cmd in ("train", "train-flow", "eval", "calibrate", "score", "serve", "export"):
         assert cmd in out
+    assert "average" not in out
 
 
 def test_missing_dataset_path(tmp_path: Path) -> None:
@@ -44,15 +45,6 @@ def test_eval_with_missing_and_corrupt_weights(tmp_path: Path) -> None:
     r = ffp("eval", "--data", str(PED2), "--weights", str(corrupt), "--out", str(out))
     assert r.returncode == 2 and "corrupt" in r.stderr
     assert not out.exists()  # nothing half-written
-
-
-def test_average_of_missing_or_single_weights(tmp_path: Path) -> None:
-    out = tmp_path / "mean.pt"
-    r = ffp("average", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(out))
-    assert r.returncode == 2 and "weights file not found" in r.stderr and "Traceback" not in r.stderr
-    r = ffp("average", str(tmp_path / "a.pt"), "--out", str(out))
-    assert r.returncode == 2 and "at least two" in r.stderr
-    assert not out.exists()
 
 
 def test_label_count_mismatch(tmp_path: Path) -> None:
@@ -87,13 +79,14 @@ def test_resume_refuses_a_checkpoint_of_another_preset(tmp_path: Path) -> None:
 
 
 def test_training_precision_is_chosen_and_recorded(tmp_path: Path) -> None:
-    from model.train import TrainArgs, train
+    from model.config import TrainConfig
+    from model.train import train
     from model.checkpoint import safe_torch_load
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
     with pytest.raises(ValueError, match="precision must be"):
-        train(TrainArgs(data=data, out=tmp_path / "bad", precision="int8", progress=False))
+        train(TrainConfig(data=data, out=tmp_path / "bad", precision="int8", progress=False))
     assert not (tmp_path / "bad").exists()
     for precision, expected in (("auto", "fp32"), ("bf16", "bf16")):  # auto on a CPU trains in fp32
         run = tmp_path / precision
@@ -209,26 +202,26 @@ def test_cosine_schedule_and_weight_ema_are_trained_validated_and_resumed(tmp_pa
     import math
     import shutil
 
-    from model.config import LossWeights
-    from model.train import TrainArgs, train
+    from model.config import TrainConfig
+    from model.train import train
     from model.checkpoint import safe_torch_load
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
     common = {"data": data, "holdout": 1, "val_every": 1, "threads": 1, "progress": False, "lr_g": 1e-3,
-                  "loss_weights": LossWeights(intensity=1.0, gradient=1.0, flow=0.0, adversarial=0.05),
-                  "overrides": {"image_size": (32, 32)}}
+              "w_int": 1.0, "w_grad": 1.0, "w_flow": 0.0, "w_adv": 0.05,
+              "arch": {"num_frames": 4, "image_size": (32, 32)}}
     with pytest.raises(ValueError, match="lr schedule"):
-        train(TrainArgs(out=tmp_path / "bad", lr_schedule="linear", **common))  # type: ignore[arg-type]
+        train(TrainConfig(out=tmp_path / "bad", lr_schedule="linear", **common))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="--ema"):
-        train(TrainArgs(out=tmp_path / "bad", ema=1.5, steps=1, **common))  # type: ignore[arg-type]
+        train(TrainConfig(out=tmp_path / "bad", ema=1.5, steps=1, **common))  # type: ignore[arg-type]
     src = tmp_path / "src"
-    train(TrainArgs(out=src, steps=0, **common))  # type: ignore[arg-type]
+    train(TrainConfig(out=src, steps=0, **common))  # type: ignore[arg-type]
     init = safe_torch_load(src / "last.pt")["weights"]["generator"]
 
     run = tmp_path / "ema"
     args = dict(out=run, lr_schedule="cosine", ema=0.5, init=src / "last.pt", **common)
-    train(TrainArgs(steps=1, **args))  # type: ignore[arg-type]
+    train(TrainConfig(steps=1, **args))  # type: ignore[arg-type]
     one = safe_torch_load(run / "last.pt")
     raw, shipped = one["generator_train"], one["weights"]["generator"]
     assert one["weights"]["meta"]["ema"] == 0.5 and one["weights"]["meta"]["lr_schedule"] == "cosine"
@@ -239,9 +232,9 @@ def test_cosine_schedule_and_weight_ema_are_trained_validated_and_resumed(tmp_pa
 
     # resume for two more steps: the average goes on from the saved average, training from the raw weights
     shutil.rmtree(run)
-    train(TrainArgs(steps=2, **args))  # type: ignore[arg-type]
+    train(TrainConfig(steps=2, **args))  # type: ignore[arg-type]
     two = safe_torch_load(run / "last.pt")
-    train(TrainArgs(steps=3, **args))  # type: ignore[arg-type]
+    train(TrainConfig(steps=3, **args))  # type: ignore[arg-type]
     three = safe_torch_load(run / "last.pt")
     assert three["step"] == 3
     d = min(0.5, 3 / 12)  # the decay of the update made at step index 2
@@ -253,7 +246,7 @@ def test_cosine_schedule_and_weight_ema_are_trained_validated_and_resumed(tmp_pa
 
     # the logged learning rate follows half a cosine from 1e-3 to 0 over the run's 4 steps
     cosine = tmp_path / "cosine"
-    train(TrainArgs(out=cosine, steps=4, lr_schedule="cosine", **common))  # type: ignore[arg-type]
+    train(TrainConfig(out=cosine, steps=4, lr_schedule="cosine", **common))  # type: ignore[arg-type]
     rows = list(csv.DictReader((cosine / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     for row in rows:
@@ -262,40 +255,10 @@ def test_cosine_schedule_and_weight_ema_are_trained_validated_and_resumed(tmp_pa
     assert float(rows[-1]["lr_g"]) < 1e-12
 
 
-def test_a_generator_with_memory_trains_its_two_terms_exports_to_onnx_and_loads(tmp_path: Path) -> None:
-    import csv
-
-    import numpy as np
-    import onnxruntime as ort
-
-    from model.config import LossWeights
-    from model.train import TrainArgs, train
-    from model.predictor import load_predictor
-    from tests.model.synthetic import make_dataset
-
-    data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
-    run = tmp_path / "mem"
-    train(TrainArgs(data=data, out=run, steps=3, holdout=1, val_every=3, threads=1, progress=False, lr_g=1e-3,
-                    loss_weights=LossWeights(flow=0.0, adversarial=0.0), log_every=1,
-                    overrides={"image_size": (32, 32), "memory_items": 4}))
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert rows and all(float(r["l_compact"]) > 0 and float(r["l_separate"]) >= 0 for r in rows)
-    r = ffp("export", str(run / "last.pt"), "--out", str(tmp_path / "w.pt"), "--onnx", str(tmp_path / "g.onnx"))
-    assert r.returncode == 0, r.stderr
-    p = load_predictor(tmp_path / "w.pt", precision="fp32")
-    assert p.config.memory_items == 4 and p.generator.unet.memory is not None
-    past = np.random.default_rng(0).uniform(-1, 1, (2, p.num_frames, 32, 32)).astype(np.float32)
-    (onnx_pred,) = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).run(
-        None, {"past": past})
-    with torch.no_grad():
-        torch_pred = p.generator.float()(torch.from_numpy(past)).numpy()
-    np.testing.assert_allclose(onnx_pred, torch_pred, atol=1e-4)
-
-
-def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from model.config import LossWeights
-    from model.train import TrainArgs, train
+def test_crops_are_trained_recorded_and_whole_frames_are_validated_and_scored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.config import TrainConfig
+    from model.train import train
     from model.unet import Generator
     from model.checkpoint import safe_torch_load
     from model.predictor import load_predictor
@@ -303,29 +266,15 @@ def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_pa
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=24)
     common = {"data": data, "holdout": 1, "val_every": 2, "threads": 1, "progress": False, "steps": 4,
-              "loss_weights": LossWeights(intensity=1.0, gradient=1.0, flow=0.0, adversarial=0.0),
-              "overrides": {"image_size": (32, 32)}}
-    with pytest.raises(ValueError, match="--pseudo-skip"):
-        train(TrainArgs(out=tmp_path / "bad", pseudo_skip=1.0, **common))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="--snapshot-every"):
-        train(TrainArgs(out=tmp_path / "bad", snapshot_every=0, **common))  # type: ignore[arg-type]
-    run = tmp_path / "run"
-    train(TrainArgs(out=run, pseudo_skip=0.5, pseudo_skips=(2, 3), snapshot_every=2, **common))  # type: ignore[arg-type]
-    meta = safe_torch_load(run / "last.pt")["weights"]["meta"]
-    assert meta["pseudo_skip"] == {"share": 0.5, "skips": [2, 3]}
-    snaps = sorted(p.name for p in (run / "snapshots").iterdir())
-    assert snaps == ["step-0000002.pt", "step-0000004.pt"]
-    p = load_predictor(run / "snapshots" / snaps[-1], device="cpu")
-    last = safe_torch_load(run / "last.pt")["weights"]["generator"]
-    for name, t in p.generator.state_dict().items():  # the last snapshot is the shipped generator at that step
-        assert torch.equal(t, last[name]), name
-    # crops: recorded, whole-frame validation still works, the shipped generator scores whole frames
+              "w_int": 1.0, "w_grad": 1.0, "w_flow": 0.0, "w_adv": 0.0,
+              "arch": {"num_frames": 4, "image_size": (32, 32)}}
     crop_run = tmp_path / "crop"
     trained_on: list[tuple[int, ...]] = []  # what the training steps fed the generator
-    forward = Generator.forward_with_memory_loss
-    monkeypatch.setattr(Generator, "forward_with_memory_loss",
-                        lambda self, past, crop=False: trained_on.append(tuple(past.shape)) or forward(self, past, crop))
-    train(TrainArgs(out=crop_run, crop=16, batch_size=2, **common))  # type: ignore[arg-type]
+    forward = Generator.forward
+    monkeypatch.setattr(Generator, "forward",
+                        lambda self, past, crop=False: (crop and trained_on.append(tuple(past.shape)))
+                        or forward(self, past, crop))
+    train(TrainConfig(out=crop_run, crop=16, batch_size=2, **common))  # type: ignore[arg-type]
     monkeypatch.undo()
     assert trained_on == [(2, 4, 16, 16)] * 4
     crop_ckpt = safe_torch_load(crop_run / "last.pt")
@@ -337,10 +286,7 @@ def test_pseudo_anomalies_and_snapshots_are_trained_recorded_and_loadable(tmp_pa
         with pytest.raises(ValueError, match="expects"):  # crops are for training only
             cropped.generator(torch.zeros(1, 4, 16, 16))
     with pytest.raises(ValueError, match="--crop"):
-        train(TrainArgs(out=tmp_path / "bad", crop=12, **common))  # type: ignore[arg-type]
-    # the CLI refuses skips that are normal footage, with the usual one-line error
-    r = ffp("train", "--data", str(data), "--out", str(tmp_path / "cli"), "--pseudo-skip", "0.2", "--pseudo-skips", "1,3")
-    assert r.returncode == 2 and "--pseudo-skips" in r.stderr and ">= 2" in r.stderr, r.stderr
+        train(TrainConfig(out=tmp_path / "bad", crop=12, **common))  # type: ignore[arg-type]
 
 
 def test_threads_option_of_every_command(tmp_path: Path) -> None:
@@ -386,3 +332,105 @@ def test_precision_option_of_the_scoring_commands(tmp_path: Path) -> None:
     assert r.returncode == 2 and "invalid choice" in r.stderr and not (tmp_path / "x.json").exists()
     for cmd in ("score", "calibrate"):
         assert "--precision" in ffp(cmd, "--help").stdout
+
+
+def parse_train(*args: str):  # type: ignore[no-untyped-def]
+    from model.cli import build_parser, train_config
+
+    return train_config(build_parser().parse_args(["train", *args]))
+
+
+def test_the_lite_recipe_is_the_training_the_shipped_weights_record(tmp_path: Path) -> None:
+    """`ffp train --recipe ped2-lite` resolves to what weights/ffp-ped2-lite.pt recorded of its run, and its
+    preset is the shipped architecture (no --arch needed)."""
+    from model.config import ModelConfig
+    from model.data import find_videos, split_holdout
+    from model.train import plan, run_meta
+    from model.checkpoint import WEIGHTS_DIR
+
+    shipped = torch.load(WEIGHTS_DIR / "ffp-ped2-lite.pt", weights_only=True)
+    meta = shipped["meta"]
+    cfg = parse_train("--recipe", "ped2-lite", "--data", str(PED2), "--out", str(tmp_path / "run"))
+    run = plan(cfg)
+    train_src, val_src = split_holdout(find_videos(PED2, "training"), cfg.holdout)
+    resolved = run_meta(cfg, run, train_src, val_src, precision=cfg.precision)
+    for key in ("dataset", "train_videos", "holdout_videos", "lr_g", "lr_d", "batch_size", "seed", "precision",
+                "lr_schedule", "ema", "crop"):
+        assert resolved[key] == meta[key], key
+    legacy = {"compactness", "separateness"}  # the terms of a removed generator memory, recorded as unused
+    assert resolved["loss_weights"] == {k: v for k, v in meta["loss_weights"].items() if k not in legacy}
+    assert cfg.steps == meta["step"] == 80000
+    assert cfg.preset == "lite" and cfg.arch == {}
+    assert run.model == ModelConfig.from_dict(shipped["model_config"])
+    # the shipped file is the run's last step calibrated in fp32 on the held-out videos: what the run returns
+    assert cfg.ship == "last" and cfg.calibration_precision == "fp32"
+
+
+def test_options_given_override_the_recipe_and_defaults_are_written_once() -> None:
+    from model.config import TrainConfig
+
+    cfg = parse_train("--recipe", "ped2-lite", "--data", "d", "--out", "o", "--seed", "3", "--w-grad", "1",
+                      "--arch", "num_frames=4", "--no-adv")
+    assert (cfg.seed, cfg.w_grad, cfg.arch, cfg.w_adv) == (3, 1.0, {"num_frames": 4}, 0.0)
+    assert (cfg.steps, cfg.lr_g, cfg.crop, cfg.ship) == (80000, 2e-4, 64, "last")  # the rest from the recipe
+    paper = parse_train("--recipe", "ped2-paper", "--data", "d", "--out", "o", "--arch", "base_width=8")
+    assert paper.arch == {"residual": True, "base_width": 8} and paper.preset == "paper"
+    # without a recipe, the command line's defaults are TrainConfig's
+    assert parse_train("--data", "d", "--out", "o") == TrainConfig(data=Path("d"), out=Path("o"))
+    assert parse_train("--data", "d", "--out", "o", "--no-resume").resume is False
+
+
+def test_unknown_recipe_or_recipe_key_is_a_one_line_error(tmp_path: Path) -> None:
+    base = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    r = ffp(*base, "--recipe", "nope")
+    assert r.returncode == 2 and "unknown recipe 'nope'" in r.stderr and "ped2-lite" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.yaml"
+    for text, message in (("preset: lite\nlearning_rate: 0.1\n", "unknown keys ['learning_rate']"),
+                          ("seed: many\n", "seed: expected int"), ("- a list\n", "expected a mapping")):
+        bad.write_text(text)
+        r = ffp(*base, "--recipe", str(bad))
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_ship_last_calibrates_and_returns_the_last_step_as_ffp_calibrate_would(tmp_path: Path) -> None:
+    from model.config import TrainConfig
+    from model.train import train
+    from model.checkpoint import safe_torch_load
+    from tests.model.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
+    run = tmp_path / "run"
+    path = train(TrainConfig(data=data, out=run, steps=2, holdout=1, val_every=1, threads=1, progress=False,
+                             w_flow=0.0, arch={"num_frames": 4, "image_size": (32, 32)}, ship="last",
+                             calibration_precision="fp32"))
+    assert path == run / "last.pt" and json.loads((run / "summary.json").read_text())["checkpoint"] == str(path)
+    calibration = safe_torch_load(path)["weights"]["calibration"]
+    assert calibration is not None and safe_torch_load(run / "best.pt")["weights"]["calibration"] is None
+    r = ffp("calibrate", "--data", str(data), "--weights", str(path), "--holdout", "1", "--precision", "fp32",
+            "--threads", "1", "--out", str(tmp_path / "cal.pt"))
+    assert r.returncode == 0, r.stderr
+    again = safe_torch_load(tmp_path / "cal.pt")["weights"]["calibration"]
+    for key in ("mean", "std", "quantiles", "frames"):
+        assert calibration[key] == again[key], key
+
+
+def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path) -> None:
+    """ped2-paper encodes the first of the two stages that made weights/ffp-ped2-paper.pt (the second, a time
+    box from the first's best.pt, is in the recipe's comments): same architecture, data split, loss weights,
+    batch and seed as the shipped file records."""
+    from model.config import ModelConfig
+    from model.data import find_videos, split_holdout
+    from model.train import plan, run_meta
+    from model.checkpoint import WEIGHTS_DIR
+
+    shipped = torch.load(WEIGHTS_DIR / "ffp-ped2-paper.pt", weights_only=True)
+    cfg = parse_train("--recipe", "ped2-paper", "--data", str(PED2), "--out", str(tmp_path / "run"))
+    run = plan(cfg)
+    assert run.model == ModelConfig.from_dict(shipped["model_config"])
+    train_src, val_src = split_holdout(find_videos(PED2, "training"), cfg.holdout)
+    resolved = run_meta(cfg, run, train_src, val_src, precision=cfg.precision)
+    for key in ("dataset", "train_videos", "holdout_videos", "loss_weights", "batch_size", "seed", "precision"):
+        assert resolved[key] == shipped["meta"][key], key
+    assert shipped["meta"]["init"]["step"] == cfg.steps  # stage 2 started from stage 1's last step

@@ -8,7 +8,6 @@ import torch
 from model.config import get_preset
 from model.data import (
     DataError,
-    SkipFrameWindows,
     WindowDataset,
     check_crop,
     count_frames,
@@ -108,7 +107,7 @@ def test_video_files_and_windows(tmp_path: Path) -> None:
     w.release()
     videos = find_videos(tmp_path / "clips")
     assert [v.name for v in videos] == ["a"]
-    cfg = get_preset("lite")
+    cfg = get_preset("lite", num_frames=4)
     arr = load_video(videos[0], cfg)
     assert arr.shape == (12, 1, 128, 128) and arr.dtype == np.float32
     assert -1.0 <= arr.min() and arr.max() <= 1.0
@@ -129,7 +128,7 @@ def test_frame_stride_windows() -> None:
     from model.config import ModelConfig, window_rows
 
     frames = np.arange(20, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float32)
-    cfg = replace(get_preset("lite"), frame_stride=2)
+    cfg = replace(get_preset("lite"), num_frames=4, frame_stride=2)
     assert cfg.history == 8
     ds = WindowDataset([frames], cfg.num_frames, cfg.frame_stride)
     assert len(ds) == 20 - 8  # full windows only for training
@@ -148,30 +147,6 @@ def test_frame_stride_windows() -> None:
     # Weights saved before the field existed load with stride 1.
     old = {k: v for k, v in get_preset("lite").to_dict().items() if k != "frame_stride"}
     assert ModelConfig.from_dict(old).frame_stride == 1
-
-
-def test_skip_frame_pseudo_anomalies() -> None:
-    """k past frames `skip` x stride apart, every one inside the video, and the last one repeated as target."""
-    a = np.arange(30, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float32)
-    b = 100 + np.arange(12, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float32)
-    for stride in (1, 2):
-        pseudo = SkipFrameWindows(WindowDataset([a, b], 4, stride), (3, 4))
-        gen = torch.Generator().manual_seed(0)
-        seen = set()
-        for _ in range(400):
-            w = pseudo.sample(gen)[:, 0, 0, 0].tolist()
-            assert len(w) == 5 and w[4] == w[3], w
-            gap = w[1] - w[0]
-            assert gap in (3 * stride, 4 * stride) and w[:4] == [w[0] + i * gap for i in range(4)], w
-            assert (w[0] >= 100) == (w[3] >= 100), w  # never across two videos
-            seen.add((gap, w[0] >= 100))
-        # both skips are drawn where they fit: the 12-frame video holds 3 gaps of 3 but not of 4 (13 frames), and
-        # at stride 2 neither (3 gaps of 6 need 19 frames)
-        assert seen == ({(3, False), (4, False), (3, True)} if stride == 1 else {(6, False), (8, False)})
-    with pytest.raises(ValueError, match=">= 2"):
-        SkipFrameWindows(WindowDataset([a], 4), (1, 3))
-    with pytest.raises(DataError, match="too short"):
-        SkipFrameWindows(WindowDataset([b], 4), (5,))
 
 
 def test_random_crops_cut_every_frame_of_a_window_at_one_place() -> None:

@@ -18,19 +18,20 @@ from .synthetic import make_dataset
 def test_train_then_eval_detects_injected_event(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "scene", size=64, train_videos=5, test_videos=3, length=60)
     flow_path = tmp_path / "flow.pt"
-    cfg = get_preset("lite", image_size=(64, 64))
+    cfg = get_preset("lite", num_frames=4, image_size=(64, 64))
     videos = load_videos(find_videos(data, "training"), cfg)
     flow_metrics = train_flownet(videos, FlowNetConfig(image_size=(64, 64), base_width=8), flow_path, steps=150,
                                  max_pairs=400, progress=False)
     assert flow_metrics["val_epe_l1"] < flow_metrics["zero_flow_l1"]  # it learned some motion
 
     run = tmp_path / "run"
-    from model.train import TrainArgs, train
+    from model.config import TrainConfig
+    from model.train import train
 
     # a fixed 300-step schedule (about a minute on 2 cores); the time box only guards a very slow machine
-    ckpt = train(TrainArgs(data=data, out=run, preset="lite", steps=300, max_minutes=3.0, flownet=flow_path,
-                           holdout=1, val_every=100, progress=False, overrides={"image_size": (64, 64)},
-                           lr_g=1e-3, lr_d=1e-4, lr_decay_step=None))
+    ckpt = train(TrainConfig(data=data, out=run, preset="lite", steps=300, max_minutes=3.0, flownet=flow_path,
+                             holdout=1, val_every=100, progress=False, arch={"num_frames": 4, "image_size": (64, 64)},
+                             lr_g=1e-3, lr_d=1e-4, lr_decay_step=None))
     assert (run / "metrics.csv").read_text().count("\n") > 3
     report_path = tmp_path / "r.json"
     ffp(["eval", "--data", str(data), "--weights", str(ckpt), "--out", str(report_path)])

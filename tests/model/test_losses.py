@@ -44,7 +44,7 @@ def test_flow_term_alone_gives_the_generator_gradients() -> None:
     """The flow network is frozen (no parameter gets a gradient) but not detached: the flow loss on its own
     must move the generator (the best-known PyTorch port detaches the flows and trains nothing)."""
     torch.manual_seed(0)
-    cfg = get_preset("lite", image_size=(32, 32), base_width=8)
+    cfg = get_preset("lite", num_frames=4, image_size=(32, 32), base_width=8)
     gen = Generator(cfg)
     flow = freeze(FlowNet(FlowNetConfig(image_size=(32, 32), base_width=8)))
     frames = torch.rand(2, cfg.num_frames + 1, 1, 32, 32) * 2 - 1

@@ -15,7 +15,7 @@ from model.unet import Generator
 
 def make_predictor(calibration: Calibration | None = None) -> P.Predictor:
     torch.manual_seed(0)
-    cfg = get_preset("lite", image_size=(64, 64))
+    cfg = get_preset("lite", num_frames=4, image_size=(64, 64))
     return P.Predictor(cfg, Generator(cfg).eval(), FlowNet(FlowNetConfig(image_size=(64, 64), base_width=8)).eval(),
                        calibration, ScoreConfig(), {"note": "test"}, torch.device("cpu"), "bf16")
 
@@ -134,7 +134,7 @@ def test_optimised_cpu_forward_matches_eager_and_auto_precision_is_measured() ->
     from model.scoring import Scorer, build_forward
 
     torch.manual_seed(1)
-    cfg = get_preset("lite", image_size=(64, 64))
+    cfg = get_preset("lite", num_frames=4, image_size=(64, 64))
     gen = Generator(cfg).eval()
     fast = build_forward(gen, cfg, torch.device("cpu"), "fp32", optimize=True)
     assert isinstance(fast, torch.jit.ScriptModule)  # traced and frozen, not the eager fallback
@@ -155,34 +155,6 @@ def test_optimised_cpu_forward_matches_eager_and_auto_precision_is_measured() ->
     blob = make_predictor().weights_blob()
     assert P.predictor_from_blob(blob).precision in ("fp32", "bf16")
     assert P.predictor_from_blob(blob, precision="bf16").precision == "bf16"
-
-
-def test_averaged_weights_are_the_mean_generator_and_need_calibrating(tmp_path: Path) -> None:
-    a, b = make_predictor(), make_predictor()
-    torch.manual_seed(1)
-    b.generator = Generator(b.config).eval()  # other weights, same architecture
-    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
-    for p, path in zip((a, b), paths):
-        C.atomic_save(p.weights_blob(), path)
-    blob = C.average_weights(paths)
-    for k, v in blob["generator"].items():
-        torch.testing.assert_close(v, (a.generator.state_dict()[k] + b.generator.state_dict()[k]) / 2)
-    assert blob["calibration"] is None
-    assert [s["file"] for s in blob["meta"]["averaged_from"]] == [str(p) for p in paths]
-    out = tmp_path / "mean.pt"
-    C.atomic_save(blob, out)
-    assert load_predictor(out, device="cpu").calibration is None
-
-    with pytest.raises(C.WeightsError, match="at least two"):
-        C.average_weights(paths[:1])
-    other = make_predictor()
-    other_blob = other.weights_blob()
-    other_blob["model_config"] = {**other_blob["model_config"], "base_width": 32}
-    torch.save(other_blob, tmp_path / "other.pt")
-    with pytest.raises(C.WeightsError, match="another architecture"):
-        C.average_weights([paths[0], tmp_path / "other.pt"])
-    with pytest.raises(C.WeightsError, match="not found"):
-        C.average_weights([paths[0], tmp_path / "missing.pt"])
 
 
 class _Delegate:

@@ -94,7 +94,7 @@ def rtsp_server() -> Iterator[RtspServer]:
 def untrained_predictor(calibration: Calibration | None = None) -> Predictor:
     """A lite generator that predicts the last frame (output layer zeroed); no flow net, for speed."""
     torch.manual_seed(0)
-    cfg = get_preset("lite")
+    cfg = get_preset("lite", num_frames=4)
     gen = Generator(cfg).eval()
     out = [m for m in gen.modules() if isinstance(m, nn.Conv2d)][-1]
     nn.init.zeros_(out.weight)

@@ -17,6 +17,7 @@ import torch
 from model import Calibration, Predictor, ScoreConfig, get_preset
 from model.scoring import METRICS
 from model.unet import Generator
+from service.settings import Settings
 
 W, H = 160, 120
 
@@ -45,7 +46,7 @@ def untrained_predictor() -> Predictor:
     """The lite architecture with random weights, calibrated on the still scene vs. noise so that the
     still scene scores z ~ 0 and noise z ~ 10 (alerts with on_threshold 5 fire on noise only)."""
     torch.manual_seed(0)
-    config = get_preset("lite")
+    config = get_preset("lite", num_frames=4)
     dummy = Calibration(mean={k: 0.0 for k in METRICS}, std={k: 1.0 for k in METRICS}, quantiles={},
                         frames=0, source="test")
     p = Predictor(config, Generator(config).eval(), None, dummy, ScoreConfig(), {"name": "untrained"},
@@ -78,11 +79,15 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def serve(app: Any, timeout: float = 20.0) -> Iterator[LiveServer]:
-    """Run `app` with uvicorn on 127.0.0.1 and a free port in a thread; stop it (and its lifespan) after."""
+def serve(app: Any, timeout: float = 20.0, settings: Settings | None = None) -> Iterator[LiveServer]:
+    """Run `app` with uvicorn on 127.0.0.1 and a free port in a thread; stop it (and its lifespan) after.
+    With `settings`, the server has the connection limits of settings.http (service.server), as in production."""
     import uvicorn
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    from service.server import server_config
+
+    where: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "lifespan": "on"}
+    config = uvicorn.Config(app, **where) if settings is None else server_config(app, settings, **where)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

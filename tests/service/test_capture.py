@@ -96,7 +96,7 @@ class ListSink:
     def __init__(self) -> None:
         self.windows: list[Window] = []
 
-    def submit(self, window: Window, *, block: bool, stop: threading.Event) -> None:
+    def submit(self, window: Window, *, block: bool, stop: threading.Event, catching_up: bool = False) -> None:
         self.windows.append(window)
 
 

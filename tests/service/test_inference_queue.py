@@ -79,3 +79,19 @@ def test_blocking_camera_waits_for_room_instead_of_dropping() -> None:
 def test_queue_size_is_validated() -> None:
     with pytest.raises(ValueError, match="queue_per_camera"):
         InferenceWorker(InstantScorer(), lambda b, s, ms: None, queue_per_camera=0)
+
+
+def test_a_camera_catching_up_queues_its_burst_within_a_bound() -> None:
+    inf = InferenceWorker(InstantScorer(), lambda b, s, ms: None, queue_per_camera=2, catch_up_queue_per_camera=6,
+                          catch_up_s=0.5)
+    inf.register("c")
+    stop = threading.Event()
+    for i in range(6):  # the burst at connect: kept, not dropped
+        inf.submit(window("c", i), block=False, stop=stop, catching_up=True)
+    assert inf.pending() == 6 and inf.camera_stats("c")["frames_skipped"] == 0
+    for i in range(6, 8):  # a longer burst than the bound: the oldest go
+        inf.submit(window("c", i), block=False, stop=stop, catching_up=True)
+    assert inf.pending() == 6 and inf.camera_stats("c")["frames_skipped"] == 2
+    time.sleep(0.6)  # the allowance ends: a camera simply behind queues 2 windows again
+    inf.submit(window("c", 8), block=False, stop=stop)
+    assert inf.pending() == 2 and inf.camera_stats("c")["frames_skipped"] == 7

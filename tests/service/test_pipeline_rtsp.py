@@ -137,3 +137,24 @@ def test_add_remove_cameras_and_url_rules(tmp_path: Path, predictor: Predictor, 
     finally:
         pipe.stop()
         store.close()
+
+
+def test_connect_burst_is_scored_not_dropped(  # type: ignore[no-untyped-def]
+        tmp_path: Path, predictor: Predictor, rtsp_server, no_thread_leak: None) -> None:
+    """At connect the RTSP stream delivers about a second of buffered frames at once (at 10 fps: ~6 windows in
+    a few ms). They are scored, fast-forwarded, instead of overflowing the 2-window queue."""
+    settings = Settings(data_dir=tmp_path, alerts=ALERTS, cameras=[
+        CameraSettings(id="cam", url=rtsp_server.url, fps=10, open_timeout_s=3, read_timeout_s=2, stall_after_s=2)])
+    store = EventStore.open(tmp_path)
+    pipe = Pipeline(settings, predictor, store)
+    got = Collector()
+    pipe.add_listener(got)
+    pipe.start()
+    try:
+        wait_for(lambda: len(got.scores()) >= 10, what="the first 10 scores")
+        first = [m.frame_index for m in got.scores()[:10]]
+    finally:
+        pipe.stop()
+        store.close()
+    k = predictor.num_frames
+    assert first == list(range(k, k + 10)), f"windows of the connect burst were skipped: {first}"

@@ -31,7 +31,7 @@ ANOMALY_FROM = 30  # first anomalous frame of the demo clip (Ped2 test 04 labels
 
 def offline(weights: Path | None, config: Path) -> None:
     from model import load_predictor
-    from service.clips import score_clip
+    from service.clips import ClipLimits, score_clip
     from service.settings import load_settings
 
     settings = load_settings(config)
@@ -49,7 +49,7 @@ def offline(weights: Path | None, config: Path) -> None:
             out.write(f)
         out.release()
         res = score_clip(load_predictor(weights, device=settings.device), twice, alerts=alerts,
-                         max_seconds=600, model_lock=threading.Lock())
+                         limits=ClipLimits.from_settings(settings), model_lock=threading.Lock())
     n = len(frames)
     sm = [r["smoothed"] for r in res.frames]
     loop2 = sm[n:]

@@ -1,0 +1,445 @@
+"""Acceptance table of issue 36: replays each abuse case against a real service on loopback and says whether the
+service held.
+
+    python benchmarks/abuse.py [--only NAME ...] [--list]
+
+Starts its own service (`python -m service`, its own process, like production; the shipped weights, the demo clip
+as a live camera) with small limits so each case finishes in seconds, runs the cases one after the other and
+prints one row per case: name, expected, observed, pass. Exits 1 if a case fails. Loopback only; every case is
+bounded in connections, bytes and time.
+
+A case is a function `(Target) -> Observed` registered with `@case(name, expected)`: adding a case is appending
+a function. `Target` has the base URL, the API key, the service's settings file and a scratch folder.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "service" / "demo" / "ped2_demo.mp4"
+KEY = "abuse-key"
+HEALTHZ_S = 1.0  # /healthz must answer within this, throughout
+
+
+@dataclass
+class Target:
+    """The service under test."""
+
+    url: str
+    port: int
+    key: str
+    work: Path
+    settings: dict[str, Any]
+    pid: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+    def client(self, timeout: float = 10.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
+
+    def healthz_s(self) -> float:
+        """Seconds /healthz took to answer (inf when it did not within 5 s)."""
+        t0 = time.monotonic()
+        try:
+            ok = httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        return time.monotonic() - t0 if ok else float("inf")
+
+
+@dataclass
+class Observed:
+    observed: str
+    passed: bool
+
+
+@dataclass
+class Row:
+    name: str
+    expected: str
+    observed: str
+    passed: bool
+
+
+@dataclass
+class Case:
+    name: str
+    expected: str
+    run: Callable[[Target], Observed]
+
+
+CASES: list[Case] = []
+
+
+def case(name: str, expected: str) -> Callable[[Callable[[Target], Observed]], Callable[[Target], Observed]]:
+    def register(fn: Callable[[Target], Observed]) -> Callable[[Target], Observed]:
+        CASES.append(Case(name, expected, fn))
+        return fn
+    return register
+
+
+# -- the service under test ----------------------------------------------------------------------------------
+
+# Limits small enough that each case finishes in seconds (the defaults are documented in service/README.md).
+SETTINGS: dict[str, Any] = {
+    "api_key": KEY,
+    "log_level": "WARNING",
+    "max_upload_mb": 20,
+    "max_clip_seconds": 120,
+    "max_clip_frames": 1000,
+    "upload_queue": 2,
+    "upload_workers": 1,
+    "http": {"header_timeout_s": 2.0, "keep_alive_s": 2.0, "max_idle_connections": 64, "max_connections": 512,
+             "body_idle_timeout_s": 3.0, "body_min_rate_kbps": 4.0, "body_grace_s": 3.0, "body_timeout_s": 30.0},
+    "cameras": [{"id": "demo", "url": str(DEMO), "fps": 10, "loop": True}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def service(work: Path) -> Iterator[Target]:
+    port = free_port()
+    settings = {**SETTINGS, "port": port, "host": "127.0.0.1", "data_dir": str(work / "data")}
+    cfg = work / "abuse.yaml"
+    cfg.write_text(yaml.safe_dump(settings))
+    env = {k: v for k, v in os.environ.items() if k != "FFP_API_KEY"}
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--config", str(cfg)], cwd=ROOT, env=env)
+    target = Target(f"http://127.0.0.1:{port}", port, KEY, work, settings, proc.pid)
+    try:
+        deadline = time.monotonic() + 90
+        while target.healthz_s() == float("inf"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the service did not start (exit code {proc.poll()})")
+            time.sleep(0.3)
+        yield target
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# -- cases: connections and uploads (issue 36 items 1, 2) and the RTSP connect burst (item 8) ----------------
+
+def _closed(s: socket.socket, wait_s: float) -> bool:
+    s.settimeout(wait_s)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except (TimeoutError, OSError):
+        return False
+
+
+def _raw(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def _post_head(t: Target, length: int, ctype: str = "application/octet-stream") -> bytes:
+    return (f"POST /v1/score HTTP/1.1\r\nHost: x\r\nX-API-Key: {t.key}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+@case("slow-headers", "300 heads never finished: all closed within header_timeout_s + 2 s; /healthz < 1 s")
+def slow_headers(t: Target) -> Observed:
+    deadline_s = t.settings["http"]["header_timeout_s"]
+    socks = []
+    for _ in range(300):
+        s = _raw(t.port)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        socks.append(s)
+    t0 = time.monotonic()
+    health = t.healthz_s()
+    closed = sum(_closed(s, max(0.05, t0 + deadline_s + 2 - time.monotonic())) for s in socks)
+    took = time.monotonic() - t0
+    for s in socks:
+        s.close()
+    return Observed(f"{closed}/300 closed in {took:.1f} s; /healthz {health:.2f} s",
+                    closed == 300 and health < HEALTHZ_S)
+
+
+@case("slow-body", "body at 100 B / 2 s: cut off with 408 within body_grace_s + 3 s")
+def slow_body(t: Target) -> Observed:
+    grace = t.settings["http"]["body_grace_s"]
+    s = _raw(t.port)
+    s.sendall(_post_head(t, 1_000_000))
+    t0 = time.monotonic()
+    answer = b""
+    s.settimeout(2.0)
+    while time.monotonic() - t0 < grace + 10:
+        try:
+            s.sendall(b"\0" * 100)
+            chunk = s.recv(4096)
+        except TimeoutError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            break
+        if not chunk:
+            break
+        answer += chunk
+    took = time.monotonic() - t0
+    s.close()
+    status = answer.split(b"\r\n", 1)[0].decode(errors="replace") or "nothing"
+    return Observed(f"{status!s} after {took:.1f} s", answer.startswith(b"HTTP/1.1 408") and took < grace + 3)
+
+
+@case("idle-connection-cap", "200 idle connections (cap 64): the oldest beyond the cap closed; /healthz < 1 s")
+def idle_cap(t: Target) -> Observed:
+    cap = t.settings["http"]["max_idle_connections"]
+    fds0 = open_fds(t.pid)
+    socks = [_raw(t.port) for _ in range(200)]
+    time.sleep(0.5)
+    health = t.healthz_s()
+    fds = open_fds(t.pid) - fds0
+    closed = sum(_closed(s, 0.05) for s in socks)
+    for s in socks:
+        s.close()
+    return Observed(f"{closed} closed, service fds +{fds}, /healthz {health:.2f} s",
+                    closed >= 200 - cap and health < HEALTHZ_S and fds <= cap + 16)
+
+
+@case("slow-uploads", "100 uploads trickling at once: queue places only, the rest 503 + Retry-After; fds bounded")
+def slow_uploads(t: Target) -> Observed:
+    places = t.settings["upload_workers"] + t.settings["upload_queue"]
+    fds0 = open_fds(t.pid)
+    socks = []
+    for _ in range(100):
+        s = _raw(t.port)
+        s.sendall(_post_head(t, 5_000_000) + b"\0" * 1000)
+        socks.append(s)
+    time.sleep(1.0)
+    fds = open_fds(t.pid) - fds0
+    health = t.healthz_s()
+    refused = 0
+    for s in socks:
+        s.settimeout(0.2)
+        try:
+            head = s.recv(4096)
+        except (TimeoutError, ConnectionResetError):
+            head = b""
+        refused += head.startswith(b"HTTP/1.1 503") and b"retry-after" in head.lower()
+        s.close()
+    return Observed(f"{refused} refused 503 + Retry-After, {100 - refused} held; service fds +{fds}; "
+                    f"/healthz {health:.2f} s",
+                    refused == 100 - places and fds <= 100 + 2 * places + 16 and health < HEALTHZ_S)
+
+
+def _upload(t: Target, path: Path, timeout: float = 120) -> tuple[int, float, str]:
+    t0 = time.monotonic()
+    with t.client(timeout) as c:
+        r = c.post("/v1/score", files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
+    detail = r.json().get("detail", "") if r.status_code != 200 else ""
+    return r.status_code, time.monotonic() - t0, str(detail)
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@case("huge-frames", "4096x4096 at 120 fps: 422 before decoding, < 2 s")
+def huge_frames(t: Target) -> Observed:
+    import cv2
+    import numpy as np
+
+    path = t.work / "huge.mp4"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 120, (4096, 4096))
+    for _ in range(3):
+        out.write(np.zeros((4096, 4096, 3), np.uint8))
+    out.release()
+    cpu0 = _cpu_s(t.pid)
+    status, took, detail = _upload(t, path)
+    cpu = _cpu_s(t.pid) - cpu0
+    return Observed(f"{status} in {took:.1f} s, {cpu:.1f} CPU-s ({len(path.read_bytes()) // 1024} KB): {detail}",
+                    status == 422 and "before decoding" in detail and took < 2)
+
+
+@case("lying-header", "AVI claiming 1 s, holding 2000 frames: 422 once decoding passes max_clip_frames")
+def lying_header(t: Target) -> Observed:
+    import struct
+
+    import cv2
+    import numpy as np
+
+    path = t.work / "liar.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for i in range(2000):
+        out.write(np.full((48, 64, 3), i % 256, np.uint8))
+    out.release()
+    data = bytearray(path.read_bytes())
+    for tag, offset in ((b"avih", 8 + 16), (b"strh", 8 + 32)):  # dwTotalFrames, dwLength: 25 frames = 1 s
+        struct.pack_into("<I", data, data.find(tag) + offset, 25)
+    path.write_bytes(bytes(data))
+    cpu0 = _cpu_s(t.pid)
+    status, took, detail = _upload(t, path)
+    cpu = _cpu_s(t.pid) - cpu0
+    return Observed(f"{status} in {took:.1f} s, {cpu:.1f} CPU-s: {detail}",
+                    status == 422 and "while decoding" in detail)
+
+
+@case("concurrent-uploads", "8 demo uploads at once: queue places scored, the rest 503 + Retry-After; camera "
+                            "keeps 70 % of its rate")
+def concurrent_uploads(t: Target) -> Observed:
+    import threading
+
+    places = t.settings["upload_workers"] + t.settings["upload_queue"]
+    results: list[tuple[int, float, str]] = []
+    with t.client() as c:
+        before = c.get("/v1/cameras/demo").json()["frames_scored"]
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=lambda: results.append(_upload(t, DEMO))) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(300)
+    elapsed = time.monotonic() - t0
+    with t.client() as c:
+        rate = (c.get("/v1/cameras/demo").json()["frames_scored"] - before) / elapsed
+    codes = sorted(r[0] for r in results)
+    ok = codes.count(200) >= places and set(codes) <= {200, 503} and rate >= 0.7 * 10
+    return Observed(f"{codes.count(200)} x 200, {codes.count(503)} x 503 in {elapsed:.1f} s; camera "
+                    f"{rate:.1f} fps", ok)
+
+
+@case("upload-client-leaves", "a client leaving mid-scoring frees the slot: the next upload is scored promptly")
+def client_leaves(t: Target) -> Observed:
+    import cv2
+
+    cap = cv2.VideoCapture(str(DEMO))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    long_clip = t.work / "long.avi"
+    out = cv2.VideoWriter(str(long_clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, frames[0].shape[1::-1])
+    for f in frames * 5:  # 50 s at 10 fps
+        out.write(f)
+    out.release()
+    data = long_clip.read_bytes()
+    s = _raw(t.port)
+    s.sendall(_post_head(t, len(data)) + data)
+    time.sleep(3.0)  # received and being scored
+    s.close()
+    status, took, detail = _upload(t, DEMO)
+    return Observed(f"next upload {status} in {took:.1f} s{': ' + detail if detail else ''}",
+                    status == 200 and took < 30)
+
+
+@case("rtsp-connect-burst", "4 RTSP cameras connecting together: their first windows scored, none skipped")
+def rtsp_burst(t: Target) -> Observed:
+    server = ROOT / "tests" / "service" / "rtsp_server.py"
+    if not Path("/usr/bin/python3").exists():
+        return Observed("no /usr/bin/python3 with GStreamer's RTSP server", False)
+    proc = subprocess.Popen(["/usr/bin/python3", str(server), "--port", "0"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("PORT "):
+            return Observed(f"the RTSP server did not start: {line!r}", False)
+        url = f"rtsp://127.0.0.1:{int(line.split()[1])}/cam"
+        ids = [f"rtsp{i}" for i in range(4)]
+        with t.client() as c:
+            for cid in ids:
+                r = c.post("/v1/cameras", json={"id": cid, "url": url, "fps": 10})
+                if r.status_code != 201:
+                    return Observed(f"adding {cid}: {r.status_code} {r.text[:200]}", False)
+            deadline = time.monotonic() + 30
+            while True:
+                cams = {cid: c.get(f"/v1/cameras/{cid}").json() for cid in ids}
+                if all(x["frames_scored"] >= 15 for x in cams.values()) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            for cid in ids:
+                c.delete(f"/v1/cameras/{cid}")
+        scored = [cams[c]["frames_scored"] for c in ids]
+        skipped = [cams[c]["frames_skipped"] for c in ids]
+        return Observed(f"first ~15 windows per camera: scored {scored}, skipped {skipped}",
+                        all(n >= 15 for n in scored) and sum(skipped) == 0)
+    finally:
+        proc.kill()
+        proc.wait(5)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+
+# -- the table -----------------------------------------------------------------------------------------------
+
+def run(cases: list[Case], target: Target) -> list[Row]:
+    rows = []
+    for c in cases:
+        t0 = time.monotonic()
+        try:
+            got = c.run(target)
+        except Exception as e:  # noqa: BLE001 - a case that crashes has failed; the others still run
+            traceback.print_exc()
+            got = Observed(f"error: {type(e).__name__}: {e}", False)
+        health = target.healthz_s()
+        if health > HEALTHZ_S:
+            got = Observed(f"{got.observed}; /healthz took {health:.1f} s afterwards", False)
+        rows.append(Row(c.name, c.expected, got.observed, got.passed))
+        print(f"  {c.name}: {'pass' if got.passed else 'FAIL'} ({time.monotonic() - t0:.1f} s)", flush=True)
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    w = [max(len(h), *(len(getattr(r, a)) for r in rows)) for h, a in
+         (("case", "name"), ("expected", "expected"), ("observed", "observed"))]
+    print(f"\n{'case':<{w[0]}}  {'expected':<{w[1]}}  {'observed':<{w[2]}}  pass")
+    for r in rows:
+        print(f"{r.name:<{w[0]}}  {r.expected:<{w[1]}}  {r.observed:<{w[2]}}  {'yes' if r.passed else 'NO'}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run these cases only")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    args = ap.parse_args()
+    if args.list:
+        for c in CASES:
+            print(f"{c.name}: {c.expected}")
+        return 0
+    cases = [c for c in CASES if not args.only or c.name in args.only]
+    if not cases:
+        print(f"no such case: {args.only}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="ffp-abuse-") as tmp, service(Path(tmp)) as target:
+        rows = run(cases, target)
+    print_table(rows)
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

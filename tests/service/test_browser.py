@@ -1,0 +1,193 @@
+"""The dashboard in a real browser: Debian's chromium driven by chromium-driver through selenium, against the
+real service (uvicorn) with the demo clip as a looped camera, the shipped weights, the demo's alert settings
+and an API key.
+
+Skips, with the reason, where chromium, chromedriver or selenium is missing; fails instead when CI is set
+(`.ci/run` installs them). Screenshots go to $FFP_ARTIFACTS or tests/artifacts/browser (git-ignored); the
+folder is printed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from live_server import LiveServer, serve
+
+from service.api import create_app
+from service.settings import load_settings
+from service.wiring import build_service
+
+ROOT = Path(__file__).parents[2]
+DEMO_CLIP = ROOT / "service" / "demo" / "ped2_demo.mp4"
+DEMO_CONFIG = ROOT / "docker" / "demo.yaml"
+KEY = "browser-key-789"
+# Generous: the machine may be busy; every wait is on a condition, and returns as soon as it holds.
+LOAD_S = 60
+EVENT_S = 240  # the demo's cart comes 3 s into each 10 s loop, on a CPU shared with the browser
+
+
+def _browser_paths() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    missing = [name for name, path in (("chromium", chromium), ("chromedriver", driver)) if path is None]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package (pip install -e '.[test]')")
+    if missing:
+        reason = (f"browser test needs {', '.join(missing)}: apt-get install chromium chromium-driver "
+                  "(.ci/run does)")
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    assert chromium is not None and driver is not None
+    return chromium, driver
+
+
+@pytest.fixture
+def artifacts(capsys: pytest.CaptureFixture[str]) -> Path:
+    folder = Path(os.environ.get("FFP_ARTIFACTS") or ROOT / "tests" / "artifacts") / "browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    with capsys.disabled():  # shown on a passing run too
+        print(f"\nbrowser screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    alerts = yaml.safe_load(DEMO_CONFIG.read_text())["alerts"]
+    settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY, alerts=alerts,
+                             cameras=[{"id": "demo", "url": str(DEMO_CLIP), "fps": 10, "loop": True}])
+    with serve(create_app(build_service(settings)), timeout=120) as srv:  # loads the shipped weights
+        yield srv
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    chromium, driver_path = _browser_paths()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1440,960", "--no-first-run", "--disable-extensions"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingOptions", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+    drv.set_page_load_timeout(LOAD_S)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def console_errors(drv: Any) -> list[str]:
+    """Console errors since the last call (the log is drained on read)."""
+    return [e["message"] for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def wait(drv: Any, what: str, check: Callable[[Any], Any], timeout: float = LOAD_S) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(drv, timeout, poll_frequency=0.25).until(check, message=f"waited {timeout} s for {what}")
+
+
+def js(drv: Any, script: str, *args: Any) -> Any:
+    return drv.execute_script(script, *args)
+
+
+def image_shown(selector: str) -> Callable[[Any], bool]:
+    return lambda d: bool(js(d, "const i = document.querySelector(arguments[0]);"
+                                "return !!i && i.complete && i.naturalWidth > 0;", selector))
+
+
+def key_prompt_open(drv: Any) -> bool:
+    return bool(js(drv, "return document.getElementById('key-dialog').open"))
+
+
+def submit_key(drv: Any, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    field = drv.find_element(By.ID, "key-input")
+    field.clear()
+    field.send_keys(key)
+    drv.find_element(By.ID, "key-submit").click()
+
+
+@pytest.mark.timeout(600)
+def test_dashboard_in_chromium(browser: Any, server: LiveServer, artifacts: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    drv = browser
+    try:
+        # The page loads and, the service needing a key, asks for it at once (no failed request).
+        drv.get(server.url + "/")
+        wait(drv, "the API key prompt", key_prompt_open)
+        assert console_errors(drv) == []
+
+        # A wrong key is refused: the prompt comes back saying so; the only console errors are the 401s.
+        submit_key(drv, "not-the-key")
+        wait(drv, "the prompt to come back with an error",
+             lambda d: key_prompt_open(d) and d.find_element(By.ID, "key-error").is_displayed())
+        assert "refused" in drv.find_element(By.ID, "key-error").text
+        drv.save_screenshot(str(artifacts / "wrong-key.png"))
+        errors = console_errors(drv)
+        assert errors and all("401" in e for e in errors), errors
+
+        # The right key: the demo camera's tile shows a picture, a score arrives, an event with its snapshot.
+        submit_key(drv, KEY)
+        wait(drv, "the prompt to close", lambda d: not key_prompt_open(d))
+        tile = "article.tile[data-camera='demo']"
+        wait(drv, "the demo camera's picture", image_shown(f"{tile} img.frame"))
+        wait(drv, "a live score", lambda d: js(d, "return document.querySelector(arguments[0]).textContent",
+                                               f"{tile} .score") not in ("", "–"))
+        assert js(drv, "return document.getElementById('conn').dataset.state") == "live"
+        wait(drv, "an event with its snapshot", image_shown("#events li.event img.snapshot"), timeout=EVENT_S)
+        wait(drv, "its heatmap", image_shown("#events li.event img.heatmap"))
+        drv.save_screenshot(str(artifacts / "dashboard.png"))
+
+        # The camera page: status, the MJPEG stream, its events.
+        drv.find_element(By.CSS_SELECTOR, f"{tile} .picture").click()
+        wait(drv, "the camera page", lambda d: d.find_element(By.ID, "view-camera").is_displayed())
+        wait(drv, "the MJPEG stream", image_shown("#cam-stream"))
+        assert drv.find_element(By.CSS_SELECTOR, "#cam-status .field-state").text in ("live", "stalled")
+        wait(drv, "the camera's events", lambda d: d.find_elements(By.CSS_SELECTOR, "#cam-events li.event"))
+        drv.save_screenshot(str(artifacts / "camera.png"))
+        drv.get(server.url + "/#/")
+        wait(drv, "the grid again", lambda d: d.find_element(By.ID, "view-grid").is_displayed())
+
+        # Add a camera from the form: it appears in the grid and in the API (unreachable: it says so).
+        drv.find_element(By.ID, "add-camera-open").click()
+        drv.find_element(By.ID, "add-id").send_keys("gate")
+        drv.find_element(By.ID, "add-url").send_keys("rtsp://127.0.0.1:9/stream")
+        fps = drv.find_element(By.ID, "add-fps")
+        fps.clear()
+        fps.send_keys("5")
+        drv.find_element(By.ID, "add-submit").click()
+        gate = "article.tile[data-camera='gate']"
+        wait(drv, "the new camera's tile", lambda d: d.find_elements(By.CSS_SELECTOR, gate))
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=20) as api:
+            cam = api.get("/v1/cameras/gate").json()
+            assert cam["fps_target"] == 5 and cam["url"] == "rtsp://127.0.0.1:9/stream"
+            drv.save_screenshot(str(artifacts / "added-camera.png"))
+            assert console_errors(drv) == []  # the whole session with the right key
+
+            # ... and remove it from its page (two clicks: the button asks to be clicked again).
+            drv.get(server.url + "/#/camera/gate")
+            button = wait(drv, "the remove button", lambda d: d.find_element(By.ID, "cam-remove"))
+            button.click()
+            button.click()
+            wait(drv, "the tile to go", lambda d: not d.find_elements(By.CSS_SELECTOR, gate)
+                 and d.find_element(By.ID, "view-grid").is_displayed())
+            assert api.get("/v1/cameras/gate").status_code == 404
+    except Exception:
+        drv.save_screenshot(str(artifacts / "failure.png"))
+        print("browser console:", drv.get_log("browser"))  # shown with the failure
+        raise
