@@ -17,11 +17,10 @@ import httpx
 import pytest
 from live_server import LiveServer, serve, untrained_predictor
 
-from service.api import live
+from service.api import create_app, live
 from service.api.deps import AppState
 from service.frames import REPORTED_METRICS, Event, EventMessage, ScoreMessage
 from service.hub import CLOSE_RESUME, Hub
-from service.api import create_app
 from service.settings import load_settings
 from service.store import EventStore
 from service.wiring import build_service
