@@ -120,6 +120,7 @@ def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     accepts what inet_aton (and so FFmpeg's getaddrinfo) accepts: 2852039166, 0xa9fea9fe, 0251.0376.0251.0376,
     169.254.43518. An IPv4-mapped IPv6 address is returned as its IPv4 address."""
     host = unquote(host).strip().rstrip(".").lower()
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

@@ -152,13 +152,33 @@ class Connection:
         self.floor = -1  # the client has seen every seq <= floor
         self.last_seq: int | None = None
         self.send_lock = asyncio.Lock()  # replay (reader task) and live sends (writer task) never interleave
+        self.sender: asyncio.Task[Any] | None = None  # the task in send(), and since when
+        self.send_started: float | None = None
+        self.stuck = False  # a send stayed blocked for SEND_TIMEOUT_S: the client stopped reading
 
     async def send(self, text: str) -> None:
+        """Send one message; NotReading when watch_sends found it blocked for SEND_TIMEOUT_S. (One watcher per
+        connection instead of a timeout per send: wait_for would create a task per message and client.)"""
+        self.sender, self.send_started = asyncio.current_task(), time.monotonic()
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                await self.ws.send_text(text)
-        except TimeoutError:
+            await self.ws.send_text(text)
+        except asyncio.CancelledError:
+            if not self.stuck:
+                raise
+            if self.sender is not None and hasattr(self.sender, "uncancel"):  # Python 3.11+
+                self.sender.uncancel()
             raise NotReading from None
+        finally:
+            self.send_started = None
+
+    async def watch_sends(self) -> None:
+        while True:
+            await asyncio.sleep(SEND_TIMEOUT_S / 10)
+            started = self.send_started
+            if started is not None and time.monotonic() - started > SEND_TIMEOUT_S and self.sender is not None:
+                self.stuck = True
+                self.sender.cancel()
+                return
 
     def _sending_event(self, seq: int) -> None:
         self.last_seq = seq if self.last_seq is None else max(self.last_seq, seq)
@@ -206,9 +226,8 @@ class Connection:
     async def write_loop(self) -> None:
         while True:
             try:
-                async with asyncio.timeout(HEARTBEAT_S):
-                    item = await self.sub.get()
-            except TimeoutError:
+                item = await asyncio.wait_for(self.sub.get(), HEARTBEAT_S)
+            except asyncio.TimeoutError:
                 async with self.send_lock:
                     await self.send(HeartbeatMessage(ts=time.time(), dropped_scores=self.sub.dropped_scores,
                                                      last_seq=self.last_seq).model_dump_json())
@@ -260,15 +279,18 @@ async def live(ws: WebSocket) -> None:
     hub = state.hub
     conn = Connection(ws, state)
     unsubscribe = hub.subscribe(conn.sub)
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(conn.watch_sends())]
     close: tuple[int, str] | None = None
     try:
         await conn.subscribe(first)
         writer = asyncio.create_task(conn.write_loop())
-        tasks = [writer, asyncio.create_task(conn.read_loop())]
-        # A client stuck mid-send must not hold its backlog: overflow cancels the writer wherever it waits.
-        conn.sub.on_overflow = writer.cancel
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        tasks += [writer, asyncio.create_task(conn.read_loop())]
+
+        def overflow() -> None:  # a client stuck mid-send must not hold its backlog: cancel the writer
+            writer.cancel()
+
+        conn.sub.on_overflow = overflow
+        done, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
         if conn.sub.overflowed:
             raise NotReading
         for t in done:
@@ -295,9 +317,8 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
     """Send the close frame; if it cannot get out (the buffers are full and stay full), drop the connection so
     it holds nothing any more."""
     try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await ws.close(code, reason)
-    except TimeoutError:
+        await asyncio.wait_for(ws.close(code, reason), CLOSE_TIMEOUT_S)
+    except asyncio.TimeoutError:
         transport = ws.scope.get(TRANSPORT_KEY)
         if transport is not None:
             transport.abort()
