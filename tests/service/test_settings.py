@@ -3,8 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from service.settings import CameraSettings, SettingsError, load_settings
+from model import AlertParams
+
+from service.settings import AlertSettings, CameraSettings, SettingsError, load_settings
 from service.urls import check_scheme, redact_text, redact_url, resolve_source
 
 pytestmark = pytest.mark.timeout(10)
@@ -84,3 +87,12 @@ def test_redaction() -> None:
     assert "hunter2" not in redact_text("failed to open rtsp://admin:hunter2@cam/x: timeout")
     cam = CameraSettings(id="c", url="rtsp://admin:hunter2@cam/x")
     assert cam.url.startswith("rtsp://admin")  # kept for connecting; every output path redacts it
+
+
+def test_alert_settings_convert_to_the_engine_params_field_by_field() -> None:
+    s = AlertSettings(on_threshold=3.5, off_threshold=1.5, min_duration_s=0.2, hold_s=0.7, cooldown_s=3.0,
+                      smoothing_half_life_frames=1.0, warmup_s=2.0, warmup_blend=0.25, update_interval_s=0.5)
+    assert s.params() == AlertParams(3.5, 1.5, 0.2, 0.7, 3.0, 1.0, 2.0, 0.25, 0.5)
+    assert AlertSettings().params() == AlertParams()  # one set of defaults
+    with pytest.raises(ValidationError, match="off_threshold"):
+        AlertSettings(on_threshold=2, off_threshold=3)
