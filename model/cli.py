@@ -109,17 +109,43 @@ def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_eval(a: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
+    if a.fps <= 0:
+        raise DataError(f"--fps must be positive, got {a.fps}")
+    alerts = _alert_params(a.alerts)
     report = evaluate(_load(a), Path(a.data), Path(a.out), labels=a.labels, batch_size=a.batch_size,
-                      half_life=a.half_life, plots=not a.no_plots)
+                      half_life=a.half_life, alerts=alerts, fps=a.fps, plots=not a.no_plots)
     keys = ("dataset", "frames", "auc_paper_psnr", "auc_paper_smoothed", "auc_paper_local", "auc_combined",
-            "auc_causal", "fps")
+            "auc_causal", "episodes", "episodes_alerted", "event_recall", "false_alarms", "false_alarms_per_hour",
+            "delay_s_median", "delay_s_max", "fps")
     print(json.dumps({k: report.get(k) for k in keys}, indent=2))
 
 
+def _alert_params(path: Path | None):  # type: ignore[no-untyped-def]
+    """--alerts FILE: a YAML mapping of alert settings, or a service config whose `alerts:` holds them."""
+    from .alerts import AlertParams
+
+    if path is None:
+        return AlertParams()
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"--alerts {path}: {e}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("alerts"), dict):
+        raw = raw["alerts"]
+    if not isinstance(raw, dict):
+        raise DataError(f"--alerts {path}: expected a mapping of alert settings")
+    try:
+        return AlertParams(**{k: float(v) for k, v in raw.items()})
+    except (TypeError, ValueError) as e:
+        raise DataError(f"--alerts {path}: {e}") from None
+
+
 def cmd_calibrate(a: argparse.Namespace) -> None:
+    from .checkpoint import atomic_save, safe_torch_load, weights_of
     from .data import find_videos, load_videos, split_holdout
     from .evaluate import calibrate_predictor
-    from .checkpoint import atomic_save, safe_torch_load, weights_of
 
     if a.out is None and a.weights is None:
         raise ValueError("give --out (or --weights to update in place): the shipped weights are checksummed")
@@ -291,12 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--init", type=Path, help="start from these weights or checkpoint (same architecture; the "
                     "image size may differ): fine-tuning; ignored when --out has a checkpoint to resume")
 
-    sp = sub.add_parser("eval", help="frame-level AUC: paper protocol, combined score, causal protocol")
+    sp = sub.add_parser("eval", help="frame-level AUC (paper, combined, causal) and event-level alert numbers")
     sp.add_argument("--data", required=True, help="dataset root with testing/ and labels")
     sp.add_argument("--out", required=True, help="JSON report (ROC and timeline PNGs are written beside it)")
     sp.add_argument("--labels", type=Path, help="label file (default: found in --data)")
     sp.add_argument("--batch-size", type=int, default=16)
     sp.add_argument("--half-life", type=float, default=2.0, help="causal EMA half-life in frames")
+    sp.add_argument("--alerts", type=Path, help="alert settings YAML (a mapping, or a service config's alerts:) "
+                    "for the event-level numbers; default: the service's defaults")
+    sp.add_argument("--fps", type=float, default=10.0, help="frame rate the test videos are replayed at through "
+                    "the alert engine (UCSD Ped2: 10)")
     sp.add_argument("--no-plots", action="store_true")
     common(sp)
 

@@ -6,7 +6,6 @@ import pytest
 from pydantic import ValidationError
 
 from model import AlertParams
-
 from service.settings import AlertSettings, CameraSettings, SettingsError, load_settings
 from service.urls import check_scheme, redact_text, redact_url, resolve_source
 
