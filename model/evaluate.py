@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from .alerts import AlertParams
-from .clip import score_frames
+from .clip import score_frames, windows_from_frames
 from .data import DataError, count_frames, find_videos, load_video
 from .events import evaluate_events, plot_sweep, threshold_sweep
 from .labels import find_labels, load_labels
 from .predictor import Predictor
-from .scoring import METRICS, Calibration, CausalSmoother
+from .scoring import METRICS, Calibration, CausalSmoother, FrameScores, cell_anomaly, cell_statistics
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,24 @@ def score_video(predictor: Predictor, video: np.ndarray, batch_size: int = 16) -
     return out
 
 
-def calibrate_predictor(predictor: Predictor, normal_videos: list[np.ndarray], source: str) -> Calibration:
-    """Score statistics on normal footage (held-out training videos), to be stored with the weights."""
-    k = predictor.num_frames
+def calibrate_predictor(predictor: Predictor, normal_videos: list[np.ndarray], source: str,
+                        batch_size: int = 16) -> Calibration:
+    """Score statistics on normal footage (held-out training videos), to be stored with the weights: per cell
+    (cell_statistics), then of the frame scores, the raw anomaly computed with those cell statistics."""
     # Without any earlier calibration, so the statistics are always of the raw terms (A_t = L_int + L_grad +
     # L_flow unscaled), whatever the predictor carried before: re-calibrating gives the same numbers.
     raw = predictor.with_calibration(None)
-    per_video = [score_video(raw, v) for v in normal_videos]
-    scores = {m: np.concatenate([s[m][k:] for s in per_video]) for m in METRICS}
-    return Calibration.from_scores(scores, source)
+    parts: list[FrameScores] = []
+    for video in normal_videos:
+        windows = [w for _, w in windows_from_frames(video, raw.config) if w is not None]
+        parts += [raw.score(np.stack(windows[i:i + batch_size])) for i in range(0, len(windows), batch_size)]
+    scores = {m: np.concatenate([getattr(p, m) for p in parts]) for m in METRICS}
+    cell_error = np.concatenate([p.cell_error for p in parts])
+    cell_speed = np.concatenate([p.cell_speed for p in parts])
+    cells = cell_statistics(cell_error, cell_speed)
+    stats = {k: np.asarray(v, np.float32) for k, v in cells.items()}
+    scores["anomaly"] = cell_anomaly(cell_error, cell_speed, stats, predictor.score_config.anomaly)
+    return Calibration.from_scores(scores, source, cells)
 
 
 def minmax(x: np.ndarray) -> np.ndarray:

@@ -229,4 +229,7 @@ def test_shipped_weights_files_keep_their_stored_score_config() -> None:
     stored = [C.weights_of(C.safe_torch_load(C.WEIGHTS_DIR / name))["score_config"] for name in weights]
     assert any(sc.get("extra") == {} for sc in stored)
     for sc in stored:
-        assert ScoreConfig.from_dict(sc).to_dict() == {k: v for k, v in sc.items() if k != "extra"}
+        loaded = ScoreConfig.from_dict(sc).to_dict()
+        assert {k: loaded[k] for k in sc if k != "extra"} == {k: v for k, v in sc.items() if k != "extra"}
+        assert {k: v for k, v in loaded.items() if k not in sc} == {k: v for k, v in ScoreConfig().to_dict().items()
+                                                                    if k not in sc}  # absent: the defaults
