@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import DATASET_LOSS_WEIGHTS, PRECISIONS, PRESETS, FlowNetConfig, LossWeights
+from .config import ANOMALY_KINDS, DATASET_LOSS_WEIGHTS, PRECISIONS, PRESETS, FlowNetConfig, LossWeights
 from .data import DataError
 
 log = logging.getLogger("ffp")
@@ -143,6 +143,8 @@ def _alert_params(path: Path | None):  # type: ignore[no-untyped-def]
 
 
 def cmd_calibrate(a: argparse.Namespace) -> None:
+    import dataclasses
+
     from .checkpoint import atomic_save, safe_torch_load, weights_of
     from .data import find_videos, load_videos, split_holdout
     from .evaluate import calibrate_predictor
@@ -150,6 +152,9 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
     if a.out is None and a.weights is None:
         raise ValueError("give --out (or --weights to update in place): the shipped weights are checksummed")
     predictor = _load(a)
+    if a.anomaly is not None:
+        predictor = dataclasses.replace(predictor,
+                                        score_config=dataclasses.replace(predictor.score_config, anomaly=a.anomaly))
     sources = find_videos(a.data, "training")
     if a.holdout:
         _, sources = split_holdout(sources, a.holdout)
@@ -159,6 +164,8 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
     blob = safe_torch_load(Path(a.weights)) if a.weights else predictor.with_calibration(cal).weights_blob()
     target = weights_of(blob)
     target["calibration"] = cal.to_dict()
+    if a.anomaly is not None:
+        target["score_config"] = predictor.score_config.to_dict()
     atomic_save(blob, out)
     print(json.dumps(cal.to_dict(), indent=2))
 
@@ -334,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True, help="dataset root; its training/ videos are normal footage")
     sp.add_argument("--holdout", type=int, default=2, help="use the last N training videos (0 = all)")
     sp.add_argument("--out", help="file to write (default: update --weights in place)")
+    sp.add_argument("--anomaly", choices=ANOMALY_KINDS, help="how the image cells become the raw anomaly score "
+                    "(stored in the weights' score config; default: keep the weights' own)")
     common(sp)
 
     sp = sub.add_parser("score", help="score a video file or a folder of frames, per frame, as JSON")

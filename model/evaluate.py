@@ -79,12 +79,12 @@ def calibrate_predictor(predictor: Predictor, normal_videos: list[np.ndarray], s
     for video in normal_videos:
         windows = [w for _, w in windows_from_frames(video, raw.config) if w is not None]
         parts += [raw.score(np.stack(windows[i:i + batch_size])) for i in range(0, len(windows), batch_size)]
-    scores = {m: np.concatenate([getattr(p, m) for p in parts]) for m in METRICS}
+    scores = {m: np.concatenate([getattr(p, m) for p in parts]).astype(np.float64) for m in METRICS}
     cell_error = np.concatenate([p.cell_error for p in parts])
     cell_speed = np.concatenate([p.cell_speed for p in parts])
     cells = cell_statistics(cell_error, cell_speed)
     stats = {k: np.asarray(v, np.float32) for k, v in cells.items()}
-    scores["anomaly"] = cell_anomaly(cell_error, cell_speed, stats, predictor.score_config.anomaly)
+    scores["anomaly"] = cell_anomaly(cell_error, cell_speed, stats, predictor.score_config.anomaly).astype(np.float64)
     return Calibration.from_scores(scores, source, cells)
 
 

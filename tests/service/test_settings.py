@@ -24,7 +24,7 @@ def test_yaml_env_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert s.api_key is not None and s.api_key.get_secret_value() == "s3cret" and "s3cret" not in repr(s)
     cam = s.cameras[0]
     a = cam.alert_settings(s.alerts)
-    assert (a.on_threshold, a.hold_s, a.off_threshold) == (5, 3, 2.5)
+    assert (a.on_threshold, a.hold_s, a.off_threshold) == (5, 3, AlertParams().off_threshold)
     assert load_settings(None).cameras == []
 
 

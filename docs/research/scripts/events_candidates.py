@@ -55,7 +55,7 @@ def main() -> None:
     stats = cell_statistics(np.concatenate([c[0] for c in clean_cells.values()]),
                             np.concatenate([c[1] for c in clean_cells.values()]))
     arrays = {key: np.asarray(v, np.float32) for key, v in stats.items()}
-    pad = lambda x: np.r_[np.full(k, np.nan), x]  # noqa: E731 - the first k frames are unscored
+    pad = lambda x: np.r_[np.full(k, np.nan), x]  # the first k frames are unscored
     rows = []
     for kind in ANOMALY_KINDS:
         clean_anomaly = {n: cell_anomaly(e, s, arrays, kind) for n, (e, s) in clean_cells.items()}
