@@ -263,6 +263,7 @@ def _timeline(ax: Any, n: str, gt: dict[str, np.ndarray], prot: dict[str, dict[s
     c = prot["causal"][n]
     lo, hi = -3.0, max(10.0, float(np.max(c)))
     ax.plot(t, np.clip((c - lo) / (hi - lo), 0, 1), lw=1, label=f"causal score z (scaled {lo:g}..{hi:.0f})")
-    ax.axhline((on_threshold - lo) / (hi - lo), color="k", ls="--", lw=0.8, label=f"alert on_threshold z={on_threshold:g}")
+    ax.axhline((on_threshold - lo) / (hi - lo), color="k", ls="--", lw=0.8,
+               label=f"alert on_threshold z={on_threshold:g}")
     ax.set(title=f"video {n}", ylim=(0, 1), xlabel="frame")
 

@@ -3,11 +3,14 @@
 Each test video is replayed, one scored frame every 1/fps s, through the service's own CameraCalibration and
 AlertEngine (model/alerts.py) with the alert settings in force. Then, over all videos:
 - episodes: the ground-truth anomalous intervals (maximal runs of anomalous frames);
-- episodes_alerted / event_recall: episodes that some alert overlaps (alert = [start_ts, end_ts] of an event);
-- false_alarms: alerts that overlap no episode; false_alarms_per_hour: per hour of normal scored frames;
-- delay_s_median / delay_s_max over the alerted episodes: from the episode's start (or the video's first scored
-  frame, when the episode starts before it) to the moment the first overlapping alert was raised (its "start"
-  message, which comes min_duration_s after the score crossed on_threshold), never below 0.
+- episodes_alerted / event_recall: episodes caught by an alert: one that overlaps the episode (alert = [start_ts,
+  end_ts] of an event) and was raised (its "start" message, min_duration_s after the score crossed on_threshold)
+  at or after the episode's start, or the video's first scored frame when the episode starts before it. An alert
+  raised during normal frames that stays open into an episode did not detect it: a score stuck above the
+  threshold would otherwise "catch" every episode of a video with one alert;
+- false_alarms: alerts that catch no episode; false_alarms_per_hour: per hour of normal scored frames;
+- delay_s_median / delay_s_max over the caught episodes: from the episode's (clipped) start to the moment the
+  first alert that caught it was raised.
 """
 from __future__ import annotations
 
@@ -66,13 +69,18 @@ def event_metrics(videos: dict[str, tuple[np.ndarray, list[Alert]]], k: int, fps
     for name, (labels, alerts) in videos.items():
         normal_frames += int((~np.asarray(labels[k:]).astype(bool)).sum())
         eps = episodes(labels)
-        # an alert's frames: from its start to its end, both inclusive
-        spans = [(round(a.start_s * fps), round(a.end_s * fps)) for a in alerts]
-        false_alarms += sum(1 for s, e in spans if not any(s < b and e >= a for a, b in eps))
+        # an alert's frames: from its start to its end, both inclusive; raised at frame r
+        spans = [(round(al.start_s * fps), round(al.end_s * fps), round(al.raised_s * fps)) for al in alerts]
+
+        def catches(span: tuple[int, int, int], a: int, b: int) -> bool:
+            s, e, r = span
+            return s < b and e >= a and r >= max(a, k)
+
+        false_alarms += sum(1 for sp in spans if not any(catches(sp, a, b) for a, b in eps))
         for a, b in eps:
             first = max(a, k)
-            hits = [al for al, (s, e) in zip(alerts, spans) if s < b and e >= a]
-            delay = max(0.0, min(h.raised_s for h in hits) - first / fps) if hits else None
+            hits = [al for al, sp in zip(alerts, spans) if catches(sp, a, b)]
+            delay = min(h.raised_s for h in hits) - first / fps if hits else None
             if delay is not None:
                 n_alerted += 1
                 delays.append(delay)

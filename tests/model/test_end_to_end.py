@@ -48,7 +48,8 @@ def test_train_then_eval_detects_injected_event(tmp_path: Path) -> None:
     # event level: one injected episode per test video, replayed through the alert engine
     assert report["episodes"] == 3 and 0 <= report["episodes_alerted"] <= 3
     assert report["event_recall"] == report["episodes_alerted"] / 3
-    assert [r["on_threshold"] for r in report["threshold_sweep"] if r["operating_point"]] == [AlertParams().on_threshold]
+    operating = [r["on_threshold"] for r in report["threshold_sweep"] if r["operating_point"]]
+    assert operating == [AlertParams().on_threshold]
     assert Path(report["plots"]["threshold_sweep"]).is_file()
     # the per-frame file reproduces the headline numbers, and each mixed video reports its own AUC
     import csv

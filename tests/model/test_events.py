@@ -71,3 +71,12 @@ def test_sweep_marks_the_operating_point_and_recall_falls_as_the_threshold_rises
     assert rows[-1]["event_recall"] == 0.0 and rows[-1]["false_alarms"] == 0
     recalls = [r["event_recall"] for r in rows]
     assert recalls == sorted(recalls, reverse=True)
+
+
+def test_an_alert_raised_before_the_episode_is_a_false_alarm_not_a_catch() -> None:
+    # the score sticks above on_threshold from the first scored frame: one alert spans the whole video
+    scores = {"v": np.r_[np.zeros(K), np.full(96, 9.0)]}
+    labels = {"v": np.r_[np.zeros(50, np.int64), np.ones(50, np.int64)]}
+    m = evaluate_events(scores, labels, K, CAL, PARAMS, FPS)
+    assert (m["episodes"], m["episodes_alerted"], m["false_alarms"]) == (1, 0, 1)
+    assert m["delay_s_median"] is None
