@@ -136,6 +136,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: Any) -> None:
     ax.set(xlabel="false alarms per hour of normal video", ylabel="event recall (episodes alerted)",
            title="alerts: event recall vs false alarms", ylim=(-0.02, 1.02))
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
