@@ -1,6 +1,7 @@
 """ffp's model: the future-frame predictor (Liu et al., CVPR 2018), its losses, flow network, scoring,
 data, training and evaluation. This package never imports `service`; `service` imports only what is
 exported here."""
+from .alerts import AlertEngine, AlertParams, CameraCalibration, EventUpdate
 from .checkpoint import WeightsError, default_weights_path
 from .clip import ScoredFrame, score_frames, window_from_buffer, windows_from_frames
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
@@ -9,7 +10,8 @@ from .predictor import Predictor, load_predictor
 from .scoring import METRICS, Calibration, CausalSmoother, FrameScorer, FrameScores, Scorer
 
 __all__ = [
-    "METRICS", "PRESETS", "Calibration", "CausalSmoother", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig",
-    "Predictor", "ScoreConfig", "ScoredFrame", "Scorer", "WeightsError", "default_weights_path", "get_preset",
-    "load_predictor", "preprocess_frame", "score_frames", "window_from_buffer", "windows_from_frames",
+    "METRICS", "PRESETS", "AlertEngine", "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother",
+    "EventUpdate", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig", "Predictor", "ScoreConfig",
+    "ScoredFrame", "Scorer", "WeightsError", "default_weights_path", "get_preset", "load_predictor",
+    "preprocess_frame", "score_frames", "window_from_buffer", "windows_from_frames",
 ]

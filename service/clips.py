@@ -14,9 +14,8 @@ from typing import Any, cast
 import cv2
 import numpy as np
 
-from model import FrameScores, Predictor, score_frames
+from model import AlertEngine, CameraCalibration, EventUpdate, FrameScores, Predictor, score_frames
 
-from .alerts import AlertEngine, CameraCalibration, EventUpdate
 from .frames import REPORTED_METRICS
 from .settings import AlertSettings, Settings
 
@@ -205,7 +204,8 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
     if len(scored) <= predictor.num_frames:
         raise ClipError(f"the clip needs more than {predictor.num_frames} frames to be scored")
 
-    calibration, engine = CameraCalibration(predictor.calibration, alerts), AlertEngine("clip", alerts)
+    params = alerts.params()
+    calibration, engine = CameraCalibration(predictor.calibration, params), AlertEngine("clip", params)
     out: list[dict[str, Any]] = []
     events: dict[str, dict[str, Any]] = {}
     for sf in scored:

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import FrameScores, Predictor
+from model import AlertEngine, CameraCalibration, FrameScores, Predictor
 
-from .alerts import AlertEngine, CameraCalibration
 from .capture import CaptureWorker
 from .clips import ClipError, ClipLimits, ClipResult, score_clip
 from .frames import REPORTED_METRICS, CameraStatus, EventMessage, ScoreMessage, Window
@@ -128,7 +127,7 @@ class Pipeline:
             ring = RingBuffer(cam.id, self.predictor.num_frames, self.predictor.config.frame_stride)
             worker = CaptureWorker(cam, spec, ring, self.predictor.preprocess, self._inference,
                                    source_factory=self._factory, clock=self._clock)
-            alerts = cam.alert_settings(self.settings.alerts)
+            alerts = cam.alert_settings(self.settings.alerts).params()
             calibration = CameraCalibration(self.predictor.calibration, alerts)
             self._cams[cam.id] = _Camera(cam, worker, calibration, AlertEngine(cam.id, alerts))
             self._inference.register(cam.id)

@@ -13,6 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from model import AlertParams
+
 from .urls import check_host_entry, check_scheme
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -26,33 +28,45 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AlertSettings(_Model):
-    """Turns a camera's calibrated score stream (z units) into events. Times are in seconds."""
+_ALERTS = AlertParams()  # the defaults live with the engine
 
-    on_threshold: float = Field(4.0, description="An event may start when the smoothed z score reaches this.")
-    off_threshold: float = Field(2.5, description="An event may end once the smoothed z score falls below this.")
-    min_duration_s: float = Field(0.4, ge=0, description="The score must stay above on_threshold this long "
-                                                         "before an event starts (filters single-frame spikes).")
-    hold_s: float = Field(1.0, ge=0, description="An active event stays open this long after the score drops "
-                                                 "below off_threshold (bridges short dips).")
-    cooldown_s: float = Field(2.0, ge=0, description="No new event starts this soon after the previous one ended "
-                                                     "(so a scene that keeps crossing the thresholds does not raise "
-                                                     "a burst of events).")
-    smoothing_half_life_frames: float = Field(2.0, ge=0, description="Half-life of the causal EMA over scores, "
-                                                                     "in frames; 0 disables smoothing.")
-    warmup_s: float = Field(0.0, ge=0, description="Adapt calibration to the camera: estimate mean/std of the "
-                                                   "raw score over its first warmup_s seconds (0 = off). Weights "
-                                                   "without calibration always warm up (5 s when this is 0), and "
-                                                   "the camera has no score until then.")
-    warmup_blend: float = Field(0.5, ge=0, le=1, description="Weight of the camera's own statistics after "
-                                                             "warm-up (0 = shipped calibration only).")
-    update_interval_s: float = Field(1.0, gt=0, description="At most one 'update' message per event this often.")
+
+class AlertSettings(_Model):
+    """Turns a camera's calibrated score stream (z units) into events. Times are in seconds. The validated
+    form of model.AlertParams (`params()`), which the alert engine takes."""
+
+    on_threshold: float = Field(_ALERTS.on_threshold,
+                                description="An event may start when the smoothed z score reaches this.")
+    off_threshold: float = Field(_ALERTS.off_threshold,
+                                 description="An event may end once the smoothed z score falls below this.")
+    min_duration_s: float = Field(_ALERTS.min_duration_s, ge=0,
+                                  description="The score must stay above on_threshold this long before an event "
+                                              "starts (filters single-frame spikes).")
+    hold_s: float = Field(_ALERTS.hold_s, ge=0, description="An active event stays open this long after the score "
+                                                            "drops below off_threshold (bridges short dips).")
+    cooldown_s: float = Field(_ALERTS.cooldown_s, ge=0,
+                              description="No new event starts this soon after the previous one ended (so a scene "
+                                          "that keeps crossing the thresholds does not raise a burst of events).")
+    smoothing_half_life_frames: float = Field(_ALERTS.smoothing_half_life_frames, ge=0,
+                                              description="Half-life of the causal EMA over scores, in frames; 0 "
+                                                          "disables smoothing.")
+    warmup_s: float = Field(_ALERTS.warmup_s, ge=0,
+                            description="Adapt calibration to the camera: estimate mean/std of the raw score over "
+                                        "its first warmup_s seconds (0 = off). Weights without calibration always "
+                                        "warm up (5 s when this is 0), and the camera has no score until then.")
+    warmup_blend: float = Field(_ALERTS.warmup_blend, ge=0, le=1,
+                                description="Weight of the camera's own statistics after warm-up (0 = shipped "
+                                            "calibration only).")
+    update_interval_s: float = Field(_ALERTS.update_interval_s, gt=0,
+                                     description="At most one 'update' message per event this often.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> AlertSettings:
-        if self.off_threshold > self.on_threshold:
-            raise ValueError(f"off_threshold ({self.off_threshold}) must be <= on_threshold ({self.on_threshold})")
+        self.params()  # AlertParams checks off_threshold <= on_threshold
         return self
+
+    def params(self) -> AlertParams:
+        return AlertParams(**self.model_dump())
 
 
 class CameraSettings(_Model):

@@ -27,7 +27,8 @@ def frame(i: int) -> np.ndarray:
 
 def fake_scores(n: int) -> FrameScores:
     z = np.zeros(n, np.float32)
-    return FrameScores(z, z, z, z, z, z, z, z, np.zeros((n, 4, 4), np.float32))
+    cells = np.zeros((n, 1), np.float32)
+    return FrameScores(z, z, z, z, z, z, z, z, np.zeros((n, 4, 4), np.float32), cells, cells)
 
 
 class SlowScorer:

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.timeout(20)
 
 class InstantScorer:
     def score(self, windows: np.ndarray) -> FrameScores:
-        z = np.zeros(len(windows), np.float32)
-        return FrameScores(z, z, z, z, z, z, z, z, np.zeros((len(windows), 4, 4), np.float32))
+        z, cells = np.zeros(len(windows), np.float32), np.zeros((len(windows), 1), np.float32)
+        return FrameScores(z, z, z, z, z, z, z, z, np.zeros((len(windows), 4, 4), np.float32), cells, cells)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:

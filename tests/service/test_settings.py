@@ -3,8 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from service.settings import CameraSettings, SettingsError, load_settings
+from model import AlertParams
+from service.settings import AlertSettings, CameraSettings, SettingsError, load_settings
 from service.urls import HostPolicy, check_host, check_scheme, parse_ip, redact_text, redact_url, resolve_source
 
 pytestmark = pytest.mark.timeout(10)
@@ -22,7 +24,7 @@ def test_yaml_env_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert s.api_key is not None and s.api_key.get_secret_value() == "s3cret" and "s3cret" not in repr(s)
     cam = s.cameras[0]
     a = cam.alert_settings(s.alerts)
-    assert (a.on_threshold, a.hold_s, a.off_threshold) == (5, 3, 2.5)
+    assert (a.on_threshold, a.hold_s, a.off_threshold) == (5, 3, AlertParams().off_threshold)
     assert load_settings(None).cameras == []
 
 
@@ -155,3 +157,12 @@ def test_host_settings_are_validated() -> None:
         load_settings(None, camera_allowed_hosts=["not a host!"])
     with pytest.raises(SettingsError, match="allowed_origins"):
         load_settings(None, allowed_origins=["https://ops.example.com/path"])
+
+
+def test_alert_settings_convert_to_the_engine_params_field_by_field() -> None:
+    s = AlertSettings(on_threshold=3.5, off_threshold=1.5, min_duration_s=0.2, hold_s=0.7, cooldown_s=3.0,
+                      smoothing_half_life_frames=1.0, warmup_s=2.0, warmup_blend=0.25, update_interval_s=0.5)
+    assert s.params() == AlertParams(3.5, 1.5, 0.2, 0.7, 3.0, 1.0, 2.0, 0.25, 0.5)
+    assert AlertSettings().params() == AlertParams()  # one set of defaults
+    with pytest.raises(ValidationError, match="off_threshold"):
+        AlertSettings(on_threshold=2, off_threshold=3)

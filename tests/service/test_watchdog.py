@@ -171,7 +171,8 @@ def test_failed_camera_error_is_redacted(no_thread_leak: None) -> None:
 
 def fake_scores(n: int) -> FrameScores:
     z = np.zeros(n, np.float32)
-    return FrameScores(z, z, z, z, z, z, z, z, np.zeros((n, 4, 4), np.float32))
+    cells = np.zeros((n, 1), np.float32)
+    return FrameScores(z, z, z, z, z, z, z, z, np.zeros((n, 4, 4), np.float32), cells, cells)
 
 
 def window(i: int) -> Window:
