@@ -159,7 +159,7 @@ class Pipeline:
             stalls=w.stalls, restarts=w.restarts, last_frame_age_s=None if age is None else round(age, 3),
             last_error=w.last_error, frames_captured=w.frames_captured,
             frames_scored=int(inf["frames_scored"]), frames_skipped=int(inf["frames_skipped"]),  # type: ignore[call-overload]
-            history_resets=w.history_resets, on_threshold=c.engine.settings.on_threshold)
+            history_resets=w.history_resets, on_threshold=c.engine.params.on_threshold)
 
     def latest_frame(self, camera_id: str) -> np.ndarray | None:
         """The camera's last decoded frame (BGR), None before its first one; KeyError for an unknown id."""
