@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from model import FrameScores
-from service.frames import Window
+from service.frames import ServedModel, Window
 from service.inference import InferenceWorker
 
 pytestmark = pytest.mark.timeout(20)
@@ -29,13 +29,16 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def window(cam: str, i: int) -> Window:
-    return Window(cam, i, time.time(), np.zeros((5, 1, 8, 8), np.float32), np.zeros((8, 8, 3), np.uint8))
+INSTANT = ServedModel(InstantScorer(), "instant", None)  # type: ignore[arg-type]
+
+
+def window(cam: str, i: int, model: ServedModel = INSTANT) -> Window:
+    return Window(cam, i, time.time(), np.zeros((5, 1, 8, 8), np.float32), np.zeros((8, 8, 3), np.uint8), model)
 
 
 def test_live_queue_absorbs_a_burst_and_drops_oldest_beyond_it() -> None:
     batches: list[list[tuple[str, int]]] = []
-    inf = InferenceWorker(InstantScorer(), lambda b, s, ms: batches.append([(w.camera_id, w.frame_index) for w in b]),
+    inf = InferenceWorker(lambda b, s, ms: batches.append([(w.camera_id, w.frame_index) for w in b]),
                           max_wait_ms=0, queue_per_camera=2)
     stop = threading.Event()
     for cam in ("a", "b"):
@@ -62,7 +65,7 @@ def test_live_queue_absorbs_a_burst_and_drops_oldest_beyond_it() -> None:
 
 
 def test_blocking_camera_waits_for_room_instead_of_dropping() -> None:
-    inf = InferenceWorker(InstantScorer(), lambda b, s, ms: None, queue_per_camera=1)
+    inf = InferenceWorker(lambda b, s, ms: None, queue_per_camera=1)
     inf.register("f")
     stop = threading.Event()
     inf.submit(window("f", 0), block=True, stop=stop)
@@ -78,4 +81,4 @@ def test_blocking_camera_waits_for_room_instead_of_dropping() -> None:
 
 def test_queue_size_is_validated() -> None:
     with pytest.raises(ValueError, match="queue_per_camera"):
-        InferenceWorker(InstantScorer(), lambda b, s, ms: None, queue_per_camera=0)
+        InferenceWorker(lambda b, s, ms: None, queue_per_camera=0)
