@@ -21,6 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,20 +34,19 @@ from model.unet import Generator, UNet
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
-def grouped_conv(convs: list[nn.Conv2d] | list[nn.ConvTranspose2d]) -> nn.Module:
-    """N convolutions of the same shape -> one with groups=N whose group g is convs[g]."""
+def grouped_conv(convs: list[Any]) -> nn.Module:
+    """N convolutions (Conv2d or ConvTranspose2d) of one shape -> one with groups=N whose group g is convs[g]."""
     c0 = convs[0]
     n = len(convs)
+    out: Any
     if isinstance(c0, nn.ConvTranspose2d):
-        out: nn.Module = nn.ConvTranspose2d(c0.in_channels * n, c0.out_channels * n, c0.kernel_size,  # type: ignore[arg-type]
-                                            stride=c0.stride, groups=n)  # type: ignore[arg-type]
+        out = nn.ConvTranspose2d(c0.in_channels * n, c0.out_channels * n, c0.kernel_size, stride=c0.stride, groups=n)
     else:
-        out = nn.Conv2d(c0.in_channels * n, c0.out_channels * n, c0.kernel_size, padding=c0.padding,  # type: ignore[arg-type]
-                        groups=n)
+        out = nn.Conv2d(c0.in_channels * n, c0.out_channels * n, c0.kernel_size, padding=c0.padding, groups=n)
     with torch.no_grad():
-        out.weight.copy_(torch.cat([c.weight for c in convs]))  # type: ignore[union-attr]
-        out.bias.copy_(torch.cat([c.bias for c in convs]))  # type: ignore[union-attr,arg-type]
-    return out
+        out.weight.copy_(torch.cat([c.weight for c in convs]))
+        out.bias.copy_(torch.cat([c.bias for c in convs]))
+    return out  # type: ignore[no-any-return]
 
 
 class GroupedUNet(nn.Module):
@@ -55,14 +55,16 @@ class GroupedUNet(nn.Module):
     def __init__(self, unets: list[UNet]) -> None:
         super().__init__()
         self.n = len(unets)
+        nets: list[Any] = unets
 
-        def double(blocks: list[nn.Sequential]) -> nn.Sequential:
-            return nn.Sequential(grouped_conv([b[0] for b in blocks]), nn.ReLU(inplace=True),  # type: ignore[misc]
-                                 grouped_conv([b[2] for b in blocks]), nn.ReLU(inplace=True))  # type: ignore[misc]
+        def double(blocks: list[Any]) -> nn.Sequential:
+            return nn.Sequential(grouped_conv([b[0] for b in blocks]), nn.ReLU(inplace=True),
+                                 grouped_conv([b[2] for b in blocks]), nn.ReLU(inplace=True))
 
-        self.down = nn.ModuleList([double([u.down[i] for u in unets]) for i in range(len(unets[0].down))])  # type: ignore[misc]
-        self.ups = nn.ModuleList([grouped_conv([u.up[i].up for u in unets]) for i in range(len(unets[0].up))])  # type: ignore[union-attr,misc]
-        self.up_convs = nn.ModuleList([double([u.up[i].conv for u in unets]) for i in range(len(unets[0].up))])  # type: ignore[misc]
+        levels, ups = range(len(unets[0].down)), range(len(unets[0].up))
+        self.down = nn.ModuleList([double([u.down[i] for u in nets]) for i in levels])
+        self.ups = nn.ModuleList([grouped_conv([u.up[i].up for u in nets]) for i in ups])
+        self.up_convs = nn.ModuleList([double([u.up[i].conv for u in nets]) for i in ups])
         self.head = grouped_conv([u.head for u in unets])
         self.pool = nn.MaxPool2d(2)
 

@@ -49,7 +49,8 @@ class ModelEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelEntry:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+        known: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**known)
 
 
 def summarize(blob: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def summarize(blob: dict[str, Any]) -> dict[str, Any]:
             "recipe": None if recipe is None else str(recipe)}
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+def _write_atomic(path: Path, write: Callable[[str], object]) -> None:
     """write(tmp) in the same folder, fsync, rename over `path`: readers see the old file or the new one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)

@@ -191,7 +191,12 @@ def test_swap_waits_for_nothing_while_inference_runs(tmp_path: Path) -> None:
         pipe.add_camera(CameraSettings(id="a", url="rtsp://cam.local/a"))
         with pipe._model_lock:  # a forward (or a clip batch) holds the model
             done = threading.Event()
-            t = threading.Thread(target=lambda: (pipe.set_camera_model("a", other, version="o"), done.set()))
+
+            def swap() -> None:
+                pipe.set_camera_model("a", other, version="o")
+                done.set()
+
+            t = threading.Thread(target=swap)
             t.start()
             assert done.wait(10)
         t.join(5)
