@@ -59,13 +59,16 @@ def make_pipeline(tmp_path: Path, shipped: Predictor, cams: list[CameraSettings]
 
 def test_swapping_one_cameras_model_never_costs_another_camera_a_window(
         tmp_path: Path, write_video: Callable[..., Path], no_thread_leak: None) -> None:
-    clip = write_video(tmp_path / "walk.avi", moving_square(40), fps=10)
+    n_frames = 120
+    clip = write_video(tmp_path / "walk.avi", moving_square(n_frames), fps=10)
     shipped = predictor(0, 4, 0.0)  # z = anomaly in [-100, 0]
     other = predictor(1, 4, -1000.0)  # same input: the ring is kept; z = anomaly + 1000
     short = predictor(2, 2, -2000.0)  # k = 2: the ring restarts; z = anomaly + 2000
     versions = {"other": other, "short": short}
     z_range = {SHIPPED: (-150, 1), "other": (850, 1001), "short": (1850, 2001)}
-    cams = [CameraSettings(id=c, url=str(clip), fps=10, loop=True) for c in ("a", "b")]
+    # Files, not looped: paced at 10 fps, they wait for inference instead of dropping, so on a loaded machine
+    # every window is still scored; a window lost to the swap would be missing from b's scores.
+    cams = [CameraSettings(id=c, url=str(clip), fps=10) for c in ("a", "b")]
     pipe, store = make_pipeline(tmp_path, shipped, cams)
     got: list[tuple[float, ScoreMessage]] = []
     pipe.add_listener(lambda m: got.append((time.monotonic(), m)) if isinstance(m, ScoreMessage) else None)
@@ -82,19 +85,19 @@ def test_swapping_one_cameras_model_never_costs_another_camera_a_window(
             n = len([m for _, m in got if m.camera_id == "a"])
             wait_for(lambda n=n: len([m for _, m in got if m.camera_id == "a"]) >= n + 4,  # type: ignore[misc]
                      what=f"scores of a ({name})")
-        b_status = pipe.get_camera("b")
         stats = pipe.stats()
+        wait_for(lambda: pipe.get_camera("b").state == "ended" and pipe.stats()["inference"]["pending"] == 0,
+                 timeout=60, what="b's file played to its end")
+        time.sleep(0.2)
+        b_status = pipe.get_camera("b")
     finally:
         pipe.stop()
         store.close()
 
-    # b: never skipped, and every window it cut was scored: consecutive frames, except the k frames that a loop
-    # seam's history reset leaves unscored.
+    # b: never skipped, and every window it cut was scored, in order (all frames but the first k).
     b = [m.frame_index for _, m in got if m.camera_id == "b"]
-    assert b_status.frames_skipped == 0 and len(b) > 40
-    gaps = np.diff(b)
-    assert set(gaps.tolist()) <= {1, 4 + 1}, sorted(set(gaps.tolist()))
-    assert int((gaps == 5).sum()) <= b_status.history_resets
+    assert b_status.frames_skipped == 0 and b_status.frames_captured == n_frames
+    assert b == list(range(4, n_frames))
     assert all(m.model == SHIPPED for _, m in got if m.camera_id == "b")
     assert b_status.model is not None and b_status.model.version == SHIPPED
 
