@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .frames import CameraState, Window
+from .frames import CameraState, ServedModel, Window
 from .meters import RateMeter
 from .ring import RingBuffer
 from .settings import CameraSettings
@@ -120,15 +120,14 @@ class Backoff:
 
 
 class CaptureWorker(SupervisedThread):
-    def __init__(self, cam: CameraSettings, spec: SourceSpec, ring: RingBuffer,
-                 preprocess: Callable[[np.ndarray], np.ndarray], sink: WindowSink, *,
+    def __init__(self, cam: CameraSettings, spec: SourceSpec, ring: RingBuffer, model: ServedModel, sink: WindowSink, *,
                  source_factory: SourceFactory = open_opencv_source, backoff: Backoff | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(f"camera {cam.id}", kind="capture", thread_name=f"capture-{cam.id}")
         self.cam = cam
         self.spec = spec
         self.ring = ring
-        self._preprocess = preprocess
+        self.model = model  # preprocesses the frames in the ring, and scores the windows cut from it
         self._sink = sink
         self._factory = source_factory
         self._backoff = backoff or Backoff()
@@ -206,6 +205,16 @@ class CaptureWorker(SupervisedThread):
 
     def _on_stopped(self) -> None:
         self._set_state_locked("stopped")
+
+    def set_model(self, model: ServedModel) -> None:
+        """Preprocess frames and cut windows for `model` from the next frame on. The history is kept when `model`
+        takes the same input as the current one; otherwise the ring starts again at the new model's k and stride
+        (its first k frames go unscored)."""
+        with self._lock:
+            if not model.same_input(self.model):
+                cfg = model.scorer.config
+                self.ring.resize(cfg.num_frames, cfg.frame_stride)
+            self.model = model
 
     def frame_age(self, now_mono: float | None = None) -> float | None:
         if self.last_frame_at is None:
@@ -336,13 +345,17 @@ class CaptureWorker(SupervisedThread):
                 self.history_resets += 1
 
     def _keep(self, frame: np.ndarray, cancel: threading.Event, catching_up: bool = False) -> None:
-        pre = self._preprocess(frame)
-        with self._lock:  # restart() clears the ring under this lock: no stale frame slips in after it
+        model = self.model
+        pre = model.scorer.preprocess(frame)
+        with self._lock:  # restart() clears the ring and set_model() swaps it under this lock: no stale frame
             if cancel.is_set():
                 return
+            if self.model is not model:  # swapped while this frame was preprocessed
+                model = self.model
+                pre = model.scorer.preprocess(frame)
             index = self.frames_captured
             self.frames_captured += 1
-            window = self.ring.push(pre, frame, index, self._clock())
+            window = self.ring.push(pre, frame, index, self._clock(), model)
             self._waiting = window is not None and not self.live
         self.captured_rate.add()
         if window is None:

@@ -16,6 +16,13 @@ class CameraCreate(CameraSettings):
     """Body of POST /v1/cameras: the same fields (and validation) as a camera in the settings file."""
 
 
+class CameraModelPublic(BaseModel):
+    version: str = Field(description="'shipped' (the service's default weights) or the camera's own registry "
+                                     "version (vNNNN).")
+    sha256: str | None = Field(description="First 12 hex digits of the weights file's sha256 (None: not a file).")
+    error: str | None = Field(None, description="Why the camera's last model change failed; it kept this model.")
+
+
 class CameraPublic(BaseModel):
     id: str
     url: str = Field(description="The source URL with any user:password removed.")
@@ -34,6 +41,7 @@ class CameraPublic(BaseModel):
                                 "are not scored, so no window spans the jump.")
     on_threshold: float | None = Field(None, description="The smoothed score (z units) at which this camera's "
                                        "alerts open an event (its alert settings).")
+    model: CameraModelPublic | None = Field(None, description="The model that scores this camera.")
 
     @classmethod
     def from_status(cls, status: Any) -> CameraPublic:

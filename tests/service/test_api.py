@@ -71,6 +71,9 @@ def test_camera_crud_and_errors(client: httpx.Client) -> None:
     time.sleep(2.5)  # the unreachable camera tries, fails and reports it; the service stays up
     state = client.get("/v1/cameras/door").json()
     assert state["state"] in ("connecting", "reconnecting", "stalled"), state
+    # No model of its own: the shipped one (here an untrained predictor without a file, so no sha256).
+    assert state["model"] == {"version": "shipped", "sha256": None, "error": None}
+    assert client.get("/v1/stats").json()["cameras"]["door"]["model"]["version"] == "shipped"
     assert [c["id"] for c in client.get("/v1/cameras").json()] == ["door"]
     for path in ("/v1/cameras", "/v1/cameras/door", "/v1/stats"):
         body = client.get(path).text

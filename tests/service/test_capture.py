@@ -10,7 +10,7 @@ import pytest
 
 from model import FrameScores
 from service.capture import Backoff, CaptureWorker
-from service.frames import Window
+from service.frames import ServedModel, Window
 from service.inference import InferenceWorker
 from service.ring import RingBuffer
 from service.settings import CameraSettings
@@ -35,9 +35,19 @@ class SlowScorer:
     def __init__(self, delay: float) -> None:
         self.delay = delay
 
+    def preprocess(self, f: np.ndarray) -> np.ndarray:
+        return f[:1, :1, 0].astype(np.float32)  # the frame's index (FakeSource) as a (1, 1) frame
+
     def score(self, windows: np.ndarray) -> FrameScores:
         time.sleep(self.delay)
         return fake_scores(len(windows))
+
+
+def slow_model(delay: float) -> ServedModel:
+    return ServedModel(SlowScorer(delay), "slow", None)  # type: ignore[arg-type]
+
+
+SLOW = slow_model(0.0)
 
 
 class FakeSource:
@@ -67,9 +77,9 @@ class FakeSource:
 
 
 def make_worker(cam: CameraSettings, factory: Callable[..., object], sink: object,
-                spec: SourceSpec | None = None) -> CaptureWorker:
+                spec: SourceSpec | None = None, model: ServedModel = SLOW) -> CaptureWorker:
     spec = spec or SourceSpec("network", cam.url)
-    return CaptureWorker(cam, spec, RingBuffer(cam.id, K1 - 1), lambda f: f[:1, :1, 0].astype(np.float32), sink,  # type: ignore[arg-type]
+    return CaptureWorker(cam, spec, RingBuffer(cam.id, K1 - 1), model, sink,  # type: ignore[arg-type]
                          source_factory=factory, backoff=Backoff(base_s=0.05, cap_s=0.2))  # type: ignore[arg-type]
 
 
@@ -193,10 +203,10 @@ def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..
     n = 30
     clip = write_video(tmp_path / "c.avi", [np.full((48, 64, 3), 8 * i, np.uint8) for i in range(n)], fps=50)
     scored: list[Window] = []
-    inf = InferenceWorker(SlowScorer(0.05), lambda b, s, ms: scored.extend(b), max_batch=4)  # slower than 50 fps
+    inf = InferenceWorker(lambda b, s, ms: scored.extend(b), max_batch=4)
     cam = CameraSettings(id="f", url=str(clip), fps=50)
     w = make_worker(cam, open_opencv_source, inf,
-                    resolve_source(cam.url, trusted=True, media_dir=None))
+                    resolve_source(cam.url, trusted=True, media_dir=None), slow_model(0.05))  # slower than 50 fps
     inf.register("f")
     inf.start()
     w.start()
@@ -211,8 +221,9 @@ def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..
 
 def test_live_camera_drops_oldest_when_inference_is_behind(no_thread_leak: None) -> None:
     scored: list[Window] = []
-    inf = InferenceWorker(SlowScorer(0.1), lambda b, s, ms: scored.extend(b))
-    w = make_worker(CameraSettings(id="l", url="rtsp://cam/x", fps=100), lambda s, c: FakeSource(None, 0.005), inf)
+    inf = InferenceWorker(lambda b, s, ms: scored.extend(b))
+    w = make_worker(CameraSettings(id="l", url="rtsp://cam/x", fps=100), lambda s, c: FakeSource(None, 0.005), inf,
+                    model=slow_model(0.1))
     inf.register("l")
     inf.start()
     w.start()
@@ -306,7 +317,7 @@ def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
     pre = [np.full((1, 2, 2), i, np.float32) for i in range(3 * cfg.history)]
     ring = RingBuffer("c", cfg.num_frames, cfg.frame_stride)
     assert ring.size == cfg.history + 1
-    live = [ring.push(p, frame(i), i, 0.0) for i, p in enumerate(pre)]
+    live = [ring.push(p, frame(i), i, 0.0, SLOW) for i, p in enumerate(pre)]
     clip = [w for _, w in windows_from_frames(pre, cfg)]
     assert [w is None for w in live] == [w is None for w in clip]
     assert sum(w is not None for w in live) == len(pre) - cfg.num_frames
