@@ -65,7 +65,9 @@ class ProgressFile:
 
 class Budget:
     """The loop's control (model.train.LoopControl) for a wall-clock budget of `train_minutes`, counted over
-    every process of the run (a resumed run goes on from the minutes its checkpoint recorded).
+    every process of the run (a resumed run goes on from the minutes its checkpoint recorded) and, in each, from
+    the end of its first step: reading the footage and building the models come before, the final calibration
+    after it.
 
     It times plain steps and the first validation with its checkpoint, then fixes the planned step count once:
     the remaining budget divided by a step's time plus a validation's share (one every `val_every` steps),
@@ -77,7 +79,7 @@ class Budget:
             raise ValueError(f"train_minutes must be positive, got {train_minutes}")
         self.train_minutes, self.val_every, self.progress = train_minutes, val_every, progress
         self.minutes_done, self.steps_planned = minutes_done, steps_planned
-        self.start = time.monotonic()
+        self.start: float | None = None
         self.last_t: float | None = None
         self.validated_step: int | None = None
         self.step_s: list[float] = []  # plain steps
@@ -89,7 +91,7 @@ class Budget:
         return self.steps_planned
 
     def minutes(self) -> float:
-        return self.minutes_done + (time.monotonic() - self.start) / 60
+        return self.minutes_done + (0.0 if self.start is None else (time.monotonic() - self.start) / 60)
 
     def _step_seconds(self) -> float | None:
         timed = self.step_s[WARMUP_STEPS:]
@@ -97,6 +99,8 @@ class Budget:
 
     def after_step(self, step: int, meta: dict[str, Any]) -> bool:
         now = time.monotonic()
+        if self.start is None:
+            self.start = now
         if self.last_t is not None:
             (self.val_s if self.validated_step == step - 1 else self.step_s).append(now - self.last_t)
         self.last_t, self.validated_step = now, None
@@ -163,7 +167,6 @@ def learn(footage_root: str | Path, out_dir: str | Path, *, train_minutes: float
     out.mkdir(parents=True, exist_ok=True)
     report = ProgressFile(out / "progress.json", train_minutes, progress)
     try:
-        report.update(force=True)
         return _learn(Path(footage_root), out, train_minutes, threads, init, recipe, report, holdout_fraction,
                       min_holdout_windows, device)
     except Exception as e:
@@ -175,6 +178,13 @@ def _learn(root: Path, out: Path, train_minutes: float, threads: int, init: str 
            report: ProgressFile, holdout_fraction: float, min_holdout_windows: int, device: str) -> Path:
     from .train import plan, train
 
+    minutes_done, steps_planned, step = 0.0, None, 0
+    last = out / "last.pt"
+    if last.is_file():  # a restarted run: its plan and the minutes it has spent come with its checkpoint
+        saved = safe_torch_load(last)  # train() checks the rest of it when it resumes
+        meta = weights_of(saved).get("meta", {})
+        minutes_done, steps_planned, step = float(meta.get("minutes", 0.0)), meta.get("steps_planned"), saved["step"]
+    report.update(force=True, step=step, steps_planned=steps_planned, minutes=round(minutes_done, 3))
     if threads < 1:
         raise DataError(f"threads must be at least 1, got {threads}")
     footage = Footage(root)
@@ -189,11 +199,6 @@ def _learn(root: Path, out: Path, train_minutes: float, threads: int, init: str 
                          "init": resolve_init(init), "device": device, "progress": False, "max_minutes": None})
     config = plan(cfg).model
     data = footage_data(footage, cfg, config, holdout_fraction, min_holdout_windows)
-    minutes_done, steps_planned = 0.0, None
-    last = out / "last.pt"
-    if last.is_file():
-        meta = safe_torch_load(last)["weights"].get("meta", {})
-        minutes_done, steps_planned = float(meta.get("minutes", 0.0)), meta.get("steps_planned")
     budget = Budget(train_minutes, cfg.val_every, report, minutes_done, steps_planned)
     shipped = train(cfg, data, budget)
 
@@ -202,14 +207,13 @@ def _learn(root: Path, out: Path, train_minutes: float, threads: int, init: str 
     calibration = blob["calibration"]
     if calibration is None:
         raise WeightsError(f"{shipped} has no calibration: the held-out tail gave none")
-    blob["meta"] = {**blob["meta"], "recipe": recipe, "steps": int(ckpt["step"]), "minutes": round(budget.minutes(), 3),
-                    "train_minutes": train_minutes, "heldout_psnr": calibration["mean"]["psnr"],
-                    "footage": {"root": str(root), "frames": footage.frames, "span_s": round(footage.span_s, 3),
+    blob["meta"] = {**blob["meta"], "recipe": recipe, "steps": int(ckpt["step"]), "train_minutes": train_minutes,
+                    "heldout_psnr": calibration["mean"]["psnr"], "footage": {"root": str(root), "frames": footage.frames, "span_s": round(footage.span_s, 3),
                                 "fps": footage.fps, "segments": len(footage.segment_dirs()),
-                                "train_windows": len(data.train), "holdout_windows": len(data.val)}}
+                                "train_windows": len(data.train), "holdout_windows": len(data.val or [])}}
     final = out / "final.pt"
     atomic_save(blob, final)
-    report.update(force=True, state="done", step=int(ckpt["step"]), minutes=round(budget.minutes(), 3), eta_s=0.0,
+    report.update(force=True, state="done", step=int(ckpt["step"]), minutes=blob["meta"].get("minutes"), eta_s=0.0,
                   heldout_psnr=round(calibration["mean"]["psnr"], 3))
     return final
 
