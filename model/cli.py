@@ -64,13 +64,11 @@ def cmd_learn(a: argparse.Namespace) -> None:
     from contextlib import nullcontext
 
     from .checkpoint import atomic_save, safe_torch_load
-    from .learn import learn, record
-    from .recipes import load_recipe
-    from .train import plan
+    from .learn import learn, recipe_model, record
 
     _set_threads(a.threads)
     out = Path(a.out)
-    config = plan(TrainConfig(data=Path(a.source), out=out, **load_recipe(a.recipe))).model
+    config = recipe_model(a.recipe)
     # --work keeps the footage and the run (a second call resumes from them); by default both are temporary
     with nullcontext(a.work) if a.work else tempfile.TemporaryDirectory(prefix="ffp-learn-") as work:
         writer = record(a.source, Path(work) / "footage", config, fps=a.fps, footage_minutes=a.footage_minutes,

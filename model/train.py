@@ -400,7 +400,7 @@ class MetricsLog:
 
     TERMS = ("g", "int", "grad", "flow", "adv", "d")
 
-    def __init__(self, path: Path, step: int, total: int, name: str, show: bool) -> None:
+    def __init__(self, path: Path, step: int, total: int | None, name: str, show: bool) -> None:
         from tqdm import tqdm
 
         new_log = not path.is_file() or step == 0

@@ -181,3 +181,19 @@ def test_ffp_learn_bad_source_or_frozen_footage_is_a_one_line_error(tmp_path: Pa
     r = ffp("learn", str(black), *base)
     assert r.returncode == 2 and "uniform" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not out.exists()
+
+
+def test_the_camera_recipe_is_the_shipped_lite_training_budgeted_by_minutes() -> None:
+    from model.config import TrainConfig
+    from model.learn import recipe_model
+    from model.recipes import load_recipe
+    from model.train import plan
+
+    camera, shipped = load_recipe("camera-lite"), load_recipe("ped2-lite")
+    for key in ("preset", "batch_size", "crop", "lr_g", "lr_schedule", "ema", "w_grad", "w_flow", "w_adv",
+                "precision", "ship", "calibration_precision"):
+        assert camera[key] == shipped[key], key
+    assert "steps" not in camera and "max_minutes" not in camera  # the budget plans the schedule
+    runs = [plan(TrainConfig(data=Path("footage"), out=Path("run"), **r)) for r in (camera, shipped)]
+    assert runs[0].model == runs[1].model == recipe_model() and runs[0].model.num_frames == 8
+    assert runs[0].loss_weights == runs[1].loss_weights and runs[0].lr_g == runs[1].lr_g == 2e-4
