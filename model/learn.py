@@ -107,16 +107,16 @@ class Budget:
         minutes = self.minutes()
         remaining_s = (self.train_minutes - minutes) * 60
         step_s = self._step_seconds()
-        if self.steps_planned is None and step_s is not None and self.val_s:
-            val_s = max(0.0, self.val_s[0] - step_s)
+        val_s = max(0.0, self.val_s[0] - step_s) if step_s is not None and self.val_s else None
+        if self.steps_planned is None and step_s is not None and val_s is not None:
             per_step = step_s + val_s / self.val_every
             self.steps_planned = step + max(1, int((remaining_s - val_s) / per_step))
             log.info("planned %d steps: %.3f s a step, %.2f s a validation, %.1f min left", self.steps_planned,
                      step_s, val_s, remaining_s / 60)
         meta.update(steps_planned=self.steps_planned, minutes=round(minutes, 4), train_minutes=self.train_minutes)
         eta = max(0.0, remaining_s)
-        if self.steps_planned is not None and step_s is not None:
-            eta = min(eta, (self.steps_planned - step) * step_s)
+        if self.steps_planned is not None and step_s is not None:  # the steps left and their validations
+            eta = min(eta, (self.steps_planned - step) * (step_s + (val_s or 0.0) / self.val_every))
         self.progress.update(step=step, steps_planned=self.steps_planned, minutes=round(minutes, 3),
                              eta_s=round(eta, 1))
         return minutes >= self.train_minutes
