@@ -1,4 +1,4 @@
-"""The `ffp` command: train-flow | train | eval | calibrate | score | export | serve.
+"""The `ffp` command: train-flow | train | learn | eval | calibrate | score | export | serve.
 
 Errors a user can cause (missing paths, bad layouts, wrong or corrupt weights) print one clear line and
 exit with status 2; nothing is half-written (every output is written to a temp file and renamed).
@@ -57,6 +57,34 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     config = TrainConfig(**values)
     _set_threads(config.threads)  # validated here like every command's; train() sets it again for library callers
     return config
+
+
+def cmd_learn(a: argparse.Namespace) -> None:
+    import tempfile
+    from contextlib import nullcontext
+
+    from .checkpoint import atomic_save, safe_torch_load
+    from .learn import learn, recipe_model, record
+
+    _set_threads(a.threads)
+    out = Path(a.out)
+    config = recipe_model(a.recipe)
+    # --work keeps the footage and the run (a second call resumes from them); by default both are temporary
+    with nullcontext(a.work) if a.work else tempfile.TemporaryDirectory(prefix="ffp-learn-") as work:
+        writer = record(a.source, Path(work) / "footage", config, fps=a.fps, footage_minutes=a.footage_minutes,
+                        max_bytes=int(a.max_footage_mb * 2**20))
+        if writer.static_reason is not None:
+            raise DataError(f"footage refused: {writer.static_reason}")
+        log.info("footage: %d frames%s", writer.frames, f" ({writer.full_reason})" if writer.full_reason else "")
+        import torch
+
+        final = learn(Path(work) / "footage", Path(work) / "run", train_minutes=a.train_minutes,
+                      threads=a.threads or torch.get_num_threads(), init=a.init, recipe=a.recipe)
+        blob = safe_torch_load(final)
+        atomic_save(blob, out)
+    meta = blob["meta"]
+    print(json.dumps({"weights": str(out), **{k: meta.get(k) for k in ("steps", "steps_planned", "minutes",
+                                                                       "heldout_psnr", "footage")}}, indent=2))
 
 
 def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -297,6 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train the future-frame predictor on normal video")
     add_train_options(sp)
 
+    sp = sub.add_parser("learn", help="record a camera, a video or a folder of videos and learn its own model")
+    sp.add_argument("source", help="rtsp:// or http:// URL, a video file, a folder of videos (each one a segment) "
+                                   "or of frame folders (taken as shot at --fps)")
+    sp.add_argument("--footage-minutes", type=float, required=True, help="minutes of footage to record (at --fps)")
+    sp.add_argument("--train-minutes", type=float, required=True, help="training budget, wall clock")
+    sp.add_argument("--out", required=True, help="weights file to write (calibrated on the held-out footage)")
+    sp.add_argument("--fps", type=float, default=10.0, help="frames kept per second of video (default 10)")
+    sp.add_argument("--init", default="none", help="none (from scratch, default), shipped (the Ped2 lite weights) "
+                                                   "or a weights file of the same architecture")
+    sp.add_argument("--recipe", default="camera-lite", help="training recipe (default camera-lite)")
+    sp.add_argument("--work", help="folder for the footage and the run, kept (a second call resumes from it); "
+                                   "default: a temporary one")
+    sp.add_argument("--max-footage-mb", type=float, default=4096.0, help="disk cap of the footage (default 4096)")
+    sp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
+
     sp = sub.add_parser("eval", help="frame-level AUC (paper, combined, causal) and event-level alert numbers")
     sp.add_argument("--data", required=True, help="dataset root with testing/ and labels")
     sp.add_argument("--out", required=True, help="JSON report (ROC and timeline PNGs are written beside it)")
@@ -346,8 +389,8 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .checkpoint import WeightsError
 
-    handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "eval": cmd_eval, "calibrate": cmd_calibrate,
-                "score": cmd_score, "export": cmd_export}
+    handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "learn": cmd_learn, "eval": cmd_eval,
+                "calibrate": cmd_calibrate, "score": cmd_score, "export": cmd_export}
     try:
         handlers[args.cmd](args)
     except (DataError, WeightsError, ValueError) as e:

@@ -19,7 +19,7 @@ def ffp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 def test_help_lists_the_commands() -> None:
     out = ffp("--help").stdout
-    for cmd in ("train", "train-flow", "eval", "calibrate", "score", "serve", "export"):
+    for cmd in ("train", "train-flow", "learn", "eval", "calibrate", "score", "serve", "export"):
         assert cmd in out
     assert "average" not in out
 
