@@ -22,6 +22,9 @@ from .scoring import Calibration, CausalSmoother
 
 # Without calibration there is no z to read; the camera's own statistics are learnt first.
 DEFAULT_WARMUP_S = 5.0
+# Durations are differences of frame timestamps (i / fps): 0.7 - 0.3 is 0.39999999999999997, so a 0.4 s minimum
+# would wait one frame more on some frames than on others. Durations are compared with this much slack.
+TIME_SLACK_S = 1e-6
 MIN_WARMUP_FRAMES = 10
 
 
@@ -159,7 +162,7 @@ class AlertEngine:
         return self._active(s, now, cfg)
 
     def _idle(self, s: float, now: float, cfg: AlertParams) -> list[EventUpdate]:
-        if s < cfg.on_threshold or now - self._last_end < cfg.cooldown_s:
+        if s < cfg.on_threshold or now - self._last_end < cfg.cooldown_s - TIME_SLACK_S:
             self._above_since = None
             self._pending_peak = (-math.inf, 0.0)
             self._pending_frames = 0
@@ -170,7 +173,7 @@ class AlertEngine:
         if s > self._pending_peak[0]:
             self._pending_peak = (s, now)
             self.peak_changed = True
-        if now - self._above_since < cfg.min_duration_s:
+        if now - self._above_since < cfg.min_duration_s - TIME_SLACK_S:
             return []
         peak, peak_ts = self._pending_peak
         self._event = {"id": self._new_id(), "start": self._above_since, "peak": peak, "peak_ts": peak_ts,
@@ -189,9 +192,9 @@ class AlertEngine:
             self._below_since = None
         elif self._below_since is None:
             self._below_since = now
-        if self._below_since is not None and now - self._below_since >= cfg.hold_s:
+        if self._below_since is not None and now - self._below_since >= cfg.hold_s - TIME_SLACK_S:
             return [self._end(self._below_since, now)]
-        if now - self._last_msg >= cfg.update_interval_s:
+        if now - self._last_msg >= cfg.update_interval_s - TIME_SLACK_S:
             self._last_msg = now
             return [self._msg("update", None)]
         return []

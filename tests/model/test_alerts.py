@@ -149,3 +149,13 @@ def test_non_finite_scores_are_skipped() -> None:
 def test_params_reject_off_above_on() -> None:
     with pytest.raises(ValueError, match="off_threshold"):
         AlertParams(on_threshold=2, off_threshold=3)
+
+
+@pytest.mark.parametrize("start", range(10))
+def test_min_duration_counts_frames_not_float_rounding(start: int) -> None:
+    """At 10 fps a 0.4 s minimum is four frame intervals wherever the crossing falls: timestamps i / fps make
+    differences such as 0.7 - 0.3 = 0.39999999999999997, which must not cost one more frame."""
+    e = engine(min_duration_s=0.4)
+    values = [0.0] * start + [9.0] * 10
+    starts = [t for kind, _, t in run(e, values) if kind == "start"]
+    assert starts == [round((start + 4) / FPS, 2)]
