@@ -41,9 +41,11 @@ CELL = 8  # side of an image cell on the thumbnail: an 8 x 8 grid
 # Spread floor of a picture before standardising, in [-1, 1] units (about 6 grey levels): a black (covered)
 # frame's compression noise is not blown up into a textured picture.
 SPREAD_FLOOR = 0.05
-# Floor of a cell's normal spread, in standardised units: a cell that never changes on normal frames (a still
-# scene) does not turn compression noise into a changed cell.
-CELL_STD_FLOOR = 0.02
+# The least distance to the reference that counts as a change, per picture (grey, detail), in standardised
+# units: a cell that never changes on normal frames (a still scene) has no spread to compare with, and
+# requantisation (an exposure change: the grey picture moves by ~0.03, the detail by ~0.13 on Ped2, cell medians)
+# is not a new view (a 1.5 px blur moves the detail by ~0.5, a zoom or another view the grey picture by 0.4-1.3).
+MIN_CHANGE = np.array([[0.15], [0.2]], np.float32)
 STATS_WINDOW = 200  # the cells' normal statistics average over about this many recent normal frames
 
 SceneState = Literal["normal", "pending", "changed"]
@@ -123,7 +125,9 @@ class SceneChangeDetector:
             return []
         d_ref = np.abs(x - self._ref)
         changed = self._changed(cell_mean(d_ref))
-        steady = float(np.abs(x - prev).mean()) < self.params.steady_ratio * float(d_ref.mean())
+        # Steady when the grey picture (a covered lens: its detail is noise) or the detail (a refocus: its grey
+        # picture barely moves) stays where it moved to.
+        steady = bool(np.any(np.abs(x - prev).mean((1, 2)) < self.params.steady_ratio * d_ref.mean((1, 2))))
         if self.state == "normal":
             return self._normal(x, d_ref, changed, steady, now)
         if self.state == "pending":
@@ -135,9 +139,9 @@ class SceneChangeDetector:
             self.share = 0.0
             return False
         std = np.sqrt(np.maximum(self._sq - self._mean ** 2, 0.0))
-        std = np.maximum(std, np.maximum(np.median(std, axis=1, keepdims=True), CELL_STD_FLOOR))
-        # A cell changed when its grey picture or its detail did.
-        self.share = float(np.mean((cells > self._mean + self.params.cell_threshold * std).any(0)))
+        std = np.maximum(std, np.median(std, axis=1, keepdims=True))
+        limit = np.maximum(self._mean + self.params.cell_threshold * std, MIN_CHANGE)
+        self.share = float(np.mean((cells > limit).any(0)))  # a cell changed when its grey picture or detail did
         return self.share >= self.params.changed_share
 
     def _learn(self, x: np.ndarray, d_ref: np.ndarray) -> None:
