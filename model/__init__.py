@@ -12,8 +12,8 @@ from .scoring import METRICS, Calibration, CausalSmoother, FrameScorer, FrameSco
 
 __all__ = [
     "METRICS", "PRESETS", "WEIGHTS_FORMAT", "AlertEngine", "AlertParams", "Calibration", "CameraCalibration",
-    "CausalSmoother", "EventType", "EventUpdate", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig", "Predictor",
-    "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "WeightsError", "default_weights_path", "get_preset", "load_predictor",
-    "preprocess_frame", "safe_torch_load", "score_frames", "sha256_file", "weights_of", "window_from_buffer",
-    "windows_from_frames",
+    "CausalSmoother", "EventType", "EventUpdate", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig",
+    "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "WeightsError",
+    "default_weights_path", "get_preset", "load_predictor", "preprocess_frame", "safe_torch_load", "score_frames",
+    "sha256_file", "weights_of", "window_from_buffer", "windows_from_frames",
 ]
