@@ -9,8 +9,9 @@ new view well once k frames of it are in its window. What does set a scene chang
   - it moved away from the camera's usual picture (a reference: the running average of its recent normal frames)
     in at least `changed_share` of the image cells, each by far more than that cell varies on normal frames
     (cell_threshold standard deviations of its own normal distance to the reference), and
-  - it is steady there: it differs from the previous frame much less than from the reference (noise, a passing
-    crowd or the moment of the jump itself differ from both alike),
+  - it is steady there: its grey picture differs from the previous frame much less than from the reference, or
+    no more than normal frames differ from each other (white noise, or the moment of the jump itself, differ from
+    both alike, and far more than normal frames do),
   - held for `hold_s`.
 
 Pictures are compared as small grey thumbnails, each standardised by its own mean and spread, so that a change
@@ -73,11 +74,12 @@ def thumbnail(picture: np.ndarray) -> np.ndarray:
     and its detail (absolute Laplacian at the frame's own resolution, which a refocus blurs away), both divided by
     the frame's spread so that exposure and gain do not count."""
     grey = np.asarray(picture.mean(0) if picture.ndim == 3 else picture, np.float32)
-    spread = max(float(grey.std()), SPREAD_FLOOR)
-    detail = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=3)) / spread
     small = cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-    return np.stack([(small - small.mean()) / spread,
-                     cv2.resize(detail, (THUMB, THUMB), interpolation=cv2.INTER_AREA)])
+    # Median and interquartile range: a bright object in one corner must not restandardise the whole picture.
+    q25, median, q75 = np.percentile(small, (25, 50, 75))
+    spread = max(float(q75 - q25) / 1.349, SPREAD_FLOOR)  # the IQR of a normal distribution is 1.349 std
+    detail = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=3)) / spread
+    return np.stack([(small - median) / spread, cv2.resize(detail, (THUMB, THUMB), interpolation=cv2.INTER_AREA)])
 
 
 def cell_mean(x: np.ndarray) -> np.ndarray:
@@ -100,6 +102,7 @@ class SceneChangeDetector:
         self._n = 0  # normal frames learnt from
         self._mean: np.ndarray | None = None  # per cell: mean distance to the reference on normal frames
         self._sq: np.ndarray | None = None  # per cell: mean squared distance
+        self._motion = np.zeros(2)  # mean and mean square of the grey picture's change between normal frames
         self.state: SceneState = "normal"
         self.share = 0.0  # share of cells changed on the latest frame
         self._since: float | None = None  # pending since / back to the reference since
@@ -127,9 +130,11 @@ class SceneChangeDetector:
         changed = self._changed(cell_mean(d_ref))
         # Steady when the grey picture (a covered lens: its detail is noise) or the detail (a refocus: its grey
         # picture barely moves) stays where it moved to.
-        steady = bool(np.any(np.abs(x - prev).mean((1, 2)) < self.params.steady_ratio * d_ref.mean((1, 2))))
+        # The grey picture only: the detail of white noise is a steady texture of its own.
+        motion = float(np.abs(x[0] - prev[0]).mean())
+        steady = motion < self.params.steady_ratio * float(d_ref[0].mean()) or motion <= self._motion_limit()
         if self.state == "normal":
-            return self._normal(x, d_ref, changed, steady, now)
+            return self._normal(x, d_ref, motion, changed, steady, now)
         if self.state == "pending":
             return self._pending(changed, steady, now)
         return self._changed_state(changed, now)
@@ -144,10 +149,15 @@ class SceneChangeDetector:
         self.share = float(np.mean((cells > limit).any(0)))  # a cell changed when its grey picture or detail did
         return self.share >= self.params.changed_share
 
-    def _learn(self, x: np.ndarray, d_ref: np.ndarray) -> None:
+    def _motion_limit(self) -> float:
+        mean, sq = self._motion
+        return float(mean + self.params.cell_threshold * np.sqrt(max(sq - mean ** 2, 0.0)))
+
+    def _learn(self, x: np.ndarray, d_ref: np.ndarray, motion: float) -> None:
         cells = cell_mean(d_ref)
         self._n += 1
         a = max(1.0 / self._n, 1.0 / STATS_WINDOW)
+        self._motion += a * (np.array([motion, motion ** 2]) - self._motion)
         if self._mean is None or self._sq is None:
             self._mean, self._sq = cells.copy(), cells ** 2
         else:
@@ -156,10 +166,10 @@ class SceneChangeDetector:
         assert self._ref is not None
         self._ref += self._alpha * (x - self._ref)
 
-    def _normal(self, x: np.ndarray, d_ref: np.ndarray, changed: bool, steady: bool,
+    def _normal(self, x: np.ndarray, d_ref: np.ndarray, motion: float, changed: bool, steady: bool,
                 now: float) -> list[EventUpdate]:
         if not changed:
-            self._learn(x, d_ref)
+            self._learn(x, d_ref, motion)
         elif steady:
             self.state, self._since = "pending", now
         return []
