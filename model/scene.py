@@ -44,7 +44,7 @@ CELL = 8  # side of an image cell on the thumbnail: an 8 x 8 grid
 SPREAD_FLOOR = 0.05
 # The least distance to the reference that counts as a change, per picture (grey, detail), in standardised
 # units: a cell that never changes on normal frames (a still scene) has no spread to compare with, and
-# requantisation (an exposure change: the grey picture moves by ~0.03, the detail by ~0.13 on Ped2, cell medians)
+# requantisation (an exposure change: the grey picture moves by about 0.03, the detail by 0.13 on Ped2, cell medians)
 # is not a new view (a 1.5 px blur moves the detail by ~0.5, a zoom or another view the grey picture by 0.4-1.3).
 MIN_CHANGE = np.array([[0.15], [0.2]], np.float32)
 STATS_WINDOW = 200  # the cells' normal statistics average over about this many recent normal frames

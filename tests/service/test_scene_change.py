@@ -185,3 +185,11 @@ def test_a_database_from_before_event_types_reads_as_anomalies(tmp_path: Path) -
     store.record("start", Event("new", "cam", 3.0, None, 0.8, 3.0, None, None, 1, "scene_change"))
     assert [e.type for e in store.list_events()] == ["scene_change", "anomaly"]
     store.close()
+
+
+def test_the_dashboard_labels_scene_changes() -> None:
+    from service.api.dashboard import STATIC
+
+    js = (STATIC / "dashboard.js").read_text()
+    assert 'ev.type === "scene_change"' in js and "scene changed: relearn" in js
+    assert ".event.scene-change" in (STATIC / "dashboard.css").read_text()
