@@ -14,8 +14,8 @@ new view well once k frames of it are in its window. What does set a scene chang
     both alike, and far more than normal frames do),
   - held for `hold_s`.
 
-Pictures are compared as small grey thumbnails, each standardised by its own mean and spread, so that a change
-of exposure or gain is not a new view. The reference and the cells' normal statistics are learnt online from the
+Pictures are compared as small grey thumbnails and their detail, each standardised by its own median and spread,
+so that a change of exposure or gain is not a new view. The reference and the cells' normal statistics are learnt online from the
 camera's own normal frames (after `warmup_frames` of them); neither moves while the picture is away from it, so a
 camera moved back to its view ends the scene change.
 
