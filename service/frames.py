@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from model import METRICS, FrameScorer
+from model import METRICS, EventType, FrameScorer
 
 # failed: the watchdog ran out of restarts (see last_error); the camera stays down until it is added again.
 CameraState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "stopped", "failed"]
@@ -15,6 +15,9 @@ EventKind = Literal["start", "update", "end"]
 # The scorer's metrics that a score message and a clip's frame report, in METRICS' order. The raw anomaly score is
 # reported calibrated instead, as `score`.
 REPORTED_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m != "anomaly")
+# What the user is prompted to do about an event of each type (none for an anomaly).
+EventAction = Literal["relearn"]
+ACTIONS: dict[str, EventAction] = {"scene_change": "relearn"}
 
 
 SHIPPED = "shipped"  # the version name of the service's default model (settings.weights)
@@ -102,6 +105,7 @@ class Event:
     snapshot_path: str | None  # JPEG of the peak frame, relative to data_dir
     heatmap_path: str | None  # JPEG of the peak frame's error heatmap over the frame, relative to data_dir
     frames: int  # scored frames inside the event so far
+    type: EventType = "anomaly"  # scene_change: the camera shows another view (model/scene.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,8 +4,8 @@ so the process-wide default registry would mix them).
 Counters the pipeline already keeps (frames, reconnects, stalls, restarts) and the camera states are read at
 scrape time by a collector, so nothing is counted twice. Histograms are observed where their value is measured:
 an inference batch's size and forward time in the pipeline's batch listener, and the capture-to-WebSocket
-latency where the hub hands a score message to the WebSocket connections. Events are counted by kind as the
-pipeline emits them.
+latency where the hub hands a score message to the WebSocket connections. Event messages are counted by kind and
+event type as the pipeline emits them.
 """
 from __future__ import annotations
 
@@ -116,8 +116,8 @@ class ServiceMetrics:
         self.capture_to_websocket = Histogram(
             "ffp_capture_to_websocket_seconds", "From a frame's capture to its score message handed to the "
             "WebSocket connections.", ["camera"], buckets=LATENCY_SECONDS_BUCKETS, registry=self.registry)
-        self.events = Counter("ffp_events", "Event messages emitted, by kind (start, update, end).",
-                              ["camera", "kind"], registry=self.registry)
+        self.events = Counter("ffp_events", "Event messages emitted, by kind (start, update, end) and event type "
+                              "(anomaly, scene_change).", ["camera", "kind", "type"], registry=self.registry)
 
     def attach(self, pipeline: PipelineSource, hub: HubSource) -> Callable[[], None]:
         """Collect from `pipeline` and `hub` at scrape time and observe its batches and events; returns detach."""
@@ -139,7 +139,7 @@ class ServiceMetrics:
     def observe_event(self, msg: ScoreMessage | EventMessage) -> None:
         """Pipeline listener (inference thread)."""
         if isinstance(msg, EventMessage):
-            self.events.labels(msg.event.camera_id, msg.kind).inc()
+            self.events.labels(msg.event.camera_id, msg.kind, msg.event.type).inc()
 
     def observe_dispatch(self, msg: ScoreMessage | EventMessage) -> None:
         """Hub dispatch hook (event loop): a score message reaches the WebSocket connections now."""

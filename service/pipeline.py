@@ -4,6 +4,10 @@ routes scores to the event recorder and the listeners. The API codes against thi
 capture (thread per camera) -> ring -> inference (one batched forward per model) -> alerts -> recorder -> listeners
 The watchdog supervises every enabled camera's capture and the inference worker (restarts, budget, failed).
 
+Beside its alert engine each camera has a scene-change detector (model/scene.py): when the camera shows another
+view, its anomaly alerts are held back, an open anomaly event ends, one scene_change event is raised, and with
+`learning.auto_relearn` the relearn hooks (`on_scene_change`) are called.
+
 Every camera is scored by one model: the shipped predictor, or one of its own from the model registry. A camera's
 model is swapped live (`set_camera_model`, `activate_model`): the other cameras never notice, and the camera's
 windows cut for the old model are dropped, not scored into the new model's calibration.
@@ -19,7 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import AlertEngine, CameraCalibration, FrameScores, Predictor, WeightsError, sha256_file
+from model import (
+    AlertEngine,
+    CameraCalibration,
+    FrameScores,
+    Predictor,
+    SceneChangeDetector,
+    WeightsError,
+    sha256_file,
+)
 
 from .capture import CaptureWorker
 from .clips import ClipError, ClipLimits, ClipResult, score_clip
@@ -47,6 +59,7 @@ __all__ = ["CameraExists", "CameraLimit", "ClipError", "ClipResult", "Pipeline"]
 log = logging.getLogger(__name__)
 Listener = Callable[[ScoreMessage | EventMessage], None]
 BatchListener = Callable[[int, float], None]  # (windows in the batch, forward time in ms): inference thread
+RelearnHook = Callable[[str], None]  # camera id whose view changed: inference thread, so hand long work elsewhere
 
 
 class CameraExists(Exception):
@@ -58,11 +71,13 @@ class CameraLimit(Exception):
 
 
 class _Camera:
-    """One camera's parts; `lock` guards its model, calibration and alert engine (inference vs stop/remove/swap)."""
+    """One camera's parts; `lock` guards its model, calibration, alert engine and scene-change detector (inference
+    vs stop/remove/swap)."""
 
     def __init__(self, cam: CameraSettings, worker: CaptureWorker, model: ServedModel,
-                 calibration: CameraCalibration, engine: AlertEngine) -> None:
+                 calibration: CameraCalibration, engine: AlertEngine, scene: SceneChangeDetector) -> None:
         self.cam, self.worker, self.model, self.calibration, self.engine = cam, worker, model, calibration, engine
+        self.scene = scene
         self.model_error: str | None = None  # why the last model change failed
         self.lock = threading.Lock()
         self.scored: tuple[np.ndarray, np.ndarray] | None = None  # (raw frame, heatmap) scored last
@@ -92,6 +107,7 @@ class Pipeline:
         self._cams_lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._batch_listeners: list[BatchListener] = []
+        self._relearn_hooks: list[RelearnHook] = []
         self._listeners_lock = threading.Lock()
         self._watchdog = Watchdog(self._supervised, interval_s=wd.interval_s, max_restarts=wd.max_restarts,
                                   window_s=wd.restart_window_s)
@@ -148,7 +164,8 @@ class Pipeline:
                                    clock=self._clock)
             alerts = cam.alert_settings(self.settings.alerts).params()
             calibration = CameraCalibration(model.scorer.calibration, alerts)
-            self._cams[cam.id] = c = _Camera(cam, worker, model, calibration, AlertEngine(cam.id, alerts))
+            self._cams[cam.id] = c = _Camera(cam, worker, model, calibration, AlertEngine(cam.id, alerts),
+                                             SceneChangeDetector(cam.id, self.settings.scene.params()))
             c.model_error = error
             self._inference.register(cam.id)
             if self._started and cam.enabled:
@@ -177,7 +194,9 @@ class Pipeline:
         """Score the camera with `predictor` from its next window on (None: the shipped model), without a restart.
         Other cameras keep every window. This camera's windows cut for the old model are dropped; its history
         restarts when the new model preprocesses or cuts windows differently; its alerts use the new model's
-        calibration (with the camera's warm-up, if set) and an open event ends. KeyError for an unknown camera."""
+        calibration (with the camera's warm-up, if set) and an open event ends; so does an open scene change (the
+        new model is the relearnt one), and the camera's current view becomes its usual picture. KeyError for an
+        unknown camera."""
         with self._cams_lock:
             c = self._cams[camera_id]
         if predictor is None:
@@ -188,10 +207,12 @@ class Pipeline:
             model = ServedModel(predictor, version, sha256)
         alerts = c.cam.alert_settings(self.settings.alerts).params()
         with c.lock:
-            ended = [self._recorder.record(u) for u in c.engine.close(self._clock())]
+            now = self._clock()
+            ended = [self._recorder.record(u) for u in [*c.engine.close(now), *c.scene.close(now)]]
             c.model, c.model_error = model, None
             c.calibration = CameraCalibration(model.scorer.calibration, alerts)
             c.engine = AlertEngine(camera_id, alerts)
+            c.scene = SceneChangeDetector(camera_id, self.settings.scene.params())
         c.worker.set_model(model)
         self._inference.drop_stale(camera_id, model)
         for m in ended:
@@ -281,7 +302,7 @@ class Pipeline:
             st = self.get_camera(cid)
             cams[cid] = {**st.to_dict(), "fps_captured": round(c.worker.captured_rate.rate(), 2),
                          "fps_read": round(c.worker.read_rate.rate(), 2), **self._inference.camera_stats(cid),
-                         "ring": len(c.worker.ring), "event_active": c.engine.active}
+                         "ring": len(c.worker.ring), "event_active": c.engine.active, "scene": c.scene.state}
         up = None if self._started_at is None else round(time.monotonic() - self._started_at, 1)
         return {"uptime_s": up, "running": self._started, "cameras": cams, "inference": self._inference.stats(),
                 "device": str(self.predictor.device), "precision": self.predictor.precision,
@@ -315,6 +336,27 @@ class Pipeline:
                     self._batch_listeners.remove(fn)
         return unsubscribe
 
+    def on_scene_change(self, hook: RelearnHook) -> Callable[[], None]:
+        """Call `hook(camera_id)` when a camera's scene_change event starts and `learning.auto_relearn` is on (the
+        learning controller relearns the camera); returns the unsubscribe function."""
+        with self._listeners_lock:
+            self._relearn_hooks.append(hook)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if hook in self._relearn_hooks:
+                    self._relearn_hooks.remove(hook)
+        return unsubscribe
+
+    def _relearn(self, camera_id: str) -> None:
+        with self._listeners_lock:
+            hooks = list(self._relearn_hooks)
+        for fn in hooks:
+            try:
+                fn(camera_id)
+            except Exception:  # a failed relearn must not stop scoring
+                log.exception("camera %s: relearn hook failed", camera_id)
+
     def _emit(self, msg: ScoreMessage | EventMessage) -> None:
         with self._listeners_lock:
             listeners = list(self._listeners)
@@ -343,23 +385,43 @@ class Pipeline:
                 if w.model is not c.model:
                     continue  # cut for the camera's previous model: its scores are not this calibration's
                 z = c.calibration.z(float(scores.anomaly[i]), w.ts)
-                updates = c.engine.update(z, w.ts)
-                if c.engine.peak_changed:
-                    self._recorder.set_peak(w.camera_id, w.frame, scores.heatmap[i])
-                smoothed = c.engine.smoothed
+                events = self._alert(c, w, z, scores.heatmap[i])
+                smoothed = None if c.scene.suppressing else c.engine.smoothed
                 c.scored = (w.frame, scores.heatmap[i].copy())
-                events = [self._recorder.record(u) for u in updates]
             metrics = {k: float(getattr(scores, k)[i]) for k in REPORTED_METRICS}
             self._emit(ScoreMessage(w.camera_id, w.frame_index, w.ts, z, smoothed, metrics,
                                     round((self._clock() - w.ts) * 1000, 2), w.model.version))
             for m in events:
                 self._emit(m)
-            if any(u.kind == "end" for u in updates):
+            if self.settings.learning.auto_relearn and any(
+                    m.kind == "start" and m.event.type == "scene_change" for m in events):
+                self._relearn(w.camera_id)
+            if any(m.kind == "end" for m in events):
                 self._recorder.apply_retention()
+
+    def _alert(self, c: _Camera, w: Window, z: float | None, heatmap: np.ndarray) -> list[EventMessage]:
+        """One scored window of a camera (its lock held) -> the event messages it causes, recorded in order."""
+        scene = c.scene.update(w.data[-1], w.ts)
+        if any(u.kind == "start" for u in scene):
+            # The one event of a new view: an anomaly event its first frames opened ends first (its images are
+            # its own), then the scene change's snapshot is the new view.
+            out = [self._recorder.record(u) for u in c.engine.close(w.ts)]
+            self._recorder.set_peak(w.camera_id, w.frame, heatmap)
+            c.engine = AlertEngine(c.cam.id, c.engine.params)
+            return out + [self._recorder.record(u) for u in scene]
+        if scene:  # the old view is back: alerts start afresh, not from a smoothed score of before the change
+            c.engine = AlertEngine(c.cam.id, c.engine.params)
+            return [self._recorder.record(u) for u in scene]
+        if c.scene.suppressing:
+            return []
+        updates = c.engine.update(z, w.ts)
+        if c.engine.peak_changed:
+            self._recorder.set_peak(w.camera_id, w.frame, heatmap)
+        return [self._recorder.record(u) for u in updates]
 
     def _close_events(self, c: _Camera, now: float) -> None:
         with c.lock:
-            msgs = [self._recorder.record(u) for u in c.engine.close(now)]
+            msgs = [self._recorder.record(u) for u in [*c.engine.close(now), *c.scene.close(now)]]
         for m in msgs:
             self._emit(m)
 

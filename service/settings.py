@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from model import AlertParams
+from model import AlertParams, SceneParams
 
 from .urls import check_host_entry, check_scheme
 
@@ -67,6 +67,45 @@ class AlertSettings(_Model):
 
     def params(self) -> AlertParams:
         return AlertParams(**self.model_dump())
+
+
+_SCENE = SceneParams()  # the defaults live with the detector
+
+
+class SceneSettings(_Model):
+    """Detects a camera that shows another view (moved, covered, refocused, zoomed): one scene_change event, and
+    no anomaly alerts while it lasts. The validated form of model.SceneParams (`params()`); model/scene.py
+    explains the rule. Thresholds were checked on Ped2's test videos and vtest.avi (no scene change) against
+    those clips swapped, zoomed, shifted, blurred or covered (each one scene change); see service/README.md."""
+
+    enabled: bool = Field(_SCENE.enabled, description="Detect scene changes (off: a new view raises anomaly alerts).")
+    changed_share: float = Field(_SCENE.changed_share, gt=0, le=1,
+                                 description="Share of the image cells that must have moved away from the camera's "
+                                             "usual picture (normal footage: at most 0.06 on Ped2 and vtest.avi).")
+    cell_threshold: float = Field(_SCENE.cell_threshold, gt=0,
+                                  description="A cell moved away when its distance to the usual picture exceeds its "
+                                              "normal mean by this many of its normal standard deviations.")
+    steady_ratio: float = Field(_SCENE.steady_ratio, gt=0, le=1,
+                                description="The new picture is steady when it differs from the previous frame by "
+                                            "less than this fraction of its difference to the usual picture "
+                                            "(white noise, a passing crowd and the jump itself are not).")
+    hold_s: float = Field(_SCENE.hold_s, ge=0, description="The new view must hold this long before the event "
+                          "starts, and the old view must be back this long before it ends.")
+    reference_half_life_frames: float = Field(_SCENE.reference_half_life_frames, gt=0,
+                                              description="Half-life of the running average of normal frames "
+                                                          "that is the usual picture (slow changes are absorbed).")
+    warmup_frames: int = Field(_SCENE.warmup_frames, ge=1, description="Normal frames learnt from before "
+                               "detecting.")
+
+    def params(self) -> SceneParams:
+        return SceneParams(**self.model_dump())
+
+
+class LearningSettings(_Model):
+    """How a camera's own model is (re)learnt."""
+
+    auto_relearn: bool = Field(False, description="On a scene_change event, relearn the camera's model by itself "
+                               "(the pipeline calls its relearn hook); off: the event prompts the user to relearn.")
 
 
 class CameraSettings(_Model):
@@ -214,6 +253,10 @@ class Settings(BaseSettings):
                                   description="Default alert settings (a camera may override fields).")
     http: HttpSettings = Field(default_factory=lambda: HttpSettings.model_validate({}),
                                description="Connection limits: header, body and idle deadlines, caps.")
+    scene: SceneSettings = Field(default_factory=lambda: SceneSettings.model_validate({}),
+                                 description="Scene-change detection (a camera moved, covered, refocused, zoomed).")
+    learning: LearningSettings = Field(default_factory=lambda: LearningSettings.model_validate({}),
+                                       description="Relearning a camera's model.")
     watchdog: WatchdogSettings = Field(default_factory=lambda: WatchdogSettings.model_validate({}),
                                        description="Restarts of dead or hung workers, and their budget.")
     cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..frames import REPORTED_METRICS
+from ..frames import ACTIONS, REPORTED_METRICS
 from ..settings import CameraSettings
 from ..urls import redact_text, redact_url
 
@@ -55,18 +55,27 @@ class CameraPublic(BaseModel):
 class EventPublic(BaseModel):
     id: str
     camera_id: str
+    type: Literal["anomaly", "scene_change"] = Field(
+        "anomaly", description="anomaly: the model could not predict part of the picture. scene_change: the camera "
+                               "shows another view (moved, covered, refocused, zoomed); its anomaly alerts are "
+                               "held back while it is open, and its model should be relearnt.")
+    action: Literal["relearn"] | None = Field(None, description="What the user is prompted to do: 'relearn' the "
+                                              "camera's model after a scene_change; None for an anomaly.")
     start_ts: float = Field(description="Unix time the event started.")
-    end_ts: float | None = Field(description="Unix time it ended; None while it is still open.")
-    peak_score: float = Field(description="Highest smoothed anomaly score (calibrated z units) in the event.")
+    end_ts: float | None = Field(description="Unix time it ended; None while it is still open (a scene_change ends "
+                                             "when the camera shows its old view again or its model changes).")
+    peak_score: float = Field(description="anomaly: highest smoothed anomaly score (calibrated z units) in the "
+                                          "event; scene_change: the share of the picture that changed (0-1).")
     peak_ts: float
     frames: int = Field(description="Frames scored while the event was open.")
-    snapshot_url: str | None = Field(description="The frame at the peak, as JPEG.")
+    snapshot_url: str | None = Field(description="The frame at the peak (scene_change: the new view), as JPEG.")
     heatmap_url: str | None = Field(description="The prediction-error heatmap at the peak, as JPEG.")
 
     @classmethod
     def from_event(cls, ev: Any) -> EventPublic:
         base = f"/v1/events/{ev.id}"
-        return cls(id=ev.id, camera_id=ev.camera_id, start_ts=ev.start_ts, end_ts=ev.end_ts,
+        return cls(id=ev.id, camera_id=ev.camera_id, type=ev.type, action=ACTIONS.get(ev.type),
+                   start_ts=ev.start_ts, end_ts=ev.end_ts,
                    peak_score=ev.peak_score, peak_ts=ev.peak_ts, frames=ev.frames,
                    snapshot_url=f"{base}/snapshot.jpg" if ev.snapshot_path else None,
                    heatmap_url=f"{base}/heatmap.jpg" if ev.heatmap_path else None)

@@ -360,7 +360,7 @@ function makeEvent(id) {
   for (const img of [snap, heat]) img.addEventListener("click", () => showImage(img.src));
   imgs.append(snap, heat);
   const meta = el("div", "event-meta");
-  meta.append(el("a", "camera"), el("span", "time"), el("span", "badge"), el("b", "peak"));
+  meta.append(el("a", "camera"), el("span", "time"), el("span", "badge"), el("span", "kind"), el("b", "peak"));
   li.append(imgs, meta);
   return li;
 }
@@ -374,7 +374,12 @@ function updateEvent(li, ev) {
   const badge = li.querySelector(".badge");
   badge.textContent = ev.end_ts === null ? "active" : `${Math.max(0, ev.end_ts - ev.start_ts).toFixed(1)} s`;
   badge.className = ev.end_ts === null ? "badge alert" : "badge";
-  li.querySelector(".peak").textContent = `peak ${ev.peak_score.toFixed(1)}`;
+  // A scene change is no anomaly: the camera shows another view, and its model should be relearnt.
+  const scene = ev.type === "scene_change";
+  li.classList.toggle("scene-change", scene);
+  li.querySelector(".kind").textContent = scene ? "scene changed: relearn" : "";
+  li.querySelector(".peak").textContent = scene ? `${Math.round(ev.peak_score * 100)} % changed`
+    : `peak ${ev.peak_score.toFixed(1)}`;
   setEventImage(li.querySelector(".snapshot"), ev.snapshot_url, ev.peak_ts);
   setEventImage(li.querySelector(".heatmap"), ev.heatmap_url, ev.peak_ts);
 }
