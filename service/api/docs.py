@@ -53,7 +53,7 @@ listed under *Schemas* below.
 |---|---|---|
 | `subscribe` (`SubscribeRequest`) | client → server | any time: a new subscription (`resume_from`: replay first) |
 | `subscribed` (`SubscribedMessage`) | server → client | after the replay (if any): the live stream starts |
-| `score` (`ScoreWsMessage`) | server → client | every scored frame; `score` in z units, higher = more anomalous; `armed: false`: no alert |
+| `score` (`ScoreWsMessage`) | server → client | every scored frame; `score` in z units, higher = more anomalous |
 | `event` (`EventWsMessage`) | server → client | every event `start`, `update` and `end`; `seq` strictly increases |
 | `camera` (`CameraWsMessage`) | server → client | a camera's `mode` or model changed; sent whatever `kinds` |
 | `heartbeat` (`HeartbeatMessage`) | server → client | after {HEARTBEAT_S:g} s without another message |
