@@ -181,7 +181,7 @@ def test_restart_during_training_resumes_it_and_delete_kills_it(tmp_path: Path, 
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("pattern, reason", [("smpte", "frozen"), ("black", "uniform")])
+@pytest.mark.parametrize("pattern, reason", [("gradient", "frozen"), ("black", "uniform")])
 def test_a_frozen_or_black_stream_is_refused(tmp_path: Path, pattern: str, reason: str,
                                              serve_service: Callable[..., Any]) -> None:
     rtsp = RtspServer(pattern=pattern).start()
