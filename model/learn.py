@@ -126,13 +126,6 @@ class Budget:
         self.progress.update(force=True, heldout_psnr=round(psnr, 3))
 
 
-def recipe_model(recipe: str = DEFAULT_RECIPE) -> ModelConfig:
-    """The model a recipe trains: footage for it is recorded at this config's size and channels."""
-    from .train import plan
-
-    return plan(TrainConfig(data=Path("."), out=Path("."), **load_recipe(recipe))).model
-
-
 def resolve_init(init: str | Path) -> Path | None:
     """`none` (from scratch), `shipped` (the shipped Ped2 lite weights) or a weights / checkpoint file."""
     if str(init) == "none":

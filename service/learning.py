@@ -26,27 +26,49 @@ import threading
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 import model as model_package
-from model import WeightsError
-from model.footage import Footage, FootageWriter, write_json_atomic
-from model.learn import recipe_model
+from model import Footage, FootageWriter, ModelConfig, WeightsError, recipe_model
 
 from .camera_records import CameraRecords
+from .capture import FrameTap
+from .frames import CameraStatus, ModelStatus
+from .registry import ModelRegistry, write_atomic
 from .settings import CameraSettings, LearningSettings
-
-if TYPE_CHECKING:
-    from model.config import ModelConfig
-
-    from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 Phase = Literal["recording", "training", "done", "failed"]
 STATE_FILE = "learning.json"
 KILL_GRACE_S = 5.0  # a training process asked to stop (SIGTERM) gets this long before SIGKILL
+
+
+class LearningHost(Protocol):
+    """What learning uses of the pipeline (service.pipeline.Pipeline), which owns it."""
+
+    registry: ModelRegistry
+
+    def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus: ...
+
+    def update_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus: ...
+
+    def remove_camera(self, camera_id: str) -> None: ...
+
+    def get_camera(self, camera_id: str) -> CameraStatus: ...
+
+    def list_cameras(self) -> list[CameraStatus]: ...
+
+    def camera_settings(self, camera_id: str) -> CameraSettings: ...
+
+    def set_tap(self, camera_id: str, tap: FrameTap | None) -> None: ...
+
+    def activate_model(self, camera_id: str, version: str | None) -> ModelStatus: ...
+
+    def report_error(self, camera_id: str, error: str) -> None: ...
+
+    def publish_camera(self, camera_id: str) -> None: ...
 
 
 class LearningBusy(Exception):
@@ -154,7 +176,7 @@ class Learning:
     """The cameras' learning jobs and the cameras added over the API (kept in data_dir). Owned by the pipeline,
     which asks it for a camera's phase; it drives the pipeline's footage taps and model activation."""
 
-    def __init__(self, settings: LearningSettings, data_dir: Path, pipeline: Pipeline, *,
+    def __init__(self, settings: LearningSettings, data_dir: Path, pipeline: LearningHost, *,
                  device: str = "auto") -> None:
         self.settings, self.pipeline, self.device = settings, pipeline, device
         self.records = CameraRecords(data_dir)
@@ -409,7 +431,7 @@ class Learning:
 
     def _save(self, job: Job) -> None:
         job.folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(job.folder / STATE_FILE, job.saved())
+        write_atomic(job.folder / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(job.saved(), indent=1)))
 
     def _resume(self, camera_id: str) -> None:
         folder = self.records.folder(camera_id)
