@@ -6,14 +6,17 @@ from .checkpoint import WEIGHTS_FORMAT, WeightsError, default_weights_path, safe
 from .clip import ScoredFrame, score_frames, window_from_buffer, windows_from_frames
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
 from .data import preprocess_frame
+from .footage import Footage, FootageWriter
 from .predictor import Predictor, load_predictor
+from .recipes import recipe_model
 from .scene import SceneChangeDetector, SceneParams
 from .scoring import METRICS, Calibration, CausalSmoother, FrameScorer, FrameScores, Scorer
 
 __all__ = [
     "METRICS", "PRESETS", "WEIGHTS_FORMAT", "AlertEngine", "AlertParams", "Calibration", "CameraCalibration",
-    "CausalSmoother", "EventType", "EventUpdate", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig",
-    "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "WeightsError",
-    "default_weights_path", "get_preset", "load_predictor", "preprocess_frame", "safe_torch_load", "score_frames",
+    "CausalSmoother", "EventType", "EventUpdate", "Footage", "FootageWriter", "FrameScorer", "FrameScores",
+    "LossWeights", "ModelConfig", "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame",
+    "Scorer", "WeightsError", "default_weights_path", "get_preset", "load_predictor", "preprocess_frame",
+    "recipe_model", "safe_torch_load", "score_frames",
     "sha256_file", "weights_of", "window_from_buffer", "windows_from_frames",
 ]

@@ -17,12 +17,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .frames import CameraState, CameraStatus, EventMessage, ScoreMessage
+from .frames import CameraMessage, CameraMode, CameraState, CameraStatus, EventMessage, ScoreMessage
 
 if TYPE_CHECKING:  # the pipeline imports torch; these are only its callback types
     from .pipeline import BatchListener, Listener
 
 CAMERA_STATES: tuple[str, ...] = get_args(CameraState)
+CAMERA_MODES: tuple[str, ...] = get_args(CameraMode)
 INFERENCE_STATES = ("stopped", "running", "failed")
 # max_batch is at most 256 (service/settings.py).
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -79,6 +80,18 @@ class _Collector(Collector):
             for s in CAMERA_STATES:
                 state.add_metric([c.id, s], 1.0 if c.state == s else 0.0)
         yield state
+        mode = GaugeMetricFamily("ffp_camera_mode", "1 for the camera's current mode (learning, training, armed, "
+                                 "unarmed), 0 for the others.", labels=["camera", "mode"])
+        progress = GaugeMetricFamily("ffp_camera_learning_progress", "How far the camera's learning is, 0 to 1: "
+                                     "footage recorded of footage wanted while learning, training minutes of the "
+                                     "budget while training, 1 once done.", labels=["camera", "phase"])
+        for c in cams:
+            for m in CAMERA_MODES:
+                mode.add_metric([c.id, m], 1.0 if c.mode == m else 0.0)
+            if c.learning is not None:
+                progress.add_metric([c.id, str(c.learning["phase"])], learning_progress(c.learning))
+        yield mode
+        yield progress
 
         inference = self._pipeline.stats().get("inference")
         if isinstance(inference, Mapping):
@@ -96,6 +109,15 @@ class _Collector(Collector):
         yield GaugeMetricFamily("ffp_websocket_clients", "Connected WebSocket clients.", value=hub["clients"])
         yield CounterMetricFamily("ffp_websocket_dropped_scores", "Score messages dropped for slow WebSocket "
                                   "clients (event messages are never dropped).", value=hub["dropped_scores_total"])
+
+
+def learning_progress(learning: Mapping[str, object]) -> float:
+    phase = learning.get("phase")
+    if phase == "recording":
+        return min(1.0, _number(learning.get("frames_recorded")) / max(1.0, _number(learning.get("frames_wanted"))))
+    if phase == "training":
+        return min(1.0, _number(learning.get("minutes")) / max(1e-9, _number(learning.get("train_minutes"))))
+    return 1.0 if phase == "done" else 0.0
 
 
 def _number(v: object) -> float:
@@ -136,12 +158,12 @@ class ServiceMetrics:
         self.batch_size.observe(size)
         self.batch_seconds.observe(ms / 1000)
 
-    def observe_event(self, msg: ScoreMessage | EventMessage) -> None:
+    def observe_event(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Pipeline listener (inference thread)."""
         if isinstance(msg, EventMessage):
             self.events.labels(msg.event.camera_id, msg.kind, msg.event.type).inc()
 
-    def observe_dispatch(self, msg: ScoreMessage | EventMessage) -> None:
+    def observe_dispatch(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Hub dispatch hook (event loop): a score message reaches the WebSocket connections now."""
         if isinstance(msg, ScoreMessage):
             self.capture_to_websocket.labels(msg.camera_id).observe(max(0.0, self._clock() - msg.ts))

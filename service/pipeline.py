@@ -11,6 +11,10 @@ view, its anomaly alerts are held back, an open anomaly event ends, one scene_ch
 Every camera is scored by one model: the shipped predictor, or one of its own from the model registry. A camera's
 model is swapped live (`set_camera_model`, `activate_model`): the other cameras never notice, and the camera's
 windows cut for the old model are dropped, not scored into the new model's calibration.
+
+A camera without a model of its own that does not opt into the shipped one (`use_shipped: false`) is unarmed:
+its scores are published with armed=false and feed no alert. Its learning (service.learning) records its
+footage through a tap on its capture and trains its own model; the camera's mode says where it stands.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +38,13 @@ from model import (
     sha256_file,
 )
 
-from .capture import CaptureWorker
+from .capture import CaptureWorker, FrameTap
 from .clips import ClipError, ClipLimits, ClipResult, score_clip
 from .frames import (
     REPORTED_METRICS,
     SHIPPED,
+    CameraMessage,
+    CameraMode,
     CameraStatus,
     EventMessage,
     ModelStatus,
@@ -46,8 +53,9 @@ from .frames import (
     Window,
 )
 from .inference import InferenceWorker
+from .learning import Learning
 from .recorder import EventRecorder
-from .registry import ModelRegistry
+from .registry import ModelEntry, ModelRegistry
 from .ring import RingBuffer
 from .settings import AlertSettings, CameraSettings, Settings
 from .sources import SourceFactory, open_opencv_source
@@ -57,7 +65,7 @@ from .watchdog import Supervised, Watchdog
 
 __all__ = ["CameraExists", "CameraLimit", "ClipError", "ClipResult", "Pipeline"]
 log = logging.getLogger(__name__)
-Listener = Callable[[ScoreMessage | EventMessage], None]
+Listener = Callable[[ScoreMessage | EventMessage | CameraMessage], None]
 BatchListener = Callable[[int, float], None]  # (windows in the batch, forward time in ms): inference thread
 RelearnHook = Callable[[str], None]  # camera id whose view changed: inference thread, so hand long work elsewhere
 
@@ -79,8 +87,14 @@ class _Camera:
         self.cam, self.worker, self.model, self.calibration, self.engine = cam, worker, model, calibration, engine
         self.scene = scene
         self.model_error: str | None = None  # why the last model change failed
+        self.entry: ModelEntry | None = None  # the registry version that scores it (None: shipped or unregistered)
         self.lock = threading.Lock()
         self.scored: tuple[np.ndarray, np.ndarray] | None = None  # (raw frame, heatmap) scored last
+
+    @property
+    def armed(self) -> bool:
+        """Its scores feed its alerts: a model of its own scores it, or it opted into the shipped one."""
+        return self.model.version != SHIPPED or self.cam.use_shipped
 
 
 class Pipeline:
@@ -104,6 +118,7 @@ class Pipeline:
                                           model_lock=self._model_lock,
                                           stuck_after_s=wd.inference_stuck_after_s)
         self._cams: dict[str, _Camera] = {}
+        self._taps: dict[str, FrameTap] = {}  # footage recorders, by camera: they outlive a PATCH's new worker
         self._cams_lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._batch_listeners: list[BatchListener] = []
@@ -113,6 +128,7 @@ class Pipeline:
                                   window_s=wd.restart_window_s)
         self._started = False
         self._started_at: float | None = None
+        self.learning = Learning(settings.learning, settings.data_dir, self, device=settings.device)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -129,12 +145,14 @@ class Pipeline:
             for c in self._cams.values():
                 if c.cam.enabled:
                     c.worker.start()
+        self.learning.start()  # brings back the cameras added over the API and resumes their learning
         self._watchdog.start()
 
     def stop(self) -> None:
         if not self._started:
             return
         self._watchdog.stop()
+        self.learning.stop()
         with self._cams_lock:
             cams = list(self._cams.values())
         for c in cams:  # signal every camera first, then join: a slow source does not delay the others
@@ -152,7 +170,7 @@ class Pipeline:
     def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus:
         """Untrusted (API) cameras count against max_cameras; trusted ones (the settings file) are not refused."""
         spec = resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
-        model, error = self._registered_model(cam.id)
+        model, entry, error = self._registered_model(cam.id)
         with self._cams_lock:
             if cam.id in self._cams:
                 raise CameraExists(f"camera {cam.id!r} already exists")
@@ -166,31 +184,87 @@ class Pipeline:
             calibration = CameraCalibration(model.scorer.calibration, alerts)
             self._cams[cam.id] = c = _Camera(cam, worker, model, calibration, AlertEngine(cam.id, alerts),
                                              SceneChangeDetector(cam.id, self.settings.scene.params()))
-            c.model_error = error
+            c.model_error, c.entry = error, entry
+            worker.tap = self._taps.get(cam.id)
             self._inference.register(cam.id)
             if self._started and cam.enabled:
                 worker.start()
         log.info("camera %s added (%s)", cam.id, redact_url(cam.url))
         return self.get_camera(cam.id)
 
-    def _registered_model(self, camera_id: str) -> tuple[ServedModel, str | None]:
-        """The camera's active model in the registry (a restart keeps it), else the shipped one; with the reason
-        when its active model cannot be loaded."""
+    def _registered_model(self, camera_id: str) -> tuple[ServedModel, ModelEntry | None, str | None]:
+        """The camera's active model in the registry (a restart keeps it) and its entry, else the shipped one;
+        with the reason when its active model cannot be loaded."""
         try:
             entry = self.registry.active(camera_id)
             if entry is None:
-                return self.shipped, None
-            return ServedModel(self._load(camera_id, entry.version), entry.version, entry.sha256), None
+                return self.shipped, None, None
+            return ServedModel(self._load(camera_id, entry.version), entry.version, entry.sha256), entry, None
         except WeightsError as e:
             log.error("camera %s: its model cannot be loaded, scoring with the shipped one: %s", camera_id, e)
-            return self.shipped, f"{e}; scoring with the shipped model"
+            return self.shipped, None, f"{e}; scoring with the shipped model"
+
+    def update_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus:
+        """Run the camera with new settings (url, fps, alerts): a new capture worker and alert engine; its model,
+        its registry versions and its learning stay. ValueError (a URL refused) changes nothing; KeyError for
+        an unknown camera."""
+        resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
+        with self._cams_lock:
+            old = self._cams[cam.id]
+        self.remove_camera(cam.id)
+        self.add_camera(cam, trusted=True)  # checked above; the camera's slot was counted already
+        if old.entry is None and old.model is not self.shipped:  # a model set directly, not from the registry
+            self.set_camera_model(cam.id, old.model.scorer, version=old.model.version, sha256=old.model.sha256)  # type: ignore[arg-type]
+        log.info("camera %s updated (%s)", cam.id, redact_url(cam.url))
+        return self.get_camera(cam.id)
+
+    def camera_settings(self, camera_id: str) -> CameraSettings:
+        """The camera's settings as given (URL with credentials: never for a response). KeyError: unknown."""
+        with self._cams_lock:
+            return self._cams[camera_id].cam
+
+    def set_tap(self, camera_id: str, tap: FrameTap | None) -> None:
+        """Give every kept frame of the camera to `tap` (footage recording), also across update_camera."""
+        with self._cams_lock:
+            if tap is None:
+                self._taps.pop(camera_id, None)
+            else:
+                self._taps[camera_id] = tap
+            c = self._cams.get(camera_id)
+        if c is not None:
+            c.worker.tap = tap
+
+    def report_error(self, camera_id: str, error: str) -> None:
+        """A camera's error that is not its capture's (footage refused, training failed): its last_error."""
+        with self._cams_lock:
+            c = self._cams.get(camera_id)
+        if c is not None:
+            c.worker.last_error = error
+
+    def mode(self, camera_id: str) -> CameraMode:
+        with self._cams_lock:
+            c = self._cams[camera_id]
+        phase = self.learning.phase(camera_id)
+        if phase == "recording":
+            return "learning"
+        if phase == "training":
+            return "training"
+        return "armed" if c.armed else "unarmed"
+
+    def publish_camera(self, camera_id: str) -> None:
+        """Tell the listeners (WebSocket clients) the camera's mode and model: after either changed."""
+        try:
+            st = self.get_camera(camera_id)
+        except KeyError:
+            return
+        self._emit(CameraMessage(camera_id, st.mode, st.model.version if st.model else SHIPPED, st.learning))
 
     def _load(self, camera_id: str, version: str) -> Predictor:
         precision = None if self.settings.precision == "auto" else self.settings.precision
         return self.registry.load(camera_id, version, device=str(self.predictor.device), precision=precision)
 
     def set_camera_model(self, camera_id: str, predictor: Predictor | None, *, version: str = "custom",
-                         sha256: str | None = None) -> ModelStatus:
+                         sha256: str | None = None, entry: ModelEntry | None = None) -> ModelStatus:
         """Score the camera with `predictor` from its next window on (None: the shipped model), without a restart.
         Other cameras keep every window. This camera's windows cut for the old model are dropped; its history
         restarts when the new model preprocesses or cuts windows differently; its alerts use the new model's
@@ -209,7 +283,7 @@ class Pipeline:
         with c.lock:
             now = self._clock()
             ended = [self._recorder.record(u) for u in [*c.engine.close(now), *c.scene.close(now)]]
-            c.model, c.model_error = model, None
+            c.model, c.model_error, c.entry = model, None, entry
             c.calibration = CameraCalibration(model.scorer.calibration, alerts)
             c.engine = AlertEngine(camera_id, alerts)
             c.scene = SceneChangeDetector(camera_id, self.settings.scene.params())
@@ -218,6 +292,7 @@ class Pipeline:
         for m in ended:
             self._emit(m)
         log.info("camera %s: scoring with model %s", camera_id, model.version)
+        self.publish_camera(camera_id)
         return self._model_status(c)
 
     def activate_model(self, camera_id: str, version: str | None) -> ModelStatus:
@@ -238,12 +313,16 @@ class Pipeline:
             log.error("camera %s: %s", camera_id, c.model_error)
             raise
         self.registry.activate(camera_id, entry.version)
-        return self.set_camera_model(camera_id, predictor, version=entry.version, sha256=entry.sha256)
+        return self.set_camera_model(camera_id, predictor, version=entry.version, sha256=entry.sha256, entry=entry)
 
     @staticmethod
     def _model_status(c: _Camera) -> ModelStatus:
-        m = c.model
-        return ModelStatus(m.version, None if m.sha256 is None else m.sha256[:12], c.model_error)
+        m, e = c.model, c.entry
+        status = ModelStatus(m.version, None if m.sha256 is None else m.sha256[:12], c.model_error)
+        if e is None:
+            return status
+        return replace(status, created=e.created, footage=e.footage, heldout_psnr=e.heldout_psnr,
+                       calibration=e.calibration)
 
     def remove_camera(self, camera_id: str) -> None:
         with self._cams_lock:
@@ -268,7 +347,8 @@ class Pipeline:
             stalls=w.stalls, restarts=w.restarts, last_frame_age_s=None if age is None else round(age, 3),
             last_error=w.last_error, frames_captured=w.frames_captured,
             frames_scored=int(inf["frames_scored"]), frames_skipped=int(inf["frames_skipped"]),  # type: ignore[call-overload]
-            history_resets=w.history_resets, on_threshold=c.engine.params.on_threshold, model=self._model_status(c))
+            history_resets=w.history_resets, on_threshold=c.engine.params.on_threshold, model=self._model_status(c),
+            mode=self.mode(camera_id), learning=self.learning.view(camera_id))
 
     def latest_frame(self, camera_id: str) -> np.ndarray | None:
         """The camera's last decoded frame (BGR), None before its first one; KeyError for an unknown id."""
@@ -357,7 +437,7 @@ class Pipeline:
             except Exception:  # a failed relearn must not stop scoring
                 log.exception("camera %s: relearn hook failed", camera_id)
 
-    def _emit(self, msg: ScoreMessage | EventMessage) -> None:
+    def _emit(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         with self._listeners_lock:
             listeners = list(self._listeners)
         for fn in listeners:
@@ -385,12 +465,13 @@ class Pipeline:
                 if w.model is not c.model:
                     continue  # cut for the camera's previous model: its scores are not this calibration's
                 z = c.calibration.z(float(scores.anomaly[i]), w.ts)
-                events = self._alert(c, w, z, scores.heatmap[i])
-                smoothed = None if c.scene.suppressing else c.engine.smoothed
+                armed = c.armed  # unarmed: scores published, never alerted on
+                events = self._alert(c, w, z, scores.heatmap[i]) if armed else []
+                smoothed = None if not armed or c.scene.suppressing else c.engine.smoothed
                 c.scored = (w.frame, scores.heatmap[i].copy())
             metrics = {k: float(getattr(scores, k)[i]) for k in REPORTED_METRICS}
             self._emit(ScoreMessage(w.camera_id, w.frame_index, w.ts, z, smoothed, metrics,
-                                    round((self._clock() - w.ts) * 1000, 2), w.model.version))
+                                    round((self._clock() - w.ts) * 1000, 2), w.model.version, armed))
             for m in events:
                 self._emit(m)
             if self.settings.learning.auto_relearn and any(

@@ -122,6 +122,10 @@ class CameraSettings(_Model):
     stall_after_s: float = Field(5.0, gt=0, description="The camera is 'stalled' when no frame came for this long.")
     enabled: bool = Field(True, description="Disabled cameras are configured but not started.")
     alerts: dict[str, Any] | None = Field(None, description="Per-camera overrides of AlertSettings fields.")
+    use_shipped: bool = Field(True, description="Without a model of its own, alert on the shipped model's scores "
+                              "(its calibration, adapted by warmup_s). False: the camera is 'unarmed' until it has "
+                              "learnt its own model; its scores are published with armed=false and raise no alert. "
+                              "A camera added over the API with `learn` defaults to False.")
 
     @field_validator("id")
     @classmethod
@@ -199,13 +203,32 @@ class WatchdogSettings(_Model):
                                                                    "longer than this (model lock wait included).")
 
 
+class LearningSettings(_Model):
+    """How a camera learns its own model: footage recorded from its stream, then a training process of its own
+    (`python -m model.learn`, niced, with few torch threads) so that live cameras keep scoring."""
+
+    footage_minutes: float = Field(10.0, gt=0, description="Minutes of footage recorded at the camera's fps.")
+    train_minutes: float = Field(15.0, gt=0, description="Training budget, wall clock. With the footage and the "
+                                 "final calibration, a camera is armed within 30 minutes of being added.")
+    threads: int = Field(1, ge=1, le=64, description="Torch CPU threads of a training process.")
+    disk_cap_mb: float = Field(500.0, gt=0, description="Most footage one camera may store (megabytes); recording "
+                               "stops there and training takes what was recorded.")
+    nice: int = Field(10, ge=0, le=19, description="Niceness of a training process: live scoring comes first.")
+    holdout: float = Field(0.15, gt=0, lt=1, description="Tail of the footage held out for validation and "
+                           "calibration.")
+    recipe: str = Field("camera-lite", description="Training recipe: a packaged recipe name or a YAML file.")
+    init: str = Field("none", description="Starting weights: none (from scratch), shipped, or a weights file.")
+    poll_s: float = Field(1.0, gt=0, description="How often recording and training progress are checked.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FFP_", env_nested_delimiter="__", extra="forbid",
                                       frozen=True)
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds.")
-    data_dir: Path = Field(Path("data"), description="Events database and event images live here.")
+    data_dir: Path = Field(Path("data"), description="Events database and images, cameras added "
+                          "over the API, their footage, training runs and models live here.")
     weights: Path | None = Field(None, description="Weights file; None = the shipped default weights.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -259,6 +282,8 @@ class Settings(BaseSettings):
                                        description="Relearning a camera's model.")
     watchdog: WatchdogSettings = Field(default_factory=lambda: WatchdogSettings.model_validate({}),
                                        description="Restarts of dead or hung workers, and their budget.")
+    learning: LearningSettings = Field(default_factory=lambda: LearningSettings.model_validate({}),
+                                       description="Defaults of a camera's learning (footage, training budget).")
     cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 

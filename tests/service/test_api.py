@@ -72,7 +72,9 @@ def test_camera_crud_and_errors(client: httpx.Client) -> None:
     state = client.get("/v1/cameras/door").json()
     assert state["state"] in ("connecting", "reconnecting", "stalled"), state
     # No model of its own: the shipped one (here an untrained predictor without a file, so no sha256).
-    assert state["model"] == {"version": "shipped", "sha256": None, "error": None}
+    assert state["model"] == {"version": "shipped", "sha256": None, "error": None, "created": None,
+                              "footage": None, "heldout_psnr": None, "calibration": None}
+    assert state["mode"] == "armed" and state["learning"] is None  # use_shipped: true unless it learns
     assert client.get("/v1/stats").json()["cameras"]["door"]["model"]["version"] == "shipped"
     assert [c["id"] for c in client.get("/v1/cameras").json()] == ["door"]
     for path in ("/v1/cameras", "/v1/cameras/door", "/v1/stats"):
