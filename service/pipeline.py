@@ -53,7 +53,7 @@ from .frames import (
     Window,
 )
 from .inference import InferenceWorker
-from .learning import Learning
+from .learning import Learning, LearningBusy
 from .recorder import EventRecorder
 from .registry import ModelEntry, ModelRegistry
 from .ring import RingBuffer
@@ -129,6 +129,7 @@ class Pipeline:
         self._started = False
         self._started_at: float | None = None
         self.learning = Learning(settings.learning, settings.data_dir, self, device=settings.device)
+        self.on_scene_change(self._relearn_in_background)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -427,6 +428,17 @@ class Pipeline:
                 if hook in self._relearn_hooks:
                     self._relearn_hooks.remove(hook)
         return unsubscribe
+
+    def _relearn_in_background(self, camera_id: str) -> None:
+        """The learning controller's relearn, off the inference thread (it opens files and publishes)."""
+        def relearn() -> None:
+            try:
+                self.learning.learn(camera_id)
+            except LearningBusy:
+                log.info("camera %s: scene changed while it is learning already", camera_id)
+            except KeyError:
+                pass  # removed meanwhile
+        threading.Thread(target=relearn, name=f"relearn-{camera_id}", daemon=True).start()
 
     def _relearn(self, camera_id: str) -> None:
         with self._listeners_lock:

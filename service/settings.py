@@ -101,13 +101,6 @@ class SceneSettings(_Model):
         return SceneParams(**self.model_dump())
 
 
-class LearningSettings(_Model):
-    """How a camera's own model is (re)learnt."""
-
-    auto_relearn: bool = Field(False, description="On a scene_change event, relearn the camera's model by itself "
-                               "(the pipeline calls its relearn hook); off: the event prompts the user to relearn.")
-
-
 class CameraSettings(_Model):
     """One camera. `url`: rtsp://, rtsps://, http(s)://, a file path, or webcam:N."""
 
@@ -219,6 +212,8 @@ class LearningSettings(_Model):
     recipe: str = Field("camera-lite", description="Training recipe: a packaged recipe name or a YAML file.")
     init: str = Field("none", description="Starting weights: none (from scratch), shipped, or a weights file.")
     poll_s: float = Field(1.0, gt=0, description="How often recording and training progress are checked.")
+    auto_relearn: bool = Field(False, description="On a scene_change event, relearn the camera's model by itself "
+                               "(the pipeline calls its relearn hook); off: the event prompts the user to relearn.")
 
 
 class Settings(BaseSettings):
@@ -278,8 +273,6 @@ class Settings(BaseSettings):
                                description="Connection limits: header, body and idle deadlines, caps.")
     scene: SceneSettings = Field(default_factory=lambda: SceneSettings.model_validate({}),
                                  description="Scene-change detection (a camera moved, covered, refocused, zoomed).")
-    learning: LearningSettings = Field(default_factory=lambda: LearningSettings.model_validate({}),
-                                       description="Relearning a camera's model.")
     watchdog: WatchdogSettings = Field(default_factory=lambda: WatchdogSettings.model_validate({}),
                                        description="Restarts of dead or hung workers, and their budget.")
     learning: LearningSettings = Field(default_factory=lambda: LearningSettings.model_validate({}),
