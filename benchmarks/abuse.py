@@ -9,7 +9,13 @@ prints one row per case: name, expected, observed, pass. Exits 1 if a case fails
 bounded in connections, bytes and time.
 
 A case is a function `(Target) -> Observed` registered with `@case(name, expected)`: adding a case is appending
-a function. `Target` has the base URL, the API key, the service's settings file and a scratch folder.
+a function. `Target` has the base URL, the API key, the service's settings file and a scratch folder. A case that
+needs other cameras names them (`@case(..., cameras=[...])`) and gets a service of its own, started after the
+shared one stopped, so the two never compete for the CPU.
+
+Throughout every case a monitor probes `/healthz` twice a second and counts the frames the service's first camera
+scores: a case fails if `/healthz` took longer than 1 s once, or if the live camera fell below LIVE_RATE of its fps
+(judged on cases that last at least LIVE_WINDOW_S; shorter ones only report it).
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "service" / "demo" / "ped2_demo.mp4"
 KEY = "abuse-key"
 HEALTHZ_S = 1.0  # /healthz must answer within this, throughout
+LIVE_RATE = 0.7  # the live camera keeps this share of its fps throughout (the bar of the concurrent-uploads case)
+LIVE_WINDOW_S = 3.0  # shorter cases are too short to judge a rate from a frame count
 
 
 @dataclass
@@ -85,14 +93,16 @@ class Case:
     name: str
     expected: str
     run: Callable[[Target], Observed]
+    cameras: list[dict[str, Any]] | None = None  # a service of its own with these cameras
 
 
 CASES: list[Case] = []
 
 
-def case(name: str, expected: str) -> Callable[[Callable[[Target], Observed]], Callable[[Target], Observed]]:
+def case(name: str, expected: str, cameras: list[dict[str, Any]] | None = None
+         ) -> Callable[[Callable[[Target], Observed]], Callable[[Target], Observed]]:
     def register(fn: Callable[[Target], Observed]) -> Callable[[Target], Observed]:
-        CASES.append(Case(name, expected, fn))
+        CASES.append(Case(name, expected, fn, cameras))
         return fn
     return register
 
@@ -122,9 +132,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def service(work: Path) -> Iterator[Target]:
+def service(work: Path, cameras: list[dict[str, Any]] | None = None) -> Iterator[Target]:
     port = free_port()
+    work.mkdir(parents=True, exist_ok=True)
     settings = {**SETTINGS, "port": port, "host": "127.0.0.1", "data_dir": str(work / "data")}
+    if cameras is not None:
+        settings["cameras"] = cameras
     cfg = work / "abuse.yaml"
     cfg.write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if k != "FFP_API_KEY"}
@@ -139,6 +152,11 @@ def service(work: Path) -> Iterator[Target]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the service did not start (exit code {proc.poll()}):\n{log.read_text()}")
             time.sleep(0.3)
+        with target.client() as c:  # the cameras scoring (weights loaded, warm-up done): the monitor's baseline
+            while min(int(x["frames_scored"]) for x in c.get("/v1/stats").json()["cameras"].values()) < 20:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the cameras did not start scoring:\n{log.read_text()}")
+                time.sleep(0.3)
         yield target
     finally:
         proc.send_signal(signal.SIGINT)
@@ -573,6 +591,130 @@ def ws_slow_client(t: Target) -> Observed:
                     code == 4000 and closed_after < 30 and len(data) < 512 * 1024)
 
 
+FANOUT_CAMERAS = [{"id": f"cam{i}", "url": str(DEMO), "fps": 10, "loop": True} for i in range(4)]
+FANOUT_WINDOW_S = 10.0  # per window; windows alternate 1 and 100 clients, so a load change elsewhere hits both
+FANOUT_ROUNDS = 3
+
+
+class Listeners:
+    """WebSocket clients (the websockets library, default options, as an application would use it) on their own
+    event loop in a thread; each reads every message and counts it."""
+
+    def __init__(self, url: str) -> None:
+        import asyncio
+        import threading
+
+        self.url = url
+        self.received = 0
+        self.open = 0
+        self.failed: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    async def _client(self) -> None:
+        import asyncio
+
+        from websockets.asyncio.client import connect
+
+        try:
+            async with connect(self.url, open_timeout=30) as ws:
+                self.open += 1
+                try:
+                    async for _ in ws:
+                        self.received += 1
+                finally:
+                    self.open -= 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - counted and reported by the case
+            self.failed.append(f"{type(e).__name__}: {e}"[:200])
+
+    def add(self, n: int, batch: int = 10, timeout: float = 60) -> list[Any]:
+        """n more clients, connected `batch` at a time (a burst beyond the server's idle-connection cap would have
+        the oldest not yet upgraded closed); their futures, for remove()."""
+        import asyncio
+
+        futures = []
+        deadline = time.monotonic() + timeout
+        for start in range(0, n, batch):
+            want = self.open + min(batch, n - start)
+            futures += [asyncio.run_coroutine_threadsafe(self._client(), self._loop)
+                        for _ in range(min(batch, n - start))]
+            while self.open < want and not self.failed and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return futures
+
+    def remove(self, futures: list[Any], timeout: float = 30) -> None:
+        want = self.open - len(futures)
+        for f in futures:
+            self._loop.call_soon_threadsafe(f.cancel)
+        deadline = time.monotonic() + timeout
+        while self.open > want and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        import asyncio
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_all(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def _window(t: Target, listeners: Listeners, seconds: float) -> tuple[float, float]:
+    """Frames/s scored by all cameras over `seconds`, and the share of the messages published meanwhile that
+    each open client received."""
+    def now() -> tuple[int, int, int]:
+        with t.client() as c:
+            st = c.get("/v1/stats").json()
+        return sum(int(x["frames_scored"]) for x in st["cameras"].values()), st["websocket"]["published"], \
+            listeners.received
+
+    (n0, p0, m0), t0 = now(), time.monotonic()
+    time.sleep(seconds)
+    (n1, p1, m1), t1 = now(), time.monotonic()
+    return (n1 - n0) / (t1 - t0), (m1 - m0) / max(listeners.open * (p1 - p0), 1)
+
+
+@case("ws-fanout", "4 cameras at 10 fps: scoring rate with 100 WebSocket clients within 10 % of the rate with one "
+                   "(windows alternate); every client gets every message", cameras=FANOUT_CAMERAS)
+def ws_fanout(t: Target) -> Observed:
+    listeners = Listeners(f"ws://127.0.0.1:{t.port}/v1/ws?kinds=scores,events&api_key={t.key}")
+    one: list[tuple[float, float]] = []
+    many: list[tuple[float, float]] = []
+    most = 0
+    try:
+        listeners.add(1)
+        for _ in range(FANOUT_ROUNDS):
+            time.sleep(1.0)
+            one.append(_window(t, listeners, FANOUT_WINDOW_S))
+            others = listeners.add(99)
+            most = max(most, listeners.open)
+            time.sleep(1.0)
+            many.append(_window(t, listeners, FANOUT_WINDOW_S))
+            listeners.remove(others)
+    finally:
+        listeners.close()
+    with t.client() as c:
+        ws = c.get("/v1/stats").json()["websocket"]
+    rate1, rate100 = (sum(r for r, _ in w) / len(w) for w in (one, many))
+    share = min(m for _, m in many)
+    failed = f"; {len(listeners.failed)} clients failed: {listeners.failed[0]}" if listeners.failed else ""
+    windows = ", ".join(f"{a:.1f}/{b:.1f}" for (a, _), (b, _) in zip(one, many, strict=True))
+    return Observed(f"frames/s with 1/100 clients {windows}: {rate1:.1f} vs {rate100:.1f} = {rate100 / rate1:.0%}; "
+                    f"{most} clients received {share:.0%} of the messages published (per client, worst window); "
+                    f"dropped_scores {ws['dropped_scores_total']}, slow_closes {ws['slow_closes']}{failed}",
+                    not listeners.failed and most == 100 and rate100 >= 0.9 * rate1 and share >= 0.95
+                    and ws["slow_closes"] == 0)
+
+
 def _close_code(stream: bytes) -> int | None:
     """The code of the first close frame in a server's WebSocket byte stream (frames unmasked)."""
     at = 0
@@ -589,20 +731,72 @@ def _close_code(stream: bytes) -> int | None:
 
 # -- the table -----------------------------------------------------------------------------------------------
 
+class Monitor:
+    """Alongside a case: /healthz probed every PROBE_S (the slowest answer kept) and the frames the service's first
+    camera scored, from /v1/stats at the start and the end."""
+
+    PROBE_S = 0.5
+
+    def __init__(self, target: Target) -> None:
+        import threading
+
+        self.target = target
+        self.camera = target.settings["cameras"][0]
+        self.slowest = 0.0
+        self.probes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, daemon=True)
+
+    def _scored(self) -> int | None:
+        try:
+            with self.target.client(5) as c:
+                return int(c.get(f"/v1/cameras/{self.camera['id']}").json()["frames_scored"])
+        except (httpx.HTTPError, KeyError, ValueError):
+            return None
+
+    def _probe(self) -> None:
+        while not self._stop.wait(self.PROBE_S):
+            self.slowest = max(self.slowest, self.target.healthz_s())
+            self.probes += 1
+
+    def __enter__(self) -> Monitor:
+        self._t0, self._scored0 = time.monotonic(), self._scored()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.slowest = max(self.slowest, self.target.healthz_s())
+        self.elapsed = time.monotonic() - self._t0
+        end = self._scored()
+        self.rate = None if end is None or self._scored0 is None else (end - self._scored0) / self.elapsed
+
+    def verdict(self) -> tuple[str, bool]:
+        """What the monitor saw and whether it held."""
+        fps = float(self.camera["fps"])
+        if self.rate is None:
+            return "live camera: no stats", False
+        judged = self.elapsed >= LIVE_WINDOW_S
+        ok = self.slowest < HEALTHZ_S and (not judged or self.rate >= LIVE_RATE * fps)
+        return (f"/healthz max {self.slowest:.2f} s ({self.probes + 1} probes), live camera {self.rate:.1f}/{fps:g} "
+                f"fps{'' if judged else ' (not judged: < 3 s)'}", ok)
+
+
 def run(cases: list[Case], target: Target) -> list[Row]:
     rows = []
     for c in cases:
         t0 = time.monotonic()
-        try:
-            got = c.run(target)
-        except Exception as e:  # noqa: BLE001 - a case that crashes has failed; the others still run
-            traceback.print_exc()
-            got = Observed(f"error: {type(e).__name__}: {e}", False)
-        health = target.healthz_s()
-        if health > HEALTHZ_S:
-            got = Observed(f"{got.observed}; /healthz took {health:.1f} s afterwards", False)
-        rows.append(Row(c.name, c.expected, got.observed, got.passed))
-        print(f"  {c.name}: {'pass' if got.passed else 'FAIL'} ({time.monotonic() - t0:.1f} s)", flush=True)
+        with Monitor(target) as mon:
+            try:
+                got = c.run(target)
+            except Exception as e:  # noqa: BLE001 - a case that crashes has failed; the others still run
+                traceback.print_exc()
+                got = Observed(f"error: {type(e).__name__}: {e}", False)
+        seen, held = mon.verdict()
+        rows.append(Row(c.name, c.expected, f"{got.observed} | {seen}", got.passed and held))
+        print(f"  {c.name}: {'pass' if got.passed and held else 'FAIL'} ({time.monotonic() - t0:.1f} s)",
+              flush=True)
     return rows
 
 
@@ -627,8 +821,16 @@ def main() -> int:
     if not cases:
         print(f"no such case: {args.only}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="ffp-abuse-") as tmp, service(Path(tmp)) as target:
-        rows = run(cases, target)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="ffp-abuse-") as tmp:
+        shared = [c for c in cases if c.cameras is None]
+        if shared:
+            with service(Path(tmp) / "shared") as target:
+                rows += run(shared, target)
+        for c in cases:
+            if c.cameras is not None:
+                with service(Path(tmp) / c.name, c.cameras) as target:
+                    rows += run([c], target)
     print_table(rows)
     return 0 if all(r.passed for r in rows) else 1
 

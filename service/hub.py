@@ -75,11 +75,28 @@ class Subscriber:
             self.outbox.append(item)
         self.wakeup.set()
 
-    async def get(self) -> Published | None:
-        """Next message, or None once the subscriber overflowed (the caller closes the connection)."""
-        while not self.outbox and not self.overflowed:
-            self.wakeup.clear()
-            await self.wakeup.wait()
+    async def get(self, timeout: float | None = None) -> Published | None:
+        """Next message, or None once the subscriber overflowed (the caller closes the connection); TimeoutError
+        when none came within `timeout` seconds. The timeout is a timer on the loop, not asyncio.wait_for, which
+        before Python 3.12 creates a task per call: one per message and connection."""
+        if not self.outbox and not self.overflowed:
+            expired = False
+
+            def expire() -> None:
+                nonlocal expired
+                expired = True
+                self.wakeup.set()
+
+            timer = None if timeout is None else asyncio.get_running_loop().call_later(timeout, expire)
+            try:
+                while not self.outbox and not self.overflowed:
+                    if expired:
+                        raise TimeoutError
+                    self.wakeup.clear()
+                    await self.wakeup.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
         if self.overflowed:
             return None
         item = self.outbox.popleft()
@@ -88,6 +105,22 @@ class Subscriber:
         else:
             self.pending_scores -= 1
         return item
+
+    def unget(self, item: Published) -> None:
+        """Put back a message taken with get() that could not be sent (it is first again)."""
+        self.outbox.appendleft(item)
+        if isinstance(item.msg, EventMessage):
+            self.pending_events += 1
+        else:
+            self.pending_scores += 1
+
+    def drop_pending_scores(self) -> int:
+        """The connection closes: its queued score messages will never be sent. Counted as dropped; how many."""
+        n = self.pending_scores
+        self.outbox = deque(item for item in self.outbox if isinstance(item.msg, EventMessage))
+        self.pending_scores = 0
+        self.dropped_scores += n
+        return n
 
 
 def _camera_of(msg: Message) -> str:
@@ -122,6 +155,12 @@ class Hub:
                 dropped = sub.dropped_scores
                 sub.offer(item)
                 self.dropped_scores += sub.dropped_scores - dropped
+
+    def fell_behind(self, sub: Subscriber) -> None:
+        """`sub`'s connection is closed with CLOSE_RESUME because its client fell behind: counted, and so are the
+        score messages still queued for it (the events it resumes from the store)."""
+        self.slow_closes += 1
+        self.dropped_scores += sub.drop_pending_scores()
 
     def subscribe(self, sub: Subscriber) -> Callable[[], None]:
         """Loop thread only. Returns the unsubscribe function."""

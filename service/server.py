@@ -10,6 +10,10 @@ sockets and file handles (no reverse proxy is assumed in front of it).
 - `BodyDeadline` (ASGI middleware; Starlette has none): a request body that stalls for `body_idle_timeout_s`,
   arrives slower than `body_min_rate_kbps` on average after `body_grace_s`, or takes longer than
   `body_timeout_s` in all is answered 408 and the connection closed; the app sees a client disconnect.
+- `AckedWebSocket` (uvicorn's WebSocket protocol): a ping every WS_PING_S whose pong acknowledges everything sent
+  before it, so the application can tell a client that stopped reading long before the kernel's buffers fill up.
+  No per-message compression: score messages are a few hundred bytes, and a deflate context is per connection,
+  so compressing would encode every message once per client instead of once for all of them.
 """
 from __future__ import annotations
 
@@ -29,7 +33,15 @@ try:
 except ImportError:  # uvicorn without httptools parses with h11
     from uvicorn.protocols.http.h11_impl import H11Protocol as _BaseProtocol  # type: ignore[assignment]
 
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol as _BaseWebSocket
+except ImportError:  # uvicorn without the websockets library: its own choice, without acknowledgements
+    _BaseWebSocket = None  # type: ignore[assignment,misc]
+
 log = logging.getLogger(__name__)
+
+WS_PING_S = 1.0  # a client's WebSocket stack answers a ping once it read everything before it: an acknowledgement
+WS_PING_TIMEOUT_S = 20.0  # uvicorn's own close (1011) for a ping left unanswered; the application closes sooner
 
 
 
@@ -216,6 +228,19 @@ class BodyDeadline:
         await self.app(scope, receive_guarded, send_guarded)
 
 
+if _BaseWebSocket is not None:
+    class AckedWebSocket(_BaseWebSocket):
+        """uvicorn's WebSocket protocol (pinging every WS_PING_S) that tells the application how long its client
+        has left a ping unanswered. A pong comes only after the client read everything sent before the ping, so
+        this is the age of the oldest data the client has not read, whatever the kernels on the way buffer.
+        The application finds `unacknowledged_s` on the protocol its `send` belongs to (live.SocketBuffers)."""
+
+        def unacknowledged_s(self) -> float:
+            if self.pending_ping_payload is None:
+                return 0.0
+            return max(0.0, self.loop.time() - self.ping_sent_at)
+
+
 def server_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """uvicorn's Config for `app` with the connection limits of `settings.http` (overrides: e.g. port=0)."""
     limits = settings.http
@@ -225,6 +250,9 @@ def server_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn
         "limit_concurrency": limits.max_connections,
         "timeout_keep_alive": limits.keep_alive_s,
         "h11_max_incomplete_event_size": limits.max_header_kb * 1024,
-        "timeout_graceful_shutdown": limits.graceful_shutdown_s}
+        "timeout_graceful_shutdown": limits.graceful_shutdown_s,
+        "ws_per_message_deflate": False, "ws_ping_interval": WS_PING_S, "ws_ping_timeout": WS_PING_TIMEOUT_S}
+    if _BaseWebSocket is not None:
+        kwargs["ws"] = AckedWebSocket
     kwargs.update(overrides)
     return uvicorn.Config(BodyDeadline(app, limits), **kwargs)

@@ -22,12 +22,16 @@ Resume: keep the last event `seq` seen and reconnect with `resume_from=<seq>`. T
 connection for live messages *before* reading the store, then sends every stored message after N (marked
 `replay: true`), then the live ones, skipping any seq it already sent: no gap and no duplicate at the seam.
 
-Slow clients never slow the pipeline. Each connection has a bounded backlog, and what the kernel buffers for it
-is bounded too (`SocketBuffers`: SEND_BUFFER_BYTES), so a client that reads too slowly is noticed within
-seconds. Score messages beyond the backlog are dropped and counted (`dropped_scores` in the next
-score/heartbeat message). Event messages are never dropped silently: when a client's event backlog overflows,
-or one send to it waits longer than SEND_TIMEOUT_S (it stopped reading), the server closes the connection with
-code 4000 (CLOSE_RESUME) and the client should reconnect with resume_from. Close codes: 1008 = missing or bad
+Slow clients never slow the pipeline. Each connection has a bounded backlog, and what is sent to it but not yet
+read is bounded in time: the server pings every client every second (service.server.AckedWebSocket), a client's
+WebSocket stack answers a ping only after reading everything sent before it, and while a client has left a ping
+unanswered for more than ACK_HOLD_S nothing more is sent to it; its messages wait in the backlog. (The kernel's
+buffers alone, even bounded by `SocketBuffers`, would absorb a minute of messages at one camera's rate before a
+send blocks.) Score messages beyond the backlog are dropped and counted (`dropped_scores` in the next
+score/heartbeat message, and those still queued when the connection is closed for falling behind). Event messages
+are never dropped silently: when a client's event backlog overflows, or a message cannot go out to it for
+SEND_TIMEOUT_S (it stopped reading), the server closes the connection with code 4000 (CLOSE_RESUME) and the
+client should reconnect with resume_from. Close codes: 1008 = missing or bad
 API key, or an Origin not allowed; 4400 = invalid subscription or message; 4000 = the client fell behind,
 resume; 1013 = the service is starting or stopping.
 """
@@ -38,6 +42,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -68,10 +73,13 @@ MAX_PENDING_EVENTS = 1024
 REPLAY_PAGE = 500
 CLOSE_POLICY = 1008
 CLOSE_BAD_REQUEST = 4400
-SEND_TIMEOUT_S = 5.0  # one send blocked this long (every buffer on the way full): the client stopped reading
+SEND_TIMEOUT_S = 5.0  # a message could not go out for this long (held, or the buffers full): not reading
+ACK_HOLD_S = 2.0  # a ping unanswered this long: hold further messages (a reading client answers within ms)
+ACK_POLL_S = 0.1  # how often a held send looks for the acknowledgement
 CLOSE_TIMEOUT_S = 10.0  # the close frame waits behind the full buffers this long, then the socket is dropped
 SEND_BUFFER_BYTES = 64 * 1024  # the kernel's send buffer per WebSocket (it doubles it for its bookkeeping)
 TRANSPORT_KEY = "ffp.transport"  # scope key under which SocketBuffers leaves the connection's transport
+ACK_KEY = "ffp.unacknowledged_s"  # scope key: seconds the client has left a ping unanswered (AckedWebSocket)
 
 
 class NotReading(Exception):
@@ -90,14 +98,19 @@ class SocketBuffers:
     would learn about it only from the keepalive ping (1011 after ping interval + timeout). With a small buffer
     a send blocks within seconds, so the backlog, `dropped_scores` and the 4000 close work as documented.
     ASGI does not expose the socket: uvicorn's `send` is a method of its protocol object, which holds the
-    transport; under another server nothing is changed."""
+    transport (and, with service.server's AckedWebSocket, `unacknowledged_s`); under another server nothing is
+    changed."""
 
     def __init__(self, app: ASGIApp, send_buffer: int = SEND_BUFFER_BYTES) -> None:
         self.app, self.send_buffer = app, send_buffer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            protocol = getattr(send, "__self__", None)
+            unacknowledged = getattr(protocol, "unacknowledged_s", None)
+            if callable(unacknowledged):
+                scope = {**scope, ACK_KEY: unacknowledged}
+            transport = getattr(protocol, "transport", None)
             if transport is not None and hasattr(transport, "get_extra_info"):  # asyncio's or uvloop's
                 sock = transport.get_extra_info("socket")
                 if sock is not None:
@@ -164,12 +177,16 @@ class Connection:
         self.sender: asyncio.Task[Any] | None = None  # the task in send(), and since when
         self.send_started: float | None = None
         self.stuck = False  # a send stayed blocked for SEND_TIMEOUT_S: the client stopped reading
+        self.unacknowledged_s: Callable[[], float] | None = ws.scope.get(ACK_KEY)
 
     async def send(self, text: str) -> None:
-        """Send one message; NotReading when watch_sends found it blocked for SEND_TIMEOUT_S. (One watcher per
-        connection instead of a timeout per send: wait_for would create a task per message and client.)"""
+        """Send one message once the client has acknowledged what it was sent up to ACK_HOLD_S ago; NotReading when
+        watch_sends found it waiting for SEND_TIMEOUT_S. (One watcher per connection instead of a timeout per
+        send: wait_for would create a task per message and client.)"""
         self.sender, self.send_started = asyncio.current_task(), time.monotonic()
         try:
+            while self.unacknowledged_s is not None and self.unacknowledged_s() > ACK_HOLD_S:
+                await asyncio.sleep(ACK_POLL_S)
             await self.ws.send_text(text)
         except asyncio.CancelledError:
             if not self.stuck:
@@ -239,8 +256,8 @@ class Connection:
     async def write_loop(self) -> None:
         while True:
             try:
-                item = await asyncio.wait_for(self.sub.get(), HEARTBEAT_S)
-            except asyncio.TimeoutError:
+                item = await self.sub.get(HEARTBEAT_S)
+            except TimeoutError:
                 async with self.send_lock:
                     await self.send(HeartbeatMessage(ts=time.time(), dropped_scores=self.sub.dropped_scores,
                                                      last_seq=self.last_seq).model_dump_json())
@@ -251,7 +268,11 @@ class Connection:
                 if self.sub.wants(item.msg):  # the subscription may have changed since it was queued
                     out = self.encode(item)
                     if out is not None:
-                        await self.send(out)
+                        try:
+                            await self.send(out)
+                        except NotReading:
+                            self.sub.unget(item)  # not sent: counted with the backlog when the connection closes
+                            raise
 
     async def read_loop(self) -> None:
         while True:
@@ -310,7 +331,7 @@ async def live(ws: WebSocket) -> None:
             if not t.cancelled() and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
     except NotReading:
-        hub.slow_closes += 1
+        hub.fell_behind(conn.sub)
         log.warning("websocket client fell behind; closing it with %d so it resumes from the store", CLOSE_RESUME)
         close = (CLOSE_RESUME, conn.resume_reason())
     except BadMessage as e:

@@ -110,3 +110,32 @@ def test_wire_json_is_the_schema_models() -> None:
     assert wire == {"type": "event", "seq": 5, "kind": "start", "replay": True, "event": {
         "id": "e5", "camera_id": "a", "start_ts": 1.0, "end_ts": None, "peak_score": 6.0, "peak_ts": 1.0,
         "frames": 1, "snapshot_url": None, "heatmap_url": None}}
+
+
+@pytest.mark.timeout(10)
+def test_get_times_out_without_a_task_and_a_slow_close_counts_the_backlog() -> None:
+    async def main() -> None:
+        hub = Hub(asyncio.get_running_loop())
+        sub = Subscriber(max_scores=5)
+        hub.subscribe(sub)
+        tasks = len(asyncio.all_tasks())
+        waiter = asyncio.ensure_future(sub.get(0.2))
+        await asyncio.sleep(0.05)
+        assert len(asyncio.all_tasks()) == tasks + 1, "the timeout is a timer, not a task of its own"
+        with pytest.raises(TimeoutError):
+            await waiter
+        sub.offer(Published(score(i=0)))
+        assert (await sub.get(0.2)).msg.frame_index == 0  # type: ignore[union-attr]
+        for i in range(1, 4):
+            hub.publish(score(i=i))
+        hub.publish(event(1))
+        await asyncio.sleep(0.05)
+        item = await sub.get(0.2)
+        assert item is not None
+        sub.unget(item)  # could not be sent: first again, and pending again
+        assert sub.pending_scores == 3 and sub.pending_events == 1 and sub.outbox[0] is item
+        hub.fell_behind(sub)
+        assert hub.slow_closes == 1 and hub.dropped_scores == 3 and sub.dropped_scores == 3
+        assert [type(i.msg) for i in sub.outbox] == [EventMessage] and sub.pending_scores == 0
+
+    asyncio.run(main())

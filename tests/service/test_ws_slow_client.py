@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import threading
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from live_server import LiveServer, serve, untrained_predictor
 
+from service import server as server_module
 from service.api import create_app, live
 from service.api.deps import AppState
 from service.frames import REPORTED_METRICS, Event, EventMessage, ScoreMessage
@@ -190,3 +192,61 @@ def test_client_that_stops_reading_is_closed_with_4000(server: LiveServer) -> No
     assert closed_after < live.SEND_TIMEOUT_S + 8, closed_after
     assert drained < 1_000_000, f"{drained} bytes were buffered for a client that did not read"
     assert _stats(server)["clients"] == 0
+
+
+@pytest.fixture
+def production_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """uvicorn configured as `python -m service` configures it (service.server): pings that acknowledge."""
+    settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY)
+    with serve(create_app(build_service(settings, predictor=untrained_predictor())), settings=settings) as srv:
+        yield srv
+
+
+@pytest.mark.timeout(60)
+def test_client_that_stops_reading_at_one_camera_rate_is_closed_with_4000(production_server: LiveServer) -> None:
+    """One camera at 10 fps is about 3 KB/s: the kernel buffers would absorb it for a minute before a send blocks
+    (and uvicorn's keepalive closed such a client with 1011). The unanswered ping tells within seconds."""
+    from websockets.sync.client import connect
+
+    server = production_server
+    hub = server.server.config.app.app.state.ffp.hub  # service.server.BodyDeadline wraps the app
+    stop = threading.Event()
+
+    def camera() -> None:  # the score messages of one camera at 10 fps
+        i = 0
+        while not stop.wait(0.1):
+            hub.publish(ScoreMessage("cam", i, time.time(), 0.1, 0.1, dict.fromkeys(REPORTED_METRICS, 0.1), 3.0))
+            i += 1
+
+    bound = server_module.WS_PING_S + live.ACK_HOLD_S + live.SEND_TIMEOUT_S + 1  # the README's bound
+    scores_read: list[int] = []
+
+    def read_everything() -> None:  # a client that keeps reading, alongside: neither held nor closed
+        with connect(f"{server.ws_url}?kinds=scores&api_key={KEY}") as ws:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    scores_read.append(ws.recv(timeout=0.5).count('"type":"score"'))
+
+    reader = threading.Thread(target=read_everything, daemon=True)
+    reader.start()
+    client = RawClient(server.port, f"/v1/ws?api_key={KEY}")
+    publisher = threading.Thread(target=camera, daemon=True)
+    t0 = time.monotonic()
+    publisher.start()
+    try:
+        while (st := _stats(server))["slow_closes"] == 0:  # the raw client reads nothing meanwhile
+            assert time.monotonic() - t0 < bound + 5, f"not closed for not reading: {st}"
+            time.sleep(0.2)
+        closed_after = time.monotonic() - t0
+        close = next((payload for opcode, payload in client.frames() if opcode == 0x8), None)
+    finally:
+        stop.set()
+        publisher.join(5)
+        reader.join(5)
+        client.sock.close()
+    assert close is not None, "no close frame"
+    code, reason = int.from_bytes(close[:2], "big"), close[2:].decode()
+    assert code == CLOSE_RESUME and "resume_from=" in reason, (code, reason)
+    assert closed_after < bound + 1, f"closed after {closed_after:.1f} s (bound {bound:g} s)"
+    assert st["slow_closes"] == 1 and st["dropped_scores_total"] > 0, st  # the held backlog is counted
+    assert st["clients"] == 1 and sum(scores_read) >= 0.8 * 10 * closed_after, (st, sum(scores_read))
