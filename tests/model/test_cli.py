@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-PED2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ped2"
-
-
 def ffp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "model.cli", *args], check=False, capture_output=True, text=True,
                           timeout=120,
@@ -38,23 +35,24 @@ def test_wrong_layout(tmp_path: Path) -> None:
 
 def test_eval_with_missing_and_corrupt_weights(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    r = ffp("eval", "--data", str(PED2), "--weights", str(tmp_path / "missing.pt"), "--out", str(out))
+    data = tmp_path  # the weights are loaded (and refused) before the data set is looked at
+    r = ffp("eval", "--data", str(data), "--weights", str(tmp_path / "missing.pt"), "--out", str(out))
     assert r.returncode == 2 and "weights file not found" in r.stderr
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
-    r = ffp("eval", "--data", str(PED2), "--weights", str(corrupt), "--out", str(out))
+    r = ffp("eval", "--data", str(data), "--weights", str(corrupt), "--out", str(out))
     assert r.returncode == 2 and "corrupt" in r.stderr
     assert not out.exists()  # nothing half-written
 
 
-def test_label_count_mismatch(tmp_path: Path) -> None:
+def test_label_count_mismatch(tmp_path: Path, ped2: Path) -> None:
     from tests.model.test_weights_scoring import make_predictor
 
     weights = tmp_path / "w.pt"
     torch.save(make_predictor().weights_blob(), weights)
     bad_labels = tmp_path / "labels.json"
     bad_labels.write_text('{"01": [0, 1]}')
-    r = ffp("eval", "--data", str(PED2), "--weights", str(weights), "--labels", str(bad_labels),
+    r = ffp("eval", "--data", str(ped2), "--weights", str(weights), "--labels", str(bad_labels),
             "--out", str(tmp_path / "r.json"))
     assert r.returncode == 2 and "no labels for videos" in r.stderr
     assert not (tmp_path / "r.json").exists()
@@ -340,7 +338,7 @@ def parse_train(*args: str):  # type: ignore[no-untyped-def]
     return train_config(build_parser().parse_args(["train", *args]))
 
 
-def test_the_lite_recipe_is_the_training_the_shipped_weights_record(tmp_path: Path) -> None:
+def test_the_lite_recipe_is_the_training_the_shipped_weights_record(tmp_path: Path, ped2: Path) -> None:
     """`ffp train --recipe ped2-lite` resolves to what weights/ffp-ped2-lite.pt recorded of its run, and its
     preset is the shipped architecture (no --arch needed)."""
     from model.config import ModelConfig
@@ -350,9 +348,9 @@ def test_the_lite_recipe_is_the_training_the_shipped_weights_record(tmp_path: Pa
 
     shipped = torch.load(WEIGHTS_DIR / "ffp-ped2-lite.pt", weights_only=True)
     meta = shipped["meta"]
-    cfg = parse_train("--recipe", "ped2-lite", "--data", str(PED2), "--out", str(tmp_path / "run"))
+    cfg = parse_train("--recipe", "ped2-lite", "--data", str(ped2), "--out", str(tmp_path / "run"))
     run = plan(cfg)
-    train_src, val_src = split_holdout(find_videos(PED2, "training"), cfg.holdout)
+    train_src, val_src = split_holdout(find_videos(ped2, "training"), cfg.holdout)
     resolved = run_meta(cfg, run, train_src, val_src, precision=cfg.precision)
     for key in ("dataset", "train_videos", "holdout_videos", "lr_g", "lr_d", "batch_size", "seed", "precision",
                 "lr_schedule", "ema", "crop"):
@@ -416,7 +414,7 @@ def test_ship_last_calibrates_and_returns_the_last_step_as_ffp_calibrate_would(t
         assert calibration[key] == again[key], key
 
 
-def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path) -> None:
+def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path, ped2: Path) -> None:
     """ped2-paper encodes the first of the two stages that made weights/ffp-ped2-paper.pt (the second, a time
     box from the first's best.pt, is in the recipe's comments): same architecture, data split, loss weights,
     batch and seed as the shipped file records."""
@@ -426,10 +424,10 @@ def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path) 
     from model.checkpoint import WEIGHTS_DIR
 
     shipped = torch.load(WEIGHTS_DIR / "ffp-ped2-paper.pt", weights_only=True)
-    cfg = parse_train("--recipe", "ped2-paper", "--data", str(PED2), "--out", str(tmp_path / "run"))
+    cfg = parse_train("--recipe", "ped2-paper", "--data", str(ped2), "--out", str(tmp_path / "run"))
     run = plan(cfg)
     assert run.model == ModelConfig.from_dict(shipped["model_config"])
-    train_src, val_src = split_holdout(find_videos(PED2, "training"), cfg.holdout)
+    train_src, val_src = split_holdout(find_videos(ped2, "training"), cfg.holdout)
     resolved = run_meta(cfg, run, train_src, val_src, precision=cfg.precision)
     for key in ("dataset", "train_videos", "holdout_videos", "loss_weights", "batch_size", "seed", "precision"):
         assert resolved[key] == shipped["meta"][key], key
