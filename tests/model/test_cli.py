@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+
 def ffp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "model.cli", *args], check=False, capture_output=True, text=True,
                           timeout=120,

@@ -19,6 +19,7 @@ from model.data import (
 )
 from model.labels import find_labels, load_labels
 
+
 @pytest.fixture
 def labels_dir(shared_data: Callable[[str], Path]) -> Path:
     return shared_data("datasets/labels")
