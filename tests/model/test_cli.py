@@ -433,3 +433,33 @@ def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path, 
     for key in ("dataset", "train_videos", "holdout_videos", "loss_weights", "batch_size", "seed", "precision"):
         assert resolved[key] == shipped["meta"][key], key
     assert shipped["meta"]["init"]["step"] == cfg.steps  # stage 2 started from stage 1's last step
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    r = ffp("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"ffp {version('ffp')}", r.stdout + r.stderr
+
+
+def test_scoring_commands_default_to_half_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval, calibrate and score leave a core to other work unless --threads says otherwise."""
+    import argparse
+    import os
+
+    import model.predictor
+    from model.cli import _load, default_scoring_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(model.predictor, "load_predictor", lambda *a, **k: "loaded")
+    try:
+        for cores, expected in ((1, 1), (2, 1), (3, 1), (16, 8)):
+            monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+            assert default_scoring_threads() == expected
+            args = argparse.Namespace(threads=None, weights=None, device="cpu", precision="auto")
+            assert _load(args) == "loaded" and torch.get_num_threads() == expected
+        args = argparse.Namespace(threads=3, weights=None, device="cpu", precision="auto")
+        _load(args)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
