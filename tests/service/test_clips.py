@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model import Calibration, Predictor, score_frames
-from service.api.schemas import FrameScore
+from service.api.schemas import EventPublic, FrameScore
 from service.clips import UnsupportedContainer, sniff_container
 from service.pipeline import ClipError, Pipeline
 from service.settings import AlertSettings, Settings
@@ -52,8 +52,15 @@ def test_score_clip_frames_and_events(tmp_path: Path, pipeline: Pipeline,
     assert res.frames[k]["time"] == pytest.approx(k / 10) and res.frames[k]["psnr"] is not None
     assert all(set(f) == set(FrameScore.model_fields) for f in res.frames)  # every metric, first k frames too
     (ev,) = res.events
-    assert 2.0 <= ev["start"] <= 2.4 and ev["end"] is not None and ev["end"] <= 3.6
-    assert ev["peak_score"] > 4
+    # the live events' fields (EventPublic's, images aside), times in seconds from the clip's start
+    assert set(ev) | {"snapshot_url", "heatmap_url"} == set(EventPublic.model_fields) and ev["camera_id"] == "clip"
+    assert 2.0 <= ev["start_ts"] <= 2.4 and ev["end_ts"] is not None and ev["end_ts"] <= 3.6
+    assert ev["peak_score"] > 4 and ev["start_ts"] <= ev["peak_ts"] <= ev["end_ts"]
+    # the peak's images: the decoded frame at the peak's time (MJPG is lossy) and its heatmap
+    peak = res.peaks[ev["id"]]
+    assert peak.time == pytest.approx(ev["peak_ts"]) and peak.frame.shape == (120, 160, 3)
+    assert np.abs(peak.frame.astype(int) - frames[round(peak.time * 10)]).mean() < 10
+    assert peak.heatmap.ndim == 2 and peak.heatmap.max() > 0
 
 
 def test_clip_errors(tmp_path: Path, pipeline: Pipeline, write_video: Callable[..., Path]) -> None:
