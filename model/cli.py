@@ -20,6 +20,7 @@ from .config import PRECISIONS, PRESETS, FlowNetConfig, ModelConfig, TrainConfig
 from .data import DataError
 
 log = logging.getLogger("ffp")
+FALLBACK_FPS = 25.0  # the frame rate of a clip that does not declare one (a folder of frames), as the service's
 
 
 def cmd_train_flow(a: argparse.Namespace) -> None:
@@ -137,19 +138,23 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
 
 def cmd_score(a: argparse.Namespace) -> None:
     from .clip import score_frames
-    from .data import VideoSource, iter_frames
+    from .data import VideoSource, iter_frames, video_fps
     from .scoring import CausalSmoother
 
     predictor = _load(a)
     path = Path(a.video)
     if not path.exists():
         raise DataError(f"video not found: {path}")
+    # The frames' fields of POST /v1/score: index, time (seconds from the clip's start = index / fps), the
+    # metrics, smoothed. A folder of frames has no rate: --fps, else the service's fallback for clips.
+    fps = a.fps or video_fps(path) or FALLBACK_FPS
     rows = []
     smoother = CausalSmoother()
     for f in score_frames(predictor, iter_frames(VideoSource(path.stem, path)), batch_size=a.batch_size):
         z = None if f.metrics is None else f.metrics["score"]
-        rows.append({"index": f.index, **(f.metrics or {}), "smoothed": None if z is None else smoother.update(z)})
-    text = json.dumps({"video": str(path), "weights": str(predictor.path), "frames": rows}, indent=1)
+        rows.append({"index": f.index, "time": round(f.index / fps, 4), **(f.metrics or {}),
+                     "smoothed": None if z is None else smoother.update(z)})
+    text = json.dumps({"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows}, indent=1)
     if a.out:
         tmp = Path(a.out + ".tmp")
         tmp.write_text(text)
@@ -304,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("video")
     sp.add_argument("--out", help="JSON file (default: stdout)")
     sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--fps", type=float, help="frame rate for the frames' times (default: the video's, or 25)")
     common(sp)
 
     sp = sub.add_parser("export", help="write a slim weights file from a checkpoint (and its sha256)")

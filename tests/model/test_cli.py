@@ -301,7 +301,13 @@ def test_threads_option_of_every_command(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--threads must be at least 1" in r.stderr and not out.exists()
     r = ffp("score", str(clip), "--weights", str(weights), "--threads", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert len(json.loads(out.read_text())["frames"]) == 10
+    scored = json.loads(out.read_text())
+    assert len(scored["frames"]) == 10
+    # POST /v1/score's frame fields: a folder of frames has no rate of its own, so 25 frames/s (or --fps)
+    assert scored["fps"] == 25.0 and [f["time"] for f in scored["frames"][:3]] == [0.0, 0.04, 0.08]
+    assert {"index", "time", "score", "smoothed", "psnr", "local_psnr"} <= set(scored["frames"][9])
+    r = ffp("score", str(clip), "--weights", str(weights), "--threads", "1", "--fps", "10")
+    assert r.returncode == 0 and json.loads(r.stdout)["frames"][9]["time"] == 0.9, r.stderr
     for cmd in ("eval", "calibrate"):
         assert "--threads" in ffp(cmd, "--help").stdout
     for cmd in (["train", "--data", str(data), "--out", str(tmp_path / "run")],

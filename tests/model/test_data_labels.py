@@ -172,3 +172,16 @@ def test_random_crops_cut_every_frame_of_a_window_at_one_place() -> None:
     for bad in (4, 60, 136):  # below the pooling, not a multiple of it, larger than the frames
         with pytest.raises(ValueError, match="--crop"):
             check_crop(bad, lite)
+
+
+def test_video_fps_is_the_declared_rate(tmp_path: Path) -> None:
+    import cv2
+
+    from model.data import video_fps
+
+    vw = cv2.VideoWriter(str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))
+    for _ in range(3):
+        vw.write(np.zeros((24, 32, 3), np.uint8))
+    vw.release()
+    assert video_fps(tmp_path / "v.avi") == 10.0
+    assert video_fps(tmp_path) is None  # a folder of frames declares none
