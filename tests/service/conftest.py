@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from timing import TIME_SCALE, scaled
 from torch import nn
 
 from model import Calibration, Predictor, windows_from_frames
@@ -114,6 +115,20 @@ class RtspServer:
         self.start()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Scale each service test's own timeout mark by FFP_TEST_TIME_SCALE (timing.py): a marked timeout bounds a
+    hang, it is not a measurement."""
+    if TIME_SCALE <= 1:
+        return
+    here = Path(__file__).parent
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        if mark is None or not mark.args or here not in Path(str(item.path)).parents:
+            continue
+        item.add_marker(pytest.mark.timeout(scaled(float(mark.args[0])), *mark.args[1:], **mark.kwargs),
+                        append=False)
+
+
 @pytest.fixture
 def rtsp_server() -> Iterator[RtspServer]:
     require_rtsp()
@@ -189,7 +204,7 @@ def no_thread_leak() -> Iterator[None]:
 
     before = {t.ident for t in threading.enumerate()}
     yield
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + scaled(5)
     while True:
         extra = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
         if not extra or time.monotonic() > deadline:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from timing import scaled
 
 from model import FrameScores
 from service.capture import Backoff, CaptureWorker
@@ -101,7 +102,7 @@ class ListSink:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
@@ -149,7 +150,7 @@ def test_read_error_reconnects_and_clears_history(no_thread_leak: None) -> None:
 
 
 def test_watchdog_marks_a_stalled_camera_and_recovers(no_thread_leak: None) -> None:
-    src = FakeSource(None, stall_at=10, stall_s=1.0)
+    src = FakeSource(None, stall_at=10, stall_s=scaled(1.0))  # still stalled when checked 0.5 s in, however busy
     w = make_worker(CameraSettings(id="c", url="rtsp://cam/x", stall_after_s=0.3), lambda s, c: src, ListSink())
     w.start()
     wait_for(lambda: src.i >= 10)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from timing import scaled
 
 from model import Predictor
 from service.frames import EventMessage, ScoreMessage
@@ -19,7 +20,7 @@ ALERTS = AlertSettings(on_threshold=4.0, off_threshold=2.5, min_duration_s=0.3, 
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
