@@ -7,7 +7,7 @@ import time
 import cv2
 import numpy as np
 
-from model.config import ScoreConfig
+from model import ScoreConfig
 
 # Prediction errors of normal frames are a few percent of the range; this floor keeps a clean frame dark
 # instead of stretching its noise to full red.
