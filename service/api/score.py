@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from ..clip_images import ClipImages
-from ..clips import ClipCancelled, ClipError, ClipResult, UnsupportedContainer, sniff_container
+from ..clips import CLIP_CAMERA, ClipCancelled, ClipError, ClipResult, UnsupportedContainer, sniff_container
 from ..pipeline import Pipeline
 from ..snapshots import clip_caption, event_images
 from .deps import ApiKey, ApiKeyOrQuery, PipelineDep, SettingsDep, StateDep
@@ -59,19 +59,24 @@ async def score_clip(request: Request, pipeline: PipelineDep, settings: Settings
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e),
                             headers={"Retry-After": str(e.retry_after_s), "Connection": "close"}) from None
     events = await run_in_threadpool(_events_with_images, result, images, state.clip_images)
+    linked = any((e.snapshot_url or "").startswith("/v1/clips/") for e in events)
     return ScoreResponse(fps=result.fps, frames=[FrameScore(**f) for f in result.frames], events=events,
-                         images_expire_s=settings.clip_images_ttl_s if images == "url" and result.peaks else None)
+                         images_expire_s=settings.clip_images_ttl_s if linked else None)
 
 
 def _events_with_images(result: ClipResult, images: str, store: ClipImages) -> list[EventPublic]:
     """The clip's events with their image URLs: files under /v1/clips/ (url) or data: URLs (inline)."""
-    jpegs = {eid: event_images(p.frame, p.heatmap, clip_caption(result.events[0]["camera_id"], p.time))
+    jpegs = {eid: event_images(p.frame, p.heatmap, clip_caption(CLIP_CAMERA, p.time))
              for eid, p in result.peaks.items()}
     urls: dict[str, tuple[str, str]] = {}
     if images == "inline":
         urls = {eid: (_data_url(snap), _data_url(heat)) for eid, (snap, heat) in jpegs.items()}
     elif jpegs:
-        result_id, names = store.save(jpegs)
+        try:
+            result_id, names = store.save(jpegs)
+        except OSError:  # the scores still answer; the events go without images, as a live event's would
+            log.exception("cannot write the event images of a scored clip")
+            names, result_id = {}, ""
         urls = {eid: (f"/v1/clips/{result_id}/{s}", f"/v1/clips/{result_id}/{h}") for eid, (s, h) in names.items()}
     out = []
     for ev in result.events:

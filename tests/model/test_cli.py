@@ -1,7 +1,10 @@
 """Bad input to the `ffp` command: a clear one-line error, exit status 2, nothing half-written."""
+import contextlib
+import io
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +12,37 @@ import pytest
 import torch
 
 
-def ffp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "model.cli", *args], check=False, capture_output=True, text=True,
-                          timeout=120,
-                          cwd=cwd)
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def ffp(*args: str) -> Run:
+    """`ffp ARGS` through its entry point (model.cli:main) in this process, as the console script runs it: exit
+    status, stdout, stderr. In-process because a new interpreter costs an import of torch per call, the larger
+    part of these tests on a busy 2-core machine; test_the_console_script_runs covers the real process."""
+    from model.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()  # a command sets torch's threads for its process
+    code: int = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main(list(args))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        torch.set_num_threads(threads)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def test_the_console_script_runs() -> None:
+    """The real process: `python -m model.cli` parses, dispatches and exits with the status in-process runs see."""
+    r = subprocess.run([sys.executable, "-m", "model.cli", "score", "/nonexistent.mp4", "--threads", "1"],
+                       check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "ffp score: error: video not found: /nonexistent.mp4", r.stderr
 
 
 def test_help_lists_the_commands() -> None:
@@ -444,7 +474,8 @@ def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path, 
 def test_version_comes_from_the_package_metadata() -> None:
     from importlib.metadata import version
 
-    r = ffp("--version")
+    r = subprocess.run([sys.executable, "-m", "model.cli", "--version"], check=False, capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == f"ffp {version('ffp')}", r.stdout + r.stderr
 
 
