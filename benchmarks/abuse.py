@@ -47,6 +47,7 @@ class Target:
     work: Path
     settings: dict[str, Any]
     pid: int
+    log: Path  # the service's stdout and stderr
 
     @property
     def headers(self) -> dict[str, str]:
@@ -109,6 +110,7 @@ SETTINGS: dict[str, Any] = {
     "upload_workers": 1,
     "http": {"header_timeout_s": 2.0, "keep_alive_s": 2.0, "max_idle_connections": 64, "max_connections": 512,
              "body_idle_timeout_s": 3.0, "body_min_rate_kbps": 4.0, "body_grace_s": 3.0, "body_timeout_s": 30.0},
+    "max_cameras": 8,
     "cameras": [{"id": "demo", "url": str(DEMO), "fps": 10, "loop": True}],
 }
 
@@ -126,13 +128,16 @@ def service(work: Path) -> Iterator[Target]:
     cfg = work / "abuse.yaml"
     cfg.write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if k != "FFP_API_KEY"}
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--config", str(cfg)], cwd=ROOT, env=env)
-    target = Target(f"http://127.0.0.1:{port}", port, KEY, work, settings, proc.pid)
+    log = work / "service.log"
+    with log.open("w") as out:  # the cases read it back (no secret in any line); printed if it did not start
+        proc = subprocess.Popen([sys.executable, "-m", "service", "--config", str(cfg)], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    target = Target(f"http://127.0.0.1:{port}", port, KEY, work, settings, proc.pid, log)
     try:
         deadline = time.monotonic() + 90
         while target.healthz_s() == float("inf"):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not start (exit code {proc.poll()})")
+                raise RuntimeError(f"the service did not start (exit code {proc.poll()}):\n{log.read_text()}")
             time.sleep(0.3)
         yield target
     finally:
@@ -355,19 +360,33 @@ def client_leaves(t: Target) -> Observed:
                     status == 200 and took < 30)
 
 
-@case("rtsp-connect-burst", "4 RTSP cameras connecting together: their first windows scored, none skipped")
-def rtsp_burst(t: Target) -> Observed:
+@contextlib.contextmanager
+def rtsp_camera() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """GStreamer's RTSP server from the tests (Debian's python3 with gi): its URL and process."""
     server = ROOT / "tests" / "service" / "rtsp_server.py"
     if not Path("/usr/bin/python3").exists():
-        return Observed("no /usr/bin/python3 with GStreamer's RTSP server", False)
+        raise RuntimeError("no /usr/bin/python3 with GStreamer's RTSP server")
     proc = subprocess.Popen(["/usr/bin/python3", str(server), "--port", "0"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith("PORT "):
-            return Observed(f"the RTSP server did not start: {line!r}", False)
-        url = f"rtsp://127.0.0.1:{int(line.split()[1])}/cam"
+            raise RuntimeError(f"the RTSP server did not start: {line!r}")
+        yield f"rtsp://127.0.0.1:{int(line.split()[1])}/cam", proc
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)  # a case may have frozen it
+        proc.kill()
+        proc.wait(5)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+@case("rtsp-connect-burst", "4 RTSP cameras connecting together: their first windows scored, none skipped")
+def rtsp_burst(t: Target) -> Observed:
+    with rtsp_camera() as (url, _):
         ids = [f"rtsp{i}" for i in range(4)]
         with t.client() as c:
             for cid in ids:
@@ -382,17 +401,190 @@ def rtsp_burst(t: Target) -> Observed:
                 time.sleep(0.2)
             for cid in ids:
                 c.delete(f"/v1/cameras/{cid}")
-        scored = [cams[c]["frames_scored"] for c in ids]
-        skipped = [cams[c]["frames_skipped"] for c in ids]
-        return Observed(f"first ~15 windows per camera: scored {scored}, skipped {skipped}",
-                        all(n >= 15 for n in scored) and sum(skipped) == 0)
-    finally:
-        proc.kill()
-        proc.wait(5)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+    scored = [cams[c]["frames_scored"] for c in ids]
+    skipped = [cams[c]["frames_skipped"] for c in ids]
+    return Observed(f"first ~15 windows per camera: scored {scored}, skipped {skipped}",
+                    all(n >= 15 for n in scored) and sum(skipped) == 0)
 
+
+# -- cases: camera URLs, credentials, liveness, WebSocket input, Origin (issue 36 items 3-7) -------------------
+
+SECRETS = ("p@ssw0rd", "pa%40ss", "tok3n-SECRET")
+
+
+@case("camera-url-limits", "10 MB URL: 422 with a short answer; cameras beyond max_cameras (8): 409")
+def url_limits(t: Target) -> Observed:
+    with t.client(30) as c:
+        r = c.post("/v1/cameras", json={"id": "huge", "url": "rtsp://cam/" + "x" * 10_000_000})
+        huge = f"{r.status_code} ({len(r.content)} B)"
+        codes = [c.post("/v1/cameras", json={"id": f"n{i}", "url": f"rtsp://10.255.0.{i + 1}/s"}).status_code
+                 for i in range(12)]
+        for i in range(12):
+            c.delete(f"/v1/cameras/n{i}")
+    room = t.settings["max_cameras"] - 1  # the demo camera counts
+    return Observed(f"10 MB URL: {huge}; 12 adds: {codes.count(201)} x 201, {codes.count(409)} x 409",
+                    r.status_code == 422 and len(r.content) < 1000 and codes == [201] * room + [409] * (12 - room))
+
+
+@case("camera-host-policy", "metadata, link-local, decimal/hex/octal spellings, the service's own port: all 422; "
+                            "a LAN camera 201")
+def host_policy(t: Target) -> Observed:
+    bad = ["http://169.254.169.254/latest/meta-data/", "http://2852039166/", "http://0xa9fea9fe/",
+           "http://0251.0376.0251.0376/", "http://[::ffff:169.254.169.254]/", "http://[fe80::1]/",
+           "http://metadata.google.internal/", f"http://127.0.0.1:{t.port}/v1/stats", f"http://127.1:{t.port}/",
+           f"http://localhost:{t.port}/", f"rtsp://0.0.0.0:{t.port}/"]
+    with t.client() as c:
+        codes = [c.post("/v1/cameras", json={"id": "probe", "url": u}).status_code for u in bad]
+        lan = c.post("/v1/cameras", json={"id": "lan", "url": "rtsp://192.168.77.7/stream"}).status_code
+        c.delete("/v1/cameras/probe")
+        c.delete("/v1/cameras/lan")
+    refused = codes.count(422)
+    return Observed(f"{refused}/{len(bad)} refused with 422; LAN camera {lan}", refused == len(bad) and lan == 201)
+
+
+@case("credentials-redacted", "password with @ or %40 and ?access_token=: in no answer, /v1/stats, last_error "
+                              "or log line; 422 echoes no input")
+def credentials(t: Target) -> Observed:
+    answers = []
+    with t.client() as c:
+        for i, pw in enumerate(SECRETS[:2]):  # nothing listens on port 9: the cameras fail and say why
+            url = f"rtsp://admin:{pw}@127.0.0.1:9/live?access_token={SECRETS[2]}&channel=1"
+            answers.append(c.post("/v1/cameras", json={"id": f"cred{i}", "url": url, "open_timeout_s": 1,
+                                                      "read_timeout_s": 1}).text)
+        answers.append(c.post("/v1/cameras", json={"id": "bad", "url": f"ftp://admin:{SECRETS[0]}@cam/x"}).text)
+        answers.append(c.post("/v1/cameras", json={"id": "bad", "url": f"rtsp://u:{SECRETS[2]}@cam/x",
+                                                   "fps": "fast"}).text)
+        deadline = time.monotonic() + 15
+        while not all(c.get(f"/v1/cameras/cred{i}").json()["last_error"] for i in range(2)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        answers += [c.get("/v1/cameras").text, c.get("/v1/stats").text]
+        for i in range(2):
+            c.delete(f"/v1/cameras/cred{i}")
+    places = {"answers": "\n".join(answers), "log": t.log.read_text()}
+    leaks = [f"{s!r} in {where}" for where, text in places.items() for s in SECRETS if s in text]
+    return Observed(f"{len(leaks)} leaks{': ' + ', '.join(leaks) if leaks else ''} "
+                    f"({len(places['log'].splitlines())} log lines read)", not leaks)
+
+
+@case("key-docs-origin", "malformed JSON without key: 401; /docs, /openapi.json: 401 without key; cross-site "
+                         "upload: 403")
+def key_docs_origin(t: Target) -> Observed:
+    with httpx.Client(base_url=t.url, timeout=10) as anon:
+        malformed = anon.post("/v1/cameras", content=b"{nope", headers={"Content-Type": "application/json"})
+        docs = [anon.get(p).status_code for p in ("/docs", "/openapi.json")]
+    with t.client(30) as c:
+        cross = c.post("/v1/score", files={"file": ("x.mp4", b"\0" * 1000, "video/mp4")},
+                       headers={"Origin": "https://evil.example"}).status_code
+    return Observed(f"malformed JSON {malformed.status_code}; docs {docs}; cross-site upload {cross}",
+                    malformed.status_code == 401 and docs == [401, 401] and cross == 403)
+
+
+def _ws_close(t: Target, query: str, send: str | bytes | None = None,
+              origin: str | None = None) -> tuple[int | None, str]:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    try:
+        with connect(f"ws://127.0.0.1:{t.port}/v1/ws?api_key={t.key}&{query}", origin=origin,  # type: ignore[arg-type]
+                     open_timeout=5) as ws:
+            if send is not None:
+                ws.recv(timeout=5)  # subscribed
+                ws.send(send)
+            while True:
+                ws.recv(timeout=10)
+    except ConnectionClosed as e:
+        return (e.rcvd.code, e.rcvd.reason) if e.rcvd else (None, "no close frame")
+    except TimeoutError:
+        return None, "still open"
+
+
+@case("ws-bad-input", "binary frame, garbage JSON, resume_from 2^70, foreign Origin: 4400 / 4400 / 4400 / 1008, "
+                      "no traceback in the log")
+def ws_bad_input(t: Target) -> Observed:
+    before = t.log.read_text().count("Traceback")
+    codes = [_ws_close(t, "kinds=scores", b"\x00\x01")[0], _ws_close(t, "kinds=scores", "{garbage")[0],
+             _ws_close(t, "resume_from=1180591620717411303424")[0],
+             _ws_close(t, "kinds=scores", origin="https://evil.example")[0]]
+    tracebacks = t.log.read_text().count("Traceback") - before
+    return Observed(f"close codes {codes}; {tracebacks} tracebacks logged",
+                    codes == [4400, 4400, 4400, 1008] and tracebacks == 0)
+
+
+@case("frozen-rtsp-stall", "RTSP server frozen (SIGSTOP), default stall_after_s = read_timeout_s = 5 s: stalled "
+                           "and restarted within 9 s")
+def frozen_rtsp(t: Target) -> Observed:
+    with rtsp_camera() as (url, proc), t.client() as c:
+        c.post("/v1/cameras", json={"id": "frozen", "url": url, "fps": 10})
+        try:
+            deadline = time.monotonic() + 30
+            while c.get("/v1/cameras/frozen").json()["frames_scored"] < 5:
+                if time.monotonic() > deadline:
+                    return Observed("the camera never went live", False)
+                time.sleep(0.2)
+            os.kill(proc.pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            stalled_at = None
+            while time.monotonic() - t0 < 15:
+                st = c.get("/v1/cameras/frozen").json()
+                if st["stalls"] and stalled_at is None:
+                    stalled_at = time.monotonic() - t0
+                if st["restarts"]:
+                    break
+                time.sleep(0.2)
+            took = time.monotonic() - t0
+        finally:
+            c.delete("/v1/cameras/frozen")
+    return Observed(f"stalls {st['stalls']} after {stalled_at if stalled_at is None else round(stalled_at, 1)} s, "
+                    f"restarts {st['restarts']} after {took:.1f} s, state {st['state']}",
+                    st["stalls"] >= 1 and st["restarts"] >= 1 and took < 9)
+
+
+@case("ws-slow-client", "a client that stops reading, 5 cameras live: closed with 4000 (not keepalive's 1011) "
+                        "within 30 s, < 512 KB buffered for it")
+def ws_slow_client(t: Target) -> Observed:
+    with rtsp_camera() as (url, _), t.client() as c:
+        ids = [f"busy{i}" for i in range(4)]
+        for cid in ids:
+            c.post("/v1/cameras", json={"id": cid, "url": url, "fps": 10})
+        try:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", t.port))
+            sock.sendall(f"GET /v1/ws?kinds=scores&api_key={t.key} HTTP/1.1\r\nHost: 127.0.0.1:{t.port}\r\n"
+                         "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+            t0 = time.monotonic()
+            while c.get("/v1/stats").json()["websocket"]["slow_closes"] == 0 and time.monotonic() - t0 < 45:
+                time.sleep(0.5)  # the client reads nothing meanwhile
+            closed_after = time.monotonic() - t0
+            data = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):  # read it all now: the messages, then the close frame
+                    data += chunk
+            sock.close()
+        finally:
+            for cid in ids:
+                c.delete(f"/v1/cameras/{cid}")
+    code = _close_code(data.split(b"\r\n\r\n", 1)[-1])
+    return Observed(f"close {code} after {closed_after:.1f} s; {len(data) // 1024} KB buffered",
+                    code == 4000 and closed_after < 30 and len(data) < 512 * 1024)
+
+
+def _close_code(stream: bytes) -> int | None:
+    """The code of the first close frame in a server's WebSocket byte stream (frames unmasked)."""
+    at = 0
+    while at + 2 <= len(stream):
+        opcode, n, head = stream[at] & 0x0F, stream[at + 1] & 0x7F, 2
+        if n >= 126:
+            size = 2 if n == 126 else 8
+            n, head = int.from_bytes(stream[at + 2:at + 2 + size], "big"), 2 + size
+        if opcode == 0x8:
+            return int.from_bytes(stream[at + head:at + head + 2], "big")
+        at += head + n
+    return None
 
 
 # -- the table -----------------------------------------------------------------------------------------------

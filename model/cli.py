@@ -1,4 +1,4 @@
-"""The `ffp` command: train-flow | train | eval | calibrate | score | export | serve.
+"""The `ffp` command: train-flow | train | learn | eval | calibrate | score | export | serve.
 
 Errors a user can cause (missing paths, bad layouts, wrong or corrupt weights) print one clear line and
 exit with status 2; nothing is half-written (every output is written to a temp file and renamed).
@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .config import PRECISIONS, PRESETS, FlowNetConfig, ModelConfig, TrainConfig
+from .config import ANOMALY_KINDS, PRECISIONS, PRESETS, FlowNetConfig, ModelConfig, TrainConfig
 from .data import DataError
 
 log = logging.getLogger("ffp")
@@ -58,6 +58,34 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     config = TrainConfig(**values)
     _set_threads(config.threads)  # validated here like every command's; train() sets it again for library callers
     return config
+
+
+def cmd_learn(a: argparse.Namespace) -> None:
+    import tempfile
+    from contextlib import nullcontext
+
+    from .checkpoint import atomic_save, safe_torch_load
+    from .learn import learn, recipe_model, record
+
+    _set_threads(a.threads)
+    out = Path(a.out)
+    config = recipe_model(a.recipe)
+    # --work keeps the footage and the run (a second call resumes from them); by default both are temporary
+    with nullcontext(a.work) if a.work else tempfile.TemporaryDirectory(prefix="ffp-learn-") as work:
+        writer = record(a.source, Path(work) / "footage", config, fps=a.fps, footage_minutes=a.footage_minutes,
+                        max_bytes=int(a.max_footage_mb * 2**20))
+        if writer.static_reason is not None:
+            raise DataError(f"footage refused: {writer.static_reason}")
+        log.info("footage: %d frames%s", writer.frames, f" ({writer.full_reason})" if writer.full_reason else "")
+        import torch
+
+        final = learn(Path(work) / "footage", Path(work) / "run", train_minutes=a.train_minutes,
+                      threads=a.threads or torch.get_num_threads(), init=a.init, recipe=a.recipe)
+        blob = safe_torch_load(final)
+        atomic_save(blob, out)
+    meta = blob["meta"]
+    print(json.dumps({"weights": str(out), **{k: meta.get(k) for k in ("steps", "steps_planned", "minutes",
+                                                                       "heldout_psnr", "footage")}}, indent=2))
 
 
 def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -108,21 +136,52 @@ def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_eval(a: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
+    if a.fps <= 0:
+        raise DataError(f"--fps must be positive, got {a.fps}")
+    alerts = _alert_params(a.alerts)
     report = evaluate(_load(a), Path(a.data), Path(a.out), labels=a.labels, batch_size=a.batch_size,
-                      half_life=a.half_life, plots=not a.no_plots)
+                      half_life=a.half_life, alerts=alerts, fps=a.fps, plots=not a.no_plots)
     keys = ("dataset", "frames", "auc_paper_psnr", "auc_paper_smoothed", "auc_paper_local", "auc_combined",
-            "auc_causal", "fps")
+            "auc_causal", "episodes", "episodes_alerted", "event_recall", "false_alarms", "false_alarms_per_hour",
+            "delay_s_median", "delay_s_max", "fps")
     print(json.dumps({k: report.get(k) for k in keys}, indent=2))
 
 
+def _alert_params(path: Path | None):  # type: ignore[no-untyped-def]
+    """--alerts FILE: a YAML mapping of alert settings, or a service config whose `alerts:` holds them."""
+    from .alerts import AlertParams
+
+    if path is None:
+        return AlertParams()
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"--alerts {path}: {e}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("alerts"), dict):
+        raw = raw["alerts"]
+    if not isinstance(raw, dict):
+        raise DataError(f"--alerts {path}: expected a mapping of alert settings")
+    try:
+        return AlertParams(**{k: float(v) for k, v in raw.items()})
+    except (TypeError, ValueError) as e:
+        raise DataError(f"--alerts {path}: {e}") from None
+
+
 def cmd_calibrate(a: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .checkpoint import atomic_save, safe_torch_load, weights_of
     from .data import find_videos, load_videos, split_holdout
     from .evaluate import calibrate_predictor
-    from .checkpoint import atomic_save, safe_torch_load, weights_of
 
     if a.out is None and a.weights is None:
         raise ValueError("give --out (or --weights to update in place): the shipped weights are checksummed")
     predictor = _load(a)
+    if a.anomaly is not None:
+        predictor = dataclasses.replace(predictor,
+                                        score_config=dataclasses.replace(predictor.score_config, anomaly=a.anomaly))
     sources = find_videos(a.data, "training")
     if a.holdout:
         _, sources = split_holdout(sources, a.holdout)
@@ -132,6 +191,8 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
     blob = safe_torch_load(Path(a.weights)) if a.weights else predictor.with_calibration(cal).weights_blob()
     target = weights_of(blob)
     target["calibration"] = cal.to_dict()
+    if a.anomaly is not None:
+        target["score_config"] = predictor.score_config.to_dict()
     atomic_save(blob, out)
     print(json.dumps(cal.to_dict(), indent=2))
 
@@ -290,12 +351,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train the future-frame predictor on normal video")
     add_train_options(sp)
 
-    sp = sub.add_parser("eval", help="frame-level AUC: paper protocol, combined score, causal protocol")
+    sp = sub.add_parser("learn", help="record a camera, a video or a folder of videos and learn its own model")
+    sp.add_argument("source", help="rtsp:// or http:// URL, a video file, a folder of videos (each one a segment) "
+                                   "or of frame folders (taken as shot at --fps)")
+    sp.add_argument("--footage-minutes", type=float, required=True, help="minutes of footage to record (at --fps)")
+    sp.add_argument("--train-minutes", type=float, required=True, help="training budget, wall clock")
+    sp.add_argument("--out", required=True, help="weights file to write (calibrated on the held-out footage)")
+    sp.add_argument("--fps", type=float, default=10.0, help="frames kept per second of video (default 10)")
+    sp.add_argument("--init", default="none", help="none (from scratch, default), shipped (the Ped2 lite weights) "
+                                                   "or a weights file of the same architecture")
+    sp.add_argument("--recipe", default="camera-lite", help="training recipe (default camera-lite)")
+    sp.add_argument("--work", help="folder for the footage and the run, kept (a second call resumes from it); "
+                                   "default: a temporary one")
+    sp.add_argument("--max-footage-mb", type=float, default=4096.0, help="disk cap of the footage (default 4096)")
+    sp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
+
+    sp = sub.add_parser("eval", help="frame-level AUC (paper, combined, causal) and event-level alert numbers")
     sp.add_argument("--data", required=True, help="dataset root with testing/ and labels")
     sp.add_argument("--out", required=True, help="JSON report (ROC and timeline PNGs are written beside it)")
     sp.add_argument("--labels", type=Path, help="label file (default: found in --data)")
     sp.add_argument("--batch-size", type=int, default=16)
     sp.add_argument("--half-life", type=float, default=2.0, help="causal EMA half-life in frames")
+    sp.add_argument("--alerts", type=Path, help="alert settings YAML (a mapping, or a service config's alerts:) "
+                    "for the event-level numbers; default: the service's defaults")
+    sp.add_argument("--fps", type=float, default=10.0, help="frame rate the test videos are replayed at through "
+                    "the alert engine (UCSD Ped2: 10)")
     sp.add_argument("--no-plots", action="store_true")
     common(sp)
 
@@ -303,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True, help="dataset root; its training/ videos are normal footage")
     sp.add_argument("--holdout", type=int, default=2, help="use the last N training videos (0 = all)")
     sp.add_argument("--out", help="file to write (default: update --weights in place)")
+    sp.add_argument("--anomaly", choices=ANOMALY_KINDS, help="how the image cells become the raw anomaly score "
+                    "(stored in the weights' score config; default: keep the weights' own)")
     common(sp)
 
     sp = sub.add_parser("score", help="score a video file or a folder of frames, per frame, as JSON")
@@ -334,8 +416,8 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .checkpoint import WeightsError
 
-    handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "eval": cmd_eval, "calibrate": cmd_calibrate,
-                "score": cmd_score, "export": cmd_export}
+    handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "learn": cmd_learn, "eval": cmd_eval,
+                "calibrate": cmd_calibrate, "score": cmd_score, "export": cmd_export}
     try:
         handlers[args.cmd](args)
     except (DataError, WeightsError, ValueError) as e:

@@ -155,6 +155,14 @@ class FlowNetConfig:
         return cls(**d)
 
 
+# How a frame's cells become its raw anomaly score (model.scoring.cell_anomaly; docs/research/events.md):
+#   worst_patch: the worst cell's error, max_c e_c (no statistics needed)
+#   cell_error: max_c z(e_c), each cell's error against its own normal mean and spread
+#   cell_error_speed: max_c (z(e_c) + z(v_c)), with v_c the cell's DIS flow speed
+#   cell_max: max(max_c z(e_c), max_c z(v_c));  cell_speed: max_c z(v_c)
+ANOMALY_KINDS = ("worst_patch", "cell_error", "cell_error_speed", "cell_max", "cell_speed")
+
+
 @dataclass(frozen=True)
 class ScoreConfig:
     """How per-pixel errors become per-frame scores."""
@@ -172,6 +180,13 @@ class ScoreConfig:
     # Measured by benchmarks/flow_scoring.py at 128x128: DIS FAST 0.6 ms per frame (two flows), the flow CNN
     # 50 ms per frame on one CPU thread; the CNN is needed for training (gradients), not for scoring.
     flow: str = "dis"
+    # How the cells' errors (and DIS speeds) become the frame's raw anomaly score: ANOMALY_KINDS above.
+    # "worst_patch" needs no statistics; the others use the per-cell statistics of the weights' calibration.
+    anomaly: str = "worst_patch"
+
+    def __post_init__(self) -> None:
+        if self.anomaly not in ANOMALY_KINDS:
+            raise ValueError(f"ScoreConfig.anomaly {self.anomaly!r}: expected one of {ANOMALY_KINDS}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

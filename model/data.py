@@ -115,8 +115,10 @@ def count_frames(source: VideoSource) -> int:
     return sum(1 for _ in iter_frames(source))
 
 
-def preprocess_frame(frame: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """One decoded frame (H, W, 3) BGR or (H, W) grey uint8 -> (C, h, w) float32 in [-1, 1] at config's size."""
+def resize_frame(frame: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """One decoded frame (H, W, 3) BGR or (H, W) grey uint8 -> the model's input image at config's size, still
+    uint8: (h, w) grey or (h, w, 3) RGB. Recorded footage stores exactly this (model.footage), so training on
+    it sees the inputs that scoring computes from the live frame."""
     if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3)):
         raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) frame, got {frame.dtype} {frame.shape}")
     if frame.ndim == 3 and frame.shape[2] == 1:
@@ -126,9 +128,23 @@ def preprocess_frame(frame: np.ndarray, config: ModelConfig) -> np.ndarray:
     else:
         img = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB) if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     h, w = config.image_size
-    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def normalize_image(img: np.ndarray) -> np.ndarray:
+    """A resized uint8 image (h, w) grey or (h, w, 3) RGB -> (C, h, w) float32 in [-1, 1]."""
     out = img.astype(np.float32) / 127.5 - 1.0
     return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)
+
+
+def preprocess_frame(frame: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """One decoded frame (H, W, 3) BGR or (H, W) grey uint8 -> (C, h, w) float32 in [-1, 1] at config's size."""
+    return normalize_image(resize_frame(frame, config))
+
+
+# normalize_image's value of every uint8 level: uint8 windows become floats by a lookup in this table, so they
+# are bit-identical to what preprocess_frame gives for the same image, on any device
+UINT8_TO_FLOAT = torch.from_numpy(normalize_image(np.arange(256, dtype=np.uint8)[None])[0, 0])
 
 
 def load_video(source: VideoSource, config: ModelConfig) -> np.ndarray:
@@ -146,10 +162,13 @@ def load_videos(sources: list[VideoSource], config: ModelConfig, progress: bool 
 
 
 class WindowDataset(Dataset[torch.Tensor]):
-    """Every full window of every video: k+1 frames `stride` apart, (k+1, C, H, W)."""
+    """Every full window of every video: k+1 frames `stride` apart, (k+1, C, H, W) float32 in [-1, 1].
+    Videos are (T, C, H, W) float32 in [-1, 1], or uint8 images (normalised per window through UINT8_TO_FLOAT:
+    a quarter of the memory for long recorded footage). No window spans two videos."""
 
     def __init__(self, videos: list[np.ndarray], num_frames: int, stride: int = 1) -> None:
         self.videos = [torch.from_numpy(v) for v in videos]
+        self.table = UINT8_TO_FLOAT
         self.k, self.stride = num_frames, stride
         span = num_frames * stride  # video frames from the first past frame to the predicted one
         self.index = [(v, t) for v, vid in enumerate(videos) for t in range(len(vid) - span)]
@@ -167,11 +186,13 @@ class WindowDataset(Dataset[torch.Tensor]):
         """Keep the frames on `device` (a GPU): windows are then cut and stacked there, with no host copy per
         step (on an H200 the paper preset trained at 15.5 steps/s with frames on the host)."""
         self.videos = [v.to(device) for v in self.videos]
+        self.table = self.table.to(device)
         return self
 
     def __getitem__(self, i: int) -> torch.Tensor:
         v, t = self.index[i]
-        return self.videos[v][t:t + self.k * self.stride + 1:self.stride]
+        window = self.videos[v][t:t + self.k * self.stride + 1:self.stride]
+        return self.table[window.long()] if window.dtype == torch.uint8 else window
 
 
 def split_holdout(sources: list[VideoSource], holdout: int) -> tuple[list[VideoSource], list[VideoSource]]:

@@ -7,6 +7,8 @@
   that a smoothed score is never reported as the paper's. A frame's PSNR carries noise from its own input
   window that the next window does not share; averaging over a few frames removes much of it.
 - combined: the same with A_t = alpha L_int + beta L_grad + gamma L_flow.
+- events (model/events.py): each test video replayed through the alert engine at the video's frame rate:
+  episodes alerted, false alarms, delays, and a sweep of on_threshold.
 - causal: the calibrated score z = (anomaly - mean) / std with statistics from normal training footage
   only, smoothed by a causal EMA that restarts with each video, concatenated over all videos. This is what a
   live camera computes frame by frame.
@@ -16,16 +18,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .clip import score_frames
+from .alerts import AlertParams
+from .clip import score_frames, windows_from_frames
 from .data import DataError, count_frames, find_videos, load_video
+from .events import evaluate_events, plot_sweep, threshold_sweep
 from .labels import find_labels, load_labels
 from .predictor import Predictor
-from .scoring import METRICS, Calibration, CausalSmoother
+from .scoring import METRICS, Calibration, CausalSmoother, FrameScores, cell_anomaly, cell_statistics
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +68,24 @@ def score_video(predictor: Predictor, video: np.ndarray, batch_size: int = 16) -
     return out
 
 
-def calibrate_predictor(predictor: Predictor, normal_videos: list[np.ndarray], source: str) -> Calibration:
-    """Score statistics on normal footage (held-out training videos), to be stored with the weights."""
-    k = predictor.num_frames
+def calibrate_predictor(predictor: Predictor, normal_videos: list[np.ndarray], source: str,
+                        batch_size: int = 16) -> Calibration:
+    """Score statistics on normal footage (held-out training videos), to be stored with the weights: per cell
+    (cell_statistics), then of the frame scores, the raw anomaly computed with those cell statistics."""
     # Without any earlier calibration, so the statistics are always of the raw terms (A_t = L_int + L_grad +
     # L_flow unscaled), whatever the predictor carried before: re-calibrating gives the same numbers.
     raw = predictor.with_calibration(None)
-    per_video = [score_video(raw, v) for v in normal_videos]
-    scores = {m: np.concatenate([s[m][k:] for s in per_video]) for m in METRICS}
-    return Calibration.from_scores(scores, source)
+    parts: list[FrameScores] = []
+    for video in normal_videos:
+        windows = [w for _, w in windows_from_frames(video, raw.config) if w is not None]
+        parts += [raw.score(np.stack(windows[i:i + batch_size])) for i in range(0, len(windows), batch_size)]
+    scores = {m: np.concatenate([getattr(p, m) for p in parts]).astype(np.float64) for m in METRICS}
+    cell_error = np.concatenate([p.cell_error for p in parts])
+    cell_speed = np.concatenate([p.cell_speed for p in parts])
+    cells = cell_statistics(cell_error, cell_speed)
+    stats = {k: np.asarray(v, np.float32) for k, v in cells.items()}
+    scores["anomaly"] = cell_anomaly(cell_error, cell_speed, stats, predictor.score_config.anomaly).astype(np.float64)
+    return Calibration.from_scores(scores, source, cells)
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -108,7 +122,8 @@ def protocol_aucs(prot: dict[str, dict[str, np.ndarray]], names: list[str], y: n
 
 
 def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None = None, batch_size: int = 16,
-             half_life: float = 2.0, plots: bool = True, progress: bool = True) -> dict[str, Any]:
+             half_life: float = 2.0, alerts: AlertParams | None = None, fps: float = 10.0, plots: bool = True,
+             progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     sources = find_videos(data, "testing")
@@ -132,10 +147,17 @@ def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None
     aucs = protocol_aucs(prot, names, y)
     # The raw scores concatenated without any normalisation (no statistics at all): a causal baseline.
     aucs["auc_causal_psnr_raw"] = roc_auc(np.concatenate([-per_video[n]["psnr"][k:] for n in names]), y)
+    alerts = alerts or AlertParams()
+    anomaly = {n: per_video[n]["anomaly"] for n in names}
+    events = evaluate_events(anomaly, gt, k, predictor.calibration, alerts, fps)
+    sweep = threshold_sweep(anomaly, gt, k, predictor.calibration, alerts, fps)
     report: dict[str, Any] = {
         "dataset": Path(data).name, "weights": str(predictor.path) if predictor.path else None,
         "preset": predictor.config.name, "labels": str(label_path), "videos": len(names),
         "frames": len(y), "anomalous_frames": int(y.sum()), **aucs,
+        **{key: v for key, v in events.items() if key != "episode_detail"},
+        "alerts": asdict(alerts), "alerts_fps": fps, "episode_detail": events["episode_detail"],
+        "threshold_sweep": sweep,
         "fps": n_scored / scoring_s if scoring_s > 0 else None,
         "device": str(predictor.device), "precision": predictor.precision, "causal_half_life": half_life,
         "calibrated": predictor.calibration is not None,
@@ -145,7 +167,9 @@ def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None
     out.parent.mkdir(parents=True, exist_ok=True)
     report["frames_csv"] = str(_write_frames_csv(out, names, gt, per_video, prot, k))
     if plots:
-        report["plots"] = _plots(out, prot, per_video, gt, names, k, aucs)
+        report["plots"] = _plots(out, prot, per_video, gt, names, k, aucs, alerts.on_threshold)
+        report["plots"]["threshold_sweep"] = str(out.with_name(out.stem + "_sweep.png"))
+        plot_sweep(sweep, report["plots"]["threshold_sweep"])
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(out)
@@ -184,7 +208,8 @@ def _write_frames_csv(out: Path, names: list[str], gt: dict[str, np.ndarray],
 
 
 def _plots(out: Path, prot: dict[str, dict[str, np.ndarray]], per_video: dict[str, dict[str, np.ndarray]],
-           gt: dict[str, np.ndarray], names: list[str], k: int, aucs: dict[str, float]) -> dict[str, str]:
+           gt: dict[str, np.ndarray], names: list[str], k: int, aucs: dict[str, float],
+           on_threshold: float) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,7 +233,7 @@ def _plots(out: Path, prot: dict[str, dict[str, np.ndarray]], per_video: dict[st
     single_dir.mkdir(exist_ok=True)
     for n in names:
         fig, ax = plt.subplots(figsize=(8, 2.6))
-        _timeline(ax, n, gt, prot, k)
+        _timeline(ax, n, gt, prot, k, on_threshold)
         ax.legend(fontsize=7, loc="lower left")
         fig.tight_layout()
         fig.savefig(single_dir / f"{n}.png", dpi=100)
@@ -219,7 +244,7 @@ def _plots(out: Path, prot: dict[str, dict[str, np.ndarray]], per_video: dict[st
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.2 * rows), squeeze=False)
     for ax, n in zip(axes.flat, names):
-        _timeline(ax, n, gt, prot, k)
+        _timeline(ax, n, gt, prot, k, on_threshold)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="lower left")
@@ -229,7 +254,8 @@ def _plots(out: Path, prot: dict[str, dict[str, np.ndarray]], per_video: dict[st
     return {"roc": str(roc_path), "timelines": str(tl_path), "timeline_per_video": str(single_dir)}
 
 
-def _timeline(ax: Any, n: str, gt: dict[str, np.ndarray], prot: dict[str, dict[str, np.ndarray]], k: int) -> None:
+def _timeline(ax: Any, n: str, gt: dict[str, np.ndarray], prot: dict[str, dict[str, np.ndarray]], k: int,
+              on_threshold: float) -> None:
     t = np.arange(k, len(gt[n]))
     lab = gt[n][k:].astype(bool)
     ax.fill_between(t, 0, 1, where=lab, color="tab:red", alpha=0.2, step="mid", label="anomaly (truth)")
@@ -237,5 +263,7 @@ def _timeline(ax: Any, n: str, gt: dict[str, np.ndarray], prot: dict[str, dict[s
     c = prot["causal"][n]
     lo, hi = -3.0, max(10.0, float(np.max(c)))
     ax.plot(t, np.clip((c - lo) / (hi - lo), 0, 1), lw=1, label=f"causal score z (scaled {lo:g}..{hi:.0f})")
+    ax.axhline((on_threshold - lo) / (hi - lo), color="k", ls="--", lw=0.8,
+               label=f"alert on_threshold z={on_threshold:g}")
     ax.set(title=f"video {n}", ylim=(0, 1), xlabel="frame")
 

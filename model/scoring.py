@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ModelConfig, ScoreConfig
+from .config import ANOMALY_KINDS, ModelConfig, ScoreConfig
 from .losses import flow_loss, gradient_loss, intensity_loss, psnr
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,38 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 Score = TypeVar("Score", float, np.ndarray)
 
 METRICS = ("psnr", "local_psnr", "l_int", "l_grad", "l_flow", "a_t", "anomaly")
+
+
+def cell_statistics(cell_error: np.ndarray, cell_speed: np.ndarray) -> dict[str, list[float]]:
+    """Per-cell mean and spread of error and speed over normal frames ((N, L) each). A cell's spread is floored
+    at the median spread over cells: a cell that nobody crossed in the normal footage has almost none, and would
+    turn every passer-by into an alarm."""
+    out: dict[str, list[float]] = {}
+    for name, x in (("error", cell_error), ("speed", cell_speed)):
+        x = np.asarray(x, np.float64)
+        std = x.std(0)
+        out[f"{name}_mean"] = x.mean(0).tolist()
+        out[f"{name}_std"] = np.maximum(std, max(float(np.median(std)), 1e-6)).tolist()
+    return out
+
+
+def cell_anomaly(cell_error: np.ndarray, cell_speed: np.ndarray, cells: dict[str, np.ndarray] | None,
+                 kind: str) -> np.ndarray:
+    """(B, L) cell errors and speeds -> (B,) raw anomaly of `kind` (ANOMALY_KINDS); without cell statistics,
+    the worst patch."""
+    if kind == "worst_patch" or cells is None:
+        return cell_error.max(1)
+    ze = (cell_error - cells["error_mean"]) / cells["error_std"]
+    zv = (cell_speed - cells["speed_mean"]) / cells["speed_std"]
+    if kind == "cell_error":
+        return ze.max(1)
+    if kind == "cell_error_speed":
+        return (ze + zv).max(1)
+    if kind == "cell_max":
+        return np.maximum(ze.max(1), zv.max(1))
+    if kind == "cell_speed":
+        return zv.max(1)
+    raise ValueError(f"unknown anomaly kind {kind!r}; expected one of {ANOMALY_KINDS}")
 
 
 @dataclass(frozen=True)
@@ -44,6 +76,7 @@ class Calibration:
     quantiles: dict[str, float]  # of the calibrated score z on the normal footage: p50, p90, p99, p99.9
     frames: int
     source: str
+    cells: dict[str, list[float]] | None = None  # cell_statistics() of the same footage
 
     def z(self, anomaly: Score) -> Score:
         return (anomaly - self.mean["anomaly"]) / max(self.std["anomaly"], 1e-8)
@@ -55,23 +88,29 @@ class Calibration:
         m, s = self.mean["anomaly"], max(self.std["anomaly"], 1e-8)
         return Calibration(mean={**self.mean, "anomaly": (1 - blend) * m + blend * mean},
                            std={**self.std, "anomaly": (1 - blend) * s + blend * std}, quantiles={},
-                           frames=frames, source=f"{self.source}, adapted to a camera")
+                           frames=frames, source=f"{self.source}, adapted to a camera", cells=self.cells)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        cells = d.get("cells")
         return cls(mean=dict(d["mean"]), std=dict(d["std"]), quantiles=dict(d["quantiles"]),
-                   frames=int(d["frames"]), source=str(d["source"]))
+                   frames=int(d["frames"]), source=str(d["source"]),
+                   cells=None if cells is None else {k: [float(x) for x in v] for k, v in cells.items()})
+
+    def cell_arrays(self) -> dict[str, np.ndarray] | None:
+        return None if self.cells is None else {k: np.asarray(v, np.float32) for k, v in self.cells.items()}
 
     @classmethod
-    def from_scores(cls, scores: dict[str, np.ndarray], source: str) -> Calibration:
+    def from_scores(cls, scores: dict[str, np.ndarray], source: str,
+                    cells: dict[str, list[float]] | None = None) -> Calibration:
         mean = {k: float(np.mean(v)) for k, v in scores.items() if k in METRICS}
         std = {k: float(np.std(v)) + 1e-8 for k, v in scores.items() if k in METRICS}
         z = (scores["anomaly"] - mean["anomaly"]) / std["anomaly"]
         quantiles = {f"p{q:g}": float(np.percentile(z, q)) for q in (50, 90, 99, 99.9)}
-        return cls(mean=mean, std=std, quantiles=quantiles, frames=len(z), source=source)
+        return cls(mean=mean, std=std, quantiles=quantiles, frames=len(z), source=source, cells=cells)
 
 
 @dataclass(frozen=True)
@@ -84,9 +123,11 @@ class FrameScores:
     l_grad: np.ndarray  # (B,)
     l_flow: np.ndarray  # (B,)
     a_t: np.ndarray  # (B,) alpha L_int + beta L_grad + gamma L_flow
-    anomaly: np.ndarray  # (B,) raw anomaly score, higher = more anomalous (= -local_psnr)
+    anomaly: np.ndarray  # (B,) raw anomaly score, higher = more anomalous (ScoreConfig.anomaly of the cells)
     score: np.ndarray | None  # (B,) calibrated anomaly score z, None without calibration
     heatmap: np.ndarray  # (B, H, W) float32 in [0, 1]: absolute prediction error per pixel
+    cell_error: np.ndarray  # (B, L) error of each cell (patch): -PSNR of the patch
+    cell_speed: np.ndarray  # (B, L) mean DIS flow speed (last -> real frame, pixels per frame) in each cell
 
     def __len__(self) -> int:
         return len(self.psnr)
@@ -128,9 +169,14 @@ def patch_size(config: ModelConfig, score_config: ScoreConfig) -> int:
     return max(4, round(config.image_size[0] * score_config.patch_fraction))
 
 
+def patch_mean(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, L) mean of every patch (side `patch`, stride half of it): the cells of the scores."""
+    return F.avg_pool2d(x, patch, stride=max(1, patch // 2)).flatten(1)
+
+
 def patch_psnr(sq_err: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, 1, H, W) squared errors in [0, 1] -> (B, L) PSNR of every patch (side `patch`, stride half of it)."""
-    mse = F.avg_pool2d(sq_err, patch, stride=max(1, patch // 2)).flatten(1)
+    mse = patch_mean(sq_err, patch)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
@@ -192,6 +238,7 @@ class Scorer:
         self.config = config
         self.score_config = score_config or ScoreConfig()
         self.calibration = calibration
+        self.cells = None if calibration is None else calibration.cell_arrays()
         self.device = torch.device(device)
         self.precision = precision
         self.patch = patch_size(config, self.score_config)
@@ -222,8 +269,9 @@ class Scorer:
         if self.score_config.flow == "flownet" and self.flownet is not None:
             with autocast_for(self.device, self.precision):
                 l_flow = flow_loss(self.flownet, last, pred, real)
+        l_flow_dis, speed = dis_flows(last, pred, real, with_error=self.score_config.flow == "dis")
         if self.score_config.flow == "dis":
-            l_flow = dis_flow_error(last, pred, real)
+            l_flow = l_flow_dis
         elif self.flownet is None:
             l_flow = torch.zeros(len(x), device=self.device)
         l_flow = l_flow.float()
@@ -232,30 +280,35 @@ class Scorer:
         frame_psnr = psnr(pred, real)
         abs_err = ((pred - real).abs() / 2).mean(1)  # (B, H, W) in [0, 1]
         # Local error: mean squared error over patches of about a person's size, the worst patch counts.
-        local_psnr = patch_psnr(abs_err.pow(2).unsqueeze(1), self.patch).amin(1)
+        cell_psnr = patch_psnr(abs_err.pow(2).unsqueeze(1), self.patch)  # (B, L)
+        local_psnr = cell_psnr.amin(1)
         a, b, g = self.weights()
         a_t = a * l_int + b * l_grad + g * l_flow
-        anomaly = -local_psnr
         np_ = lambda t: t.detach().cpu().numpy().astype(np.float32)
-        anomaly_np = np_(anomaly)
+        cell_error, cell_speed = np_(-cell_psnr), np_(patch_mean(speed.unsqueeze(1), self.patch))
+        anomaly_np = cell_anomaly(cell_error, cell_speed, self.cells, self.score_config.anomaly).astype(np.float32)
         return FrameScores(
             psnr=np_(frame_psnr), local_psnr=np_(local_psnr), l_int=np_(l_int), l_grad=np_(l_grad),
             l_flow=np_(l_flow), a_t=np_(a_t), anomaly=anomaly_np,
             score=None if self.calibration is None else self.calibration.z(anomaly_np).astype(np.float32),
-            heatmap=np_(abs_err),
+            heatmap=np_(abs_err), cell_error=cell_error, cell_speed=cell_speed,
         )
 
 
-def dis_flow_error(last: torch.Tensor, pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """L_flow per sample with OpenCV DIS: mean |DIS(last, pred) - DIS(last, real)| in pixels."""
+def dis_flows(last: torch.Tensor, pred: torch.Tensor, real: torch.Tensor, *, with_error: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """OpenCV DIS per sample: L_flow = mean |DIS(last, pred) - DIS(last, real)| in pixels ((B,), zeros without
+    with_error) and the real motion's speed |DIS(last, real)| per pixel ((B, H, W))."""
     def grey(t: torch.Tensor) -> np.ndarray:  # (B, C, H, W) in [-1, 1] -> (B, H, W) uint8
         return ((t.float().mean(1).clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).cpu().numpy()
 
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-    out = []
+    errors, speeds = [], []
     for a, p, r in zip(grey(last), grey(pred), grey(real)):
-        out.append(float(np.abs(dis.calc(a, p, None) - dis.calc(a, r, None)).mean()))
-    return torch.tensor(out, device=last.device)
+        real_flow = dis.calc(a, r, None)
+        errors.append(float(np.abs(dis.calc(a, p, None) - real_flow).mean()) if with_error else 0.0)
+        speeds.append(np.sqrt((real_flow ** 2).sum(-1)))
+    return torch.tensor(errors, device=last.device), torch.from_numpy(np.stack(speeds)).to(last.device)
 
 
 class CausalSmoother:

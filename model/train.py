@@ -18,7 +18,7 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -167,9 +167,13 @@ def run_meta(cfg: TrainConfig, run: Plan, train_src: list[VideoSource], val_src:
     return meta
 
 
-def lr_at(cfg: TrainConfig, step: int, base: float) -> float:
+def lr_at(cfg: TrainConfig, step: int, base: float, steps: int | None) -> float:
+    """The learning rate at `step` of a run of `steps` (None: a budgeted run still measuring its step rate,
+    which trains on the flat start that every long cosine has)."""
     if cfg.lr_schedule == "cosine":  # no restarts: one decay over the whole run
-        return base * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+        if steps is None:
+            return base
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
     return base * (0.1 if cfg.lr_decay_step and step >= cfg.lr_decay_step else 1.0)
 
 
@@ -185,25 +189,38 @@ class Data:
     val_idx: np.ndarray  # the validation windows, spread evenly over the held-out videos
 
 
-def load_data(cfg: TrainConfig, config: ModelConfig, device: torch.device) -> Data:
+def build_data(cfg: TrainConfig, config: ModelConfig, train_src: list[VideoSource], val_src: list[VideoSource],
+               train_videos: list[np.ndarray], val_videos: list[np.ndarray]) -> Data:
+    """A run's data from videos already in memory: training windows (float or uint8 videos, see WindowDataset),
+    the held-out videos (float, (T, C, H, W)) for validation and calibration."""
+    train_set = WindowDataset(train_videos, config.num_frames, config.frame_stride)
+    val_set = WindowDataset(val_videos, config.num_frames, config.frame_stride) if val_videos else None
+    val_idx = (np.linspace(0, len(val_set) - 1, min(cfg.val_windows, len(val_set))).astype(int)
+               if val_set is not None else np.array([], int))
+    return Data(train_src, val_src, train_set, val_set, val_videos, val_idx)
+
+
+def load_data(cfg: TrainConfig, config: ModelConfig) -> Data:
     """Normal training videos only; the last `holdout` videos are held out for validation and calibration."""
     sources = find_videos(cfg.data, "training")
     train_src, val_src = split_holdout(sources, cfg.holdout)
     log.info("training on %d videos, validating on %d held-out normal videos", len(train_src), len(val_src))
-    train_set = WindowDataset(load_videos(train_src, config, cfg.progress), config.num_frames, config.frame_stride)
+    train_videos = load_videos(train_src, config, cfg.progress)
     val_videos = load_videos(val_src, config, cfg.progress) if val_src else []
-    val_set = WindowDataset(val_videos, config.num_frames, config.frame_stride) if val_videos else None
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        frames_bytes = train_set.nbytes + (val_set.nbytes if val_set is not None else 0)
-        if frames_bytes < free // 4:  # leave the rest to the models and their activations
-            train_set.to(device)
-            if val_set is not None:
-                val_set.to(device)
-            log.info("training frames on %s: %.2f GB", device, frames_bytes / 1e9)
-    val_idx = (np.linspace(0, len(val_set) - 1, min(cfg.val_windows, len(val_set))).astype(int)
-               if val_set is not None else np.array([], int))
-    return Data(train_src, val_src, train_set, val_set, val_videos, val_idx)
+    return build_data(cfg, config, train_src, val_src, train_videos, val_videos)
+
+
+def place_data(data: Data, device: torch.device) -> None:
+    """On a GPU, keep the frames there when they take under a quarter of its free memory."""
+    if device.type != "cuda":
+        return
+    free, _ = torch.cuda.mem_get_info(device)
+    frames_bytes = data.train.nbytes + (data.val.nbytes if data.val is not None else 0)
+    if frames_bytes < free // 4:  # leave the rest to the models and their activations
+        data.train.to(device)
+        if data.val is not None:
+            data.val.to(device)
+        log.info("training frames on %s: %.2f GB", device, frames_bytes / 1e9)
 
 
 @dataclass
@@ -383,7 +400,7 @@ class MetricsLog:
 
     TERMS = ("g", "int", "grad", "flow", "adv", "d")
 
-    def __init__(self, path: Path, step: int, total: int, name: str, show: bool) -> None:
+    def __init__(self, path: Path, step: int, total: int | None, name: str, show: bool) -> None:
         from tqdm import tqdm
 
         new_log = not path.is_file() or step == 0
@@ -424,8 +441,28 @@ class MetricsLog:
 
 # ---- the run ------------------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig) -> Path:
-    """Train as `cfg` says; returns the shipped checkpoint (best.pt or last.pt), calibrated."""
+class LoopControl(Protocol):
+    """What a caller with a wall-clock budget (model.learn) adds to the loop. Without one, a run is `cfg`'s:
+    `cfg.steps` long, stopped early by `cfg.max_minutes`."""
+
+    @property
+    def steps(self) -> int | None:
+        """The planned steps, the cosine's length; None until the step rate is known (the flat start)."""
+        ...
+
+    def after_step(self, step: int, meta: dict[str, Any]) -> bool:
+        """After each step, before its validation and checkpoint: may fix the plan, records what it needs to
+        resume in `meta` (saved with the checkpoint); True stops the run (it validates and saves first)."""
+        ...
+
+    def validated(self, step: int, psnr: float) -> None:
+        """The held-out PSNR of a validation, after its checkpoints were saved."""
+        ...
+
+
+def train(cfg: TrainConfig, data: Data | None = None, control: LoopControl | None = None) -> Path:
+    """Train as `cfg` says, on `data` (default: cfg.data's training videos, `cfg.holdout` held out) and as
+    `control` steers it; returns the shipped checkpoint (best.pt or last.pt), calibrated."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = plan(cfg)
@@ -443,7 +480,9 @@ def train(cfg: TrainConfig) -> Path:
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
 
-    data = load_data(cfg, config, device)
+    if data is None:
+        data = load_data(cfg, config)
+    place_data(data, device)
     models = build_models(cfg, run, device)
     out = Path(cfg.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -456,32 +495,41 @@ def train(cfg: TrainConfig) -> Path:
     def save(path: Path) -> None:
         save_checkpoint(path, cfg, config, models, progress, meta)
 
-    metrics = MetricsLog(out / "metrics.csv", progress.step, cfg.steps, config.name, cfg.progress)
+    steps = control.steps if control is not None else cfg.steps
+    metrics = MetricsLog(out / "metrics.csv", progress.step, steps, config.name, cfg.progress)
     gen = torch.Generator().manual_seed(cfg.seed + progress.step)  # windows and crops: reseeded on resume
     models.generator.train()
     models.discriminator.train()
     try:
-        while progress.step < cfg.steps:
+        while steps is None or progress.step < steps:
             for g in models.opt_g.param_groups:
-                g["lr"] = lr_at(cfg, progress.step, run.lr_g)
+                g["lr"] = lr_at(cfg, progress.step, run.lr_g, steps)
             for g in models.opt_d.param_groups:
-                g["lr"] = lr_at(cfg, progress.step, run.lr_d)
+                g["lr"] = lr_at(cfg, progress.step, run.lr_d, steps)
             batch = sample_batch(data.train, cfg, gen, device)
             losses = train_step(models, batch, weights, k, autocast, scaler, crop=cfg.crop is not None)
             if cfg.ema is not None:
                 update_ema(models, cfg.ema, progress.step)
             progress.step += 1
             metrics.update(losses)
+            stop = False
+            if control is not None:
+                stop = control.after_step(progress.step, meta)
+                steps = control.steps
 
             val_psnr = None
-            if data.val is not None and (progress.step % cfg.val_every == 0 or progress.step == cfg.steps):
+            if data.val is not None and (progress.step % cfg.val_every == 0 or progress.step == steps or stop):
                 val_psnr = validate(models, data, k, autocast, device)
                 if val_psnr > progress.best_val:
                     progress.best_val = val_psnr
                     save(best_path)
                 save(last_path)
+                if control is not None:
+                    control.validated(progress.step, val_psnr)
             if progress.step % cfg.log_every == 0 or val_psnr is not None:
-                metrics.row(progress.step, lr_at(cfg, progress.step, run.lr_g), val_psnr, progress.best_val)
+                metrics.row(progress.step, lr_at(cfg, progress.step, run.lr_g, steps), val_psnr, progress.best_val)
+            if stop:
+                break
             if cfg.max_minutes is not None and metrics.minutes() > cfg.max_minutes:
                 log.info("time box of %.1f min reached at step %d", cfg.max_minutes, progress.step)
                 break

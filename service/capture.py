@@ -6,8 +6,10 @@ one. A file that is not looped never loses a frame: capture blocks until inferen
 Files are paced at their native fps, so a file behaves like the recording of a camera.
 
 The worker reconnects by itself after a source fault. The watchdog (service.watchdog) handles the rest through
-`diagnose`/`restart`/`fail`: a thread that died of a bug, and a stall (no frame for stall_after_s while the
-source is open: a frozen server keeps OpenCV's read blocked up to its read timeout).
+`diagnose`/`restart`/`fail`: a thread that died of a bug, and a stall (no new frame for stall_after_s while the
+source is open). Frame age counts from when the content of the last frame was due (`StreamClock.fresh_at`),
+not from the last successful read: a frozen server keeps OpenCV's read blocked up to its read timeout and then
+still returns the decoder's buffered frames with ok=True, which must not count as a live picture.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .frames import CameraState, Window
+from .frames import CameraState, ServedModel, Window
 from .meters import RateMeter
 from .ring import RingBuffer
 from .settings import CameraSettings
@@ -43,6 +45,9 @@ class StreamClock:
     """
 
     STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
+    # How fast the stream's delay may grow by itself (1 %: camera and host clocks drift apart, a reader falls
+    # a little behind): beyond that, content that arrives late is old content, not a live picture.
+    DRIFT = 0.01
 
     def __init__(self) -> None:
         self.use_pts = True
@@ -53,6 +58,8 @@ class StreamClock:
         self._pts_seen = False
         self._pts_changed_at = 0.0  # arrival time the presentation time last advanced
         self._offset = 0.0  # arrival-based time starts where presentation time left off
+        self._delay: float | None = None  # least (arrival - content time) seen: the stream's own delay
+        self._delay_at = 0.0
 
     def time(self, arrival: float, pts: float | None) -> float:
         if self._arrival0 is None:
@@ -75,6 +82,19 @@ class StreamClock:
             self._offset = self.last - (arrival - self._arrival0)
         self.last = max(self.last, arrival - self._arrival0 + self._offset)
         return self.last
+
+    def fresh_at(self, arrival: float) -> float:
+        """When the frame just timed would have arrived had the stream kept up: its arrival minus how much
+        later than the stream's usual delay its content came. Frame age (and so stall detection) counts from
+        here, not from the read. A frozen server still yields frames: at each read timeout OpenCV hands out
+        the decoder's last buffered frame with ok=True and a presentation time 40 ms on, after a second or
+        more. Their content falls behind arrival time, so fresh_at stands still and the age grows."""
+        if not self.use_pts or self._arrival0 is None:
+            return arrival
+        delay = arrival - self._arrival0 - self.last
+        if self._delay is None or delay < self._delay + self.DRIFT * (arrival - self._delay_at):
+            self._delay, self._delay_at = delay, arrival
+        return arrival - (delay - self._delay) + self.DRIFT * (arrival - self._delay_at)
 
 
 class WindowSink(Protocol):
@@ -100,15 +120,14 @@ class Backoff:
 
 
 class CaptureWorker(SupervisedThread):
-    def __init__(self, cam: CameraSettings, spec: SourceSpec, ring: RingBuffer,
-                 preprocess: Callable[[np.ndarray], np.ndarray], sink: WindowSink, *,
+    def __init__(self, cam: CameraSettings, spec: SourceSpec, ring: RingBuffer, model: ServedModel, sink: WindowSink, *,
                  source_factory: SourceFactory = open_opencv_source, backoff: Backoff | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(f"camera {cam.id}", kind="capture", thread_name=f"capture-{cam.id}")
         self.cam = cam
         self.spec = spec
         self.ring = ring
-        self._preprocess = preprocess
+        self.model = model  # preprocesses the frames in the ring, and scores the windows cut from it
         self._sink = sink
         self._factory = source_factory
         self._backoff = backoff or Backoff()
@@ -145,7 +164,8 @@ class CaptureWorker(SupervisedThread):
             self.state = state
 
     def _redact(self, msg: str) -> str:
-        return redact_text(msg).replace(str(self.spec.target), redact_url(str(self.spec.target)))
+        # The exact URL first: a password holding a space or a quote would end redact_text's URL match early.
+        return redact_text(msg.replace(str(self.spec.target), redact_url(str(self.spec.target))))
 
     def _error(self, e: BaseException, cancel: threading.Event) -> None:
         if cancel.is_set():
@@ -185,6 +205,16 @@ class CaptureWorker(SupervisedThread):
 
     def _on_stopped(self) -> None:
         self._set_state_locked("stopped")
+
+    def set_model(self, model: ServedModel) -> None:
+        """Preprocess frames and cut windows for `model` from the next frame on. The history is kept when `model`
+        takes the same input as the current one; otherwise the ring starts again at the new model's k and stride
+        (its first k frames go unscored)."""
+        with self._lock:
+            if not model.same_input(self.model):
+                cfg = model.scorer.config
+                self.ring.resize(cfg.num_frames, cfg.frame_stride)
+            self.model = model
 
     def frame_age(self, now_mono: float | None = None) -> float | None:
         if self.last_frame_at is None:
@@ -276,18 +306,21 @@ class CaptureWorker(SupervisedThread):
                 if delay > 0 and cancel.wait(delay):
                     return "failed"
                 t = pace[1]
+                fresh = time.monotonic()
             else:
                 t = clock.time(now_mono, getattr(src, "pts_s", None))
+                fresh = clock.fresh_at(now_mono)
                 if clock.jumped:
                     last_kept = None
                     self._reset_history(cancel)
             with self._lock:
                 if cancel.is_set():
                     return "failed"
-                self.last_frame_at = time.monotonic()
+                self.last_frame_at = max(fresh, self.last_frame_at or fresh)
                 self.latest_frame = frame  # the source returns a fresh array per read: no copy needed
                 self.frames_read += 1
-                self._set_state_locked("live")
+                if now_mono - self.last_frame_at <= self.cam.stall_after_s:  # an old frame does not end a stall
+                    self._set_state_locked("live")
                 self._backoff.reset()
             self.read_rate.add()
             if t + 1e-6 < pace[2]:
@@ -312,13 +345,17 @@ class CaptureWorker(SupervisedThread):
                 self.history_resets += 1
 
     def _keep(self, frame: np.ndarray, cancel: threading.Event, catching_up: bool = False) -> None:
-        pre = self._preprocess(frame)
-        with self._lock:  # restart() clears the ring under this lock: no stale frame slips in after it
+        model = self.model
+        pre = model.scorer.preprocess(frame)
+        with self._lock:  # restart() clears the ring and set_model() swaps it under this lock: no stale frame
             if cancel.is_set():
                 return
+            if self.model is not model:  # swapped while this frame was preprocessed
+                model = self.model
+                pre = model.scorer.preprocess(frame)
             index = self.frames_captured
             self.frames_captured += 1
-            window = self.ring.push(pre, frame, index, self._clock())
+            window = self.ring.push(pre, frame, index, self._clock(), model)
             self._waiting = window is not None and not self.live
         self.captured_rate.add()
         if window is None:

@@ -15,9 +15,8 @@ from typing import Any, cast
 import cv2
 import numpy as np
 
-from model import FrameScores, Predictor, score_frames
+from model import AlertEngine, CameraCalibration, EventUpdate, FrameScores, Predictor, score_frames
 
-from .alerts import AlertEngine, CameraCalibration, EventUpdate
 from .frames import REPORTED_METRICS
 from .settings import AlertSettings, Settings
 
@@ -215,8 +214,8 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
                 yield frame
 
         scorer = _LockedScorer(predictor, model_lock, cancel)
-        calibration = CameraCalibration(predictor.calibration, alerts)
-        engine = AlertEngine(CLIP_CAMERA, alerts)
+        params = alerts.params()
+        calibration, engine = CameraCalibration(predictor.calibration, params), AlertEngine(CLIP_CAMERA, params)
         out: list[dict[str, Any]] = []
         events: dict[str, dict[str, Any]] = {}
         peaks: dict[str, ClipPeak] = {}

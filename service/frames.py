@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from model import METRICS
+from model import METRICS, FrameScorer
 
 # failed: the watchdog ran out of restarts (see last_error); the camera stays down until it is added again.
 CameraState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "stopped", "failed"]
@@ -15,6 +15,34 @@ EventKind = Literal["start", "update", "end"]
 # The scorer's metrics that a score message and a clip's frame report, in METRICS' order. The raw anomaly score is
 # reported calibrated instead, as `score`.
 REPORTED_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m != "anomaly")
+
+
+SHIPPED = "shipped"  # the version name of the service's default model (settings.weights)
+
+
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    """A model the inference worker scores with, and what names it in stats. Compared by identity: windows are
+    batched per ServedModel, and a window cut for one model is never scored by another."""
+
+    scorer: FrameScorer  # a Predictor in the service
+    version: str  # SHIPPED or a registry version ("v0003")
+    sha256: str | None  # of its weights file, when known
+
+    def same_input(self, other: ServedModel) -> bool:
+        """Both preprocess frames alike and cut windows alike: a ring of frames for one serves the other."""
+        a, b = self.scorer.config, other.scorer.config
+        return (a.num_frames, a.frame_stride, a.channels, a.image_size) == (
+            b.num_frames, b.frame_stride, b.channels, b.image_size)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Which model scores a camera."""
+
+    version: str  # SHIPPED or a registry version
+    sha256: str | None  # the first 12 hex digits of its weights file's sha256
+    error: str | None = None  # why the camera's last model change failed (it kept this model)
 
 
 @dataclass(frozen=True)
@@ -33,6 +61,7 @@ class CameraStatus:
     frames_skipped: int
     history_resets: int = 0  # k-frame history restarted: a gap in a live stream, a file's loop seam
     on_threshold: float | None = None  # the smoothed score at which this camera's alerts open an event
+    model: ModelStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +76,7 @@ class Window:
     ts: float  # capture wall time of the newest frame
     data: np.ndarray  # (k+1, C, H, W) float32 in [-1, 1]
     frame: np.ndarray  # (H0, W0, 3) uint8 BGR, kept for event snapshots
+    model: ServedModel  # the model `data` was preprocessed and cut for: the one that scores it
 
 
 @dataclass(frozen=True)
@@ -58,6 +88,7 @@ class ScoreMessage:
     smoothed: float | None  # what the alert engine compares with its thresholds
     metrics: Mapping[str, float]  # every REPORTED_METRICS name -> its value
     latency_ms: float  # emission time - capture time
+    model: str = SHIPPED  # version of the model that scored it
 
 
 @dataclass(frozen=True)

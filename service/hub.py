@@ -99,6 +99,7 @@ class Hub:
         self._subs: set[Subscriber] = set()
         self._on_dispatch = on_dispatch  # sees every message as it reaches the connections (latency metrics)
         self.published = 0
+        self.slow_closes = 0  # connections closed with CLOSE_RESUME because the client fell behind
         self.dropped_scores = 0  # all connections ever, unlike the per-connection counts (a Prometheus counter)
 
     def publish(self, msg: Message) -> None:
@@ -131,4 +132,5 @@ class Hub:
     def stats(self) -> dict[str, int]:
         subs = self.subscribers()
         return {"clients": len(subs), "published": self.published,
-                "dropped_scores": sum(s.dropped_scores for s in subs), "dropped_scores_total": self.dropped_scores}
+                "dropped_scores": sum(s.dropped_scores for s in subs), "dropped_scores_total": self.dropped_scores,
+                "slow_closes": self.slow_closes}

@@ -1,11 +1,16 @@
-"""InferenceWorker: the one owner of the model. It gathers the oldest queued window of every camera and scores
-them in one batched forward (the same `Predictor.score` as `ffp eval`).
+"""InferenceWorker: the one thread that runs the models. It gathers the oldest queued window of every camera and
+scores them with one batched forward per model (the same `Predictor.score` as `ffp eval`): each window carries the
+model it was cut for (`Window.model`), so cameras with different models share the thread and a batch round.
+Separate forwards, not one stacked forward of same-architecture models: on this CPU four lite models at batch 1
+cost 1.1x one shared model at batch 4, against 2.0x for torch.func vmap over stacked weights (eager) and 1.7x for
+one traced U-Net of grouped convolutions (benchmarks/multi_model.py).
 
 Capture never waits for it: each camera has a short queue (`queue_per_camera`, default 2) of unscored
 windows. A live camera whose queue is full drops its oldest window (counted as skipped); a file camera waits
 for room instead. Two places, not one, absorb a camera's jitter (a late frame followed by an on-time one)
 without a drop, while a camera that is really behind still loses its oldest windows. A batch takes at most
-one window per camera, oldest first, so every camera gets its turn.
+one window per camera, oldest first, so every camera gets its turn; each model's forward takes at most max_batch
+of them (the oldest), the rest wait for the next round.
 
 A live camera catching up (capture says its frames arrive faster than real time: the second of buffered frames
 an RTSP stream delivers at connect, or after the reader fell behind) may queue up to `catch_up_queue_per_camera`
@@ -27,15 +32,15 @@ from typing import Literal
 
 import numpy as np
 
-from model import FrameScorer, FrameScores
+from model import FrameScores
 
-from .frames import Window
+from .frames import ServedModel, Window
 from .meters import LatencyMeter, RateMeter
 from .supervised import SupervisedThread
 
 log = logging.getLogger(__name__)
 
-# Called in the inference thread with the batch, its scores and the forward time in ms.
+# Called in the inference thread once per forward: its windows (one model's), their scores and the forward time in ms.
 ScoresCallback = Callable[[list[Window], FrameScores, float], None]
 
 
@@ -49,14 +54,13 @@ class _CameraMeters:
 class InferenceWorker(SupervisedThread):
     stop_timeout_s = 30.0  # a batch in flight finishes first
 
-    def __init__(self, scorer: FrameScorer, on_scores: ScoresCallback, *, max_batch: int = 8,
+    def __init__(self, on_scores: ScoresCallback, *, max_batch: int = 8,
                  max_wait_ms: float = 10.0, queue_per_camera: int = 2, catch_up_queue_per_camera: int = 24,
                  catch_up_s: float = 3.0, model_lock: threading.Lock | None = None,
                  stuck_after_s: float = 30.0) -> None:
         if queue_per_camera < 1:
             raise ValueError("queue_per_camera must be >= 1")
         super().__init__("inference", kind="inference", thread_name="inference")
-        self._scorer = scorer
         self._on_scores = on_scores
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
@@ -114,6 +118,20 @@ class InferenceWorker(SupervisedThread):
             q.append(window)
             self._lock.notify_all()
 
+    def drop_stale(self, camera_id: str, model: ServedModel) -> int:
+        """Forget the camera's queued windows cut for another model than `model` (its model was swapped);
+        returns how many. Not counted as skipped: nothing fell behind."""
+        with self._lock:
+            q = self._queues.get(camera_id)
+            if not q:
+                return 0
+            keep = [w for w in q if w.model is model]
+            dropped = len(q) - len(keep)
+            q.clear()
+            q.extend(keep)
+            self._lock.notify_all()
+            return dropped
+
     def pending(self) -> int:
         """Unscored windows queued, all cameras."""
         with self._lock:
@@ -166,8 +184,12 @@ class InferenceWorker(SupervisedThread):
                 self._lock.wait(left)
             if cancel.is_set():
                 return []
-            heads = sorted(ready(), key=lambda q: q[0].ts)[: self.max_batch]  # oldest first: fair
-            batch = [q.popleft() for q in heads]
+            per_model: dict[ServedModel, int] = defaultdict(int)
+            batch = []
+            for q in sorted(ready(), key=lambda q: q[0].ts):  # oldest first: fair
+                if per_model[q[0].model] < self.max_batch:
+                    per_model[q[0].model] += 1
+                    batch.append(q.popleft())
             if batch:
                 self._busy_since = time.monotonic()
             self._lock.notify_all()  # wakes file cameras waiting for room in their queue
@@ -189,14 +211,24 @@ class InferenceWorker(SupervisedThread):
                     self.last_error = f"internal error: {type(e).__name__}: {e}"
 
     def _process(self, batch: list[Window], cancel: threading.Event) -> None:
+        """One forward per model, in the order of each model's oldest window."""
+        groups: dict[ServedModel, list[Window]] = {}
+        for w in batch:
+            groups.setdefault(w.model, []).append(w)
+        for model, windows in groups.items():
+            if cancel.is_set():
+                return
+            self._forward(model, windows, cancel)
+
+    def _forward(self, model: ServedModel, batch: list[Window], cancel: threading.Event) -> None:
         try:
             t0 = time.perf_counter()
             with self._model_lock:
-                scores = self._scorer.score(np.stack([w.data for w in batch]))
+                scores = model.scorer.score(np.stack([w.data for w in batch]))
             ms = (time.perf_counter() - t0) * 1000
         except Exception:  # one bad batch is counted, not fatal
             self.errors += 1
-            log.exception("inference failed on a batch of %d", len(batch))
+            log.exception("inference failed on a batch of %d (model %s)", len(batch), model.version)
             return
         if cancel.is_set():
             return  # abandoned by the watchdog while it hung: a fresh thread has taken over

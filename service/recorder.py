@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .alerts import EventUpdate
+from model import EventUpdate
+
 from .frames import Event, EventMessage
 from .snapshots import event_images, unix_caption
 from .store import EventStore

@@ -11,32 +11,38 @@ import numpy as np
 
 from model import window_from_buffer
 
-from .frames import Window
+from .frames import ServedModel, Window
 
 
 class RingBuffer:
     """deque(maxlen=k*stride+1): the oldest frame falls off when a new one arrives."""
 
     def __init__(self, camera_id: str, num_frames: int, stride: int = 1) -> None:
+        self.camera_id = camera_id
+        self._lock = threading.Lock()
+        self.resize(num_frames, stride)
+
+    def resize(self, num_frames: int, stride: int = 1) -> None:
+        """Cut windows of k = num_frames frames `stride` apart from now on; the history starts again."""
         if num_frames < 1 or stride < 1:
             raise ValueError(f"num_frames and stride must be >= 1, got {num_frames} and {stride}")
-        self.camera_id = camera_id
-        self.num_frames, self.stride = num_frames, stride
-        self.size = num_frames * stride + 1
-        self._frames: deque[np.ndarray] = deque(maxlen=self.size)
-        self._lock = threading.Lock()
+        with self._lock:
+            self.num_frames, self.stride = num_frames, stride
+            self.size = num_frames * stride + 1
+            self._frames: deque[np.ndarray] = deque(maxlen=self.size)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._frames)
 
-    def push(self, pre: np.ndarray, raw: np.ndarray, index: int, ts: float) -> Window | None:
-        """Add one preprocessed frame; returns the window ending at it once the ring is full."""
+    def push(self, pre: np.ndarray, raw: np.ndarray, index: int, ts: float, model: ServedModel) -> Window | None:
+        """Add one frame preprocessed for `model`; returns the window ending at it, for `model`, once the ring is
+        full."""
         with self._lock:
             self._frames.append(pre)
             # (k+1, C, H, W): a copy, so later pushes do not alter it
             data = window_from_buffer(self._frames, self.num_frames, self.stride)
-        return None if data is None else Window(self.camera_id, index, ts, data, raw)
+        return None if data is None else Window(self.camera_id, index, ts, data, raw, model)
 
     def clear(self) -> None:
         """After a reconnect the history is from another time: never predict across the gap."""

@@ -13,7 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .urls import check_scheme
+from model import AlertParams
+
+from .urls import check_host_entry, check_scheme
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -26,33 +28,45 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AlertSettings(_Model):
-    """Turns a camera's calibrated score stream (z units) into events. Times are in seconds."""
+_ALERTS = AlertParams()  # the defaults live with the engine
 
-    on_threshold: float = Field(4.0, description="An event may start when the smoothed z score reaches this.")
-    off_threshold: float = Field(2.5, description="An event may end once the smoothed z score falls below this.")
-    min_duration_s: float = Field(0.4, ge=0, description="The score must stay above on_threshold this long "
-                                                         "before an event starts (filters single-frame spikes).")
-    hold_s: float = Field(1.0, ge=0, description="An active event stays open this long after the score drops "
-                                                 "below off_threshold (bridges short dips).")
-    cooldown_s: float = Field(2.0, ge=0, description="No new event starts this soon after the previous one ended "
-                                                     "(so a scene that keeps crossing the thresholds does not raise "
-                                                     "a burst of events).")
-    smoothing_half_life_frames: float = Field(2.0, ge=0, description="Half-life of the causal EMA over scores, "
-                                                                     "in frames; 0 disables smoothing.")
-    warmup_s: float = Field(0.0, ge=0, description="Adapt calibration to the camera: estimate mean/std of the "
-                                                   "raw score over its first warmup_s seconds (0 = off). Weights "
-                                                   "without calibration always warm up (5 s when this is 0), and "
-                                                   "the camera has no score until then.")
-    warmup_blend: float = Field(0.5, ge=0, le=1, description="Weight of the camera's own statistics after "
-                                                             "warm-up (0 = shipped calibration only).")
-    update_interval_s: float = Field(1.0, gt=0, description="At most one 'update' message per event this often.")
+
+class AlertSettings(_Model):
+    """Turns a camera's calibrated score stream (z units) into events. Times are in seconds. The validated
+    form of model.AlertParams (`params()`), which the alert engine takes."""
+
+    on_threshold: float = Field(_ALERTS.on_threshold,
+                                description="An event may start when the smoothed z score reaches this.")
+    off_threshold: float = Field(_ALERTS.off_threshold,
+                                 description="An event may end once the smoothed z score falls below this.")
+    min_duration_s: float = Field(_ALERTS.min_duration_s, ge=0,
+                                  description="The score must stay above on_threshold this long before an event "
+                                              "starts (filters single-frame spikes).")
+    hold_s: float = Field(_ALERTS.hold_s, ge=0, description="An active event stays open this long after the score "
+                                                            "drops below off_threshold (bridges short dips).")
+    cooldown_s: float = Field(_ALERTS.cooldown_s, ge=0,
+                              description="No new event starts this soon after the previous one ended (so a scene "
+                                          "that keeps crossing the thresholds does not raise a burst of events).")
+    smoothing_half_life_frames: float = Field(_ALERTS.smoothing_half_life_frames, ge=0,
+                                              description="Half-life of the causal EMA over scores, in frames; 0 "
+                                                          "disables smoothing.")
+    warmup_s: float = Field(_ALERTS.warmup_s, ge=0,
+                            description="Adapt calibration to the camera: estimate mean/std of the raw score over "
+                                        "its first warmup_s seconds (0 = off). Weights without calibration always "
+                                        "warm up (5 s when this is 0), and the camera has no score until then.")
+    warmup_blend: float = Field(_ALERTS.warmup_blend, ge=0, le=1,
+                                description="Weight of the camera's own statistics after warm-up (0 = shipped "
+                                            "calibration only).")
+    update_interval_s: float = Field(_ALERTS.update_interval_s, gt=0,
+                                     description="At most one 'update' message per event this often.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> AlertSettings:
-        if self.off_threshold > self.on_threshold:
-            raise ValueError(f"off_threshold ({self.off_threshold}) must be <= on_threshold ({self.on_threshold})")
+        self.params()  # AlertParams checks off_threshold <= on_threshold
         return self
+
+    def params(self) -> AlertParams:
+        return AlertParams(**self.model_dump())
 
 
 class CameraSettings(_Model):
@@ -180,6 +194,20 @@ class Settings(BaseSettings):
                               "one more is answered 503 with Retry-After.")
     media_dir: Path | None = Field(None, description="Local files/devices a camera added through the API may "
                                                      "read live under this folder; None = none at all.")
+    max_url_length: int = Field(2048, ge=64, le=65536, description="Longest camera URL accepted by POST "
+                                "/v1/cameras (422 beyond it).")
+    max_cameras: int = Field(32, ge=1, le=1024, description="Most cameras the service runs; POST /v1/cameras "
+                             "answers 409 beyond it (cameras from this file count too).")
+    camera_allowed_hosts: list[str] = Field(default_factory=list, description="Hosts a camera added through the "
+                                            "API may connect to: CIDRs, addresses or names ('.example.com' = the "
+                                            "domain and its subdomains). Empty = any host but metadata, link-local, "
+                                            "unspecified and multicast addresses and the service itself.")
+    camera_private_hosts: bool = Field(True, description="Without camera_allowed_hosts: cameras added through the "
+                                       "API may use private and loopback addresses (where cameras usually live).")
+    docs_public: bool = Field(False, description="Serve /docs and /openapi.json without the API key.")
+    allowed_origins: list[str] = Field(default_factory=list, description="Browser origins (scheme://host[:port]) "
+                                       "besides the service's own that may open the WebSocket and post forms; "
+                                       "'*' = any. Clients that send no Origin (not browsers) are always allowed.")
     retention_max_events: int | None = Field(10000, ge=1, description="Keep at most this many events.")
     retention_days: float | None = Field(30, gt=0, description="Delete events older than this.")
     inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings.model_validate({}),
@@ -192,6 +220,19 @@ class Settings(BaseSettings):
                                        description="Restarts of dead or hung workers, and their budget.")
     cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+
+    @field_validator("camera_allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        return [check_host_entry(e) for e in v]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if o != "*" and not re.match(r"^https?://[^/?#\s]+$", o):
+                raise ValueError(f"allowed origin {o!r} must be scheme://host[:port] (no path) or '*'")
+        return [o.lower() for o in v]
 
     @field_validator("cameras")
     @classmethod

@@ -2,21 +2,23 @@
 
 Cameras from the settings file are trusted. A camera added through the API is not: it may read network
 streams, but local files and devices only under `media_dir` (resolved, symlinks followed, `..` refused), so an
-API client cannot make the service open /etc/passwd or an arbitrary /dev node (FFmpeg reads anything).
+API client cannot make the service open /etc/passwd or an arbitrary /dev node (FFmpeg reads anything), and
+network URLs only to hosts its `HostPolicy` allows (never a cloud metadata service or the service itself).
+
+Redaction: every URL shown anywhere (API, stats, logs, last_error) loses its userinfo and its query values.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 _WEBCAM = re.compile(r"^webcam:(\d{1,3})$")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
-_SECRET_PARAMS = {"password", "passwd", "pass", "pwd", "token", "key", "api_key", "apikey", "secret", "auth"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ def _split_scheme(url: str) -> str | None:
 
 
 def check_scheme(url: str) -> None:
-    """ValueError for anything but rtsp(s)://, http(s)://, webcam:N, file:// or a plain path."""
+    """ValueError for anything but rtsp(s)://, http(s)://, webcam:N, file:// or a plain path. The messages never
+    quote the URL (it may hold credentials) beyond its scheme."""
     if not url or not url.strip() or any(ord(c) < 32 for c in url):
         raise ValueError("camera url must be a non-empty string without control characters")
     scheme = _split_scheme(url)
@@ -41,14 +44,14 @@ def check_scheme(url: str) -> None:
         return
     if scheme == "webcam":
         if not _WEBCAM.match(url):
-            raise ValueError(f"webcam url must be webcam:N, got {redact_url(url)!r}")
+            raise ValueError("webcam url must be webcam:N (N = a device index, at most 3 digits)")
         return
     if scheme not in NETWORK_SCHEMES:
         # FFmpeg protocols such as concat:, pipe:, subfile:, data:, ftp:// would read arbitrary things.
         raise ValueError(f"unsupported url scheme {scheme!r}: use one of {', '.join(NETWORK_SCHEMES)}, "
                          "a file path or webcam:N")
     if not urlsplit(url).hostname:
-        raise ValueError(f"{scheme} url has no host: {redact_url(url)!r}")
+        raise ValueError(f"{scheme} url has no host")
 
 
 def resolve_source(url: str, *, trusted: bool, media_dir: Path | None) -> SourceSpec:
@@ -83,24 +86,154 @@ def _inside(path: Path, media_dir: Path | None, *, what: str) -> Path:
     return real
 
 
-def redact_url(url: str) -> str:
-    """Remove user:password and secret-looking query parameters from a URL (never log the raw URL)."""
-    if _split_scheme(url) in NETWORK_SCHEMES or "://" in url:
+# -- host policy for cameras added through the API ----------------------------------------------------------
+
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
+# Never a camera: cloud metadata services (credentials live there), link-local, "this host" and multicast.
+_DENIED_NETS = tuple(ipaddress.ip_network(n) for n in (
+    "169.254.0.0/16", "fe80::/10",  # link-local, which holds the AWS/GCP/Azure metadata address 169.254.169.254
+    "fd00:ec2::254/128", "100.100.100.200/32", "168.63.129.16/32",  # AWS IPv6, Alibaba, Azure metadata
+    "0.0.0.0/8", "::/128",  # unspecified: connecting to it reaches this host
+    "224.0.0.0/4", "ff00::/8", "255.255.255.255/32"))
+_DENIED_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
+                           "instance-data.ec2.internal", "metadata.azure.com"})
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+_INET_ATON_PART = re.compile(r"^(?:0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Which hosts a camera added through the API may connect to.
+
+    `allowed` (CIDRs or host names, `.example.com` for a domain and its subdomains) non-empty: only those, and
+    nothing else is checked. Empty: anything but metadata, link-local, unspecified and multicast addresses, the
+    service itself (`own` addresses and ports) and, when `private` is false, private and loopback addresses.
+    """
+
+    allowed: tuple[str, ...] = ()
+    private: bool = True
+    own: frozenset[tuple[str, int]] = frozenset()  # (host, port) the service answers on; host "" = any loopback
+
+
+def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host spelling means to the resolver, or None for a name. Besides dotted quads this
+    accepts what inet_aton (and so FFmpeg's getaddrinfo) accepts: 2852039166, 0xa9fea9fe, 0251.0376.0251.0376,
+    169.254.43518. An IPv4-mapped IPv6 address is returned as its IPv4 address."""
+    host = unquote(host).strip().rstrip(".").lower()
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = _inet_aton(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_INET_ATON_PART.match(p) for p in parts):
+        return None
+    nums = [int(p, 16) if p[:2] in ("0x", "0X") and len(p) > 2 else int(p, 8) if p.startswith("0") else int(p)
+            for p in parts]
+    # The last part fills the bits the leading bytes leave: a.b.c.d, a.b.(16 bits), a.(24 bits), (32 bits).
+    last_bits = 8 * (5 - len(nums))
+    if any(n > 255 for n in nums[:-1]) or nums[-1] >= 2**last_bits:
+        return None
+    value = 0
+    for n in nums[:-1]:
+        value = value << 8 | n
+    return ipaddress.IPv4Address(value << last_bits | nums[-1])
+
+
+def check_host(url: str, policy: HostPolicy) -> None:
+    """ValueError when an API-added camera's network URL points where it may not. Names are checked as
+    written, never resolved (no DNS here): a strict deployment lists its cameras in `policy.allowed`."""
+    scheme = _split_scheme(url)
+    if scheme not in NETWORK_SCHEMES:
+        return
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise ValueError("camera url has an invalid port") from None
+    ip = parse_ip(host)
+    if policy.allowed:
+        if not any(_matches(entry, host, ip) for entry in policy.allowed):
+            raise ValueError(f"camera host {host!r} is not in camera_allowed_hosts")
+        return
+    if ip is None:
+        if host in _DENIED_NAMES:
+            raise ValueError(f"camera host {host!r} is a cloud metadata service")
+        if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+            ip = ipaddress.ip_address("127.0.0.1")
+        elif (host, port) in policy.own:
+            raise ValueError("a camera may not point at this service itself")
+        else:
+            return
+    if any(ip in net for net in _DENIED_NETS if net.version == ip.version):
+        raise ValueError(f"camera host {ip} is a link-local, metadata, unspecified or multicast address")
+    if (ip.is_loopback and ("", port) in policy.own) or (str(ip), port) in policy.own:
+        raise ValueError("a camera may not point at this service itself")
+    if not policy.private and (ip.is_private or ip.is_loopback):
+        raise ValueError(f"camera host {ip} is a private address (camera_private_hosts is off)")
+
+
+def _matches(entry: str, host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+    entry = entry.strip().lower().rstrip(".")
+    if ip is not None:
         try:
-            parts = urlsplit(url)
+            return ip in ipaddress.ip_network(entry, strict=False)
         except ValueError:
-            return redact_text(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = "***@" + netloc.rsplit("@", 1)[1]
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    return url
+            return False
+    if entry.startswith("."):
+        return host == entry[1:] or host.endswith(entry)
+    return host == entry
+
+
+def check_host_entry(entry: str) -> str:
+    """Settings validator: a camera_allowed_hosts entry is a CIDR, an address or a host name."""
+    e = entry.strip().lower()
+    try:
+        ipaddress.ip_network(e, strict=False)
+        return e
+    except ValueError:
+        pass
+    if not _HOST_NAME.match(e):
+        raise ValueError(f"{entry!r} is neither a CIDR, an IP address nor a host name")
+    return e
+
+
+_HOST_NAME = re.compile(r"^\.?[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*\.?$")
+
+
+# -- redaction ----------------------------------------------------------------------------------------------
+
+_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_url(url: str) -> str:
+    """The URL without its userinfo and with every query value replaced by ***: never log the raw URL.
+
+    The userinfo ends at the last '@', not where a URL parser would end the authority: a password holding '#',
+    '/', '?' or an unencoded '@' must not spill into the host or path shown. A path containing '@' is redacted
+    up to it as well (safe side)."""
+    m = _SCHEME.match(url)
+    if m is None or not url[m.end():].startswith("//"):
+        return url
+    head, rest = url[:m.end() + 2], url[m.end() + 2:]
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    path, sep, query = rest.partition("?")
+    if not sep:
+        return head + rest
+    query, hsep, fragment = query.partition("#")
+    pairs = [p.partition("=") for p in query.split("&")]
+    query = "&".join(k + ("=***" if eq else "") for k, eq, _ in pairs)
+    return head + path + "?" + query + hsep + ("***" if fragment else "")
 
 
 def redact_text(text: str) -> str:
-    """Redact credentials of any URL embedded in free text (error messages from FFmpeg/OpenCV)."""
-    return _USERINFO.sub(r"\1***@", text)
+    """Redact every URL embedded in free text (error messages from FFmpeg/OpenCV, log lines)."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)

@@ -65,7 +65,7 @@ def test_training_on_cuda_checkpoints_and_resumes(tmp_path: Path) -> None:
 
 
 def test_inference_worker_batches_cameras_on_the_gpu() -> None:
-    from service.frames import Window
+    from service.frames import ServedModel, Window
     from service.inference import InferenceWorker
 
     predictor = load_predictor(device="cuda")
@@ -79,12 +79,13 @@ def test_inference_worker_batches_cameras_on_the_gpu() -> None:
         if len(got) >= 4:
             done.set()
 
-    worker = InferenceWorker(predictor, on_scores, max_batch=4, max_wait_ms=50)
+    worker = InferenceWorker(on_scores, max_batch=4, max_wait_ms=50)
+    model = ServedModel(predictor, "shipped", None)
     stop = threading.Event()
     for cam in ("a", "b", "c", "d"):
         worker.register(cam)
     for cam, w in zip(("a", "b", "c", "d"), windows, strict=True):
-        worker.submit(Window(cam, 0, time.time(), w, raw[0][-1]), block=False, stop=stop)
+        worker.submit(Window(cam, 0, time.time(), w, raw[0][-1], model), block=False, stop=stop)
     worker.start()
     try:
         assert done.wait(60), worker.stats()

@@ -7,17 +7,20 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..hub import Hub
+from ..urls import redact_text
 from ..wiring import Service
 from . import cameras, dashboard, docs, events, live, metrics, pictures, score
 from .deps import ApiKey, AppState, PipelineDep, StateDep
 from .schemas import Health, scrub
-from .security import key_required
+from .security import OriginCheck, key_required
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,19 @@ def create_app(service: Service) -> FastAPI:
             await run_in_threadpool(service.stop)
             state.store = state.hub = None
 
-    # docs_url/redoc_url off: FastAPI's pages load Swagger UI and ReDoc from a CDN; docs.router serves /docs offline.
+    # FastAPI's docs pages load Swagger UI from a CDN and its schema route is public: docs.router serves both,
+    # offline and behind DocsAccess.
     app = FastAPI(title="ffp", version="0.1.0", lifespan=lifespan, description=docs.DESCRIPTION, docs_url=None,
-                  redoc_url=None)
+                  redoc_url=None, openapi_url=None)
     app.openapi = docs.with_websocket_schemas(app)  # type: ignore[method-assign]
     app.state.ffp = state
+    app.add_middleware(OriginCheck, allowed=service.settings.allowed_origins)
+    app.add_middleware(live.SocketBuffers)  # added last = outermost: it must see the server's own `send`
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the offending input (a camera URL with its password, megabytes of it).
+        return JSONResponse({"detail": [validation_error(e) for e in exc.errors()]}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
@@ -72,3 +83,9 @@ def create_app(service: Service) -> FastAPI:
 
     return app
 
+
+def validation_error(err: Any) -> dict[str, Any]:
+    """One pydantic error without its input or context (never echoed: it may hold credentials), its location
+    and message bounded in length and redacted."""
+    loc = [part if isinstance(part, int) else str(part)[:64] for part in err.get("loc", ())]
+    return {"type": err.get("type"), "loc": loc, "msg": redact_text(str(err.get("msg", "")))[:300]}

@@ -1,30 +1,53 @@
-"""Camera CRUD. Adding a camera never waits for it: an unreachable URL is added and reports its state."""
+"""Camera CRUD. Adding a camera never waits for it: an unreachable URL is added and reports its state.
+
+Cameras added here are untrusted: their URL length, their host (`HostPolicy`: never a metadata service, a
+link-local address or this service itself) and their number (`max_cameras`) are limited, and the API key is
+checked before the body is even read (`KeyFirstRoute`)."""
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from ..pipeline import CameraExists
-from ..urls import redact_text
-from .deps import ApiKey, PipelineDep
+from ..pipeline import CameraExists, CameraLimit
+from ..settings import Settings
+from ..urls import HostPolicy, check_host, redact_text
+from .deps import KeyFirstRoute, PipelineDep, SettingsDep
 from .schemas import CameraCreate, CameraPublic
 
-router = APIRouter(prefix="/v1/cameras", tags=["cameras"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1/cameras", tags=["cameras"], route_class=KeyFirstRoute)
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No camera with this id."}}
 
 
+def host_policy(settings: Settings, request: Request) -> HostPolicy:
+    """The settings' policy, plus this service's own address: the port it answered this request on (any
+    loopback or unspecified address reaches it) and the configured port."""
+    host, port = request.scope.get("server") or ("", settings.port)
+    own = {("", port), ("", settings.port), (str(host).lower(), port)}
+    return HostPolicy(allowed=tuple(settings.camera_allowed_hosts), private=settings.camera_private_hosts,
+                      own=frozenset(own))
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CameraPublic,
-             responses={409: {"description": "A camera with this id exists."},
-                        422: {"description": "Invalid camera: bad id, unsupported URL scheme, or a local "
+             responses={409: {"description": "A camera with this id exists, or max_cameras are running."},
+                        422: {"description": "Invalid camera: bad id, unsupported URL scheme, a URL longer than "
+                                             "max_url_length, a host the camera host policy refuses, or a local "
                                              "path outside media_dir."}})
-async def add_camera(body: CameraCreate, pipeline: PipelineDep) -> CameraPublic:
+async def add_camera(body: CameraCreate, request: Request, pipeline: PipelineDep,
+                     settings: SettingsDep) -> CameraPublic:
+    if len(body.url) > settings.max_url_length:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"camera url is {len(body.url)} characters, over max_url_length "
+                            f"({settings.max_url_length})")
     try:
-        # API clients are untrusted: local files only under media_dir (the pipeline enforces it).
+        check_host(body.url, host_policy(settings, request))
+        # API clients are untrusted: local files only under media_dir, max_cameras (the pipeline enforces both).
         st = await run_in_threadpool(pipeline.add_camera, body, trusted=False)
     except CameraExists:
         raise HTTPException(status.HTTP_409_CONFLICT, f"camera {body.id!r} already exists") from None
+    except CameraLimit as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     except ValueError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, redact_text(str(e))) from None
     return CameraPublic.from_status(st)

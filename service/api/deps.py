@@ -1,10 +1,12 @@
 """FastAPI dependencies: the app's collaborators, typed, so handlers read like plain signatures."""
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
+from fastapi.routing import APIRoute
 
 from ..clip_images import ClipImages
 from ..hub import Hub
@@ -57,11 +59,32 @@ def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
     return state.settings
 
 
+def _unauthorized() -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED,
+                         "missing or invalid API key (send X-API-Key or Authorization: Bearer)",
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
 def require_api_key(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
     if not key_ok(state.settings.api_key, presented_key(request.headers)):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                            "missing or invalid API key (send X-API-Key or Authorization: Bearer)",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise _unauthorized()
+
+
+
+
+class KeyFirstRoute(APIRoute):
+    """A route that checks the API key before anything else. FastAPI reads and parses a JSON body before it runs
+    any dependency, so with `dependencies=[ApiKey]` alone a client without a key could make the service read any
+    body and would get 422 with details instead of 401."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            require_api_key(request, get_state(request))
+            return await handler(request)
+
+        return checked
 
 
 def require_api_key_or_query(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
@@ -73,9 +96,17 @@ def require_api_key_or_query(request: Request, state: Annotated[AppState, Depend
                             headers={"WWW-Authenticate": "Bearer"})
 
 
+def require_docs_access(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
+    """/docs and /openapi.json: behind the API key unless docs_public. A browser cannot add a header when it
+    opens a page, so `?api_key=` is accepted here too."""
+    if not state.settings.docs_public:
+        require_api_key_or_query(request, state)
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 StoreDep = Annotated[EventStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ApiKey = Depends(require_api_key)
+DocsAccess = Depends(require_docs_access)
 ApiKeyOrQuery = Depends(require_api_key_or_query)

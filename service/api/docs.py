@@ -6,31 +6,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel
 from swagger_ui_bundle import swagger_ui_path
 
 from ..hub import CLOSE_RESUME
-from .live import CLOSE_BAD_REQUEST, HEARTBEAT_S
-from .schemas import ErrorMessage, EventWsMessage, HeartbeatMessage, ScoreWsMessage, SubscribedMessage, SubscribeRequest
+from .deps import DocsAccess
+from .live import CLOSE_BAD_REQUEST, CLOSE_POLICY, HEARTBEAT_S, SEND_TIMEOUT_S
+from .schemas import EventWsMessage, HeartbeatMessage, ScoreWsMessage, SubscribedMessage, SubscribeRequest
 
 router = APIRouter(include_in_schema=False)
 
+OPENAPI_URL = "/openapi.json"
 ASSETS_URL = "/docs/static"
 # Only what the page loads; the package's other files (its demo index.html, source maps) are not served.
 ASSETS = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8", "swagger-ui.css": "text/css; charset=utf-8",
           "favicon-32x32.png": "image/png"}
 WS_MESSAGES: tuple[type[BaseModel], ...] = (SubscribeRequest, SubscribedMessage, ScoreWsMessage, EventWsMessage,
-                                            HeartbeatMessage, ErrorMessage)
+                                            HeartbeatMessage)
 
 DESCRIPTION = f"""Real-time video anomaly detection by future frame prediction. REST under `/v1`, live scores and
 events on the WebSocket `/v1/ws`, Prometheus metrics at `/metrics`.
 
 With an API key configured, send it as `X-API-Key: <key>` or `Authorization: Bearer <key>` (the WebSocket also
-takes `?api_key=<key>`); only `/healthz` and these docs need none.
+takes `?api_key=<key>`); only `/healthz` needs none (and these docs with `docs_public`; in a browser open
+`/docs?api_key=<key>`).
 
 ## WebSocket `/v1/ws`
 
@@ -45,7 +49,6 @@ listed under *Schemas* below.
 | `score` (`ScoreWsMessage`) | server → client | every scored frame; `score` in z units, higher = more anomalous |
 | `event` (`EventWsMessage`) | server → client | every event `start`, `update` and `end`; `seq` strictly increases |
 | `heartbeat` (`HeartbeatMessage`) | server → client | after {HEARTBEAT_S:g} s without another message |
-| `error` (`ErrorMessage`) | server → client | a client message that is not a valid `subscribe` |
 
 **Resume without losing events.** Keep the last event `seq` seen and reconnect with `resume_from=<seq>`: the
 server sends every stored event message after it (`replay: true`), then `subscribed`, then live messages, with
@@ -53,11 +56,12 @@ no gap and no duplicate at the seam.
 
 **Slow clients** never slow the pipeline. Score messages beyond a bounded backlog are dropped and counted
 (`dropped_scores` in the next score or heartbeat). Event messages are never dropped silently: when a client's
-event backlog overflows, the server closes the connection with code {CLOSE_RESUME} and the client reconnects with
-`resume_from`.
+event backlog overflows, or a send to it stays blocked for {SEND_TIMEOUT_S:g} s (it stopped reading), the server
+closes the connection with code {CLOSE_RESUME} and the client reconnects with `resume_from`.
 
-Close codes: 1008 missing or wrong API key; {CLOSE_BAD_REQUEST} invalid query parameters; 1013 the service is
-starting or stopping; {CLOSE_RESUME} event backlog overflow, reconnect with `resume_from`.
+Close codes: {CLOSE_POLICY} missing or wrong API key, or an `Origin` not in `allowed_origins`; {CLOSE_BAD_REQUEST}
+invalid query parameters or client message (a binary frame, not a `subscribe` message); 1013 the service is
+starting or stopping; {CLOSE_RESUME} the client fell behind, reconnect with `resume_from`.
 """
 
 
@@ -65,10 +69,17 @@ def _asset_url(request: Request, name: str) -> str:
     return f"{request.scope.get('root_path', '').rstrip('/')}{ASSETS_URL}/{name}"
 
 
-@router.get("/docs")
+@router.get(OPENAPI_URL, dependencies=[DocsAccess])
+def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", dependencies=[DocsAccess])
 def swagger_ui(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "").rstrip("/")
-    return get_swagger_ui_html(openapi_url=f"{root}{request.app.openapi_url}", title=f"{request.app.title} API",
+    key = request.query_params.get("api_key")  # a page opened with ?api_key= passes it on to its schema
+    schema = f"{root}{OPENAPI_URL}" + (f"?api_key={quote(key, safe='')}" if key else "")
+    return get_swagger_ui_html(openapi_url=schema, title=f"{request.app.title} API",
                                swagger_js_url=_asset_url(request, "swagger-ui-bundle.js"),
                                swagger_css_url=_asset_url(request, "swagger-ui.css"),
                                swagger_favicon_url=_asset_url(request, "favicon-32x32.png"),

@@ -12,34 +12,40 @@ the live stream:
 - `{"type": "event", "seq", "kind": "start"|"update"|"end", "replay", "event": {...}}` for every event message;
 - `{"type": "heartbeat", "ts", "dropped_scores", "last_seq"}` when nothing else was sent for HEARTBEAT_S.
 The client may send `{"type": "subscribe", "cameras": [...]|null, "kinds": [...], "resume_from": N}` at any
-time to change its subscription (with resume_from: replay stored events after N first).
+time to change its subscription (with resume_from: replay stored events after N first). Anything else (a
+binary frame, text that is not such a message, resume_from outside 0..2**63-1) closes with 4400 and a reason.
 
 Resume: keep the last event `seq` seen and reconnect with `resume_from=<seq>`. The server registers the
 connection for live messages *before* reading the store, then sends every stored message after N (marked
 `replay: true`), then the live ones, skipping any seq it already sent: no gap and no duplicate at the seam.
 
-Slow clients never slow the pipeline. Score messages beyond a bounded backlog are dropped and counted
-(`dropped_scores` in the next score/heartbeat message). Event messages are never dropped silently: if a
-client's event backlog overflows, the server closes the connection with code 4000 (CLOSE_RESUME) and the
-client should reconnect with resume_from. Close codes: 1008 = missing or bad API key; 4400 = invalid
-subscription in the query string; 4000 = event backlog overflow, resume.
+Slow clients never slow the pipeline. Each connection has a bounded backlog, and what the kernel buffers for it
+is bounded too (`SocketBuffers`: SEND_BUFFER_BYTES), so a client that reads too slowly is noticed within
+seconds. Score messages beyond the backlog are dropped and counted (`dropped_scores` in the next
+score/heartbeat message). Event messages are never dropped silently: when a client's event backlog overflows,
+or one send to it waits longer than SEND_TIMEOUT_S (it stopped reading), the server closes the connection with
+code 4000 (CLOSE_RESUME) and the client should reconnect with resume_from. Close codes: 1008 = missing or bad
+API key, or an Origin not allowed; 4400 = invalid subscription or message; 4000 = the client fell behind,
+resume; 1013 = the service is starting or stopping.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..frames import EventMessage, ScoreMessage
 from ..hub import CLOSE_RESUME, Published, Subscriber
 from .deps import AppState
 from .schemas import (
-    ErrorMessage,
     EventPublic,
     EventWsMessage,
     HeartbeatMessage,
@@ -47,7 +53,7 @@ from .schemas import (
     SubscribedMessage,
     SubscribeRequest,
 )
-from .security import key_ok, presented_key
+from .security import key_ok, origin_allowed, presented_key
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["live"])
@@ -56,7 +62,45 @@ HEARTBEAT_S = 5.0
 MAX_PENDING_SCORES = 256
 MAX_PENDING_EVENTS = 1024
 REPLAY_PAGE = 500
+CLOSE_POLICY = 1008
 CLOSE_BAD_REQUEST = 4400
+SEND_TIMEOUT_S = 5.0  # one send blocked this long (every buffer on the way full): the client stopped reading
+CLOSE_TIMEOUT_S = 10.0  # the close frame waits behind the full buffers this long, then the socket is dropped
+SEND_BUFFER_BYTES = 64 * 1024  # the kernel's send buffer per WebSocket (it doubles it for its bookkeeping)
+TRANSPORT_KEY = "ffp.transport"  # scope key under which SocketBuffers leaves the connection's transport
+
+
+class NotReading(Exception):
+    """A send to the client did not complete within SEND_TIMEOUT_S."""
+
+
+class BadMessage(Exception):
+    """The client sent something that is not a subscribe message: close with 4400 and this reason."""
+
+
+class SocketBuffers:
+    """ASGI middleware: bound the kernel's send buffer of every WebSocket connection.
+
+    Linux sizes a socket's send buffer by itself, up to megabytes, and the client's receive buffer adds more: a
+    client that stopped reading would absorb minutes of score messages before a send blocks, and the server
+    would learn about it only from the keepalive ping (1011 after ping interval + timeout). With a small buffer
+    a send blocks within seconds, so the backlog, `dropped_scores` and the 4000 close work as documented.
+    ASGI does not expose the socket: uvicorn's `send` is a method of its protocol object, which holds the
+    transport; under another server nothing is changed."""
+
+    def __init__(self, app: ASGIApp, send_buffer: int = SEND_BUFFER_BYTES) -> None:
+        self.app, self.send_buffer = app, send_buffer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is not None and hasattr(transport, "get_extra_info"):  # asyncio's or uvloop's
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
+                scope = {**scope, TRANSPORT_KEY: transport}
+        await self.app(scope, receive, send)
 
 
 def event_json(msg: EventMessage, *, replay: bool) -> str:
@@ -75,6 +119,12 @@ def score_json_head(msg: ScoreMessage) -> str:
 
 def score_json(head: str, dropped_scores: int) -> str:
     return f'{head},"dropped_scores":{dropped_scores}}}'
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p)[:32] for p in err.get("loc", ()))
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
 
 
 def _query_subscription(ws: WebSocket) -> SubscribeRequest:
@@ -102,9 +152,33 @@ class Connection:
         self.floor = -1  # the client has seen every seq <= floor
         self.last_seq: int | None = None
         self.send_lock = asyncio.Lock()  # replay (reader task) and live sends (writer task) never interleave
+        self.sender: asyncio.Task[Any] | None = None  # the task in send(), and since when
+        self.send_started: float | None = None
+        self.stuck = False  # a send stayed blocked for SEND_TIMEOUT_S: the client stopped reading
 
     async def send(self, text: str) -> None:
-        await self.ws.send_text(text)
+        """Send one message; NotReading when watch_sends found it blocked for SEND_TIMEOUT_S. (One watcher per
+        connection instead of a timeout per send: wait_for would create a task per message and client.)"""
+        self.sender, self.send_started = asyncio.current_task(), time.monotonic()
+        try:
+            await self.ws.send_text(text)
+        except asyncio.CancelledError:
+            if not self.stuck:
+                raise
+            if self.sender is not None and hasattr(self.sender, "uncancel"):  # Python 3.11+
+                self.sender.uncancel()
+            raise NotReading from None
+        finally:
+            self.send_started = None
+
+    async def watch_sends(self) -> None:
+        while True:
+            await asyncio.sleep(SEND_TIMEOUT_S / 10)
+            started = self.send_started
+            if started is not None and time.monotonic() - started > SEND_TIMEOUT_S and self.sender is not None:
+                self.stuck = True
+                self.sender.cancel()
+                return
 
     def _sending_event(self, seq: int) -> None:
         self.last_seq = seq if self.last_seq is None else max(self.last_seq, seq)
@@ -168,22 +242,31 @@ class Connection:
 
     async def read_loop(self) -> None:
         while True:
-            text = await self.ws.receive_text()
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
+            if text is None:
+                raise BadMessage("binary frames are not accepted: send JSON text")
             try:
                 req = SubscribeRequest.model_validate_json(text)
             except ValidationError as e:
-                await self.send(ErrorMessage(detail=f"invalid message: {e.errors()[0]['msg']} "
-                                                    "(expected a subscribe message)").model_dump_json())
-                continue
+                raise BadMessage(f"invalid message ({_first_error(e)}); expected a subscribe message") from None
             await self.subscribe(req)
+
+    def resume_reason(self) -> str:
+        return f"client fell behind; reconnect with resume_from={self.last_seq or 0}"
 
 
 @router.websocket("/v1/ws")
 async def live(ws: WebSocket) -> None:
     state: AppState = ws.app.state.ffp
     await ws.accept()  # accept first so the refusal carries a close code instead of a bare HTTP 403
+    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), state.settings.allowed_origins):
+        await ws.close(CLOSE_POLICY, "origin not allowed (allowed_origins)")
+        return
     if not key_ok(state.settings.api_key, presented_key(ws.headers, ws.query_params)):
-        await ws.close(1008, "missing or invalid API key")
+        await ws.close(CLOSE_POLICY, "missing or invalid API key")
         return
     if state.hub is None or state.store is None:
         await ws.close(1013, "the service is starting or stopping")
@@ -191,34 +274,53 @@ async def live(ws: WebSocket) -> None:
     try:
         first = _query_subscription(ws)
     except ValidationError as e:
-        await ws.close(CLOSE_BAD_REQUEST, f"invalid subscription: {e.errors()[0]['msg']}"[:120])
+        await ws.close(CLOSE_BAD_REQUEST, f"invalid subscription: {_first_error(e)}"[:120])
         return
+    hub = state.hub
     conn = Connection(ws, state)
-    unsubscribe = state.hub.subscribe(conn.sub)
-    tasks: list[asyncio.Task[None]] = []
+    unsubscribe = hub.subscribe(conn.sub)
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(conn.watch_sends())]
+    close: tuple[int, str] | None = None
     try:
         await conn.subscribe(first)
         writer = asyncio.create_task(conn.write_loop())
-        tasks = [writer, asyncio.create_task(conn.read_loop())]
-        # A client stuck mid-send must not hold its backlog: overflow cancels the writer wherever it waits.
+        tasks += [writer, asyncio.create_task(conn.read_loop())]
 
-        def overflow() -> None:
+        def overflow() -> None:  # a client stuck mid-send must not hold its backlog: cancel the writer
             writer.cancel()
 
         conn.sub.on_overflow = overflow
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
         if conn.sub.overflowed:
-            log.warning("websocket client fell behind on events; closing it so it resumes from the store")
-            await asyncio.wait_for(ws.close(CLOSE_RESUME, f"event backlog overflow; reconnect with "
-                                                          f"resume_from={conn.last_seq or 0}"), 2.0)
-            return
+            raise NotReading
         for t in done:
             if not t.cancelled() and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
-    except (WebSocketDisconnect, RuntimeError, ConnectionError, asyncio.TimeoutError):
+    except NotReading:
+        hub.slow_closes += 1
+        log.warning("websocket client fell behind; closing it with %d so it resumes from the store", CLOSE_RESUME)
+        close = (CLOSE_RESUME, conn.resume_reason())
+    except BadMessage as e:
+        close = (CLOSE_BAD_REQUEST, str(e)[:120])
+    except (WebSocketDisconnect, RuntimeError, ConnectionError):
         pass  # the client went away (RuntimeError: sending on a closed socket)
     finally:
         unsubscribe()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    if close is not None:
+        await _close(ws, *close)
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    """Send the close frame; if it cannot get out (the buffers are full and stay full), drop the connection so
+    it holds nothing any more."""
+    try:
+        await asyncio.wait_for(ws.close(code, reason), CLOSE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        transport = ws.scope.get(TRANSPORT_KEY)
+        if transport is not None:
+            transport.abort()
+    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+        pass

@@ -16,6 +16,13 @@ class CameraCreate(CameraSettings):
     """Body of POST /v1/cameras: the same fields (and validation) as a camera in the settings file."""
 
 
+class CameraModelPublic(BaseModel):
+    version: str = Field(description="'shipped' (the service's default weights) or the camera's own registry "
+                                     "version (vNNNN).")
+    sha256: str | None = Field(description="First 12 hex digits of the weights file's sha256 (None: not a file).")
+    error: str | None = Field(None, description="Why the camera's last model change failed; it kept this model.")
+
+
 class CameraPublic(BaseModel):
     id: str
     url: str = Field(description="The source URL with any user:password removed.")
@@ -34,6 +41,7 @@ class CameraPublic(BaseModel):
                                 "are not scored, so no window spans the jump.")
     on_threshold: float | None = Field(None, description="The smoothed score (z units) at which this camera's "
                                        "alerts open an event (its alert settings).")
+    model: CameraModelPublic | None = Field(None, description="The model that scores this camera.")
 
     @classmethod
     def from_status(cls, status: Any) -> CameraPublic:
@@ -121,6 +129,7 @@ class Health(BaseModel):
 # --- WebSocket protocol (documented in service/api/live.py) -------------------------------------------------
 
 ScoreKind = Literal["scores", "events"]
+MAX_SEQ = 2**63 - 1  # SQLite's largest integer: the store cannot even be asked about a larger seq
 ALL_KINDS: tuple[ScoreKind, ...] = ("scores", "events")
 
 
@@ -131,7 +140,8 @@ class SubscribeRequest(BaseModel):
     type: Literal["subscribe"] = "subscribe"
     cameras: list[str] | None = Field(None, description="Camera ids; None = every camera.")
     kinds: list[ScoreKind] = Field(default_factory=lambda: list(ALL_KINDS))
-    resume_from: int | None = Field(None, ge=0, description="Last event seq seen; replay every later one.")
+    resume_from: int | None = Field(None, ge=0, le=MAX_SEQ, description="Last event seq seen; replay every "
+                                    "later one.")
 
 
 class SubscribedMessage(BaseModel):
@@ -179,17 +189,10 @@ class HeartbeatMessage(BaseModel):
     last_seq: int | None = Field(description="Last event seq sent on this connection.")
 
 
-class ErrorMessage(BaseModel):
-    type: Literal["error"] = "error"
-    detail: str
-
-
 def scrub(value: Any) -> Any:
     """Redact credentials in every URL-looking string of a JSON-like value (stats, error texts)."""
     if isinstance(value, str):
-        if "://" not in value:
-            return value
-        return " ".join(redact_url(t) if "://" in t else t for t in redact_text(value).split(" "))
+        return redact_text(value)
     if isinstance(value, dict):
         return {k: scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -54,3 +54,21 @@ def make_dataset(root: Path, size: int = 64, train_videos: int = 4, test_videos:
                 labels[f"{v + 1:02d}"] = lab
     (root / "labels_frame_level.json").write_text(json.dumps(labels))
     return root
+
+
+def scene_frames(length: int, size: int = 64, offset: int = 0) -> list[np.ndarray]:
+    """Normal frames of the synthetic scene (grey uint8): the square crossing the textured background."""
+    bg = background(size)
+    return [render(t + offset, size, None, False, bg) for t in range(length)]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """An mp4 (MPEG-4 part 2, OpenCV's mp4v) of grey or BGR uint8 frames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened(), f"cannot write {path}"
+    for f in frames:
+        writer.write(f if f.ndim == 3 else cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path

@@ -47,7 +47,7 @@ def test_the_console_script_runs() -> None:
 
 def test_help_lists_the_commands() -> None:
     out = ffp("--help").stdout
-    for cmd in ("train", "train-flow", "eval", "calibrate", "score", "serve", "export"):
+    for cmd in ("train", "train-flow", "learn", "eval", "calibrate", "score", "serve", "export"):
         assert cmd in out
     assert "average" not in out
 
@@ -500,3 +500,34 @@ def test_scoring_commands_default_to_half_the_cores(monkeypatch: pytest.MonkeyPa
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_eval_alerts_file_fps_and_calibrate_anomaly(tmp_path: Path) -> None:
+    from tests.model.synthetic import make_dataset
+    from tests.model.test_weights_scoring import make_predictor
+
+    data = make_dataset(tmp_path / "data", train_videos=2, test_videos=1, length=24)
+    weights = tmp_path / "w.pt"
+    torch.save(make_predictor().weights_blob(), weights)
+    cal = tmp_path / "cal.pt"
+    r = ffp("calibrate", "--data", str(data), "--weights", str(weights), "--holdout", "1", "--anomaly", "cell_error",
+            "--out", str(cal))
+    assert r.returncode == 0, r.stderr
+    blob = torch.load(cal, weights_only=True)
+    assert blob["score_config"]["anomaly"] == "cell_error" and len(blob["calibration"]["cells"]["error_std"]) > 1
+    out = tmp_path / "r.json"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("alerts: {on_threshold: 1, no_such_field: 2}\n")
+    r = ffp("eval", "--data", str(data), "--weights", str(cal), "--out", str(out), "--alerts", str(bad))
+    assert r.returncode == 2 and "no_such_field" in r.stderr and not out.exists()
+    r = ffp("eval", "--data", str(data), "--weights", str(cal), "--out", str(out), "--fps", "0")
+    assert r.returncode == 2 and "--fps" in r.stderr and not out.exists()
+    good = tmp_path / "alerts.yaml"
+    good.write_text("alerts: {on_threshold: 3.3, off_threshold: 1.0}\n")  # a service config's alerts: section
+    r = ffp("eval", "--data", str(data), "--weights", str(cal), "--out", str(out), "--alerts", str(good),
+            "--fps", "25", "--no-plots")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["alerts"]["on_threshold"] == 3.3 and report["alerts_fps"] == 25.0
+    assert [row["on_threshold"] for row in report["threshold_sweep"] if row["operating_point"]] == [3.3]
+    assert report["episodes"] == 1 and report["calibrated"] is True

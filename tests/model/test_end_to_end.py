@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model import AlertParams
 from model.cli import main as ffp
 from model.config import FlowNetConfig, get_preset
 from model.data import find_videos, load_videos
@@ -45,6 +46,12 @@ def test_train_then_eval_detects_injected_event(tmp_path: Path) -> None:
     assert report["auc_causal"] > 0.85, report
     assert 0.0 <= report["auc_combined"] <= 1.0
     assert Path(report["plots"]["roc"]).is_file() and Path(report["plots"]["timelines"]).is_file()
+    # event level: one injected episode per test video, replayed through the alert engine
+    assert report["episodes"] == 3 and 0 <= report["episodes_alerted"] <= 3
+    assert report["event_recall"] == report["episodes_alerted"] / 3
+    operating = [r["on_threshold"] for r in report["threshold_sweep"] if r["operating_point"]]
+    assert operating == [AlertParams().on_threshold]
+    assert Path(report["plots"]["threshold_sweep"]).is_file()
     # the per-frame file reproduces the headline numbers, and each mixed video reports its own AUC
     import csv
 

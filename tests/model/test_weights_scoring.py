@@ -201,4 +201,19 @@ def test_shipped_weights_files_keep_their_stored_score_config() -> None:
     stored = [C.weights_of(C.safe_torch_load(C.WEIGHTS_DIR / name))["score_config"] for name in weights]
     assert any(sc.get("extra") == {} for sc in stored)
     for sc in stored:
-        assert ScoreConfig.from_dict(sc).to_dict() == {k: v for k, v in sc.items() if k != "extra"}
+        loaded = ScoreConfig.from_dict(sc).to_dict()
+        assert {k: loaded[k] for k in sc if k != "extra"} == {k: v for k, v in sc.items() if k != "extra"}
+        assert {k: v for k, v in loaded.items() if k not in sc} == {k: v for k, v in ScoreConfig().to_dict().items()
+                                                                    if k not in sc}  # absent: the defaults
+
+
+def test_shipped_lite_generator_is_the_trained_one_bit_for_bit() -> None:
+    # Re-calibrating and re-exporting the shipped weights must never touch the generator the card measured.
+    import hashlib
+
+    generator = C.weights_of(C.safe_torch_load(C.WEIGHTS_DIR / "ffp-ped2-lite.pt"))["generator"]
+    h = hashlib.sha256()
+    for name in sorted(generator):
+        h.update(name.encode())
+        h.update(generator[name].contiguous().numpy().tobytes())
+    assert h.hexdigest() == "c0cffb6240f9e5208d7e6ea32bd6932f62e56e9fd5faa5164621f73c10deb223"

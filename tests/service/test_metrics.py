@@ -144,7 +144,8 @@ def test_hub_counts_drops_of_departed_clients_and_reports_each_dispatch() -> Non
         leave()
         hub.publish(score(5))
         await asyncio.sleep(0.05)
-        assert hub.stats() == {"clients": 0, "published": 6, "dropped_scores": 0, "dropped_scores_total": 3}
+        assert hub.stats() == {"clients": 0, "published": 6, "dropped_scores": 0, "dropped_scores_total": 3,
+                               "slow_closes": 0}
         assert [m.frame_index for m in seen if isinstance(m, ScoreMessage)] == list(range(6))
 
     asyncio.run(main())

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from service.alerts import EventUpdate
+from model import EventUpdate
 from service.recorder import EventRecorder
 from service.store import EventStore
 

@@ -19,7 +19,7 @@ from timing import scaled
 
 from model import FrameScores, Predictor
 from service.capture import Backoff, CaptureWorker
-from service.frames import ScoreMessage, Window
+from service.frames import ScoreMessage, ServedModel, Window
 from service.inference import InferenceWorker
 from service.pipeline import Pipeline
 from service.ring import RingBuffer
@@ -148,13 +148,19 @@ def test_capture_crashing_forever_fails_after_5_restarts(
     assert "hunter2" not in str(stats) and "hunter2" not in str(pipe.list_cameras())
 
 
+class PreprocessOnly:
+    def __init__(self, preprocess: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.preprocess = preprocess
+
+
 @pytest.mark.timeout(10)
 def test_failed_camera_error_is_redacted(no_thread_leak: None) -> None:
     def preprocess(frame: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"decoder state of {SECRET_URL} is corrupt")
 
     cam = CameraSettings(id="c", url=SECRET_URL)
-    w = CaptureWorker(cam, SourceSpec("network", SECRET_URL), RingBuffer("c", 4), preprocess,
+    model = ServedModel(PreprocessOnly(preprocess), "p", None)  # type: ignore[arg-type]
+    w = CaptureWorker(cam, SourceSpec("network", SECRET_URL), RingBuffer("c", 4), model,
                       None, source_factory=lambda s, c: CrashingSource(0, 0),  # type: ignore[arg-type]
                       backoff=Backoff(base_s=0.05))
     dog = Watchdog(lambda: [w], interval_s=0.02, max_restarts=1)
@@ -172,11 +178,13 @@ def test_failed_camera_error_is_redacted(no_thread_leak: None) -> None:
 
 def fake_scores(n: int) -> FrameScores:
     z = np.zeros(n, np.float32)
-    return FrameScores(z, z, z, z, z, z, z, z, np.zeros((n, 4, 4), np.float32))
+    cells = np.zeros((n, 1), np.float32)
+    return FrameScores(z, z, z, z, z, z, z, z, np.zeros((n, 4, 4), np.float32), cells, cells)
 
 
-def window(i: int) -> Window:
-    return Window("c", i, float(i), np.zeros((5, 1, 2, 2), np.float32), np.zeros((2, 2, 3), np.uint8))
+def window(i: int, scorer: FlakyScorer) -> Window:
+    return Window("c", i, float(i), np.zeros((5, 1, 2, 2), np.float32), np.zeros((2, 2, 3), np.uint8),
+                  ServedModel(scorer, "flaky", None))  # type: ignore[arg-type]
 
 
 class FlakyScorer:
@@ -199,7 +207,7 @@ class FlakyScorer:
 @contextmanager
 def supervised_inference(scorer: FlakyScorer, on_scores: Callable[..., None],
                          max_restarts: int = 5) -> Iterator[InferenceWorker]:
-    inf = InferenceWorker(scorer, on_scores, max_wait_ms=0, stuck_after_s=0.3)
+    inf = InferenceWorker(on_scores, max_wait_ms=0, stuck_after_s=0.3)
     dog = Watchdog(lambda: [inf], interval_s=0.05, max_restarts=max_restarts)
     inf.register("c")
     inf.start()
@@ -274,9 +282,9 @@ def test_inference_is_restarted_when_stuck_or_dead(fault: str, no_thread_leak: N
 
     stop = threading.Event()
     with supervised_inference(scorer, on_scores) as inf:
-        inf.submit(window(0), block=False, stop=stop)
+        inf.submit(window(0, scorer), block=False, stop=stop)
         wait_for(lambda: inf.restarts == 1, what="inference restart")
-        inf.submit(window(1), block=False, stop=stop)
+        inf.submit(window(1, scorer), block=False, stop=stop)
         wait_for(lambda: [w.frame_index for w in scored] == [1], what="a batch scored by the new thread")
         stats = inf.stats()
     assert stats["state"] == "running" and stats["restarts"] == 1
@@ -291,7 +299,7 @@ def test_hung_model_ends_inference_failed(no_thread_leak: None) -> None:
     scored: list[Window] = []
     with supervised_inference(scorer, lambda b, s, ms: scored.extend(b), max_restarts=2) as inf:
         def feed_until_failed() -> bool:  # a live camera keeps offering windows
-            inf.submit(window(0), block=False, stop=threading.Event())
+            inf.submit(window(0, scorer), block=False, stop=threading.Event())
             return inf.state == "failed"
 
         wait_for(feed_until_failed, what="inference failed")
@@ -332,6 +340,36 @@ def test_frozen_rtsp_server_stalls_reconnects_and_recovers(tmp_path: Path, predi
         pipe.stop()  # joins the abandoned thread too (no_thread_leak)
         store.close()
     assert st.state == "live" and st.restarts >= 1 and st.stalls >= 1
+
+
+@pytest.mark.timeout(25, func_only=True)
+def test_frozen_rtsp_server_stalls_although_reads_still_return_frames(tmp_path: Path, predictor: Predictor,  # type: ignore[no-untyped-def]
+                                                                     rtsp_server, no_thread_leak: None) -> None:
+    # stall_after_s above the read timeout: at each timeout OpenCV returns one of the decoder's buffered frames
+    # with ok=True, which must not keep the camera live (counted from the read, the age never reached 2 s).
+    cam = CameraSettings(id="cam", url=rtsp_server.url, fps=5, open_timeout_s=2, read_timeout_s=1.5,
+                         stall_after_s=2.0)
+    pipe, store = make_pipeline(tmp_path, predictor, [cam], interval_s=0.2)
+    pipe.start()
+    frozen = False
+    try:
+        wait_for(lambda: pipe.get_camera("cam").state == "live" and pipe.get_camera("cam").frames_scored > 0,
+                 what="live")
+        reconnects = pipe.get_camera("cam").reconnects
+        os.kill(rtsp_server.proc.pid, signal.SIGSTOP)
+        frozen = True
+        t0 = time.monotonic()
+        wait_for(lambda: pipe.get_camera("cam").stalls >= 1, timeout=8, what="stalled")
+        stalled_after = time.monotonic() - t0
+        wait_for(lambda: pipe.get_camera("cam").restarts >= 1, timeout=5, what="restarted")
+        st = pipe.get_camera("cam")
+    finally:
+        if frozen:
+            os.kill(rtsp_server.proc.pid, signal.SIGCONT)
+        pipe.stop()
+        store.close()
+    assert st.stalls >= 1 and st.restarts >= 1
+    assert st.reconnects == reconnects or stalled_after < 4.0, "the stall came from frame age, not a read error"
 
 
 class _ThrottledServer(ThreadingHTTPServer):

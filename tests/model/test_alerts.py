@@ -5,9 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from model import Calibration
-from service.alerts import AlertEngine, CameraCalibration, EventUpdate
-from service.settings import AlertSettings
+from model import AlertEngine, AlertParams, Calibration, CameraCalibration, EventUpdate
 
 CAL = Calibration(mean={"anomaly": 0.0}, std={"anomaly": 1.0}, quantiles={}, frames=100, source="test")
 FPS = 10
@@ -17,7 +15,7 @@ def engine(**kw: float) -> AlertEngine:
     base = {"on_threshold": 4.0, "off_threshold": 2.5, "min_duration_s": 0.3, "hold_s": 0.5, "cooldown_s": 1.0,
             "smoothing_half_life_frames": 0, "update_interval_s": 10.0}
     ids = (f"ev{i}" for i in itertools.count())
-    return AlertEngine("cam", AlertSettings(**{**base, **kw}), new_id=lambda: next(ids))
+    return AlertEngine("cam", AlertParams(**{**base, **kw}), new_id=lambda: next(ids))
 
 
 def run(e: AlertEngine, values: list[float], t0: float = 0.0) -> list[tuple[str, str, float]]:
@@ -32,7 +30,7 @@ def run(e: AlertEngine, values: list[float], t0: float = 0.0) -> list[tuple[str,
 class Camera:
     """A camera's calibration and engine, wired as the pipeline and a clip wire them."""
 
-    def __init__(self, settings: AlertSettings, calibration: Calibration | None) -> None:
+    def __init__(self, settings: AlertParams, calibration: Calibration | None) -> None:
         self.cal = CameraCalibration(calibration, settings)
         self.engine = AlertEngine("cam", settings)
 
@@ -102,7 +100,7 @@ def test_close_ends_active_event() -> None:
 
 
 def test_warmup_without_calibration_learns_the_camera() -> None:
-    c = Camera(AlertSettings(warmup_s=1.0, min_duration_s=0, smoothing_half_life_frames=0), None)
+    c = Camera(AlertParams(warmup_s=1.0, min_duration_s=0, smoothing_half_life_frames=0), None)
     for i in range(20):  # 2 s of normal footage around -50 +- 1
         assert c.update(-50.0 + (1 if i % 2 else -1), i / FPS) == []
         if i < 10:
@@ -114,7 +112,7 @@ def test_warmup_without_calibration_learns_the_camera() -> None:
 
 
 def test_warmup_blends_with_shipped_calibration() -> None:
-    c = Camera(AlertSettings(warmup_s=0.5, warmup_blend=0.5, smoothing_half_life_frames=0), CAL)
+    c = Camera(AlertParams(warmup_s=0.5, warmup_blend=0.5, smoothing_half_life_frames=0), CAL)
     for i in range(10):
         c.update(10.0 + (0.5 if i % 2 else -0.5), i / FPS)  # this camera runs 10 above the shipped mean
         if i < 5:
@@ -126,7 +124,7 @@ def test_warmup_blends_with_shipped_calibration() -> None:
 
 
 def test_warmup_produces_an_adapted_calibration_whose_z_the_engine_uses() -> None:
-    c = Camera(AlertSettings(warmup_s=0.5, warmup_blend=0.25, smoothing_half_life_frames=0), CAL)
+    c = Camera(AlertParams(warmup_s=0.5, warmup_blend=0.25, smoothing_half_life_frames=0), CAL)
     values = [10.0 + (0.5 if i % 2 else -0.5) for i in range(10)]  # MIN_WARMUP_FRAMES
     for i, v in enumerate(values):
         c.update(v, i / FPS)
@@ -141,13 +139,23 @@ def test_warmup_produces_an_adapted_calibration_whose_z_the_engine_uses() -> Non
 
 
 def test_non_finite_scores_are_skipped() -> None:
-    c = Camera(AlertSettings(smoothing_half_life_frames=2), CAL)
+    c = Camera(AlertParams(smoothing_half_life_frames=2), CAL)
     c.update(1.0, 0.0)
     assert c.update(float("nan"), 0.1) == [] and c.engine.score is None and c.engine.smoothed is None
     c.update(1.0, 0.2)
     assert c.engine.smoothed == 1.0  # the EMA never saw the NaN
 
 
-def test_settings_reject_off_above_on() -> None:
+def test_params_reject_off_above_on() -> None:
     with pytest.raises(ValueError, match="off_threshold"):
-        AlertSettings(on_threshold=2, off_threshold=3)
+        AlertParams(on_threshold=2, off_threshold=3)
+
+
+@pytest.mark.parametrize("start", range(10))
+def test_min_duration_counts_frames_not_float_rounding(start: int) -> None:
+    """At 10 fps a 0.4 s minimum is four frame intervals wherever the crossing falls: timestamps i / fps make
+    differences such as 0.7 - 0.3 = 0.39999999999999997, which must not cost one more frame."""
+    e = engine(min_duration_s=0.4)
+    values = [0.0] * start + [9.0] * 10
+    starts = [t for kind, _, t in run(e, values) if kind == "start"]
+    assert starts == [round((start + 4) / FPS, 2)]

@@ -1,0 +1,357 @@
+"""Learn one camera's own model from its recorded footage, under a wall-clock budget.
+
+`learn(footage_root, out_dir, train_minutes=...)` trains a recipe (model/recipes/camera-lite.yaml) with
+`model.train.train` on the footage's windows (model.footage), the TAIL of the footage held out: validation
+(prediction PSNR) and calibration (the same Calibration as `ffp calibrate`) run on it. OUT holds last.pt (resumed
+from when present: a restarted service continues training), progress.json and, at the end, final.pt: an ffp
+weights file that load_predictor, `ffp eval`, `ffp score` and the service accept.
+
+`python -m model.learn --footage ROOT --out DIR --train-minutes T --threads N [--init ...]` is the same as a
+process of its own (the service runs it niced): exit 0 when final.pt is written, 2 on a clear error (also
+written to progress.json's "error").
+
+`record(source, footage_root, ...)` fills a footage folder from a URL, a video file or a folder of videos (each
+file a segment), decimated to an fps by presentation time: `ffp learn` records, then learns.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import DEFAULT_WEIGHTS_NAME, WEIGHTS_DIR, WeightsError, atomic_save, safe_torch_load, weights_of
+from .config import ModelConfig, TrainConfig
+from .data import UINT8_TO_FLOAT, DataError, VideoSource, find_videos
+from .footage import Decimator, Footage, FootageWriter, as_model_layout, motion_check, write_json_atomic
+from .recipes import load_recipe
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECIPE = "camera-lite"
+HOLDOUT_FRACTION = 0.15  # the tail of the footage held out for validation and calibration
+MIN_HOLDOUT_WINDOWS = 32  # at least this many held-out windows, whatever the fraction gives
+PROGRESS_EVERY_S = 2.0  # progress.json is rewritten at most this often while training
+WARMUP_STEPS = 3  # the first steps (allocations, oneDNN's kernel choice) are not timed for the plan
+
+Report = Callable[[dict[str, Any]], None]
+
+
+class ProgressFile:
+    """OUT/progress.json, written atomically, and the same dict handed to an optional callback."""
+
+    def __init__(self, path: Path, train_minutes: float, callback: Report | None) -> None:
+        self.path, self.callback = path, callback
+        self.state: dict[str, Any] = {"state": "training", "step": 0, "steps_planned": None, "minutes": 0.0,
+                                      "train_minutes": train_minutes, "heldout_psnr": None, "eta_s": None,
+                                      "error": None}
+        self.written = -float("inf")
+
+    def update(self, force: bool = False, **values: Any) -> None:
+        self.state.update(values)
+        now = time.monotonic()
+        if force or now - self.written >= PROGRESS_EVERY_S:
+            self.written = now
+            write_json_atomic(self.path, self.state)
+            if self.callback is not None:
+                self.callback(dict(self.state))
+
+
+class Budget:
+    """The loop's control (model.train.LoopControl) for a wall-clock budget of `train_minutes`, counted over
+    every process of the run (a resumed run goes on from the minutes its checkpoint recorded) and, in each, from
+    the end of its first step: reading the footage and building the models come before, the final calibration
+    after it.
+
+    It times plain steps and the first validation with its checkpoint, then fixes the planned step count once:
+    the remaining budget divided by a step's time plus a validation's share (one every `val_every` steps),
+    less one validation for the end. The cosine schedule ends there (see camera-lite.yaml)."""
+
+    def __init__(self, train_minutes: float, val_every: int, progress: ProgressFile, minutes_done: float = 0.0,
+                 steps_planned: int | None = None) -> None:
+        if train_minutes <= 0:
+            raise ValueError(f"train_minutes must be positive, got {train_minutes}")
+        self.train_minutes, self.val_every, self.progress = train_minutes, val_every, progress
+        self.minutes_done, self.steps_planned = minutes_done, steps_planned
+        self.start: float | None = None
+        self.last_t: float | None = None
+        self.validated_step: int | None = None
+        self.step_s: list[float] = []  # plain steps
+        self.val_s: list[float] = []  # steps followed by a validation and checkpoint
+        self.heldout_psnr: float | None = None
+
+    @property
+    def steps(self) -> int | None:
+        return self.steps_planned
+
+    def minutes(self) -> float:
+        return self.minutes_done + (0.0 if self.start is None else (time.monotonic() - self.start) / 60)
+
+    def _step_seconds(self) -> float | None:
+        timed = self.step_s[WARMUP_STEPS:]
+        return statistics.median(timed) if timed else None
+
+    def after_step(self, step: int, meta: dict[str, Any]) -> bool:
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        if self.last_t is not None:
+            (self.val_s if self.validated_step == step - 1 else self.step_s).append(now - self.last_t)
+        self.last_t, self.validated_step = now, None
+        minutes = self.minutes()
+        remaining_s = (self.train_minutes - minutes) * 60
+        step_s = self._step_seconds()
+        val_s = max(0.0, self.val_s[0] - step_s) if step_s is not None and self.val_s else None
+        if self.steps_planned is None and step_s is not None and val_s is not None:
+            per_step = step_s + val_s / self.val_every
+            self.steps_planned = step + max(1, int((remaining_s - val_s) / per_step))
+            log.info("planned %d steps: %.3f s a step, %.2f s a validation, %.1f min left", self.steps_planned,
+                     step_s, val_s, remaining_s / 60)
+        meta.update(steps_planned=self.steps_planned, minutes=round(minutes, 4), train_minutes=self.train_minutes)
+        eta = max(0.0, remaining_s)
+        if self.steps_planned is not None and step_s is not None:  # the steps left and their validations
+            eta = min(eta, (self.steps_planned - step) * (step_s + (val_s or 0.0) / self.val_every))
+        self.progress.update(step=step, steps_planned=self.steps_planned, minutes=round(minutes, 3),
+                             eta_s=round(eta, 1))
+        return minutes >= self.train_minutes
+
+    def validated(self, step: int, psnr: float) -> None:
+        self.validated_step, self.heldout_psnr = step, psnr
+        self.progress.update(force=True, heldout_psnr=round(psnr, 3))
+
+
+def recipe_model(recipe: str = DEFAULT_RECIPE) -> ModelConfig:
+    """The model a recipe trains: footage for it is recorded at this config's size and channels."""
+    from .train import plan
+
+    return plan(TrainConfig(data=Path("."), out=Path("."), **load_recipe(recipe))).model
+
+
+def resolve_init(init: str | Path) -> Path | None:
+    """`none` (from scratch), `shipped` (the shipped Ped2 lite weights) or a weights / checkpoint file."""
+    if str(init) == "none":
+        return None
+    if str(init) == "shipped":
+        return WEIGHTS_DIR / DEFAULT_WEIGHTS_NAME
+    path = Path(init)
+    if not path.is_file():
+        raise DataError(f"--init: weights file not found: {path} (or give none or shipped)")
+    return path
+
+
+def footage_data(footage: Footage, cfg: TrainConfig, config: ModelConfig, holdout_fraction: float,
+                 min_holdout_windows: int) -> Any:
+    """The run's Data (model.train): training windows over the footage's uint8 frames, its tail held out."""
+    from .train import build_data
+
+    train_p, holdout_p = footage.split(holdout_fraction, config.history, min_holdout_windows)
+    h, w = config.image_size
+    for p in (*train_p, *holdout_p):
+        shape = p.frames.shape[1:]
+        if shape[:2] != (h, w) or (shape[2] if len(shape) == 3 else 1) != config.channels:
+            raise DataError(f"footage {p.segment} holds {shape} frames; the recipe's model takes "
+                            f"{config.channels} channels at {h}x{w}: record it again for this model")
+    table = UINT8_TO_FLOAT.numpy()
+    return build_data(cfg, config, [VideoSource(p.name, p.segment) for p in train_p],
+                      [VideoSource(p.name, p.segment) for p in holdout_p],
+                      [as_model_layout(p.frames) for p in train_p],
+                      [table[as_model_layout(p.frames)] for p in holdout_p])
+
+
+def learn(footage_root: str | Path, out_dir: str | Path, *, train_minutes: float, threads: int = 1,
+          init: str | Path = "none", recipe: str = DEFAULT_RECIPE, progress: Report | None = None,
+          holdout_fraction: float = HOLDOUT_FRACTION, min_holdout_windows: int = MIN_HOLDOUT_WINDOWS,
+          device: str = "auto") -> Path:
+    """Train the recipe on the footage within `train_minutes` of training (wall clock; the final validation
+    and calibration come after it), resuming from out_dir/last.pt; returns out_dir/final.pt."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = ProgressFile(out / "progress.json", train_minutes, progress)
+    try:
+        return _learn(Path(footage_root), out, train_minutes, threads, init, recipe, report, holdout_fraction,
+                      min_holdout_windows, device)
+    except Exception as e:
+        report.update(force=True, state="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
+
+
+def _learn(root: Path, out: Path, train_minutes: float, threads: int, init: str | Path, recipe: str,
+           report: ProgressFile, holdout_fraction: float, min_holdout_windows: int, device: str) -> Path:
+    from .train import plan, train
+
+    minutes_done, steps_planned, step = 0.0, None, 0
+    last = out / "last.pt"
+    if last.is_file():  # a restarted run: its plan and the minutes it has spent come with its checkpoint
+        saved = safe_torch_load(last)  # train() checks the rest of it when it resumes
+        meta = weights_of(saved).get("meta", {})
+        minutes_done, steps_planned, step = float(meta.get("minutes", 0.0)), meta.get("steps_planned"), saved["step"]
+    report.update(force=True, step=step, steps_planned=steps_planned, minutes=round(minutes_done, 3))
+    if threads < 1:
+        raise DataError(f"threads must be at least 1, got {threads}")
+    footage = Footage(root)
+    segments = footage.segments()
+    if not segments:
+        raise DataError(f"no footage recorded in {root}")
+    reason = motion_check(segments)
+    if reason is not None:
+        raise DataError(f"footage refused: {reason}")
+    del segments
+    cfg = TrainConfig(**{**load_recipe(recipe), "data": root, "out": out, "threads": threads,
+                         "init": resolve_init(init), "device": device, "progress": False, "max_minutes": None})
+    config = plan(cfg).model
+    data = footage_data(footage, cfg, config, holdout_fraction, min_holdout_windows)
+    budget = Budget(train_minutes, cfg.val_every, report, minutes_done, steps_planned)
+    shipped = train(cfg, data, budget)
+
+    ckpt = safe_torch_load(shipped)
+    blob = weights_of(ckpt)
+    calibration = blob["calibration"]
+    if calibration is None:
+        raise WeightsError(f"{shipped} has no calibration: the held-out tail gave none")
+    blob["meta"] = {**blob["meta"], "recipe": recipe, "steps": int(ckpt["step"]), "train_minutes": train_minutes,
+                    "heldout_psnr": calibration["mean"]["psnr"], "footage": {"root": str(root), "frames": footage.frames, "span_s": round(footage.span_s, 3),
+                                "fps": footage.fps, "segments": len(footage.segment_dirs()),
+                                "train_windows": len(data.train), "holdout_windows": len(data.val or [])}}
+    final = out / "final.pt"
+    atomic_save(blob, final)
+    report.update(force=True, state="done", step=int(ckpt["step"]), minutes=blob["meta"].get("minutes"), eta_s=0.0,
+                  heldout_psnr=round(calibration["mean"]["psnr"], 3))
+    return final
+
+
+# ---- recording a source (ffp learn) ----------------------------------------------------------------------
+
+def is_url(source: str) -> bool:
+    return "://" in source
+
+
+def _timed_frames(source: VideoSource, fps: float) -> Iterator[tuple[np.ndarray, float]]:
+    """(frame, presentation time in s) of a video file; a folder of frames is taken as shot at `fps`."""
+    import cv2
+
+    from .data import iter_frames
+
+    if source.is_frames:
+        for i, frame in enumerate(iter_frames(source)):
+            yield frame, i / fps
+        return
+    cap = cv2.VideoCapture(str(source.path))
+    if not cap.isOpened():
+        raise DataError(f"cannot open video {source.path}")
+    file_fps = cap.get(cv2.CAP_PROP_FPS) or fps
+    try:
+        i = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            msec = cap.get(cv2.CAP_PROP_POS_MSEC)
+            yield frame, (msec / 1000 if msec > 0 or i == 0 else i / file_fps)
+            i += 1
+    finally:
+        cap.release()
+
+
+def _stream_frames(url: str, seconds: float, retries: int = 3) -> Iterator[tuple[np.ndarray | None, float]]:
+    """(frame, wall-clock time in s) of a live stream for `seconds`; (None, t) marks an outage, after which it
+    reconnects (at most `retries` times). A stream that never opens is an error."""
+    import cv2
+
+    start = time.monotonic()
+    opened = False
+    for attempt in range(retries + 1):
+        if time.monotonic() - start >= seconds:
+            return
+        if attempt:
+            yield None, time.monotonic() - start
+            time.sleep(1.0)
+        cap = cv2.VideoCapture(url)
+        try:
+            if cap.isOpened():
+                opened = True
+                while time.monotonic() - start < seconds:
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    yield frame, time.monotonic() - start
+            elif not opened:
+                raise DataError(f"cannot open stream {url}")
+        finally:
+            cap.release()
+
+
+def record(source: str, footage_root: Path, config: ModelConfig, *, fps: float, footage_minutes: float,
+           max_bytes: int) -> FootageWriter:
+    """Record SOURCE (URL, video file, folder of videos or of frame folders) into footage_root, decimated to
+    `fps`, until footage_minutes of frames are kept; returns the closed writer (frames, static_reason)."""
+    if footage_minutes <= 0 or fps <= 0:
+        raise DataError("--footage-minutes and --fps must be positive")
+    max_frames = max(1, round(footage_minutes * 60 * fps))
+    writer = FootageWriter(footage_root, config, fps=fps, max_frames=max_frames, max_bytes=max_bytes)
+    try:
+        if is_url(source):
+            decimator = Decimator(fps)
+            for frame, ts in _stream_frames(source, footage_minutes * 60 * 1.5 + 30):
+                if frame is None:
+                    writer.new_segment("outage")
+                    decimator = Decimator(fps)
+                elif decimator.keep(ts) and not writer.append(frame, ts):
+                    break
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise DataError(f"source not found: {source} (give a URL, a video file or a folder of videos)")
+            for video in find_videos(path):
+                decimator = Decimator(fps)
+                full = False
+                for frame, ts in _timed_frames(video, fps):
+                    if decimator.keep(ts) and not writer.append(frame, ts):
+                        full = True
+                        break
+                writer.new_segment(f"next file after {video.name}")
+                if full:
+                    break
+    finally:
+        writer.close()
+    return writer
+
+
+# ---- python -m model.learn ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m model.learn", description="Learn a camera's model from its footage "
+                                "(resumes from DIR/last.pt; writes DIR/progress.json and DIR/final.pt).")
+    p.add_argument("--footage", required=True, type=Path, help="the camera's footage folder (model.footage)")
+    p.add_argument("--out", required=True, type=Path, help="run folder: last.pt, progress.json, final.pt")
+    p.add_argument("--train-minutes", required=True, type=float, help="training budget, wall clock")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--init", default="none", help="none (from scratch), shipped (the Ped2 lite weights) or a file")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, help="a packaged recipe or a YAML file")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if a.threads < 1:
+            raise DataError(f"--threads must be at least 1, got {a.threads}")
+        import torch
+
+        torch.set_num_threads(a.threads)
+        print(learn(a.footage, a.out, train_minutes=a.train_minutes, threads=a.threads, init=a.init,
+                    recipe=a.recipe, device=a.device))
+    except (DataError, WeightsError, ValueError) as e:
+        print(f"model.learn: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
