@@ -198,24 +198,37 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
 
 
 def cmd_score(a: argparse.Namespace) -> None:
-    from .clip import score_frames
+    from .alerts import AlertEngine, CameraCalibration
+    from .clip import CLIP_CAMERA, clip_event, score_frames
     from .data import VideoSource, iter_frames, video_fps
     from .scoring import CausalSmoother
 
     predictor = _load(a)
+    params = _alert_params(a.alerts)
     path = Path(a.video)
     if not path.exists():
         raise DataError(f"video not found: {path}")
-    # The frames' fields of POST /v1/score: index, time (seconds from the clip's start = index / fps), the
-    # metrics, smoothed. A folder of frames has no rate: --fps, else the service's fallback for clips.
+    # POST /v1/score's shape: frames with index, time (seconds from the clip's start = index / fps), the metrics
+    # and smoothed; events raised by the service's alert engine over the clip's timeline, in the live events'
+    # fields. A folder of frames has no rate: --fps, else the service's fallback for clips.
     fps = a.fps or video_fps(path) or FALLBACK_FPS
     rows = []
     smoother = CausalSmoother()
+    camera, engine = CameraCalibration(predictor.calibration, params), AlertEngine(CLIP_CAMERA, params)
+    events: dict[str, dict[str, Any]] = {}
+    t = 0.0
     for f in score_frames(predictor, iter_frames(VideoSource(path.stem, path)), batch_size=a.batch_size):
+        t = f.index / fps
         z = None if f.metrics is None else f.metrics["score"]
-        rows.append({"index": f.index, "time": round(f.index / fps, 4), **(f.metrics or {}),
+        rows.append({"index": f.index, "time": round(t, 4), **(f.metrics or {}),
                      "smoothed": None if z is None else smoother.update(z)})
-    text = json.dumps({"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows}, indent=1)
+        if f.metrics is not None:
+            for u in engine.update(camera.z(float(typing.cast(float, f.metrics["anomaly"])), t), t):
+                events[u.event_id] = clip_event(u)
+    for u in engine.close(t):
+        events[u.event_id] = clip_event(u)
+    text = json.dumps({"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows,
+                       "events": sorted(events.values(), key=lambda e: e["start_ts"])}, indent=1)
     if a.out:
         tmp = Path(a.out + ".tmp")
         tmp.write_text(text)
@@ -392,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="JSON file (default: stdout)")
     sp.add_argument("--batch-size", type=int, default=8)
     sp.add_argument("--fps", type=float, help="frame rate for the frames' times (default: the video's, or 25)")
+    sp.add_argument("--alerts", type=Path, help="alert settings YAML (a mapping, or a service config's alerts:) "
+                    "for the events; default: the service's defaults")
     common(sp)
 
     sp = sub.add_parser("export", help="write a slim weights file from a checkpoint (and its sha256)")

@@ -15,7 +15,16 @@ from typing import Any, cast
 import cv2
 import numpy as np
 
-from model import AlertEngine, CameraCalibration, EventUpdate, FrameScores, Predictor, score_frames
+from model import (
+    CLIP_CAMERA,
+    AlertEngine,
+    CameraCalibration,
+    EventUpdate,
+    FrameScores,
+    Predictor,
+    clip_event,
+    score_frames,
+)
 
 from .frames import REPORTED_METRICS
 from .settings import AlertSettings, Settings
@@ -63,9 +72,6 @@ class ClipLimits:
         if width * height > self.max_frame_pixels or max(width, height) > MAX_SIDE:
             raise ClipError(f"frames of {width}x{height} are larger than accepted ({self.max_frame_pixels} "
                             f"pixels, {MAX_SIDE} px a side; refused {when})")
-
-
-CLIP_CAMERA = "clip"  # the camera id of an uploaded clip's events
 
 
 @dataclass(frozen=True)
@@ -226,7 +232,7 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
         def take(updates: list[EventUpdate]) -> None:
             nonlocal peak
             for u in updates:
-                events[u.event_id] = _event_dict(u)
+                events[u.event_id] = clip_event(u)
                 if peak is not None:
                     peaks[u.event_id] = peak
                 if u.kind == "end":
@@ -255,10 +261,3 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
     take(engine.close(out[-1]["index"] / fps))
     return ClipResult(fps=fps, frames=out, events=sorted(events.values(), key=lambda e: e["start_ts"]),
                       peaks=peaks)
-
-
-def _event_dict(u: EventUpdate) -> dict[str, Any]:
-    """The live event's fields (EventPublic), its times in seconds from the clip's start."""
-    return {"id": u.event_id, "camera_id": u.camera_id, "start_ts": round(u.start_ts, 4),
-            "end_ts": None if u.end_ts is None else round(u.end_ts, 4), "peak_score": u.peak_score,
-            "peak_ts": round(u.peak_ts, 4), "frames": u.frames}

@@ -23,8 +23,10 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from model import CLIP_CAMERA
+
 from ..clip_images import ClipImages
-from ..clips import CLIP_CAMERA, ClipCancelled, ClipError, ClipResult, UnsupportedContainer, sniff_container
+from ..clips import ClipCancelled, ClipError, ClipResult, UnsupportedContainer, sniff_container
 from ..pipeline import Pipeline
 from ..snapshots import clip_caption, event_images
 from .deps import ApiKey, ApiKeyOrQuery, PipelineDep, SettingsDep, StateDep

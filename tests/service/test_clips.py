@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from model import Calibration, Predictor, score_frames
+from model.cli import main as ffp
 from service.api.schemas import EventPublic, FrameScore
 from service.clips import UnsupportedContainer, sniff_container
 from service.pipeline import ClipError, Pipeline
@@ -60,6 +64,26 @@ def test_score_clip_frames_and_events(tmp_path: Path, pipeline: Pipeline,
     peak = res.peaks[ev["id"]]
     assert peak.time == pytest.approx(ev["peak_ts"]) and peak.frame.shape == (120, 160, 3)
     assert np.abs(peak.frame.astype(int) - frames[round(peak.time * 10)]).mean() < 10
+
+
+    # `ffp score` writes the same shape, its events raised by the same alert engine with the same settings
+    weights, settings = tmp_path / "w.pt", tmp_path / "alerts.yaml"
+    torch.save(pipeline.predictor.weights_blob(), weights)
+    settings.write_text(yaml.safe_dump({"alerts": alerts.model_dump()}))
+    out = tmp_path / "scores.json"
+    before = torch.get_num_threads()
+    try:
+        ffp(["score", str(clip), "--weights", str(weights), "--alerts", str(settings), "--precision",
+             pipeline.predictor.precision, "--out", str(out)])
+    finally:
+        torch.set_num_threads(before)
+    cli = json.loads(out.read_text())
+    assert cli["fps"] == res.fps and [f["time"] for f in cli["frames"]] == [f["time"] for f in res.frames]
+    assert {"index", "time", "score", "smoothed"} <= set(cli["frames"][k])
+    (cli_ev,) = cli["events"]
+    assert set(cli_ev) == set(ev) and cli_ev["camera_id"] == "clip"
+    for key in ("start_ts", "peak_ts", "end_ts"):  # the same frames (scores may differ in the last bits)
+        assert cli_ev[key] == pytest.approx(ev[key], abs=0.11), key
     assert peak.heatmap.ndim == 2 and peak.heatmap.max() > 0
 
 
