@@ -53,6 +53,9 @@ class AlertParams:
             raise ValueError(f"off_threshold ({self.off_threshold}) must be <= on_threshold ({self.on_threshold})")
 
 
+EventType = Literal["anomaly", "scene_change"]  # what an event is about (model/scene.py: scene_change)
+
+
 @dataclass(frozen=True)
 class EventUpdate:
     kind: Literal["start", "update", "end"]
@@ -63,6 +66,7 @@ class EventUpdate:
     peak_score: float
     peak_ts: float
     frames: int
+    type: EventType = "anomaly"
 
 
 class _Stats:

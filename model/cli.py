@@ -65,7 +65,8 @@ def cmd_learn(a: argparse.Namespace) -> None:
     from contextlib import nullcontext
 
     from .checkpoint import atomic_save, safe_torch_load
-    from .learn import learn, recipe_model, record
+    from .learn import learn, record
+    from .recipes import recipe_model
 
     _set_threads(a.threads)
     out = Path(a.out)

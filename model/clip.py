@@ -25,8 +25,9 @@ CLIP_CAMERA = "clip"  # the camera id of a clip's events (`ffp score`, POST /v1/
 
 def clip_event(u: EventUpdate) -> dict[str, Any]:
     """A clip's event in the fields of a live camera's (the service's EventPublic, images aside), its times in
-    seconds from the clip's start."""
-    return {"id": u.event_id, "camera_id": u.camera_id, "start_ts": round(u.start_ts, 4),
+    seconds from the clip's start. A clip raises anomalies only (no scene changes), so no action."""
+    return {"id": u.event_id, "camera_id": u.camera_id, "type": u.type, "action": None,
+            "start_ts": round(u.start_ts, 4),
             "end_ts": None if u.end_ts is None else round(u.end_ts, 4), "peak_score": u.peak_score,
             "peak_ts": round(u.peak_ts, 4), "frames": u.frames}
 

@@ -126,13 +126,6 @@ class Budget:
         self.progress.update(force=True, heldout_psnr=round(psnr, 3))
 
 
-def recipe_model(recipe: str = DEFAULT_RECIPE) -> ModelConfig:
-    """The model a recipe trains: footage for it is recorded at this config's size and channels."""
-    from .train import plan
-
-    return plan(TrainConfig(data=Path("."), out=Path("."), **load_recipe(recipe))).model
-
-
 def resolve_init(init: str | Path) -> Path | None:
     """`none` (from scratch), `shipped` (the shipped Ped2 lite weights) or a weights / checkpoint file."""
     if str(init) == "none":
@@ -334,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default="none", help="none (from scratch), shipped (the Ped2 lite weights) or a file")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help="a packaged recipe or a YAML file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--holdout", type=float, default=HOLDOUT_FRACTION,
+                   help=f"tail of the footage held out for validation and calibration (default {HOLDOUT_FRACTION})")
     return p
 
 
@@ -347,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(a.threads)
         print(learn(a.footage, a.out, train_minutes=a.train_minutes, threads=a.threads, init=a.init,
-                    recipe=a.recipe, device=a.device))
+                    recipe=a.recipe, device=a.device, holdout_fraction=a.holdout))
     except (DataError, WeightsError, ValueError) as e:
         print(f"model.learn: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -97,6 +97,11 @@ class StreamClock:
         return arrival - (delay - self._delay) + self.DRIFT * (arrival - self._delay_at)
 
 
+# Sees every kept frame (raw BGR, at the camera's fps, before preprocessing) with its capture time and whether
+# the history starts afresh with it (the stream's start, a reconnect, a gap): the footage recorder's input.
+FrameTap = Callable[[np.ndarray, float, bool], None]
+
+
 class WindowSink(Protocol):
     def submit(self, window: Window, *, block: bool, stop: threading.Event, catching_up: bool = False) -> None: ...
 
@@ -142,6 +147,7 @@ class CaptureWorker(SupervisedThread):
         self.frames_captured = 0  # kept after decimation, preprocessed and pushed
         self.history_resets = 0  # the k-frame history restarted: a gap in a live stream, a file's loop seam
         self._waiting = False  # blocked on inference (a file): not a stall
+        self.tap: FrameTap | None = None
         self.read_rate = RateMeter()
         self.captured_rate = RateMeter()
 
@@ -345,6 +351,9 @@ class CaptureWorker(SupervisedThread):
                 self.history_resets += 1
 
     def _keep(self, frame: np.ndarray, cancel: threading.Event, catching_up: bool = False) -> None:
+        tap = self.tap
+        if tap is not None and not cancel.is_set():
+            tap(frame, self._clock(), len(self.ring) == 0)
         model = self.model
         pre = model.scorer.preprocess(frame)
         with self._lock:  # restart() clears the ring and set_model() swaps it under this lock: no stale frame

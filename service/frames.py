@@ -7,14 +7,20 @@ from typing import Any, Literal
 
 import numpy as np
 
-from model import METRICS, FrameScorer
+from model import METRICS, EventType, FrameScorer
 
 # failed: the watchdog ran out of restarts (see last_error); the camera stays down until it is added again.
 CameraState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "stopped", "failed"]
 EventKind = Literal["start", "update", "end"]
+# learning: recording footage; training: its model trains in a process of its own; armed: a model alerts on its
+# scores (its own, or the shipped one with use_shipped); unarmed: scores are published, no alert is raised.
+CameraMode = Literal["learning", "training", "armed", "unarmed"]
 # The scorer's metrics that a score message and a clip's frame report, in METRICS' order. The raw anomaly score is
 # reported calibrated instead, as `score`.
 REPORTED_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m != "anomaly")
+# What the user is prompted to do about an event of each type (none for an anomaly).
+EventAction = Literal["relearn"]
+ACTIONS: dict[str, EventAction] = {"scene_change": "relearn"}
 
 
 SHIPPED = "shipped"  # the version name of the service's default model (settings.weights)
@@ -43,6 +49,11 @@ class ModelStatus:
     version: str  # SHIPPED or a registry version
     sha256: str | None  # the first 12 hex digits of its weights file's sha256
     error: str | None = None  # why the camera's last model change failed (it kept this model)
+    # A registry version's facts (None for the shipped model): when it was added, what it learnt from.
+    created: float | None = None
+    footage: Mapping[str, Any] | None = None
+    heldout_psnr: float | None = None
+    calibration: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ class CameraStatus:
     history_resets: int = 0  # k-frame history restarted: a gap in a live stream, a file's loop seam
     on_threshold: float | None = None  # the smoothed score at which this camera's alerts open an event
     model: ModelStatus | None = None
+    mode: CameraMode = "armed"
+    learning: Mapping[str, Any] | None = None  # service.learning: footage and training progress, None if never
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +102,17 @@ class ScoreMessage:
     metrics: Mapping[str, float]  # every REPORTED_METRICS name -> its value
     latency_ms: float  # emission time - capture time
     model: str = SHIPPED  # version of the model that scored it
+    armed: bool = True  # alerts follow this score; False: published only (no model of the camera's own yet)
+
+
+@dataclass(frozen=True)
+class CameraMessage:
+    """A camera's mode or model changed (learning -> training -> armed, a relearn, a rollback)."""
+
+    camera_id: str
+    mode: CameraMode
+    model: str  # version of the model that scores it
+    learning: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,7 @@ class Event:
     snapshot_path: str | None  # JPEG of the peak frame, relative to data_dir
     heatmap_path: str | None  # JPEG of the peak frame's error heatmap over the frame, relative to data_dir
     frames: int  # scored frames inside the event so far
+    type: EventType = "anomaly"  # scene_change: the camera shows another view (model/scene.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,7 +3,7 @@
 `Hub.publish` is the pipeline listener: it only hands the message to the loop with call_soon_threadsafe, so
 a worker thread never waits on a client. On the loop each subscriber has a bounded outbox:
 - score messages beyond `max_scores` pending are dropped and counted (the client sees the count);
-- event messages are never dropped: if more than `max_events` are pending the subscriber is marked
+- event and camera messages are never dropped: if more than `max_events` are pending the subscriber is marked
   overflowed and its connection is closed with CLOSE_RESUME, so the client reconnects with resume_from
   and gets the missed events from the store.
 Every subscriber receives the same `Published` item for a message, so its wire form is encoded once.
@@ -17,11 +17,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .frames import EventMessage, ScoreMessage
+from .frames import CameraMessage, EventMessage, ScoreMessage
 
 log = logging.getLogger(__name__)
 
-Message = ScoreMessage | EventMessage
+Message = ScoreMessage | EventMessage | CameraMessage
 CLOSE_RESUME = 4000  # "you fell behind on events: reconnect with resume_from=<last seq>"
 
 
@@ -52,13 +52,15 @@ class Subscriber:
     def wants(self, msg: Message) -> bool:
         if self.cameras is not None and _camera_of(msg) not in self.cameras:
             return False
+        if isinstance(msg, CameraMessage):  # rare and small: every subscriber of the camera gets them
+            return True
         return self.events if isinstance(msg, EventMessage) else self.scores
 
     def offer(self, item: Published) -> None:
         """Loop thread only."""
         if self.overflowed:
             return
-        if isinstance(item.msg, EventMessage):
+        if isinstance(item.msg, (EventMessage, CameraMessage)):
             if self.pending_events >= self.max_events:
                 self.overflowed = True
                 if self.on_overflow is not None:
@@ -81,7 +83,7 @@ class Subscriber:
         if self.overflowed:
             return None
         item = self.outbox.popleft()
-        if isinstance(item.msg, EventMessage):
+        if isinstance(item.msg, (EventMessage, CameraMessage)):
             self.pending_events -= 1
         else:
             self.pending_scores -= 1

@@ -4,8 +4,8 @@ so the process-wide default registry would mix them).
 Counters the pipeline already keeps (frames, reconnects, stalls, restarts) and the camera states are read at
 scrape time by a collector, so nothing is counted twice. Histograms are observed where their value is measured:
 an inference batch's size and forward time in the pipeline's batch listener, and the capture-to-WebSocket
-latency where the hub hands a score message to the WebSocket connections. Events are counted by kind as the
-pipeline emits them.
+latency where the hub hands a score message to the WebSocket connections. Event messages are counted by kind and
+event type as the pipeline emits them.
 """
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .frames import CameraState, CameraStatus, EventMessage, ScoreMessage
+from .frames import CameraMessage, CameraMode, CameraState, CameraStatus, EventMessage, ScoreMessage
 
 if TYPE_CHECKING:  # the pipeline imports torch; these are only its callback types
     from .pipeline import BatchListener, Listener
 
 CAMERA_STATES: tuple[str, ...] = get_args(CameraState)
+CAMERA_MODES: tuple[str, ...] = get_args(CameraMode)
 INFERENCE_STATES = ("stopped", "running", "failed")
 # max_batch is at most 256 (service/settings.py).
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -79,6 +80,18 @@ class _Collector(Collector):
             for s in CAMERA_STATES:
                 state.add_metric([c.id, s], 1.0 if c.state == s else 0.0)
         yield state
+        mode = GaugeMetricFamily("ffp_camera_mode", "1 for the camera's current mode (learning, training, armed, "
+                                 "unarmed), 0 for the others.", labels=["camera", "mode"])
+        progress = GaugeMetricFamily("ffp_camera_learning_progress", "How far the camera's learning is, 0 to 1: "
+                                     "footage recorded of footage wanted while learning, training minutes of the "
+                                     "budget while training, 1 once done.", labels=["camera", "phase"])
+        for c in cams:
+            for m in CAMERA_MODES:
+                mode.add_metric([c.id, m], 1.0 if c.mode == m else 0.0)
+            if c.learning is not None:
+                progress.add_metric([c.id, str(c.learning["phase"])], learning_progress(c.learning))
+        yield mode
+        yield progress
 
         inference = self._pipeline.stats().get("inference")
         if isinstance(inference, Mapping):
@@ -96,6 +109,15 @@ class _Collector(Collector):
         yield GaugeMetricFamily("ffp_websocket_clients", "Connected WebSocket clients.", value=hub["clients"])
         yield CounterMetricFamily("ffp_websocket_dropped_scores", "Score messages dropped for slow WebSocket "
                                   "clients (event messages are never dropped).", value=hub["dropped_scores_total"])
+
+
+def learning_progress(learning: Mapping[str, object]) -> float:
+    phase = learning.get("phase")
+    if phase == "recording":
+        return min(1.0, _number(learning.get("frames_recorded")) / max(1.0, _number(learning.get("frames_wanted"))))
+    if phase == "training":
+        return min(1.0, _number(learning.get("minutes")) / max(1e-9, _number(learning.get("train_minutes"))))
+    return 1.0 if phase == "done" else 0.0
 
 
 def _number(v: object) -> float:
@@ -116,8 +138,8 @@ class ServiceMetrics:
         self.capture_to_websocket = Histogram(
             "ffp_capture_to_websocket_seconds", "From a frame's capture to its score message handed to the "
             "WebSocket connections.", ["camera"], buckets=LATENCY_SECONDS_BUCKETS, registry=self.registry)
-        self.events = Counter("ffp_events", "Event messages emitted, by kind (start, update, end).",
-                              ["camera", "kind"], registry=self.registry)
+        self.events = Counter("ffp_events", "Event messages emitted, by kind (start, update, end) and event type "
+                              "(anomaly, scene_change).", ["camera", "kind", "type"], registry=self.registry)
 
     def attach(self, pipeline: PipelineSource, hub: HubSource) -> Callable[[], None]:
         """Collect from `pipeline` and `hub` at scrape time and observe its batches and events; returns detach."""
@@ -136,12 +158,12 @@ class ServiceMetrics:
         self.batch_size.observe(size)
         self.batch_seconds.observe(ms / 1000)
 
-    def observe_event(self, msg: ScoreMessage | EventMessage) -> None:
+    def observe_event(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Pipeline listener (inference thread)."""
         if isinstance(msg, EventMessage):
-            self.events.labels(msg.event.camera_id, msg.kind).inc()
+            self.events.labels(msg.event.camera_id, msg.kind, msg.event.type).inc()
 
-    def observe_dispatch(self, msg: ScoreMessage | EventMessage) -> None:
+    def observe_dispatch(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Hub dispatch hook (event loop): a score message reaches the WebSocket connections now."""
         if isinstance(msg, ScoreMessage):
             self.capture_to_websocket.labels(msg.camera_id).observe(max(0.0, self._clock() - msg.ts))

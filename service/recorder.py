@@ -71,7 +71,7 @@ class EventRecorder:
                     log.exception("camera %s: cannot write event images", u.camera_id)
                 peak.dirty = False
             ev = Event(u.event_id, u.camera_id, u.start_ts, u.end_ts, u.peak_score, u.peak_ts, peak.paths[0],
-                       peak.paths[1], u.frames)
+                       peak.paths[1], u.frames, u.type)
             if u.kind == "end":
                 peak.images, peak.paths = None, (None, None)
             return self.store.record(u.kind, ev)

@@ -72,7 +72,7 @@ def summarize(blob: dict[str, Any]) -> dict[str, Any]:
             "recipe": None if recipe is None else str(recipe)}
 
 
-def _write_atomic(path: Path, write: Callable[[str], object]) -> None:
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
     """write(tmp) in the same folder, fsync, rename over `path`: readers see the old file or the new one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -112,7 +112,7 @@ class ModelRegistry:
 
     def _write(self, camera: str, data: dict[str, Any]) -> None:
         path = self.folder(camera) / REGISTRY_FILE
-        _write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+        write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class ModelRegistry:
             used += [int(VERSION.match(v["version"]).group(1)) for v in data["versions"]]  # type: ignore[union-attr]
             version = f"v{max(used, default=0) + 1:04d}"
             target = folder / f"{version}.pt"
-            _write_atomic(target, lambda tmp: shutil.copyfile(weights_file, tmp))
+            write_atomic(target, lambda tmp: shutil.copyfile(weights_file, tmp))
             entry = ModelEntry(version=version, file=target.name, sha256=sha256_file(target),
                                bytes=target.stat().st_size, created=self._clock(), **summarize(blob))
             data["versions"].append(entry.to_dict())

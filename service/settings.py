@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from model import AlertParams
+from model import AlertParams, SceneParams
 
 from .urls import check_host_entry, check_scheme
 
@@ -69,6 +69,45 @@ class AlertSettings(_Model):
         return AlertParams(**self.model_dump())
 
 
+_SCENE = SceneParams()  # the defaults live with the detector
+
+
+class SceneSettings(_Model):
+    """Detects a camera that shows another view (moved, covered, refocused, zoomed): one scene_change event, and
+    no anomaly alerts while it lasts. The validated form of model.SceneParams (`params()`); model/scene.py
+    explains the rule. Thresholds were checked on Ped2's test videos and vtest.avi (no scene change) against
+    those clips swapped, zoomed, shifted, blurred or covered (each one scene change); see service/README.md."""
+
+    enabled: bool = Field(_SCENE.enabled, description="Detect scene changes (off: a new view raises anomaly alerts).")
+    changed_share: float = Field(_SCENE.changed_share, gt=0, le=1,
+                                 description="Share of the image cells that must have moved away from the camera's "
+                                             "usual picture (normal footage: at most 0.06 on Ped2 and vtest.avi).")
+    cell_threshold: float = Field(_SCENE.cell_threshold, gt=0,
+                                  description="A cell moved away when its distance to the usual picture exceeds its "
+                                              "normal mean by this many of its normal standard deviations.")
+    steady_ratio: float = Field(_SCENE.steady_ratio, gt=0, le=1,
+                                description="The new picture is steady when it differs from the previous frame by "
+                                            "less than this fraction of its difference to the usual picture "
+                                            "(white noise, a passing crowd and the jump itself are not).")
+    hold_s: float = Field(_SCENE.hold_s, ge=0, description="The new view must hold this long before the event "
+                          "starts, and the old view must be back this long before it ends.")
+    reference_half_life_frames: float = Field(_SCENE.reference_half_life_frames, gt=0,
+                                              description="Half-life of the running average of normal frames "
+                                                          "that is the usual picture (slow changes are absorbed).")
+    warmup_frames: int = Field(_SCENE.warmup_frames, ge=1, description="Normal frames learnt from before "
+                               "detecting.")
+
+    def params(self) -> SceneParams:
+        return SceneParams(**self.model_dump())
+
+
+class LearningSettings(_Model):
+    """How a camera's own model is (re)learnt."""
+
+    auto_relearn: bool = Field(False, description="On a scene_change event, relearn the camera's model by itself "
+                               "(the pipeline calls its relearn hook); off: the event prompts the user to relearn.")
+
+
 class CameraSettings(_Model):
     """One camera. `url`: rtsp://, rtsps://, http(s)://, a file path, or webcam:N."""
 
@@ -83,6 +122,10 @@ class CameraSettings(_Model):
     stall_after_s: float = Field(5.0, gt=0, description="The camera is 'stalled' when no frame came for this long.")
     enabled: bool = Field(True, description="Disabled cameras are configured but not started.")
     alerts: dict[str, Any] | None = Field(None, description="Per-camera overrides of AlertSettings fields.")
+    use_shipped: bool = Field(True, description="Without a model of its own, alert on the shipped model's scores "
+                              "(its calibration, adapted by warmup_s). False: the camera is 'unarmed' until it has "
+                              "learnt its own model; its scores are published with armed=false and raise no alert. "
+                              "A camera added over the API with `learn` defaults to False.")
 
     @field_validator("id")
     @classmethod
@@ -160,13 +203,32 @@ class WatchdogSettings(_Model):
                                                                    "longer than this (model lock wait included).")
 
 
+class LearningSettings(_Model):
+    """How a camera learns its own model: footage recorded from its stream, then a training process of its own
+    (`python -m model.learn`, niced, with few torch threads) so that live cameras keep scoring."""
+
+    footage_minutes: float = Field(10.0, gt=0, description="Minutes of footage recorded at the camera's fps.")
+    train_minutes: float = Field(15.0, gt=0, description="Training budget, wall clock. With the footage and the "
+                                 "final calibration, a camera is armed within 30 minutes of being added.")
+    threads: int = Field(1, ge=1, le=64, description="Torch CPU threads of a training process.")
+    disk_cap_mb: float = Field(500.0, gt=0, description="Most footage one camera may store (megabytes); recording "
+                               "stops there and training takes what was recorded.")
+    nice: int = Field(10, ge=0, le=19, description="Niceness of a training process: live scoring comes first.")
+    holdout: float = Field(0.15, gt=0, lt=1, description="Tail of the footage held out for validation and "
+                           "calibration.")
+    recipe: str = Field("camera-lite", description="Training recipe: a packaged recipe name or a YAML file.")
+    init: str = Field("none", description="Starting weights: none (from scratch), shipped, or a weights file.")
+    poll_s: float = Field(1.0, gt=0, description="How often recording and training progress are checked.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FFP_", env_nested_delimiter="__", extra="forbid",
                                       frozen=True)
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds.")
-    data_dir: Path = Field(Path("data"), description="Events database and event images live here.")
+    data_dir: Path = Field(Path("data"), description="Events database and images, cameras added "
+                          "over the API, their footage, training runs and models live here.")
     weights: Path | None = Field(None, description="Weights file; None = the shipped default weights.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -216,8 +278,14 @@ class Settings(BaseSettings):
                                   description="Default alert settings (a camera may override fields).")
     http: HttpSettings = Field(default_factory=lambda: HttpSettings.model_validate({}),
                                description="Connection limits: header, body and idle deadlines, caps.")
+    scene: SceneSettings = Field(default_factory=lambda: SceneSettings.model_validate({}),
+                                 description="Scene-change detection (a camera moved, covered, refocused, zoomed).")
+    learning: LearningSettings = Field(default_factory=lambda: LearningSettings.model_validate({}),
+                                       description="Relearning a camera's model.")
     watchdog: WatchdogSettings = Field(default_factory=lambda: WatchdogSettings.model_validate({}),
                                        description="Restarts of dead or hung workers, and their budget.")
+    learning: LearningSettings = Field(default_factory=lambda: LearningSettings.model_validate({}),
+                                       description="Defaults of a camera's learning (footage, training budget).")
     cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 

@@ -24,7 +24,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY, camera_id TEXT NOT NULL, start_ts REAL NOT NULL, end_ts REAL,
     peak_score REAL NOT NULL, peak_ts REAL NOT NULL, snapshot_path TEXT, heatmap_path TEXT,
-    frames INTEGER NOT NULL DEFAULT 0, updated_ts REAL NOT NULL);
+    frames INTEGER NOT NULL DEFAULT 0, updated_ts REAL NOT NULL, type TEXT NOT NULL DEFAULT 'anomaly');
 CREATE INDEX IF NOT EXISTS events_camera_start ON events (camera_id, start_ts);
 CREATE INDEX IF NOT EXISTS events_start ON events (start_ts);
 CREATE TABLE IF NOT EXISTS event_log (
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS event_log (
     camera_id TEXT NOT NULL, ts REAL NOT NULL, event TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS event_log_event ON event_log (event_id);
 """
-_COLS = "id, camera_id, start_ts, end_ts, peak_score, peak_ts, snapshot_path, heatmap_path, frames"
+_COLS = "id, camera_id, start_ts, end_ts, peak_score, peak_ts, snapshot_path, heatmap_path, frames, type"
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -55,6 +55,9 @@ class EventStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
+            if "type" not in columns:  # a database written before events had a type: all anomalies
+                self._db.execute("ALTER TABLE events ADD COLUMN type TEXT NOT NULL DEFAULT 'anomaly'")
 
     @classmethod
     def open(cls, data_dir: Path, *, clock: Callable[[], float] = time.time) -> EventStore:
@@ -75,7 +78,7 @@ class EventStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    f"INSERT INTO events ({_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                    f"INSERT INTO events ({_COLS}, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(id) DO UPDATE SET end_ts=excluded.end_ts, peak_score=excluded.peak_score, "
                     "peak_ts=excluded.peak_ts, snapshot_path=excluded.snapshot_path, "
                     "heatmap_path=excluded.heatmap_path, frames=excluded.frames, updated_ts=excluded.updated_ts",
@@ -93,7 +96,7 @@ class EventStore:
     @staticmethod
     def _row(e: Event) -> tuple[Any, ...]:
         return (e.id, e.camera_id, e.start_ts, e.end_ts, e.peak_score, e.peak_ts, e.snapshot_path,
-                e.heatmap_path, e.frames)
+                e.heatmap_path, e.frames, e.type)
 
     def close_dangling(self) -> list[EventMessage]:
         """At startup: events left open by a crash end at their last update (Frigate does the same)."""
@@ -152,8 +155,8 @@ class EventStore:
         return None if row is None else _event(row)
 
     def list_events(self, *, camera_id: str | None = None, since: float | None = None,
-                    until: float | None = None, active: bool | None = None, limit: int = 100,
-                    offset: int = 0) -> list[Event]:
+                    until: float | None = None, active: bool | None = None, event_type: str | None = None,
+                    limit: int = 100, offset: int = 0) -> list[Event]:
         """Newest first."""
         where: list[str] = ["1=1"]
         args: list[object] = []
@@ -168,6 +171,9 @@ class EventStore:
             args.append(until)
         if active is not None:
             where.append("end_ts IS NULL" if active else "end_ts IS NOT NULL")
+        if event_type is not None:
+            where.append("type=?")
+            args.append(event_type)
         sql = f"SELECT {_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY start_ts DESC LIMIT ? OFFSET ?"
         with self._lock:
             rows = self._db.execute(sql, (*args, limit, offset)).fetchall()

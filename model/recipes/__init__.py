@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..config import TrainConfig
+from ..config import ModelConfig, TrainConfig
 from ..data import DataError
 
 RECIPES_DIR = Path(__file__).resolve().parent
@@ -74,3 +74,10 @@ def _typed(path: Path, key: str, value: Any, hint: Any) -> Any:
     except (TypeError, ValueError):
         pass
     raise DataError(f"recipe {path}: {key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def recipe_model(name: str) -> ModelConfig:
+    """The model a recipe trains: a camera's footage is recorded at this config's size and channels."""
+    from ..train import plan
+
+    return plan(TrainConfig(data=Path("."), out=Path("."), **load_recipe(name))).model

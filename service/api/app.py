@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from ..hub import Hub
 from ..urls import redact_text
 from ..wiring import Service
-from . import cameras, dashboard, docs, events, live, metrics, pictures, score
+from . import cameras, dashboard, docs, events, learning, live, metrics, pictures, score
 from .deps import ApiKey, AppState, PipelineDep, StateDep
 from .schemas import Health, scrub
 from .security import OriginCheck, key_required
@@ -72,7 +72,7 @@ def create_app(service: Service) -> FastAPI:
         pipe = st.pipeline
         return Health(cameras=len(pipe.list_cameras()) if pipe else 0, pipeline_running=pipe is not None)
 
-    for module in (cameras, pictures, events, score, live, metrics, docs, dashboard):
+    for module in (cameras, learning, pictures, events, score, live, metrics, docs, dashboard):
         app.include_router(module.router)
 
     @app.get("/v1/stats", tags=["health"], dependencies=[ApiKey])

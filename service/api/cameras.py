@@ -1,4 +1,6 @@
-"""Camera CRUD. Adding a camera never waits for it: an unreachable URL is added and reports its state.
+"""Camera CRUD. Adding a camera never waits for it: an unreachable URL is added and reports its state. Cameras
+added here are kept in data_dir (service.camera_records) and come back after a restart; `learn` in the body
+starts learning the camera's own model (service.learning).
 
 Cameras added here are untrusted: their URL length, their host (`HostPolicy`: never a metadata service, a
 link-local address or this service itself) and their number (`max_cameras`) are limited, and the API key is
@@ -36,14 +38,14 @@ def host_policy(settings: Settings, request: Request) -> HostPolicy:
                                              "path outside media_dir."}})
 async def add_camera(body: CameraCreate, request: Request, pipeline: PipelineDep,
                      settings: SettingsDep) -> CameraPublic:
-    if len(body.url) > settings.max_url_length:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"camera url is {len(body.url)} characters, over max_url_length "
-                            f"({settings.max_url_length})")
+    check_url(body.url, request, settings)
+    learn = body.learn
     try:
-        check_host(body.url, host_policy(settings, request))
         # API clients are untrusted: local files only under media_dir, max_cameras (the pipeline enforces both).
-        st = await run_in_threadpool(pipeline.add_camera, body, trusted=False)
+        await run_in_threadpool(pipeline.learning.add_camera, body.settings(), learn=learn is not None,
+                                footage_minutes=learn.footage_minutes if learn else None,
+                                train_minutes=learn.train_minutes if learn else None)
+        st = pipeline.get_camera(body.id)
     except CameraExists:
         raise HTTPException(status.HTTP_409_CONFLICT, f"camera {body.id!r} already exists") from None
     except CameraLimit as e:
@@ -51,6 +53,17 @@ async def add_camera(body: CameraCreate, request: Request, pipeline: PipelineDep
     except ValueError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, redact_text(str(e))) from None
     return CameraPublic.from_status(st)
+
+
+def check_url(url: str, request: Request, settings: Settings) -> None:
+    """The length and host rules of a camera URL given over the API (422)."""
+    if len(url) > settings.max_url_length:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"camera url is {len(url)} characters, over max_url_length ({settings.max_url_length})")
+    try:
+        check_host(url, host_policy(settings, request))
+    except ValueError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, redact_text(str(e))) from None
 
 
 @router.get("", response_model=list[CameraPublic])
@@ -69,7 +82,8 @@ def get_camera(camera_id: str, pipeline: PipelineDep) -> CameraPublic:
 @router.delete("/{camera_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 async def delete_camera(camera_id: str, pipeline: PipelineDep) -> Response:
     try:
-        await run_in_threadpool(pipeline.remove_camera, camera_id)  # joins the capture thread
+        # Joins the capture thread, kills a training process, removes the camera's footage and models.
+        await run_in_threadpool(pipeline.learning.delete_camera, camera_id)
     except KeyError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id!r}") from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)

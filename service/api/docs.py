@@ -17,7 +17,14 @@ from swagger_ui_bundle import swagger_ui_path
 from ..hub import CLOSE_RESUME
 from .deps import DocsAccess
 from .live import CLOSE_BAD_REQUEST, CLOSE_POLICY, HEARTBEAT_S, SEND_TIMEOUT_S
-from .schemas import EventWsMessage, HeartbeatMessage, ScoreWsMessage, SubscribedMessage, SubscribeRequest
+from .schemas import (
+    CameraWsMessage,
+    EventWsMessage,
+    HeartbeatMessage,
+    ScoreWsMessage,
+    SubscribedMessage,
+    SubscribeRequest,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -27,7 +34,7 @@ ASSETS_URL = "/docs/static"
 ASSETS = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8", "swagger-ui.css": "text/css; charset=utf-8",
           "favicon-32x32.png": "image/png"}
 WS_MESSAGES: tuple[type[BaseModel], ...] = (SubscribeRequest, SubscribedMessage, ScoreWsMessage, EventWsMessage,
-                                            HeartbeatMessage)
+                                            CameraWsMessage, HeartbeatMessage)
 
 DESCRIPTION = f"""Real-time video anomaly detection by future frame prediction. REST under `/v1`, live scores and
 events on the WebSocket `/v1/ws`, Prometheus metrics at `/metrics`.
@@ -48,6 +55,7 @@ listed under *Schemas* below.
 | `subscribed` (`SubscribedMessage`) | server → client | after the replay (if any): the live stream starts |
 | `score` (`ScoreWsMessage`) | server → client | every scored frame; `score` in z units, higher = more anomalous |
 | `event` (`EventWsMessage`) | server → client | every event `start`, `update` and `end`; `seq` strictly increases |
+| `camera` (`CameraWsMessage`) | server → client | a camera's `mode` or model changed; sent whatever `kinds` |
 | `heartbeat` (`HeartbeatMessage`) | server → client | after {HEARTBEAT_S:g} s without another message |
 
 **Resume without losing events.** Keep the last event `seq` seen and reconnect with `resume_from=<seq>`: the

@@ -22,10 +22,12 @@ async def list_events(
     since: Annotated[float | None, Query(description="Events that started at or after this Unix time.")] = None,
     until: Annotated[float | None, Query(description="Events that started before this Unix time.")] = None,
     active: Annotated[bool | None, Query(description="true: open events only; false: ended only.")] = None,
+    event_type: Annotated[Literal["anomaly", "scene_change"] | None,
+                          Query(alias="type", description="Only events of this type.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Most events returned, newest first.")] = 100,
 ) -> EventList:
     evs = await run_in_threadpool(store.list_events, camera_id=camera, since=since, until=until,
-                                  active=active, limit=limit)
+                                  active=active, event_type=event_type, limit=limit)
     return EventList(events=[EventPublic.from_event(e) for e in evs])
 
 

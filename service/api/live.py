@@ -7,9 +7,12 @@ Connect to `/v1/ws?cameras=a,b&kinds=scores,events&resume_from=N&api_key=K`; eve
 `Authorization: Bearer` header. With resume_from the server first sends the n stored event messages after
 it (`replay: true`); then, in every case, `{"type": "subscribed", ..., "replayed": n}` marks the start of
 the live stream:
-- `{"type": "score", "camera_id", "frame_index", "ts", "score", "smoothed", "psnr", ..., "dropped_scores"}`
-  for every scored frame (`score`: calibrated anomaly score, higher = more anomalous);
+- `{"type": "score", "camera_id", "frame_index", "ts", "score", "smoothed", "armed", "psnr", ...,
+  "dropped_scores"}` for every scored frame (`score`: calibrated anomaly score, higher = more anomalous;
+  `armed: false`: the camera has no model of its own yet and the score raises no alert);
 - `{"type": "event", "seq", "kind": "start"|"update"|"end", "replay", "event": {...}}` for every event message;
+- `{"type": "camera", "camera_id", "mode", "model", "learning"}` when a camera's mode (learning, training,
+  armed, unarmed) or model changes, whatever `kinds` (never dropped, like events);
 - `{"type": "heartbeat", "ts", "dropped_scores", "last_seq"}` when nothing else was sent for HEARTBEAT_S.
 The client may send `{"type": "subscribe", "cameras": [...]|null, "kinds": [...], "resume_from": N}` at any
 time to change its subscription (with resume_from: replay stored events after N first). Anything else (a
@@ -42,10 +45,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..frames import EventMessage, ScoreMessage
+from ..frames import CameraMessage, EventMessage, ScoreMessage
 from ..hub import CLOSE_RESUME, Published, Subscriber
 from .deps import AppState
 from .schemas import (
+    CameraWsMessage,
     EventPublic,
     EventWsMessage,
     HeartbeatMessage,
@@ -108,12 +112,17 @@ def event_json(msg: EventMessage, *, replay: bool) -> str:
                           event=EventPublic.from_event(msg.event)).model_dump_json()
 
 
+def camera_json(msg: CameraMessage) -> str:
+    return CameraWsMessage.model_validate({"camera_id": msg.camera_id, "mode": msg.mode, "model": msg.model,
+                                           "learning": msg.learning}).model_dump_json()
+
+
 def score_json_head(msg: ScoreMessage) -> str:
     """The score message's JSON without its last field, dropped_scores, the one that differs per connection:
     `score_json` completes it. Non-finite floats are sent as null."""
     model = ScoreWsMessage.model_validate({
         "camera_id": msg.camera_id, "frame_index": msg.frame_index, "ts": msg.ts, "score": msg.score,
-        "smoothed": msg.smoothed, **msg.metrics, "latency_ms": msg.latency_ms, "dropped_scores": 0})
+        "smoothed": msg.smoothed, "armed": msg.armed, **msg.metrics, "latency_ms": msg.latency_ms, "dropped_scores": 0})
     return model.model_dump_json(exclude={"dropped_scores"})[:-1]
 
 
@@ -193,6 +202,10 @@ class Connection:
             self._sending_event(msg.seq)
             if item.wire is None:
                 item.wire = event_json(msg, replay=False)
+            return item.wire
+        if isinstance(msg, CameraMessage):
+            if item.wire is None:
+                item.wire = camera_json(msg)
             return item.wire
         if item.wire is None:
             item.wire = score_json_head(msg)

@@ -7,13 +7,45 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..frames import REPORTED_METRICS
+from ..frames import ACTIONS, REPORTED_METRICS
 from ..settings import CameraSettings
 from ..urls import redact_text, redact_url
 
 
+class LearnRequest(BaseModel):
+    """How much footage to record and how long to train (defaults: the `learning` settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+    footage_minutes: float | None = Field(None, gt=0, le=24 * 60, description="Minutes of footage to record at "
+                                          "the camera's fps.")
+    train_minutes: float | None = Field(None, gt=0, le=24 * 60, description="Training budget, wall clock.")
+
+
 class CameraCreate(CameraSettings):
-    """Body of POST /v1/cameras: the same fields (and validation) as a camera in the settings file."""
+    """Body of POST /v1/cameras: the same fields (and validation) as a camera in the settings file, and `learn`
+    to start learning the camera's own model at once (the camera is unarmed until then, unless `use_shipped` is
+    given as true)."""
+
+    learn: LearnRequest | None = Field(None, description="Record footage of the camera, then train its own model.")
+
+    def settings(self) -> CameraSettings:
+        """The camera's settings; with `learn` and no explicit use_shipped, the shipped model does not alert."""
+        data = self.model_dump(include=set(CameraSettings.model_fields))
+        if self.learn is not None and "use_shipped" not in self.model_fields_set:
+            data["use_shipped"] = False
+        return CameraSettings.model_validate(data)
+
+
+class CameraPatch(BaseModel):
+    """Body of PATCH /v1/cameras/{id}: the fields to change. The camera keeps its mode, its models and its
+    learning (a camera's address changes; its view does not)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(None, description="New source URL (the rules of POST /v1/cameras apply).")
+    fps: float | None = Field(None, gt=0, le=120, description="New scoring rate.")
+    alerts: dict[str, Any] | None = Field(None, description="Per-camera overrides of the alert settings.")
+    use_shipped: bool | None = Field(None, description="Alert on the shipped model's scores without a model of "
+                                     "its own.")
 
 
 class CameraModelPublic(BaseModel):
@@ -21,6 +53,47 @@ class CameraModelPublic(BaseModel):
                                      "version (vNNNN).")
     sha256: str | None = Field(description="First 12 hex digits of the weights file's sha256 (None: not a file).")
     error: str | None = Field(None, description="Why the camera's last model change failed; it kept this model.")
+    created: float | None = Field(None, description="Unix time the version was registered (own models only).")
+    footage: dict[str, Any] | None = Field(None, description="What it learnt from: frames, span_s, fps, segments.")
+    heldout_psnr: float | None = Field(None, description="Prediction PSNR (dB) on the held-out tail of its footage.")
+    calibration: dict[str, Any] | None = Field(None, description="Its calibration: frames, anomaly mean and std, "
+                                               "z quantiles.")
+
+
+class LearningPublic(BaseModel):
+    """A camera's learning: footage recorded, then training in a process of its own."""
+
+    phase: Literal["recording", "training", "done", "failed"]
+    frames_recorded: int
+    frames_wanted: int
+    segments: int = Field(description="Stretches of continuous footage (an outage starts a new one).")
+    footage_minutes: float
+    step: int | None = Field(description="Training step (None before training).")
+    steps_planned: int | None = Field(description="Steps the budget allows (fixed after the first checkpoint).")
+    minutes: float | None = Field(description="Minutes trained so far.")
+    train_minutes: float
+    heldout_psnr: float | None = Field(description="Prediction PSNR (dB) on the held-out tail at the last check.")
+    eta_s: float | None = Field(description="Seconds until the camera is armed (recording and training).")
+    error: str | None = Field(description="Why learning failed (a frozen stream, training error).")
+    stopped: str | None = Field(description="Why recording stopped before footage_minutes (the disk cap).")
+
+
+class ModelVersionPublic(BaseModel):
+    version: str
+    sha256: str
+    bytes: int
+    created: float
+    preset: str
+    footage: dict[str, Any] | None
+    heldout_psnr: float | None
+    calibration: dict[str, Any] | None
+    recipe: str | None
+    active: bool
+
+
+class ModelList(BaseModel):
+    active: str | None = Field(description="The version that scores the camera (None: the shipped model).")
+    versions: list[ModelVersionPublic] = Field(description="Oldest first.")
 
 
 class CameraPublic(BaseModel):
@@ -42,6 +115,10 @@ class CameraPublic(BaseModel):
     on_threshold: float | None = Field(None, description="The smoothed score (z units) at which this camera's "
                                        "alerts open an event (its alert settings).")
     model: CameraModelPublic | None = Field(None, description="The model that scores this camera.")
+    mode: Literal["learning", "training", "armed", "unarmed"] = Field(
+        "armed", description="learning: recording footage; training: its own model trains; armed: a model alerts "
+                             "on it (its own, or the shipped one with use_shipped); unarmed: scores without alerts.")
+    learning: LearningPublic | None = Field(None, description="Its latest learning (None: never asked to learn).")
 
     @classmethod
     def from_status(cls, status: Any) -> CameraPublic:
@@ -58,21 +135,32 @@ class EventPublic(BaseModel):
 
     id: str
     camera_id: str
+    type: Literal["anomaly", "scene_change"] = Field(
+        "anomaly", description="anomaly: the model could not predict part of the picture. scene_change: the camera "
+                               "shows another view (moved, covered, refocused, zoomed); its anomaly alerts are "
+                               "held back while it is open, and its model should be relearnt.")
+    action: Literal["relearn"] | None = Field(None, description="What the user is prompted to do: 'relearn' the "
+                                              "camera's model after a scene_change; None for an anomaly.")
     start_ts: float = Field(description="When the event started: Unix time (a clip's: seconds from its start).")
-    end_ts: float | None = Field(description="When it ended, same clock; None while it is still open.")
-    peak_score: float = Field(description="Highest smoothed anomaly score (calibrated z units) in the event.")
+    end_ts: float | None = Field(description="When it ended, same clock; None while it is still open (a "
+                                             "scene_change ends when the camera shows its old view again or its "
+                                             "model changes).")
+    peak_score: float = Field(description="anomaly: highest smoothed anomaly score (calibrated z units) in the "
+                                          "event; scene_change: the share of the picture that changed (0-1).")
     peak_ts: float = Field(description="When the score peaked, same clock.")
     frames: int = Field(description="Frames scored while the event was open.")
-    snapshot_url: str | None = Field(description="The frame at the peak as JPEG, boxed around the region of "
-                                     "highest error and captioned with the camera id and the time (a clip's: "
-                                     "valid for clip_images_ttl_s, or a data: URL with ?images=inline).")
+    snapshot_url: str | None = Field(description="The frame at the peak (scene_change: the new view) as JPEG, "
+                                     "boxed around the region of highest error and captioned with the camera id "
+                                     "and the time (a clip's: valid for clip_images_ttl_s, or a data: URL with "
+                                     "?images=inline).")
     heatmap_url: str | None = Field(description="The prediction-error heatmap over that frame, as JPEG, boxed "
                                     "and captioned the same way.")
 
     @classmethod
     def from_event(cls, ev: Any) -> EventPublic:
         base = f"/v1/events/{ev.id}"
-        return cls(id=ev.id, camera_id=ev.camera_id, start_ts=ev.start_ts, end_ts=ev.end_ts,
+        return cls(id=ev.id, camera_id=ev.camera_id, type=ev.type, action=ACTIONS.get(ev.type),
+                   start_ts=ev.start_ts, end_ts=ev.end_ts,
                    peak_score=ev.peak_score, peak_ts=ev.peak_ts, frames=ev.frames,
                    snapshot_url=f"{base}/snapshot.jpg" if ev.snapshot_path else None,
                    heatmap_url=f"{base}/heatmap.jpg" if ev.heatmap_path else None)
@@ -161,6 +249,7 @@ class _ScoreWsMessage(BaseModel):
     ts: float = Field(description="Capture time of the scored frame (Unix time).")
     score: float | None = Field(description="Calibrated anomaly score (z units): higher = more anomalous.")
     smoothed: float | None = Field(description="Causal moving average of score (what alerts compare).")
+    armed: bool = Field(True, description="False: no model of the camera's own yet; the score raises no alert.")
 
 
 # dropped_scores comes last: service/api/live.py appends it to the JSON shared by every connection.
@@ -180,6 +269,16 @@ class EventWsMessage(BaseModel):
     kind: Literal["start", "update", "end"]
     replay: bool = Field(description="True when sent from the store during a resume.")
     event: EventPublic
+
+
+class CameraWsMessage(BaseModel):
+    """A camera's mode or model changed (learning -> training -> armed, a relearn, a rollback)."""
+
+    type: Literal["camera"] = "camera"
+    camera_id: str
+    mode: Literal["learning", "training", "armed", "unarmed"]
+    model: str = Field(description="Version of the model that scores it ('shipped' or vNNNN).")
+    learning: LearningPublic | None
 
 
 class HeartbeatMessage(BaseModel):

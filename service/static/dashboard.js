@@ -172,6 +172,13 @@ function onMessage(msg) {
     lastSeq = Math.max(lastSeq ?? 0, msg.seq);
     events.set(msg.event.id, msg.event);
     renderEvents();
+  } else if (msg.type === "camera") {
+    const cam = cameras.get(msg.camera_id);
+    if (!cam) return;
+    Object.assign(cam.status, { mode: msg.mode, learning: msg.learning });
+    cam.status.model = { ...(cam.status.model || {}), version: msg.model };
+    updateTile(cam);
+    if (currentCamera() === msg.camera_id) renderCameraPage();
   } else if (msg.type === "heartbeat" && msg.last_seq !== null) {
     lastSeq = Math.max(lastSeq ?? 0, msg.last_seq);
   }
@@ -228,11 +235,14 @@ function makeTile(id) {
   img.alt = `camera ${id}`;
   pic.append(img, el("span", "placeholder", "no picture yet"));
   const head = el("div", "tile-head");
-  head.append(el("span", "tile-name", id), el("span", "badge state"), el("span", "score", "–"));
+  head.append(el("span", "tile-name", id), el("span", "badge state"), el("span", "badge mode"),
+    el("span", "score", "–"));
+  const bar = el("div", "progress");
+  bar.append(el("div", "progress-fill"));
   const spark = el("canvas", "spark");
   const foot = el("div", "tile-foot");
   foot.append(el("span", "fps"), el("span", "threshold"));
-  tile.append(pic, head, spark, foot);
+  tile.append(pic, head, bar, spark, foot);
   tile.addEventListener("click", () => { location.hash = `#/camera/${encodeURIComponent(id)}`; });
   return tile;
 }
@@ -243,12 +253,45 @@ function updateTile(cam) {
   badge.textContent = s.state;
   badge.className = `badge state ${s.state}`;
   badge.title = s.last_error || "";
+  updateMode(cam.tile.querySelector(".mode"), cam.tile.querySelector(".progress"), s);
   cam.tile.querySelector(".fps").textContent = `${s.frames_scored} scored · ${s.fps_target} fps`;
   cam.tile.querySelector(".threshold").textContent = s.on_threshold !== null ? `alert ≥ ${s.on_threshold}` : "";
   cam.tile.querySelector(".placeholder").textContent =
     s.last_frame_age_s === null ? (s.last_error ? s.state : "no picture yet") : "";
   cam.tile.classList.toggle("alerting", activeEventOf(s.id) !== undefined);
   updateScore(cam);
+}
+
+// The camera's mode: learning (footage recorded, with a progress bar), training (step and ETA), armed, unarmed.
+function learningText(s) {
+  const l = s.learning;
+  if (!l) return "";
+  if (s.mode === "learning") return `recording ${l.frames_recorded} / ${l.frames_wanted} frames`;
+  if (s.mode === "training") {
+    const step = l.steps_planned ? `step ${l.step ?? 0} / ${l.steps_planned}` : `step ${l.step ?? 0}`;
+    return l.eta_s !== null ? `${step} · ${Math.ceil(l.eta_s / 60)} min left` : step;
+  }
+  if (l.phase === "failed") return `learning failed: ${l.error}`;
+  return l.stopped || "";
+}
+
+function learningFraction(s) {
+  const l = s.learning;
+  if (!l) return 0;
+  if (s.mode === "learning") return Math.min(1, l.frames_recorded / Math.max(1, l.frames_wanted));
+  if (s.mode === "training") return Math.min(1, (l.minutes || 0) / Math.max(1e-9, l.train_minutes));
+  return 0;
+}
+
+function updateMode(badge, bar, s) {
+  const mode = s.mode || "armed";
+  badge.textContent = mode;
+  badge.className = `badge mode ${mode}`;
+  badge.title = learningText(s);
+  const busy = mode === "learning" || mode === "training";
+  bar.hidden = !busy;
+  bar.title = learningText(s);
+  bar.firstChild.style.width = `${(100 * learningFraction(s)).toFixed(1)}%`;
 }
 
 function updateScore(cam) {
@@ -360,7 +403,7 @@ function makeEvent(id) {
   for (const img of [snap, heat]) img.addEventListener("click", () => showImage(img.src));
   imgs.append(snap, heat);
   const meta = el("div", "event-meta");
-  meta.append(el("a", "camera"), el("span", "time"), el("span", "badge"), el("b", "peak"));
+  meta.append(el("a", "camera"), el("span", "time"), el("span", "badge"), el("span", "kind"), el("b", "peak"));
   li.append(imgs, meta);
   return li;
 }
@@ -374,7 +417,12 @@ function updateEvent(li, ev) {
   const badge = li.querySelector(".badge");
   badge.textContent = ev.end_ts === null ? "active" : `${Math.max(0, ev.end_ts - ev.start_ts).toFixed(1)} s`;
   badge.className = ev.end_ts === null ? "badge alert" : "badge";
-  li.querySelector(".peak").textContent = `peak ${ev.peak_score.toFixed(1)}`;
+  // A scene change is no anomaly: the camera shows another view, and its model should be relearnt.
+  const scene = ev.type === "scene_change";
+  li.classList.toggle("scene-change", scene);
+  li.querySelector(".kind").textContent = scene ? "scene changed: relearn" : "";
+  li.querySelector(".peak").textContent = scene ? `${Math.round(ev.peak_score * 100)} % changed`
+    : `peak ${ev.peak_score.toFixed(1)}`;
   setEventImage(li.querySelector(".snapshot"), ev.snapshot_url, ev.peak_ts);
   setEventImage(li.querySelector(".heatmap"), ev.heatmap_url, ev.peak_ts);
 }
@@ -420,7 +468,7 @@ function route() {
 }
 
 const STATUS_FIELDS = [
-  ["state", "state"], ["url", "source"], ["fps_target", "target fps"], ["on_threshold", "alert threshold"],
+  ["mode", "mode"], ["state", "state"], ["url", "source"], ["fps_target", "target fps"], ["on_threshold", "alert threshold"],
   ["last_frame_age_s", "last frame (s ago)"], ["frames_captured", "frames captured"],
   ["frames_scored", "frames scored"], ["frames_skipped", "frames skipped"], ["reconnects", "reconnects"],
   ["stalls", "stalls"], ["restarts", "restarts"], ["history_resets", "history resets"], ["last_error", "last error"],
@@ -441,6 +489,15 @@ function renderCameraPage() {
     if (v === null || v === undefined) continue;
     dl.append(el("dt", "", label), el("dd", `field-${key}`, String(v)));
   }
+  if (cam.status.model) dl.append(el("dt", "", "model"), el("dd", "field-model", cam.status.model.version));
+  const box = $("cam-learning");
+  box.replaceChildren();
+  const badge = el("span", "badge mode");
+  const bar = el("div", "progress");
+  bar.append(el("div", "progress-fill"));
+  updateMode(badge, bar, cam.status);
+  box.append(badge, el("span", "learning-text", learningText(cam.status)), bar);
+  $("cam-learn").disabled = cam.status.mode === "learning" || cam.status.mode === "training";
   const img = $("cam-stream");
   const hasFrame = cam.status.last_frame_age_s !== null;
   $("cam-placeholder").textContent = hasFrame ? "" : `${cam.status.state}: waiting for the first frame…`;
@@ -483,6 +540,22 @@ function disarmRemove() {
   $("cam-remove").classList.remove("confirm");
 }
 
+$("cam-learn").addEventListener("click", async () => {
+  const id = currentCamera();
+  $("cam-learn-error").hidden = true;
+  try {
+    const r = await api(`/v1/cameras/${encodeURIComponent(id)}/learn`, { method: "POST" });
+    if (!r.ok) {
+      $("cam-learn-error").textContent = await detail(r);
+      $("cam-learn-error").hidden = false;
+      return;
+    }
+    await refreshCameras();
+  } catch (e) {
+    ignoreAuth(e);
+  }
+});
+
 // -- add a camera ------------------------------------------------------------------------------------------
 
 $("add-camera-open").addEventListener("click", () => {
@@ -494,6 +567,7 @@ $("add-cancel").addEventListener("click", () => $("add-dialog").close());
 $("add-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const body = { id: $("add-id").value.trim(), url: $("add-url").value.trim(), fps: Number($("add-fps").value) };
+  if ($("add-learn").checked) body.learn = {};  // the service's default footage and training budget
   try {
     const r = await api("/v1/cameras", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),

@@ -185,7 +185,7 @@ def test_ffp_learn_bad_source_or_frozen_footage_is_a_one_line_error(tmp_path: Pa
 
 def test_the_camera_recipe_is_the_shipped_lite_training_budgeted_by_minutes() -> None:
     from model.config import TrainConfig
-    from model.learn import recipe_model
+    from model.recipes import recipe_model
     from model.recipes import load_recipe
     from model.train import plan
 
@@ -195,5 +195,5 @@ def test_the_camera_recipe_is_the_shipped_lite_training_budgeted_by_minutes() ->
         assert camera[key] == shipped[key], key
     assert "steps" not in camera and "max_minutes" not in camera  # the budget plans the schedule
     runs = [plan(TrainConfig(data=Path("footage"), out=Path("run"), **r)) for r in (camera, shipped)]
-    assert runs[0].model == runs[1].model == recipe_model() and runs[0].model.num_frames == 8
+    assert runs[0].model == runs[1].model == recipe_model("camera-lite") and runs[0].model.num_frames == 8
     assert runs[0].loss_weights == runs[1].loss_weights and runs[0].lr_g == runs[1].lr_g == 2e-4

@@ -72,7 +72,9 @@ def test_camera_crud_and_errors(client: httpx.Client) -> None:
     state = client.get("/v1/cameras/door").json()
     assert state["state"] in ("connecting", "reconnecting", "stalled"), state
     # No model of its own: the shipped one (here an untrained predictor without a file, so no sha256).
-    assert state["model"] == {"version": "shipped", "sha256": None, "error": None}
+    assert state["model"] == {"version": "shipped", "sha256": None, "error": None, "created": None,
+                              "footage": None, "heldout_psnr": None, "calibration": None}
+    assert state["mode"] == "armed" and state["learning"] is None  # use_shipped: true unless it learns
     assert client.get("/v1/stats").json()["cameras"]["door"]["model"]["version"] == "shipped"
     assert [c["id"] for c in client.get("/v1/cameras").json()] == ["door"]
     for path in ("/v1/cameras", "/v1/cameras/door", "/v1/stats"):
@@ -142,9 +144,9 @@ def test_clip_events_have_the_live_fields_and_their_images(client: httpx.Client,
     assert r.status_code == 200, r.text
     body = r.json()
     (ev,) = body["events"]
-    live_fields = {"id", "camera_id", "start_ts", "end_ts", "peak_score", "peak_ts", "frames", "snapshot_url",
-                   "heatmap_url"}
-    assert set(ev) == live_fields and ev["camera_id"] == "clip"
+    live_fields = {"id", "camera_id", "type", "action", "start_ts", "end_ts", "peak_score", "peak_ts", "frames",
+                   "snapshot_url", "heatmap_url"}
+    assert set(ev) == live_fields and ev["camera_id"] == "clip" and (ev["type"], ev["action"]) == ("anomaly", None)
     assert 0.8 <= ev["start_ts"] <= ev["peak_ts"] <= ev["end_ts"] <= 80 / 25  # seconds from the clip's start
     assert body["images_expire_s"] == 3600
 

@@ -173,15 +173,21 @@ def test_dashboard_in_chromium(browser: Any, server: LiveServer, artifacts: Path
         drv.find_element(By.ID, "add-submit").click()
         gate = "article.tile[data-camera='gate']"
         wait(drv, "the new camera's tile", lambda d: d.find_elements(By.CSS_SELECTOR, gate))
+        # The form's "learn" box is ticked by default: the camera starts learning, and its tile says so.
+        wait(drv, "the learning badge", lambda d: d.find_element(By.CSS_SELECTOR, f"{gate} .badge.mode").text.lower()
+             == "learning")
         with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=20) as api:
             cam = api.get("/v1/cameras/gate").json()
             assert cam["fps_target"] == 5 and cam["url"] == "rtsp://127.0.0.1:9/stream"
+            assert cam["mode"] == "learning" and cam["learning"]["phase"] == "recording"
             drv.save_screenshot(str(artifacts / "added-camera.png"))
             assert console_errors(drv) == []  # the whole session with the right key
 
             # ... and remove it from its page (two clicks: the button asks to be clicked again).
             drv.get(server.url + "/#/camera/gate")
             button = wait(drv, "the remove button", lambda d: d.find_element(By.ID, "cam-remove"))
+            assert not drv.find_element(By.ID, "cam-learn").is_enabled()  # learning already
+            assert drv.find_element(By.CSS_SELECTOR, "#cam-learning .badge.mode").text.lower() == "learning"
             button.click()
             button.click()
             wait(drv, "the tile to go", lambda d: not d.find_elements(By.CSS_SELECTOR, gate)

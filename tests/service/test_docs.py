@@ -51,7 +51,8 @@ def test_openapi_documents_the_websocket(client: httpx.Client) -> None:
     for text in ("/v1/ws", "resume_from", "heartbeat", "4000", "1008", "4400", "dropped_scores"):
         assert text in description, text
     schemas = spec["components"]["schemas"]
-    for name in ("SubscribeRequest", "SubscribedMessage", "ScoreWsMessage", "EventWsMessage", "HeartbeatMessage"):
+    for name in ("SubscribeRequest", "SubscribedMessage", "ScoreWsMessage", "EventWsMessage", "CameraWsMessage",
+                 "HeartbeatMessage"):
         assert name in schemas and name in description, name
     assert schemas["EventWsMessage"]["properties"]["event"] == {"$ref": "#/components/schemas/EventPublic"}
     assert "/metrics" in spec["paths"]

@@ -89,7 +89,7 @@ def test_schemas_carry_every_metric_of_the_scorer() -> None:
     assert list(REPORTED_METRICS) == reported
     assert list(FrameScore.model_fields) == ["index", "time", "score", "smoothed", *reported]
     assert list(ScoreWsMessage.model_fields) == ["type", "camera_id", "frame_index", "ts", "score", "smoothed",
-                                                 *reported, "latency_ms", "dropped_scores"]
+                                                 "armed", *reported, "latency_ms", "dropped_scores"]
 
 
 def test_wire_json_is_the_schema_models() -> None:
@@ -100,7 +100,7 @@ def test_wire_json_is_the_schema_models() -> None:
 
     msg = ScoreMessage("a", 3, 1.5, float("nan"), 0.25, {**dict.fromkeys(REPORTED_METRICS, 0.1), "psnr": 31.5}, 5.0)
     text = score_json(score_json_head(msg), 7)
-    fields = {"camera_id": "a", "frame_index": 3, "ts": 1.5, "score": None, "smoothed": 0.25,
+    fields = {"camera_id": "a", "frame_index": 3, "ts": 1.5, "score": None, "smoothed": 0.25, "armed": True,
               **dict.fromkeys(REPORTED_METRICS, 0.1), "psnr": 31.5, "latency_ms": 5.0, "dropped_scores": 7}
     assert text == ScoreWsMessage.model_validate(fields).model_dump_json()  # one connection's tail, spliced on
     assert json.loads(text) == {"type": "score", **fields}  # NaN goes out as null

@@ -15,7 +15,7 @@ from test_registry import weights_file
 from model import METRICS, Calibration, Predictor, WeightsError
 from model.config import ScoreConfig, get_preset
 from model.unet import Generator
-from service.frames import SHIPPED, EventMessage, ScoreMessage, Window
+from service.frames import SHIPPED, CameraMessage, EventMessage, ScoreMessage, Window
 from service.pipeline import Pipeline
 from service.settings import AlertSettings, CameraSettings, Settings
 from service.store import EventStore
@@ -121,14 +121,15 @@ def test_in_flight_windows_of_the_old_model_are_dropped(tmp_path: Path) -> None:
     pipe, store = make_pipeline(tmp_path, shipped, [])
     try:
         pipe.add_camera(CameraSettings(id="a", url="rtsp://cam.local/a"))
-        got: list[ScoreMessage | EventMessage] = []
+        got: list[ScoreMessage | EventMessage | CameraMessage] = []
         pipe.add_listener(got.append)
         old = pipe._cams["a"].model  # the model a window in flight was cut for
         pipe.set_camera_model("a", other, version="other")
         data = np.zeros((5, 1, 128, 128), np.float32)
         window = Window("a", 7, time.time(), data, np.zeros((8, 8, 3), np.uint8), old)
         pipe._on_scores([window], shipped.score(data[None]), 1.0)
-        assert got == []
+        # Only the swap's own camera message: the old model's window is neither scored nor emitted.
+        assert got == [CameraMessage("a", "armed", "other", None)]
         new = pipe._cams["a"].model
         pipe._on_scores([Window("a", 8, time.time(), data, window.frame, new)], other.score(data[None]), 1.0)
         assert [m.model for m in got if isinstance(m, ScoreMessage)] == ["other"]

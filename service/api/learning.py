@@ -1,0 +1,94 @@
+"""A camera's own models: learn (record footage, then train), list its versions, activate one (rollback or
+forward), and change its address or alert settings without losing them (PATCH)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from model import WeightsError
+
+from ..learning import LearningBusy
+from ..settings import CameraSettings
+from ..urls import redact_text
+from .cameras import NOT_FOUND, check_url
+from .deps import KeyFirstRoute, PipelineDep, SettingsDep
+from .schemas import CameraPatch, CameraPublic, LearningPublic, LearnRequest, ModelList, ModelVersionPublic
+
+router = APIRouter(prefix="/v1/cameras", tags=["cameras"], route_class=KeyFirstRoute)
+
+
+def _not_found(camera_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id!r}")
+
+
+@router.post("/{camera_id}/learn", status_code=status.HTTP_202_ACCEPTED, response_model=LearningPublic,
+             responses={**NOT_FOUND, 409: {"description": "The camera is learning or training already."}})
+async def learn(camera_id: str, pipeline: PipelineDep, body: LearnRequest | None = None) -> LearningPublic:
+    """Start (or restart) learning the camera's own model: fresh footage, then training in a fresh run. The
+    camera keeps scoring with its current model meanwhile; its mode is `learning`, then `training`."""
+    body = body or LearnRequest.model_validate({})
+    try:
+        view = await run_in_threadpool(pipeline.learning.learn, camera_id, body.footage_minutes, body.train_minutes)
+    except KeyError:
+        raise _not_found(camera_id) from None
+    except LearningBusy as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    return LearningPublic.model_validate(view)
+
+
+@router.get("/{camera_id}/models", response_model=ModelList, responses=NOT_FOUND)
+def models(camera_id: str, pipeline: PipelineDep) -> ModelList:
+    try:
+        pipeline.get_camera(camera_id)
+        active = pipeline.registry.active(camera_id)
+        versions = pipeline.registry.versions(camera_id)
+    except KeyError:
+        raise _not_found(camera_id) from None
+    except WeightsError as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    name = None if active is None else active.version
+    return ModelList(active=name, versions=[ModelVersionPublic(**v.to_dict(), active=v.version == name)
+                                            for v in versions])
+
+
+@router.post("/{camera_id}/models/{version}/activate", response_model=CameraPublic,
+             responses={404: {"description": "No camera with this id, or no such version of its model."},
+                        409: {"description": "The version's file cannot be loaded (changed or damaged on disk); "
+                                             "the camera keeps its model."}})
+async def activate(camera_id: str, version: str, pipeline: PipelineDep) -> CameraPublic:
+    """Score the camera with one of its versions from its next window on (rollback or forward)."""
+    try:
+        await run_in_threadpool(pipeline.activate_model, camera_id, version)
+    except KeyError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"camera {camera_id!r} has no model {version!r}") from None
+    except WeightsError as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, redact_text(str(e))) from None
+    return CameraPublic.from_status(pipeline.get_camera(camera_id))
+
+
+@router.patch("/{camera_id}", response_model=CameraPublic,
+              responses={**NOT_FOUND, 422: {"description": "Invalid values, or a URL the rules of POST refuse."}})
+async def patch_camera(camera_id: str, body: CameraPatch, request: Request, pipeline: PipelineDep,
+                       settings: SettingsDep) -> CameraPublic:
+    """Change the camera's url, fps or alert settings. It keeps its mode, its models and its learning."""
+    try:
+        old = pipeline.camera_settings(camera_id)
+    except KeyError:
+        raise _not_found(camera_id) from None
+    changes = body.model_dump(exclude_unset=True)
+    if "url" in changes:
+        check_url(changes["url"], request, settings)
+    try:
+        cam = CameraSettings.model_validate({**old.model_dump(), **changes})
+    except ValidationError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            redact_text(str(e.errors()[0].get("msg", "invalid value")))) from None
+    try:
+        # A URL given over the API follows the API's rules (media_dir); otherwise the camera's own stays valid.
+        await run_in_threadpool(pipeline.learning.update_camera, cam, trusted="url" not in changes)
+    except KeyError:
+        raise _not_found(camera_id) from None
+    except ValueError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, redact_text(str(e))) from None
+    return CameraPublic.from_status(pipeline.get_camera(camera_id))

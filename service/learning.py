@@ -1,0 +1,461 @@
+"""Learning: each camera learns its own model, from its own stream, in the background.
+
+    learning  the camera's kept frames (its fps, before the scorer's preprocessing) are recorded as footage
+              (model.footage) under data_dir/cameras/{id}/footage/, until footage_minutes or the disk cap;
+    training  `python -m model.learn` trains on it in a process of its own (niced, its own process group,
+              learning.threads torch threads) in a fresh run folder data_dir/cameras/{id}/runs/run-NNNN/;
+              progress.json is polled;
+    done      final.pt goes into the model registry and is activated: the camera is armed with its own model.
+
+A frozen or uniform stream is refused after recording (the camera's last_error says why). The job's state is
+kept in data_dir/cameras/{id}/learning.json: a restarted service goes on recording, or resumes the training
+from its last checkpoint. Deleting a camera cancels its job (the training's process group is killed) and
+removes its folder and models.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+import model as model_package
+from model import Footage, FootageWriter, ModelConfig, WeightsError, recipe_model
+
+from .camera_records import CameraRecords
+from .capture import FrameTap
+from .frames import CameraStatus, ModelStatus
+from .registry import ModelRegistry, write_atomic
+from .settings import CameraSettings, LearningSettings
+
+log = logging.getLogger(__name__)
+Phase = Literal["recording", "training", "done", "failed"]
+STATE_FILE = "learning.json"
+KILL_GRACE_S = 5.0  # a training process asked to stop (SIGTERM) gets this long before SIGKILL
+
+
+class LearningHost(Protocol):
+    """What learning uses of the pipeline (service.pipeline.Pipeline), which owns it."""
+
+    registry: ModelRegistry
+
+    def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus: ...
+
+    def update_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus: ...
+
+    def remove_camera(self, camera_id: str) -> None: ...
+
+    def get_camera(self, camera_id: str) -> CameraStatus: ...
+
+    def list_cameras(self) -> list[CameraStatus]: ...
+
+    def camera_settings(self, camera_id: str) -> CameraSettings: ...
+
+    def set_tap(self, camera_id: str, tap: FrameTap | None) -> None: ...
+
+    def activate_model(self, camera_id: str, version: str | None) -> ModelStatus: ...
+
+    def report_error(self, camera_id: str, error: str) -> None: ...
+
+    def publish_camera(self, camera_id: str) -> None: ...
+
+
+class LearningBusy(Exception):
+    """The camera is learning or training already (the API answers 409)."""
+
+
+@dataclass
+class Job:
+    """One camera's learning: what it was asked for, where it stands, and its running parts."""
+
+    camera_id: str
+    folder: Path
+    footage_minutes: float
+    train_minutes: float
+    frames_wanted: int
+    fps: float
+    run: str
+    phase: Phase = "recording"
+    error: str | None = None
+    stopped: str | None = None  # why recording ended before frames_wanted (the disk cap)
+    pid: int | None = None
+    frames_recorded: int = 0
+    segments: int = 0
+    progress: dict[str, Any] = field(default_factory=dict)
+    writer: FootageWriter | None = None
+    full: bool = False  # the writer refused a frame: recording is over
+    proc: subprocess.Popen[bytes] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def footage(self) -> Path:
+        return self.folder / "footage"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder / "runs" / self.run
+
+    def saved(self) -> dict[str, Any]:
+        return {"phase": self.phase, "footage_minutes": self.footage_minutes, "train_minutes": self.train_minutes,
+                "frames_wanted": self.frames_wanted, "fps": self.fps, "run": self.run, "error": self.error,
+                "stopped": self.stopped, "pid": self.pid, "frames_recorded": self.frames_recorded,
+                "segments": self.segments}
+
+    def view(self) -> dict[str, Any]:
+        """What GET /v1/cameras/{id} shows as `learning`."""
+        p = self.progress
+        recorded = self.writer.frames if self.writer is not None else self.frames_recorded
+        eta = p.get("eta_s")
+        if self.phase == "recording":
+            eta = round(max(0, self.frames_wanted - recorded) / self.fps + self.train_minutes * 60, 1)
+        elif self.phase != "training":
+            eta = None
+        return {"phase": self.phase, "frames_recorded": recorded, "frames_wanted": self.frames_wanted,
+                "segments": self.segments, "footage_minutes": self.footage_minutes, "step": p.get("step"),
+                "steps_planned": p.get("steps_planned"), "minutes": p.get("minutes"),
+                "train_minutes": self.train_minutes, "heldout_psnr": p.get("heldout_psnr"), "eta_s": eta,
+                "error": self.error, "stopped": self.stopped}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _next_run(folder: Path) -> str:
+    runs = folder / "runs"
+    used = [int(p.name[4:]) for p in runs.glob("run-*") if p.name[4:].isdigit()] if runs.is_dir() else []
+    return f"run-{max(used, default=0) + 1:04d}"
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a training process and everything it started (its own process group): SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _kill_stale(pid: int | None, run_dir: Path) -> None:
+    """A training process left running by a service that died (SIGKILL, a crash): kill its group before the run
+    is resumed, so that two processes never write one run folder. Only a process whose command line names this
+    run folder is touched."""
+    if pid is None:
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if str(run_dir).encode() in cmdline:
+        log.warning("killing training process %d left by the previous run", pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+class Learning:
+    """The cameras' learning jobs and the cameras added over the API (kept in data_dir). Owned by the pipeline,
+    which asks it for a camera's phase; it drives the pipeline's footage taps and model activation."""
+
+    def __init__(self, settings: LearningSettings, data_dir: Path, pipeline: LearningHost, *,
+                 device: str = "auto") -> None:
+        self.settings, self.pipeline, self.device = settings, pipeline, device
+        self.records = CameraRecords(data_dir)
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._config: ModelConfig | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bring back the cameras added over the API, resume their jobs, start polling."""
+        known = {c.id for c in self.pipeline.list_cameras()}
+        for cam in self.records.load():
+            if cam.id not in known:
+                try:
+                    self.pipeline.add_camera(cam, trusted=False)
+                except Exception as e:  # noqa: BLE001 - one bad record must not keep the others down
+                    log.error("camera %s not restored: %s", cam.id, e)
+        for c in self.pipeline.list_cameras():
+            self._resume(c.id)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="learning", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling, close the recordings and stop the training processes: their state stays on disk and
+        the next start resumes them."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            self._halt(job)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.poll_s):
+            with self._lock:
+                jobs = list(self._jobs.values())
+            for job in jobs:
+                try:
+                    self._poll(job)
+                except Exception:  # a bug in one job must not stop the others' polling
+                    log.exception("camera %s: learning poll failed", job.camera_id)
+
+    # -- the API's operations -------------------------------------------------------------------------------
+
+    def add_camera(self, cam: CameraSettings, *, learn: bool = False, footage_minutes: float | None = None,
+                   train_minutes: float | None = None) -> None:
+        """A camera added over the API: run it, keep it in data_dir, and start its learning when asked."""
+        self.pipeline.add_camera(cam, trusted=False)
+        self.records.save(cam)
+        if learn:
+            self.learn(cam.id, footage_minutes, train_minutes)
+
+    def update_camera(self, cam: CameraSettings, *, trusted: bool) -> None:
+        """PATCH: new URL, fps or alert settings; the camera keeps its mode, models and job."""
+        self.pipeline.update_camera(cam, trusted=trusted)
+        if (self.records.folder(cam.id) / "camera.json").is_file():
+            self.records.save(cam)
+        with self._lock:
+            job = self._jobs.get(cam.id)
+        if job is not None and job.phase == "recording":
+            with job.lock:
+                job.fps = cam.fps
+
+    def delete_camera(self, camera_id: str) -> None:
+        """Cancel the camera's job, stop it, and remove its record, footage, runs and models. KeyError: unknown."""
+        self.pipeline.get_camera(camera_id)  # KeyError -> 404 before anything is removed
+        with self._lock:
+            job = self._jobs.pop(camera_id, None)
+        self.pipeline.set_tap(camera_id, None)
+        if job is not None:
+            self._halt(job)
+        self.pipeline.remove_camera(camera_id)
+        shutil.rmtree(self.records.folder(camera_id), ignore_errors=True)
+        self.pipeline.registry.remove_camera(camera_id)
+
+    def learn(self, camera_id: str, footage_minutes: float | None = None,
+              train_minutes: float | None = None) -> dict[str, Any]:
+        """Start (or restart) learning: fresh footage, then a fresh run. KeyError: unknown camera; LearningBusy:
+        it is learning or training already."""
+        cam = self.pipeline.camera_settings(camera_id)
+        folder = self.records.folder(camera_id)
+        with self._lock:
+            old = self._jobs.get(camera_id)
+            if old is not None and old.phase in ("recording", "training"):
+                raise LearningBusy(f"camera {camera_id!r} is {old.phase} already")
+            fm = footage_minutes or self.settings.footage_minutes
+            job = Job(camera_id, folder, fm, train_minutes or self.settings.train_minutes,
+                      max(1, round(fm * 60 * cam.fps)), cam.fps, _next_run(folder))
+            shutil.rmtree(job.footage, ignore_errors=True)  # a new view: nothing of the old footage is learnt
+            self._jobs[camera_id] = job
+            self._open_writer(job)
+            self._save(job)
+        log.info("camera %s: learning (%d frames of footage, then %g min of training in %s)", camera_id,
+                 job.frames_wanted, job.train_minutes, job.run)
+        self.pipeline.publish_camera(camera_id)
+        return job.view()
+
+    # -- what the pipeline asks -----------------------------------------------------------------------------
+
+    def phase(self, camera_id: str) -> Phase | None:
+        with self._lock:
+            job = self._jobs.get(camera_id)
+        return None if job is None else job.phase
+
+    def view(self, camera_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            job = self._jobs.get(camera_id)
+        if job is None:
+            return None
+        with job.lock:
+            return job.view()
+
+    # -- recording ------------------------------------------------------------------------------------------
+
+    def _model_config(self) -> ModelConfig:
+        if self._config is None:
+            self._config = recipe_model(self.settings.recipe)
+        return self._config
+
+    def _open_writer(self, job: Job) -> None:
+        job.writer = FootageWriter(job.footage, self._model_config(), fps=job.fps, max_frames=job.frames_wanted,
+                                   max_bytes=int(self.settings.disk_cap_mb * 1e6))
+        job.full = False
+        self.pipeline.set_tap(job.camera_id, partial(self._tap, job))
+
+    def _tap(self, job: Job, frame: np.ndarray, ts: float, fresh: bool) -> None:
+        """Capture thread: one kept frame of the camera."""
+        with job.lock:
+            writer = job.writer
+            if job.phase != "recording" or writer is None or job.full:
+                return
+            try:
+                if fresh:  # a reconnect, a gap: no training window may span it
+                    writer.new_segment("history restarted")
+                if not writer.append(frame, ts):
+                    job.full = True
+            except OSError as e:  # a full or broken disk ends the recording, never the capture
+                job.full, job.stopped = True, f"cannot write footage: {e}"
+
+    def _finish_recording(self, job: Job) -> None:
+        with job.lock:
+            writer, job.writer = job.writer, None
+            assert writer is not None
+            with contextlib.suppress(OSError):
+                writer.close()
+            job.frames_recorded = writer.frames
+            if writer.full_reason is not None and writer.full_reason.startswith("disk cap"):
+                job.stopped = f"recording stopped: {writer.full_reason}"
+            static = writer.static_reason
+        self.pipeline.set_tap(job.camera_id, None)
+        job.segments = len(Footage(job.footage).segment_dirs())
+        if static is not None:
+            self._fail(job, f"footage refused: {static}")
+            return
+        self._launch(job)
+
+    # -- training -------------------------------------------------------------------------------------------
+
+    def _launch(self, job: Job) -> None:
+        s = self.settings
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "model.learn", "--footage", str(job.footage), "--out", str(job.run_dir),
+               "--train-minutes", str(job.train_minutes), "--threads", str(s.threads), "--init", s.init,
+               "--recipe", s.recipe, "--holdout", str(s.holdout), "--device", self.device]
+        if s.nice and shutil.which("nice"):
+            cmd = ["nice", "-n", str(s.nice), *cmd]
+        # The child imports this checkout's model package, whatever its working directory.
+        src = str(Path(model_package.__file__).resolve().parent.parent)
+        env = {**os.environ, "OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads),
+               "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+        with open(job.run_dir / "learn.log", "ab") as logf:
+            # Its own session and process group: a delete kills it and all it started, and a signal meant for
+            # the service's group (Ctrl-C) does not reach it: the service stops it itself.
+            job.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                        env=env, start_new_session=True)
+        job.phase, job.pid, job.error = "training", job.proc.pid, None
+        self._save(job)
+        log.info("camera %s: training in %s (pid %d)", job.camera_id, job.run_dir, job.proc.pid)
+        self.pipeline.publish_camera(job.camera_id)
+
+    def _poll(self, job: Job) -> None:
+        if job.phase == "recording" and job.full:
+            self._finish_recording(job)
+        elif job.phase == "recording":
+            with job.lock:
+                if job.writer is not None:
+                    job.segments = len(Footage(job.footage).segment_dirs()) or int(job.writer.frames > 0)
+        elif job.phase == "training" and job.proc is not None:
+            progress = _read_json(job.run_dir / "progress.json")
+            if progress is not None:
+                with job.lock:
+                    job.progress = progress
+            rc = job.proc.poll()
+            if rc is None:
+                return
+            job.proc = None
+            final = job.run_dir / "final.pt"
+            if rc == 0 and final.is_file():
+                self._arm(job, final)
+            else:
+                error = (progress or {}).get("error") or self._log_tail(job) or f"exit status {rc}"
+                self._fail(job, f"training failed: {error}")
+
+    def _arm(self, job: Job, final: Path) -> None:
+        try:
+            entry = self.pipeline.registry.add(job.camera_id, final)
+        except (OSError, WeightsError) as e:
+            self._fail(job, f"the trained model cannot be registered: {e}")
+            return
+        job.phase, job.pid = "done", None
+        self._save(job)
+        try:
+            self.pipeline.activate_model(job.camera_id, entry.version)
+        except (KeyError, WeightsError) as e:
+            self._fail(job, f"model {entry.version} cannot be activated: {e}")
+            return
+        log.info("camera %s: armed with its own model %s", job.camera_id, entry.version)
+
+    @staticmethod
+    def _log_tail(job: Job) -> str | None:
+        try:
+            lines = (job.run_dir / "learn.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return None
+        return lines[-1][-300:] if lines else None
+
+    def _fail(self, job: Job, error: str) -> None:
+        job.phase, job.error, job.pid = "failed", error, None
+        self._save(job)
+        log.error("camera %s: %s", job.camera_id, error)
+        self.pipeline.report_error(job.camera_id, error)
+        self.pipeline.publish_camera(job.camera_id)
+
+    def _halt(self, job: Job) -> None:
+        """Close the recording and stop the training process (state on disk untouched)."""
+        with job.lock:
+            writer, job.writer = job.writer, None
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.close()
+        proc, job.proc = job.proc, None
+        if proc is not None:
+            _kill_group(proc)
+
+    # -- state on disk --------------------------------------------------------------------------------------
+
+    def _save(self, job: Job) -> None:
+        job.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(job.folder / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(job.saved(), indent=1)))
+
+    def _resume(self, camera_id: str) -> None:
+        folder = self.records.folder(camera_id)
+        saved = _read_json(folder / STATE_FILE)
+        if saved is None:
+            return
+        try:
+            job = Job(camera_id, folder, float(saved["footage_minutes"]), float(saved["train_minutes"]),
+                      int(saved["frames_wanted"]), float(saved["fps"]), str(saved["run"]), saved["phase"],
+                      saved.get("error"), saved.get("stopped"), saved.get("pid"), int(saved.get("frames_recorded", 0)),
+                      int(saved.get("segments", 0)))
+        except (KeyError, TypeError, ValueError) as e:
+            log.error("camera %s: learning state %s unreadable (%s): not resumed", camera_id, folder / STATE_FILE, e)
+            return
+        with self._lock:
+            self._jobs[camera_id] = job
+        if job.phase == "recording":
+            self._open_writer(job)  # goes on in a new segment: the time the service was down is a gap
+            log.info("camera %s: recording resumed (%d of %d frames)", camera_id, job.writer.frames if job.writer
+                     else 0, job.frames_wanted)
+        elif job.phase == "training":
+            _kill_stale(job.pid, job.run_dir)
+            progress = _read_json(job.run_dir / "progress.json")
+            job.progress = progress or {}
+            self._launch(job)  # model.learn resumes from the run's last.pt
+            log.info("camera %s: training resumed in %s", camera_id, job.run_dir)
+
