@@ -12,11 +12,24 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .alerts import EventUpdate
 from .config import ModelConfig, window_rows
 from .scoring import FrameScorer, FrameScores
+
+CLIP_CAMERA = "clip"  # the camera id of a clip's events (`ffp score`, POST /v1/score)
+
+
+def clip_event(u: EventUpdate) -> dict[str, Any]:
+    """A clip's event in the fields of a live camera's (the service's EventPublic, images aside), its times in
+    seconds from the clip's start. A clip raises anomalies only (no scene changes), so no action."""
+    return {"id": u.event_id, "camera_id": u.camera_id, "type": u.type, "action": None,
+            "start_ts": round(u.start_ts, 4),
+            "end_ts": None if u.end_ts is None else round(u.end_ts, 4), "peak_score": u.peak_score,
+            "peak_ts": round(u.peak_ts, 4), "frames": u.frames}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ Layouts understood by `find_videos(root, split)`:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,18 @@ def iter_frames(source: VideoSource | Path) -> Iterator[np.ndarray]:
             yield frame
     finally:
         cap.release()
+
+
+def video_fps(path: Path) -> float | None:
+    """The frame rate a video file declares; None for a folder of frames or a missing or implausible rate."""
+    if path.is_dir():
+        return None
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return fps if math.isfinite(fps) and 1.0 <= fps <= 1000.0 else None
 
 
 def count_frames(source: VideoSource) -> int:

@@ -1,6 +1,7 @@
 """Score an uploaded clip (POST /v1/score): sniff its container, decode defensively, score with the live model,
 and run a fresh camera calibration and AlertEngine over the clip's own timeline (frame time = index / fps), as a
-live camera would."""
+live camera would. Its events have the live events' fields, with times in seconds from the clip's start, and
+keep their peak frame and heatmap for the event images."""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,16 @@ from typing import Any, cast
 import cv2
 import numpy as np
 
-from model import AlertEngine, CameraCalibration, EventUpdate, FrameScores, Predictor, score_frames
+from model import (
+    CLIP_CAMERA,
+    AlertEngine,
+    CameraCalibration,
+    EventUpdate,
+    FrameScores,
+    Predictor,
+    clip_event,
+    score_frames,
+)
 
 from .frames import REPORTED_METRICS
 from .settings import AlertSettings, Settings
@@ -65,10 +75,21 @@ class ClipLimits:
 
 
 @dataclass(frozen=True)
+class ClipPeak:
+    """An event's peak so far: the decoded frame (BGR), its error heatmap in [0, 1], its time in the clip."""
+
+    frame: np.ndarray
+    heatmap: np.ndarray
+    time: float
+
+
+@dataclass(frozen=True)
 class ClipResult:
     fps: float
     frames: list[dict[str, Any]]  # every frame; metrics are None for the first k (no history yet)
+    # the live events' fields (EventPublic's, images aside), times in seconds from the clip's start
     events: list[dict[str, Any]] = field(default_factory=list)
+    peaks: dict[str, ClipPeak] = field(default_factory=dict)  # event id -> its peak's images
 
 
 def sniff_container(path: Path) -> str:
@@ -177,6 +198,8 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
         fps = fps if math.isfinite(fps) and 1.0 <= fps <= MAX_FPS else FALLBACK_FPS
         _check_header(cap, limits, fps)
 
+        raw: dict[int, np.ndarray] = {}  # decoded frames until scored: the peak's frame is kept for its images
+
         def frames() -> Iterator[np.ndarray]:
             n = pixels = 0
             while True:
@@ -187,6 +210,7 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
                     return
                 h, w = frame.shape[:2]
                 limits.check_frame(w, h, "while decoding")
+                raw[n] = frame
                 n += 1
                 pixels += w * h
                 limits.check_length(n, fps, "while decoding")
@@ -196,34 +220,44 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
                 yield frame
 
         scorer = _LockedScorer(predictor, model_lock, cancel)
-        scored = list(score_frames(scorer, frames(), batch_size=batch_size))
+        params = alerts.params()
+        calibration, engine = CameraCalibration(predictor.calibration, params), AlertEngine(CLIP_CAMERA, params)
+        out: list[dict[str, Any]] = []
+        events: dict[str, dict[str, Any]] = {}
+        peaks: dict[str, ClipPeak] = {}
+        # The peak images follow the live recorder: the frame where the smoothed score peaked last goes with the
+        # next event message, and an ended event's images do not carry over to the next one.
+        peak: ClipPeak | None = None
+
+        def take(updates: list[EventUpdate]) -> None:
+            nonlocal peak
+            for u in updates:
+                events[u.event_id] = clip_event(u)
+                if peak is not None:
+                    peaks[u.event_id] = peak
+                if u.kind == "end":
+                    peak = None
+
+        for sf in score_frames(scorer, frames(), batch_size=batch_size, keep_heatmaps=True):
+            frame = raw.pop(sf.index)
+            t = sf.index / fps
+            row: dict[str, Any] = {"index": sf.index, "time": round(t, 4)}
+            if sf.metrics is None:
+                row.update(score=None, smoothed=None, **{k: None for k in REPORTED_METRICS})
+            else:
+                z = calibration.z(float(cast(float, sf.metrics["anomaly"])), t)
+                updates = engine.update(z, t)
+                if engine.peak_changed and sf.heatmap is not None:
+                    peak = ClipPeak(frame, sf.heatmap.copy(), t)  # the heatmap: a view into the batch's array
+                take(updates)
+                row.update(score=z, smoothed=engine.smoothed, **{k: sf.metrics[k] for k in REPORTED_METRICS})
+            out.append(row)
     finally:
         cap.release()
-    if not scored:
+    if not out:
         raise ClipError("the clip has no decodable frames")
-    if len(scored) <= predictor.num_frames:
+    if len(out) <= predictor.num_frames:
         raise ClipError(f"the clip needs more than {predictor.num_frames} frames to be scored")
-
-    params = alerts.params()
-    calibration, engine = CameraCalibration(predictor.calibration, params), AlertEngine("clip", params)
-    out: list[dict[str, Any]] = []
-    events: dict[str, dict[str, Any]] = {}
-    for sf in scored:
-        t = sf.index / fps
-        row: dict[str, Any] = {"index": sf.index, "time": round(t, 4)}
-        if sf.metrics is None:
-            row.update(score=None, smoothed=None, **{k: None for k in REPORTED_METRICS})
-        else:
-            z = calibration.z(float(cast(float, sf.metrics["anomaly"])), t)
-            for u in engine.update(z, t):
-                events[u.event_id] = _event_dict(u)
-            row.update(score=z, smoothed=engine.smoothed, **{k: sf.metrics[k] for k in REPORTED_METRICS})
-        out.append(row)
-    for u in engine.close(scored[-1].index / fps):
-        events[u.event_id] = _event_dict(u)
-    return ClipResult(fps=fps, frames=out, events=sorted(events.values(), key=lambda e: e["start"]))
-
-
-def _event_dict(u: EventUpdate) -> dict[str, Any]:
-    return {"id": u.event_id, "start": round(u.start_ts, 4), "end": None if u.end_ts is None else round(u.end_ts, 4),
-            "peak_score": u.peak_score, "peak_time": round(u.peak_ts, 4), "frames": u.frames}
+    take(engine.close(out[-1]["index"] / fps))
+    return ClipResult(fps=fps, frames=out, events=sorted(events.values(), key=lambda e: e["start_ts"]),
+                      peaks=peaks)

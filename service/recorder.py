@@ -18,7 +18,7 @@ import numpy as np
 from model import EventUpdate
 
 from .frames import Event, EventMessage
-from .snapshots import event_images
+from .snapshots import event_images, unix_caption
 from .store import EventStore
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class EventRecorder:
             peak = self._peaks.setdefault(u.camera_id, _Peak())
             if peak.dirty and peak.images is not None:
                 try:
-                    peak.paths = self._write_images(u.camera_id, u.event_id, *peak.images)
+                    peak.paths = self._write_images(u.camera_id, u.event_id, u.peak_ts, *peak.images)
                 except OSError:
                     log.exception("camera %s: cannot write event images", u.camera_id)
                 peak.dirty = False
@@ -81,9 +81,9 @@ class EventRecorder:
         with self._lock:
             self._peaks.pop(camera_id, None)
 
-    def _write_images(self, camera_id: str, event_id: str, frame: np.ndarray,
+    def _write_images(self, camera_id: str, event_id: str, peak_ts: float, frame: np.ndarray,
                       heatmap: np.ndarray) -> tuple[str, str]:
-        snap, heat = event_images(frame, heatmap)
+        snap, heat = event_images(frame, heatmap, unix_caption(camera_id, peak_ts))
         rel = Path("events") / camera_id
         folder = self.data_dir / rel
         folder.mkdir(parents=True, exist_ok=True)

@@ -243,6 +243,8 @@ class Settings(BaseSettings):
                                        "pixels (width x height); refused from the header before decoding.")
     max_clip_megapixels: float = Field(2000, gt=0, description="Most pixels decoded from one clip in all "
                                        "(frames x width x height, in millions): the decoding cost of an upload.")
+    clip_images_ttl_s: float = Field(3600, gt=0, description="How long the event images of a clip scored by POST "
+                                     "/v1/score stay available at their URLs (data_dir/clips), in seconds.")
     upload_workers: int = Field(1, ge=1, le=2, description="Uploaded clips scored at once (they share the cores "
                                 "with the live cameras).")
     upload_queue: int = Field(4, ge=0, description="Uploads that may wait for a worker (receiving or queued); "

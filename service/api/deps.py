@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 
+from ..clip_images import ClipImages
 from ..hub import Hub
 from ..metrics import ServiceMetrics
 from ..pipeline import Pipeline
@@ -28,9 +29,11 @@ class AppState:
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)  # one registry per app
     # Clip scoring is CPU-bound and shares the cores with the live cameras: few at a time, a bounded queue.
     uploads: UploadQueue = field(init=False)
+    clip_images: ClipImages = field(init=False)  # the event images of scored clips, for clip_images_ttl_s
 
     def __post_init__(self) -> None:
         self.uploads = UploadQueue(self.settings.upload_workers, self.settings.upload_queue)
+        self.clip_images = ClipImages(self.settings.data_dir / "clips", self.settings.clip_images_ttl_s)
 
 
 def get_state(request: Request) -> AppState:

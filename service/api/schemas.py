@@ -130,6 +130,9 @@ class CameraPublic(BaseModel):
 
 
 class EventPublic(BaseModel):
+    """An event of a live camera, or of a clip scored by POST /v1/score (camera_id `clip`, times in seconds from
+    the clip's start instead of Unix times)."""
+
     id: str
     camera_id: str
     type: Literal["anomaly", "scene_change"] = Field(
@@ -138,15 +141,20 @@ class EventPublic(BaseModel):
                                "held back while it is open, and its model should be relearnt.")
     action: Literal["relearn"] | None = Field(None, description="What the user is prompted to do: 'relearn' the "
                                               "camera's model after a scene_change; None for an anomaly.")
-    start_ts: float = Field(description="Unix time the event started.")
-    end_ts: float | None = Field(description="Unix time it ended; None while it is still open (a scene_change ends "
-                                             "when the camera shows its old view again or its model changes).")
+    start_ts: float = Field(description="When the event started: Unix time (a clip's: seconds from its start).")
+    end_ts: float | None = Field(description="When it ended, same clock; None while it is still open (a "
+                                             "scene_change ends when the camera shows its old view again or its "
+                                             "model changes).")
     peak_score: float = Field(description="anomaly: highest smoothed anomaly score (calibrated z units) in the "
                                           "event; scene_change: the share of the picture that changed (0-1).")
-    peak_ts: float
+    peak_ts: float = Field(description="When the score peaked, same clock.")
     frames: int = Field(description="Frames scored while the event was open.")
-    snapshot_url: str | None = Field(description="The frame at the peak (scene_change: the new view), as JPEG.")
-    heatmap_url: str | None = Field(description="The prediction-error heatmap at the peak, as JPEG.")
+    snapshot_url: str | None = Field(description="The frame at the peak (scene_change: the new view) as JPEG, "
+                                     "boxed around the region of highest error and captioned with the camera id "
+                                     "and the time (a clip's: valid for clip_images_ttl_s, or a data: URL with "
+                                     "?images=inline).")
+    heatmap_url: str | None = Field(description="The prediction-error heatmap over that frame, as JPEG, boxed "
+                                    "and captioned the same way.")
 
     @classmethod
     def from_event(cls, ev: Any) -> EventPublic:
@@ -194,7 +202,10 @@ else:
 class ScoreResponse(BaseModel):
     fps: float
     frames: list[FrameScore]
-    events: list[dict[str, Any]] = Field(description="Events the live alert logic would raise on this clip.")
+    events: list[EventPublic] = Field(description="Events the live alert logic would raise on this clip: the live "
+                                      "events' fields, times in seconds from the clip's start.")
+    images_expire_s: float | None = Field(None, description="Seconds the events' image URLs stay valid (None: "
+                                          "the images are inline, or there are no events).")
 
 
 class Health(BaseModel):

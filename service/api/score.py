@@ -4,26 +4,39 @@ The body is multipart/form-data with the clip in the field `file` (a raw video b
 Content-Type application/octet-stream or video/* works too). See upload.py for the safety checks and the queue.
 A client that disconnects while its upload waits or is scored frees its place: scoring stops at the next frame
 or batch.
+
+The answer's events have the live events' fields (EventPublic), with times in seconds from the clip's start.
+Their images (the peak frame and its heatmap, boxed and captioned as a live event's) are links valid for
+`clip_images_ttl_s` under /v1/clips/, or with `?images=inline` data: URLs in the answer itself.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import threading
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from model import CLIP_CAMERA
+
+from ..clip_images import ClipImages
 from ..clips import ClipCancelled, ClipError, ClipResult, UnsupportedContainer, sniff_container
 from ..pipeline import Pipeline
-from .deps import ApiKey, PipelineDep, SettingsDep, StateDep
-from .schemas import FrameScore, ScoreResponse
+from ..snapshots import clip_caption, event_images
+from .deps import ApiKey, ApiKeyOrQuery, PipelineDep, SettingsDep, StateDep
+from .schemas import EventPublic, FrameScore, ScoreResponse
 from .upload import ClientGone, QueueFull, UploadError, UploadQueue, receive_upload
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["score"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["score"])
+Images = Annotated[Literal["url", "inline"], Query(description="url: event images as links valid for "
+                                                   "clip_images_ttl_s; inline: as data: URLs in the answer.")]
 
 _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
@@ -31,14 +44,14 @@ _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"
                             "description": "The clip: MP4/MOV, AVI, Matroska/WebM or MPEG-TS."}}}}}}}
 
 
-@router.post("/score", response_model=ScoreResponse, openapi_extra=_BODY, responses={
+@router.post("/score", response_model=ScoreResponse, openapi_extra=_BODY, dependencies=[ApiKey], responses={
     400: {"description": "Malformed multipart body."},
     413: {"description": "Upload larger than max_upload_mb."},
     415: {"description": "Not a supported video container."},
     422: {"description": "Truncated, undecodable, empty, too long or too large a clip (max_clip_* settings)."},
     503: {"description": "Too many uploads in progress (upload_workers + upload_queue); see Retry-After."}})
 async def score_clip(request: Request, pipeline: PipelineDep, settings: SettingsDep,
-                     state: StateDep) -> ScoreResponse:
+                     state: StateDep, images: Images = "url") -> ScoreResponse:
     try:
         async with state.uploads.place():
             result = await _receive_and_score(request, pipeline, state.uploads, settings.data_dir / "tmp",
@@ -47,8 +60,48 @@ async def score_clip(request: Request, pipeline: PipelineDep, settings: Settings
         # connection: close, so the unread body does not keep streaming into a connection that has its answer
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e),
                             headers={"Retry-After": str(e.retry_after_s), "Connection": "close"}) from None
-    return ScoreResponse(fps=result.fps, frames=[FrameScore(**f) for f in result.frames],
-                         events=list(result.events))
+    events = await run_in_threadpool(_events_with_images, result, images, state.clip_images)
+    linked = any((e.snapshot_url or "").startswith("/v1/clips/") for e in events)
+    return ScoreResponse(fps=result.fps, frames=[FrameScore(**f) for f in result.frames], events=events,
+                         images_expire_s=settings.clip_images_ttl_s if linked else None)
+
+
+def _events_with_images(result: ClipResult, images: str, store: ClipImages) -> list[EventPublic]:
+    """The clip's events with their image URLs: files under /v1/clips/ (url) or data: URLs (inline)."""
+    jpegs = {eid: event_images(p.frame, p.heatmap, clip_caption(CLIP_CAMERA, p.time))
+             for eid, p in result.peaks.items()}
+    urls: dict[str, tuple[str, str]] = {}
+    if images == "inline":
+        urls = {eid: (_data_url(snap), _data_url(heat)) for eid, (snap, heat) in jpegs.items()}
+    elif jpegs:
+        try:
+            result_id, names = store.save(jpegs)
+        except OSError:  # the scores still answer; the events go without images, as a live event's would
+            log.exception("cannot write the event images of a scored clip")
+            names, result_id = {}, ""
+        urls = {eid: (f"/v1/clips/{result_id}/{s}", f"/v1/clips/{result_id}/{h}") for eid, (s, h) in names.items()}
+    out = []
+    for ev in result.events:
+        snap, heat = urls.get(ev["id"], (None, None))
+        out.append(EventPublic(**ev, snapshot_url=snap, heatmap_url=heat))
+    return out
+
+
+def _data_url(jpeg: bytes) -> str:
+    return f"data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}"
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such image, or it has expired."}}
+
+
+@router.get("/clips/{result_id}/{name}", response_class=FileResponse, dependencies=[ApiKeyOrQuery],
+            responses=NOT_FOUND)
+async def clip_image(result_id: str, name: str, state: StateDep) -> FileResponse:
+    """An event image of a scored clip (`<event id>-snapshot.jpg` or `-heatmap.jpg`), while it is kept."""
+    path = state.clip_images.path(result_id, name)
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such clip image (they are kept for clip_images_ttl_s)")
+    return FileResponse(path, media_type="image/jpeg")
 
 
 async def _receive_and_score(request: Request, pipeline: Pipeline, uploads: UploadQueue, tmp_dir: Path,

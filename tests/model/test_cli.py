@@ -1,20 +1,48 @@
 """Bad input to the `ffp` command: a clear one-line error, exit status 2, nothing half-written."""
+import contextlib
+import io
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-PED2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ped2"
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def ffp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "model.cli", *args], check=False, capture_output=True, text=True,
-                          timeout=120,
-                          cwd=cwd)
+def ffp(*args: str) -> Run:
+    """`ffp ARGS` through its entry point (model.cli:main) in this process, as the console script runs it: exit
+    status, stdout, stderr. In-process because a new interpreter costs an import of torch per call, the larger
+    part of these tests on a busy 2-core machine; test_the_console_script_runs covers the real process."""
+    from model.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()  # a command sets torch's threads for its process
+    code: int = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main(list(args))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        torch.set_num_threads(threads)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def test_the_console_script_runs() -> None:
+    """The real process: `python -m model.cli` parses, dispatches and exits with the status in-process runs see."""
+    r = subprocess.run([sys.executable, "-m", "model.cli", "score", "/nonexistent.mp4", "--threads", "1"],
+                       check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "ffp score: error: video not found: /nonexistent.mp4", r.stderr
 
 
 def test_help_lists_the_commands() -> None:
@@ -38,23 +66,24 @@ def test_wrong_layout(tmp_path: Path) -> None:
 
 def test_eval_with_missing_and_corrupt_weights(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    r = ffp("eval", "--data", str(PED2), "--weights", str(tmp_path / "missing.pt"), "--out", str(out))
+    data = tmp_path  # the weights are loaded (and refused) before the data set is looked at
+    r = ffp("eval", "--data", str(data), "--weights", str(tmp_path / "missing.pt"), "--out", str(out))
     assert r.returncode == 2 and "weights file not found" in r.stderr
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
-    r = ffp("eval", "--data", str(PED2), "--weights", str(corrupt), "--out", str(out))
+    r = ffp("eval", "--data", str(data), "--weights", str(corrupt), "--out", str(out))
     assert r.returncode == 2 and "corrupt" in r.stderr
     assert not out.exists()  # nothing half-written
 
 
-def test_label_count_mismatch(tmp_path: Path) -> None:
+def test_label_count_mismatch(tmp_path: Path, ped2: Path) -> None:
     from tests.model.test_weights_scoring import make_predictor
 
     weights = tmp_path / "w.pt"
     torch.save(make_predictor().weights_blob(), weights)
     bad_labels = tmp_path / "labels.json"
     bad_labels.write_text('{"01": [0, 1]}')
-    r = ffp("eval", "--data", str(PED2), "--weights", str(weights), "--labels", str(bad_labels),
+    r = ffp("eval", "--data", str(ped2), "--weights", str(weights), "--labels", str(bad_labels),
             "--out", str(tmp_path / "r.json"))
     assert r.returncode == 2 and "no labels for videos" in r.stderr
     assert not (tmp_path / "r.json").exists()
@@ -302,7 +331,13 @@ def test_threads_option_of_every_command(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--threads must be at least 1" in r.stderr and not out.exists()
     r = ffp("score", str(clip), "--weights", str(weights), "--threads", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert len(json.loads(out.read_text())["frames"]) == 10
+    scored = json.loads(out.read_text())
+    assert len(scored["frames"]) == 10
+    # POST /v1/score's frame fields: a folder of frames has no rate of its own, so 25 frames/s (or --fps)
+    assert scored["fps"] == 25.0 and [f["time"] for f in scored["frames"][:3]] == [0.0, 0.04, 0.08]
+    assert {"index", "time", "score", "smoothed", "psnr", "local_psnr"} <= set(scored["frames"][9])
+    r = ffp("score", str(clip), "--weights", str(weights), "--threads", "1", "--fps", "10")
+    assert r.returncode == 0 and json.loads(r.stdout)["frames"][9]["time"] == 0.9, r.stderr
     for cmd in ("eval", "calibrate"):
         assert "--threads" in ffp(cmd, "--help").stdout
     for cmd in (["train", "--data", str(data), "--out", str(tmp_path / "run")],
@@ -340,7 +375,7 @@ def parse_train(*args: str):  # type: ignore[no-untyped-def]
     return train_config(build_parser().parse_args(["train", *args]))
 
 
-def test_the_lite_recipe_is_the_training_the_shipped_weights_record(tmp_path: Path) -> None:
+def test_the_lite_recipe_is_the_training_the_shipped_weights_record(tmp_path: Path, ped2: Path) -> None:
     """`ffp train --recipe ped2-lite` resolves to what weights/ffp-ped2-lite.pt recorded of its run, and its
     preset is the shipped architecture (no --arch needed)."""
     from model.config import ModelConfig
@@ -350,9 +385,9 @@ def test_the_lite_recipe_is_the_training_the_shipped_weights_record(tmp_path: Pa
 
     shipped = torch.load(WEIGHTS_DIR / "ffp-ped2-lite.pt", weights_only=True)
     meta = shipped["meta"]
-    cfg = parse_train("--recipe", "ped2-lite", "--data", str(PED2), "--out", str(tmp_path / "run"))
+    cfg = parse_train("--recipe", "ped2-lite", "--data", str(ped2), "--out", str(tmp_path / "run"))
     run = plan(cfg)
-    train_src, val_src = split_holdout(find_videos(PED2, "training"), cfg.holdout)
+    train_src, val_src = split_holdout(find_videos(ped2, "training"), cfg.holdout)
     resolved = run_meta(cfg, run, train_src, val_src, precision=cfg.precision)
     for key in ("dataset", "train_videos", "holdout_videos", "lr_g", "lr_d", "batch_size", "seed", "precision",
                 "lr_schedule", "ema", "crop"):
@@ -416,7 +451,7 @@ def test_ship_last_calibrates_and_returns_the_last_step_as_ffp_calibrate_would(t
         assert calibration[key] == again[key], key
 
 
-def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path) -> None:
+def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path, ped2: Path) -> None:
     """ped2-paper encodes the first of the two stages that made weights/ffp-ped2-paper.pt (the second, a time
     box from the first's best.pt, is in the recipe's comments): same architecture, data split, loss weights,
     batch and seed as the shipped file records."""
@@ -426,14 +461,45 @@ def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path) 
     from model.checkpoint import WEIGHTS_DIR
 
     shipped = torch.load(WEIGHTS_DIR / "ffp-ped2-paper.pt", weights_only=True)
-    cfg = parse_train("--recipe", "ped2-paper", "--data", str(PED2), "--out", str(tmp_path / "run"))
+    cfg = parse_train("--recipe", "ped2-paper", "--data", str(ped2), "--out", str(tmp_path / "run"))
     run = plan(cfg)
     assert run.model == ModelConfig.from_dict(shipped["model_config"])
-    train_src, val_src = split_holdout(find_videos(PED2, "training"), cfg.holdout)
+    train_src, val_src = split_holdout(find_videos(ped2, "training"), cfg.holdout)
     resolved = run_meta(cfg, run, train_src, val_src, precision=cfg.precision)
     for key in ("dataset", "train_videos", "holdout_videos", "loss_weights", "batch_size", "seed", "precision"):
         assert resolved[key] == shipped["meta"][key], key
     assert shipped["meta"]["init"]["step"] == cfg.steps  # stage 2 started from stage 1's last step
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    r = subprocess.run([sys.executable, "-m", "model.cli", "--version"], check=False, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"ffp {version('ffp')}", r.stdout + r.stderr
+
+
+def test_scoring_commands_default_to_half_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval, calibrate and score leave a core to other work unless --threads says otherwise."""
+    import argparse
+    import os
+
+    import model.predictor
+    from model.cli import _load, default_scoring_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(model.predictor, "load_predictor", lambda *a, **k: "loaded")
+    try:
+        for cores, expected in ((1, 1), (2, 1), (3, 1), (16, 8)):
+            monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+            assert default_scoring_threads() == expected
+            args = argparse.Namespace(threads=None, weights=None, device="cpu", precision="auto")
+            assert _load(args) == "loaded" and torch.get_num_threads() == expected
+        args = argparse.Namespace(threads=3, weights=None, device="cpu", precision="auto")
+        _load(args)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_eval_alerts_file_fps_and_calibrate_anomaly(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,52 +19,54 @@ from model.data import (
 )
 from model.labels import find_labels, load_labels
 
-PED2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ped2"
-LABELS = PED2.parent / "labels"
+
+@pytest.fixture
+def labels_dir(shared_data: Callable[[str], Path]) -> Path:
+    return shared_data("datasets/labels")
 
 
-def ped2_test_index() -> tuple[list[str], list[int]]:
-    videos = find_videos(PED2, "testing")
+def ped2_test_index(ped2: Path) -> tuple[list[str], list[int]]:
+    videos = find_videos(ped2, "testing")
     return [v.name for v in videos], [count_frames(v) for v in videos]
 
 
-def test_ped2_layout_is_found() -> None:
-    train = find_videos(PED2, "training")
-    test = find_videos(PED2, "testing")
+def test_ped2_layout_is_found(ped2: Path) -> None:
+    train = find_videos(ped2, "training")
+    test = find_videos(ped2, "testing")
     assert [v.name for v in train] == [f"{i:02d}" for i in range(1, 17)]
     assert len(test) == 12
     assert sum(count_frames(v) for v in train) == 2550
     assert sum(count_frames(v) for v in test) == 2010
 
 
-def test_ped2_mat_and_json_labels_agree() -> None:
-    names, counts = ped2_test_index()
-    mat = load_labels(PED2 / "ped2.mat", names, counts)
-    js = load_labels(PED2 / "labels_frame_level.json", names, counts)
+def test_ped2_mat_and_json_labels_agree(ped2: Path) -> None:
+    names, counts = ped2_test_index(ped2)
+    mat = load_labels(ped2 / "ped2.mat", names, counts)
+    js = load_labels(ped2 / "labels_frame_level.json", names, counts)
     assert all(np.array_equal(mat[n], js[n]) for n in names)
     assert sum(int(v.sum()) for v in mat.values()) == 1648
-    assert find_labels(PED2) == PED2 / "labels_frame_level.json"
+    assert find_labels(ped2) == ped2 / "labels_frame_level.json"
 
 
-def test_avenue_mat_agrees_with_json() -> None:
-    js = load_labels(LABELS / "avenue_frame_labels.json")
+def test_avenue_mat_agrees_with_json(labels_dir: Path) -> None:
+    js = load_labels(labels_dir / "avenue_frame_labels.json")
     names = sorted(js)
     counts = [len(js[n]) for n in names]
     assert len(names) == 21 and sum(counts) == 15324
-    mat = load_labels(LABELS / "avenue.mat", names, counts)
+    mat = load_labels(labels_dir / "avenue.mat", names, counts)
     agree = np.mean(np.concatenate([mat[n] == js[n] for n in names]))
     assert agree > 0.95  # .mat intervals vs labels derived from pixel masks
 
 
-def test_shanghaitech_json_labels() -> None:
-    js = load_labels(LABELS / "shanghaitech_frame_labels.json")
+def test_shanghaitech_json_labels(labels_dir: Path) -> None:
+    js = load_labels(labels_dir / "shanghaitech_frame_labels.json")
     assert len(js) == 107 and sum(len(v) for v in js.values()) == 40791
     assert "01_0014" in js
 
 
-def test_npy_formats(tmp_path: Path) -> None:
-    names, counts = ped2_test_index()
-    js = load_labels(PED2 / "labels_frame_level.json", names, counts)
+def test_npy_formats(tmp_path: Path, ped2: Path) -> None:
+    names, counts = ped2_test_index(ped2)
+    js = load_labels(ped2 / "labels_frame_level.json", names, counts)
     flat = np.concatenate([js[n] for n in names])
     np.save(tmp_path / "frame_labels_ped2.npy", flat)
     mnad = load_labels(tmp_path / "frame_labels_ped2.npy", names, counts)
@@ -76,10 +79,10 @@ def test_npy_formats(tmp_path: Path) -> None:
     assert all(np.array_equal(sht[n], js[n]) for n in names)
 
 
-def test_label_count_mismatch_is_an_error(tmp_path: Path) -> None:
-    names, counts = ped2_test_index()
+def test_label_count_mismatch_is_an_error(tmp_path: Path, ped2: Path) -> None:
+    names, counts = ped2_test_index(ped2)
     with pytest.raises(DataError, match="frames but"):
-        load_labels(PED2 / "labels_frame_level.json", names, [c + 1 for c in counts])
+        load_labels(ped2 / "labels_frame_level.json", names, [c + 1 for c in counts])
     np.save(tmp_path / "short.npy", np.zeros(10))
     with pytest.raises(DataError, match="labels but the videos have"):
         load_labels(tmp_path / "short.npy", names, counts)
@@ -169,3 +172,16 @@ def test_random_crops_cut_every_frame_of_a_window_at_one_place() -> None:
     for bad in (4, 60, 136):  # below the pooling, not a multiple of it, larger than the frames
         with pytest.raises(ValueError, match="--crop"):
             check_crop(bad, lite)
+
+
+def test_video_fps_is_the_declared_rate(tmp_path: Path) -> None:
+    import cv2
+
+    from model.data import video_fps
+
+    vw = cv2.VideoWriter(str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))
+    for _ in range(3):
+        vw.write(np.zeros((24, 32, 3), np.uint8))
+    vw.release()
+    assert video_fps(tmp_path / "v.avi") == 10.0
+    assert video_fps(tmp_path) is None  # a folder of frames declares none

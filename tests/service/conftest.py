@@ -7,6 +7,7 @@ injected anomaly (white noise, `snow`) changes everything, a z score far above a
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from timing import TIME_SCALE, scaled
 from torch import nn
 
 from model import Calibration, Predictor, windows_from_frames
@@ -26,6 +28,39 @@ SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"  # the gi bindings live in Debian's interpreter, not in the venv
 NORMAL_PATTERN = "pinwheel"
 TEST_FPS = 5.0  # scoring rate of the test cameras; calibration uses the same decimation
+# What the RTSP test server needs from Debian (its python3 with the gi bindings, the RTSP server library, x264).
+GSTREAMER_APT = ("python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
+                 "gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav")
+_GST_PROBE = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+              "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+              "missing = [e for e in ('videotestsrc', 'x264enc', 'rtph264pay') if Gst.ElementFactory.find(e) is None]; "
+              "print(' '.join(missing))")
+
+
+@functools.cache
+def gstreamer_missing() -> str | None:
+    """Why the RTSP test server cannot run here (None: it can). Probed once per session."""
+    if not os.path.exists(SYSTEM_PYTHON):
+        return f"{SYSTEM_PYTHON} is missing"
+    r = subprocess.run([SYSTEM_PYTHON, "-c", _GST_PROBE], capture_output=True, text=True, timeout=60, check=False)
+    if r.returncode != 0:
+        lines = r.stderr.strip().splitlines()
+        return lines[-1] if lines else f"the GStreamer probe exited with {r.returncode}"
+    if r.stdout.strip():
+        return f"GStreamer elements missing: {r.stdout.strip()}"
+    return None
+
+
+def require_rtsp() -> None:
+    """Skip an RTSP test, with what to install, where GStreamer's RTSP server is missing; fail under CI (.ci/run
+    installs it, so a skip there would hide a broken install)."""
+    why = gstreamer_missing()
+    if why is None:
+        return
+    reason = f"RTSP test needs GStreamer's RTSP server ({why}): apt-get install {GSTREAMER_APT} (.ci/run does)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 class RtspServer:
@@ -80,10 +115,23 @@ class RtspServer:
         self.start()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Scale each service test's own timeout mark by FFP_TEST_TIME_SCALE (timing.py): a marked timeout bounds a
+    hang, it is not a measurement."""
+    if TIME_SCALE <= 1:
+        return
+    here = Path(__file__).parent
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        if mark is None or not mark.args or here not in Path(str(item.path)).parents:
+            continue
+        item.add_marker(pytest.mark.timeout(scaled(float(mark.args[0])), *mark.args[1:], **mark.kwargs),
+                        append=False)
+
+
 @pytest.fixture
 def rtsp_server() -> Iterator[RtspServer]:
-    if not os.path.exists(SYSTEM_PYTHON):
-        pytest.fail("Debian's /usr/bin/python3 with python3-gi and gir1.2-gst-rtsp-server-1.0 is required")
+    require_rtsp()
     srv = RtspServer().start()
     try:
         yield srv
@@ -124,6 +172,7 @@ def _read_frames(url: str, n: int, every: int) -> list[np.ndarray]:
 @pytest.fixture(scope="session")
 def predictor() -> Predictor:
     """Untrained predictor calibrated on the test camera's normal picture, at the test cameras' rate."""
+    require_rtsp()
     srv = RtspServer().start()  # the same 25 fps stream as the test cameras (the pattern's motion depends on it)
     try:
         frames = _read_frames(srv.url, 30, int(25 / TEST_FPS))
@@ -155,7 +204,7 @@ def no_thread_leak() -> Iterator[None]:
 
     before = {t.ident for t in threading.enumerate()}
     yield
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + scaled(5)
     while True:
         extra = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
         if not extra or time.monotonic() > deadline:

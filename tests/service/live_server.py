@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from timing import scaled
 
 from model import Calibration, Predictor, ScoreConfig, get_preset
 from model.scoring import METRICS
@@ -91,7 +92,7 @@ def serve(app: Any, timeout: float = 20.0, settings: Settings | None = None) -> 
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")

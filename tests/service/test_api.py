@@ -129,3 +129,48 @@ def test_uploads_valid_bad_truncated_oversized(client: httpx.Client, tmp_path: P
     assert client.get("/healthz").json()["status"] == "ok"
     tmp = Path(client.get("/v1/stats").status_code and tmp_path / "data" / "tmp")
     assert not list(tmp.iterdir()), "uploads must be deleted"
+
+
+@pytest.mark.timeout(90)
+def test_clip_events_have_the_live_fields_and_their_images(client: httpx.Client, server: LiveServer,
+                                                           tmp_path: Path) -> None:
+    import base64
+
+    import cv2
+    import numpy as np
+
+    clip = write_clip(tmp_path / "clip.mp4", "." * 20 + "#" * 20 + "." * 40)
+    r = client.post("/v1/score", files={"file": ("clip.mp4", clip.read_bytes(), "video/mp4")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    (ev,) = body["events"]
+    live_fields = {"id", "camera_id", "type", "action", "start_ts", "end_ts", "peak_score", "peak_ts", "frames",
+                   "snapshot_url", "heatmap_url"}
+    assert set(ev) == live_fields and ev["camera_id"] == "clip" and (ev["type"], ev["action"]) == ("anomaly", None)
+    assert 0.8 <= ev["start_ts"] <= ev["peak_ts"] <= ev["end_ts"] <= 80 / 25  # seconds from the clip's start
+    assert body["images_expire_s"] == 3600
+
+    def jpeg(data: bytes) -> np.ndarray:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[:2] == (120, 160)
+        return img
+
+    linked = {}
+    for key in ("snapshot_url", "heatmap_url"):
+        assert ev[key].startswith("/v1/clips/"), ev[key]
+        got = client.get(ev[key])
+        assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+        linked[key] = jpeg(got.content)
+        # an <img> sends no header: the key may come as ?api_key=, and without it the image is refused
+        assert httpx.get(server.url + ev[key], params={"api_key": KEY}).status_code == 200
+        assert httpx.get(server.url + ev[key]).status_code == 401
+
+    r = client.post("/v1/score", params={"images": "inline"},
+                    files={"file": ("clip.mp4", clip.read_bytes(), "video/mp4")})
+    body = r.json()
+    (inline,) = body["events"]
+    assert body["images_expire_s"] is None and inline["start_ts"] == ev["start_ts"]
+    for key in ("snapshot_url", "heatmap_url"):
+        head, data = inline[key].split(",", 1)
+        assert head == "data:image/jpeg;base64"
+        assert np.abs(jpeg(base64.b64decode(data)).astype(int) - linked[key]).mean() < 1  # the same picture

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from timing import scaled
 
 from model import FrameScores
 from service.capture import Backoff, CaptureWorker
@@ -76,11 +77,24 @@ class FakeSource:
         self.closed = True
 
 
+class RecordingBackoff(Backoff):
+    """The worker's backoff, remembering the delays it handed out (what the worker was told to wait)."""
+
+    def __init__(self) -> None:
+        super().__init__(base_s=0.05, cap_s=0.2)
+        self.delays: list[float] = []
+
+    def next_delay(self) -> float:
+        self.delays.append(super().next_delay())
+        return self.delays[-1]
+
+
 def make_worker(cam: CameraSettings, factory: Callable[..., object], sink: object,
-                spec: SourceSpec | None = None, model: ServedModel = SLOW) -> CaptureWorker:
+                spec: SourceSpec | None = None, model: ServedModel = SLOW,
+                backoff: Backoff | None = None) -> CaptureWorker:
     spec = spec or SourceSpec("network", cam.url)
     return CaptureWorker(cam, spec, RingBuffer(cam.id, K1 - 1), model, sink,  # type: ignore[arg-type]
-                         source_factory=factory, backoff=Backoff(base_s=0.05, cap_s=0.2))  # type: ignore[arg-type]
+                         source_factory=factory, backoff=backoff or Backoff(base_s=0.05, cap_s=0.2))  # type: ignore[arg-type]
 
 
 class PtsSource(FakeSource):
@@ -112,7 +126,7 @@ class ListSink:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
@@ -129,13 +143,16 @@ def test_open_failures_back_off_then_live_and_errors_are_redacted(no_thread_leak
 
     cam = CameraSettings(id="c", url="rtsp://admin:hunter2@cam/x", fps=50)
     sink = ListSink()
-    w = make_worker(cam, factory, sink)
+    backoff = RecordingBackoff()
+    w = make_worker(cam, factory, sink, backoff=backoff)
     w.start()
     wait_for(lambda: w.state == "live" and len(sink.windows) > 3)
     w.stop()
     assert w.reconnects == 3 and len(attempts) == 4
-    gaps = np.diff(attempts)
-    assert gaps[1] > gaps[0] * 1.3  # exponential
+    # exponential: judged on the delays the worker was given, since a busy machine stretches the wall-clock
+    # gaps by more than the doubling; each gap is at least its delay (the worker did wait)
+    assert len(backoff.delays) == 3 and backoff.delays[2] > backoff.delays[1] * 1.3 > backoff.delays[0] * 1.3 ** 2
+    assert all(gap >= delay - 0.005 for gap, delay in zip(np.diff(attempts), backoff.delays, strict=True))
     assert w.last_error is not None and "hunter2" not in w.last_error and "***@cam" in w.last_error
     assert [x.frame_index for x in sink.windows] == list(range(K1 - 1, K1 - 1 + len(sink.windows)))
     assert w.state == "stopped"
@@ -145,8 +162,12 @@ def test_read_error_reconnects_and_clears_history(no_thread_leak: None) -> None:
     sources: list[FakeSource] = []
 
     def factory(spec: SourceSpec, cam: CameraSettings) -> FakeSource:
-        sources.append(FakeSource(None, fail_at=8 if not sources else None))
-        return sources[-1]
+        # Frames with presentation times: evenly spaced in content time however late a busy machine reads them,
+        # so the only history reset is the reconnect's.
+        src = PtsSource()
+        src.fail_at = 8 if not sources else None
+        sources.append(src)
+        return src
 
     sink = ListSink()
     w = make_worker(CameraSettings(id="c", url="rtsp://cam/x", fps=100), factory, sink)
@@ -160,7 +181,7 @@ def test_read_error_reconnects_and_clears_history(no_thread_leak: None) -> None:
 
 
 def test_watchdog_marks_a_stalled_camera_and_recovers(no_thread_leak: None) -> None:
-    src = FakeSource(None, stall_at=10, stall_s=1.0)
+    src = FakeSource(None, stall_at=10, stall_s=scaled(1.0))  # still stalled when checked 0.5 s in, however busy
     w = make_worker(CameraSettings(id="c", url="rtsp://cam/x", stall_after_s=0.3), lambda s, c: src, ListSink())
     w.start()
     wait_for(lambda: src.i >= 10)

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from model import Calibration, Predictor, score_frames
-from service.api.schemas import FrameScore
+from model.cli import main as ffp
+from service.api.schemas import EventPublic, FrameScore
 from service.clips import UnsupportedContainer, sniff_container
 from service.pipeline import ClipError, Pipeline
 from service.settings import AlertSettings, Settings
@@ -52,8 +56,35 @@ def test_score_clip_frames_and_events(tmp_path: Path, pipeline: Pipeline,
     assert res.frames[k]["time"] == pytest.approx(k / 10) and res.frames[k]["psnr"] is not None
     assert all(set(f) == set(FrameScore.model_fields) for f in res.frames)  # every metric, first k frames too
     (ev,) = res.events
-    assert 2.0 <= ev["start"] <= 2.4 and ev["end"] is not None and ev["end"] <= 3.6
-    assert ev["peak_score"] > 4
+    # the live events' fields (EventPublic's, images aside), times in seconds from the clip's start
+    assert set(ev) | {"snapshot_url", "heatmap_url"} == set(EventPublic.model_fields) and ev["camera_id"] == "clip"
+    assert 2.0 <= ev["start_ts"] <= 2.4 and ev["end_ts"] is not None and ev["end_ts"] <= 3.6
+    assert ev["peak_score"] > 4 and ev["start_ts"] <= ev["peak_ts"] <= ev["end_ts"]
+    # the peak's images: the decoded frame at the peak's time (MJPG is lossy) and its heatmap
+    peak = res.peaks[ev["id"]]
+    assert peak.time == pytest.approx(ev["peak_ts"]) and peak.frame.shape == (120, 160, 3)
+    assert np.abs(peak.frame.astype(int) - frames[round(peak.time * 10)]).mean() < 10
+
+
+    # `ffp score` writes the same shape, its events raised by the same alert engine with the same settings
+    weights, settings = tmp_path / "w.pt", tmp_path / "alerts.yaml"
+    torch.save(pipeline.predictor.weights_blob(), weights)
+    settings.write_text(yaml.safe_dump({"alerts": alerts.model_dump()}))
+    out = tmp_path / "scores.json"
+    before = torch.get_num_threads()
+    try:
+        ffp(["score", str(clip), "--weights", str(weights), "--alerts", str(settings), "--precision",
+             pipeline.predictor.precision, "--out", str(out)])
+    finally:
+        torch.set_num_threads(before)
+    cli = json.loads(out.read_text())
+    assert cli["fps"] == res.fps and [f["time"] for f in cli["frames"]] == [f["time"] for f in res.frames]
+    assert {"index", "time", "score", "smoothed"} <= set(cli["frames"][k])
+    (cli_ev,) = cli["events"]
+    assert set(cli_ev) == set(ev) and cli_ev["camera_id"] == "clip"
+    for key in ("start_ts", "peak_ts", "end_ts"):  # the same frames (scores may differ in the last bits)
+        assert cli_ev[key] == pytest.approx(ev[key], abs=0.11), key
+    assert peak.heatmap.ndim == 2 and peak.heatmap.max() > 0
 
 
 def test_clip_errors(tmp_path: Path, pipeline: Pipeline, write_video: Callable[..., Path]) -> None:

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from live_server import H, LiveServer, W, serve, untrained_predictor, write_clip
+from timing import scaled
 
 from service.api import create_app
 from service.api.dashboard import STATIC
@@ -44,7 +45,7 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
 
 
 def wait_for(check, timeout: float = 60.0, step: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         out = check()
         if out:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from timing import scaled
 
 from model import FrameScores
 from service.frames import ServedModel, Window
@@ -23,7 +24,7 @@ class InstantScorer:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
@@ -86,7 +87,7 @@ def test_queue_size_is_validated() -> None:
 
 def test_a_camera_catching_up_queues_its_burst_within_a_bound() -> None:
     inf = InferenceWorker(lambda b, s, ms: None, queue_per_camera=2, catch_up_queue_per_camera=6,
-                          catch_up_s=0.5)
+                          catch_up_s=scaled(0.5))
     inf.register("c")
     stop = threading.Event()
     for i in range(6):  # the burst at connect: kept, not dropped
@@ -95,7 +96,7 @@ def test_a_camera_catching_up_queues_its_burst_within_a_bound() -> None:
     for i in range(6, 8):  # a longer burst than the bound: the oldest go
         inf.submit(window("c", i), block=False, stop=stop, catching_up=True)
     assert inf.pending() == 6 and inf.camera_stats("c")["frames_skipped"] == 2
-    time.sleep(0.6)  # the allowance ends: a camera simply behind queues 2 windows again
+    time.sleep(scaled(0.6))  # the allowance ends: a camera simply behind queues 2 windows again
     inf.submit(window("c", 8), block=False, stop=stop)
     assert inf.pending() == 2 and inf.camera_stats("c")["frames_skipped"] == 7
 

@@ -13,6 +13,7 @@ import pytest
 from live_server import LiveServer, serve, untrained_predictor, write_clip
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from timing import scaled
 
 from model import Predictor
 from service.api import create_app
@@ -61,7 +62,7 @@ def value(families: Families, family: str, sample: str, **labels: str) -> float:
 
 
 def wait_for(client: httpx.Client, ok: Callable[[Families], bool], timeout: float = 20.0) -> Families:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         m = scrape(client)
         if ok(m) or time.monotonic() > deadline:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from live_server import write_clip
+from timing import scaled
 
 from model import FrameScores, Predictor
 from service.capture import Backoff, CaptureWorker
@@ -32,7 +33,7 @@ SECRET_URL = "rtsp://admin:hunter2@cam.local/x"
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)

@@ -65,8 +65,8 @@ def offline(weights: Path | None, config: Path) -> None:
     print(f"loop 2, normal frames 5..{ANOMALY_FROM - 1}: max smoothed {max(normal):.2f}; "
           f"anomalous frames: max {max(anomalous):.2f}, median {sorted(anomalous)[len(anomalous) // 2]:.2f}")
     for e in res.events:
-        loop = 1 + int(e["start"] * fps) // n
-        print(f"  event {e['start']:6.2f}s - {e['end']}s  loop {loop}  peak {e['peak_score']:.2f}")
+        loop = 1 + int(e["start_ts"] * fps) // n
+        print(f"  event {e['start_ts']:6.2f}s - {e['end_ts']}s  loop {loop}  peak {e['peak_score']:.2f}")
 
 
 def live(weights: Path | None, config: Path, seconds: float) -> None:
