@@ -108,8 +108,8 @@ def test_wire_json_is_the_schema_models() -> None:
     wire = json.loads(event_json(ev, replay=True))
     EventWsMessage.model_validate(wire)
     assert wire == {"type": "event", "seq": 5, "kind": "start", "replay": True, "event": {
-        "id": "e5", "camera_id": "a", "start_ts": 1.0, "end_ts": None, "peak_score": 6.0, "peak_ts": 1.0,
-        "frames": 1, "snapshot_url": None, "heatmap_url": None}}
+        "id": "e5", "camera_id": "a", "type": "anomaly", "action": None, "start_ts": 1.0, "end_ts": None,
+        "peak_score": 6.0, "peak_ts": 1.0, "frames": 1, "snapshot_url": None, "heatmap_url": None}}
 
 
 @pytest.mark.timeout(10)
