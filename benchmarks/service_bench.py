@@ -56,10 +56,10 @@ def untrained_weights(path: Path, flownet: Path | None) -> Path:
     import torch
 
     from model import Calibration, Predictor, ScoreConfig, get_preset
+    from model.checkpoint import atomic_save
     from model.flownet import load_flownet
     from model.scoring import METRICS
     from model.unet import Generator
-    from model.checkpoint import atomic_save
 
     cfg = get_preset("lite")
     cal = Calibration({k: 0.0 for k in METRICS}, {k: 1.0 for k in METRICS}, {}, 1, "bench")

@@ -12,7 +12,7 @@ class PatchDiscriminator(nn.Module):
         strides = [2] * (len(widths) - 1) + [1]
         layers: list[nn.Module] = []
         in_ch = channels
-        for width, stride in zip(widths, strides):
+        for width, stride in zip(widths, strides, strict=False):
             layers += [nn.Conv2d(in_ch, width, 4, stride=stride, padding=2), nn.LeakyReLU(0.2, inplace=True)]
             in_ch = width
         layers += [nn.Conv2d(in_ch, 1, 4, stride=1, padding=2)]

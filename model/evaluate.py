@@ -243,7 +243,7 @@ def _plots(out: Path, prot: dict[str, dict[str, np.ndarray]], per_video: dict[st
     cols = 3
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.2 * rows), squeeze=False)
-    for ax, n in zip(axes.flat, names):
+    for ax, n in zip(axes.flat, names, strict=False):
         _timeline(ax, n, gt, prot, k, on_threshold)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")

@@ -38,7 +38,7 @@ def episodes(labels: np.ndarray) -> list[tuple[int, int]]:
     """Frame labels (T,) -> the anomalous intervals as [first, last + 1) frame indices."""
     y = np.r_[0, np.asarray(labels).astype(np.int8), 0]
     edges = np.flatnonzero(np.diff(y))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def replay(anomaly: np.ndarray, k: int, calibration: Calibration | None, params: AlertParams,
@@ -79,7 +79,7 @@ def event_metrics(videos: dict[str, tuple[np.ndarray, list[Alert]]], k: int, fps
         false_alarms += sum(1 for sp in spans if not any(catches(sp, a, b) for a, b in eps))
         for a, b in eps:
             first = max(a, k)
-            hits = [al for al, sp in zip(alerts, spans) if catches(sp, a, b)]
+            hits = [al for al, sp in zip(alerts, spans, strict=True) if catches(sp, a, b)]
             delay = min(h.raised_s for h in hits) - first / fps if hits else None
             if delay is not None:
                 n_alerted += 1
@@ -130,7 +130,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: Any) -> None:
     rec = [r["event_recall"] or 0.0 for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot(fa, rec, "o-", ms=3, lw=1, label="on_threshold sweep")
-    for r, x, y in zip(rows, fa, rec):
+    for r, x, y in zip(rows, fa, rec, strict=True):
         if r["operating_point"]:
             ax.plot([x], [y], "r*", ms=14, label=f"operating point (on_threshold {r['on_threshold']:g})")
     ax.set(xlabel="false alarms per hour of normal video", ylabel="event recall (episodes alerted)",

@@ -60,7 +60,7 @@ def freeze(module: nn.Module) -> nn.Module:
 
 def dis_flow(frame_a: np.ndarray, frame_b: np.ndarray, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> np.ndarray:
     """OpenCV DIS flow between two grey uint8 frames -> (2, H, W) float32 in pixels."""
-    dis = cv2.DISOpticalFlow_create(preset)
+    dis = cv2.DISOpticalFlow_create(preset)  # type: ignore[attr-defined]  # missing from the stubs
     return dis.calc(frame_a, frame_b, None).transpose(2, 0, 1).astype(np.float32)
 
 

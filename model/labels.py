@@ -73,7 +73,7 @@ def _from_flat_npy(path: Path, names: list[str], counts: list[int]) -> Labels:
         raise DataError(f"{path} has {len(flat)} labels but the videos have {sum(counts)} frames")
     out: Labels = {}
     pos = 0
-    for name, n in zip(names, counts):
+    for name, n in zip(names, counts, strict=False):
         out[name] = flat[pos:pos + n]
         pos += n
     return out
@@ -100,7 +100,7 @@ def load_labels(path: str | Path, names: list[str] | None = None, counts: list[i
         missing = [n for n in names if n not in labels]
         if missing:
             raise DataError(f"{path} has no labels for videos {missing}")
-        for n, c in zip(names, counts):
+        for n, c in zip(names, counts, strict=False):
             if len(labels[n]) != c:
                 raise DataError(f"{path}: video {n} has {c} frames but {len(labels[n])} labels")
         labels = {n: labels[n] for n in names}

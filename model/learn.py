@@ -208,7 +208,8 @@ def _learn(root: Path, out: Path, train_minutes: float, threads: int, init: str 
     if calibration is None:
         raise WeightsError(f"{shipped} has no calibration: the held-out tail gave none")
     blob["meta"] = {**blob["meta"], "recipe": recipe, "steps": int(ckpt["step"]), "train_minutes": train_minutes,
-                    "heldout_psnr": calibration["mean"]["psnr"], "footage": {"root": str(root), "frames": footage.frames, "span_s": round(footage.span_s, 3),
+                    "heldout_psnr": calibration["mean"]["psnr"],
+                    "footage": {"root": str(root), "frames": footage.frames, "span_s": round(footage.span_s, 3),
                                 "fps": footage.fps, "segments": len(footage.segment_dirs()),
                                 "train_windows": len(data.train), "holdout_windows": len(data.val or [])}}
     final = out / "final.pt"

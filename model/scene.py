@@ -15,9 +15,9 @@ new view well once k frames of it are in its window. What does set a scene chang
   - held for `hold_s`.
 
 Pictures are compared as small grey thumbnails and their detail, each standardised by its own median and spread,
-so that a change of exposure or gain is not a new view. The reference and the cells' normal statistics are learnt online from the
-camera's own normal frames (after `warmup_frames` of them); neither moves while the picture is away from it, so a
-camera moved back to its view ends the scene change.
+so that a change of exposure or gain is not a new view. The reference and the cells' normal statistics are learnt
+online from the camera's own normal frames (after `warmup_frames` of them); neither moves while the picture is
+away from it, so a camera moved back to its view ends the scene change.
 
   normal   --changed and steady--> pending  --held hold_s--> changed (emits start)
   pending  --not changed, or not steady--> normal

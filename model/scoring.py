@@ -284,7 +284,9 @@ class Scorer:
         local_psnr = cell_psnr.amin(1)
         a, b, g = self.weights()
         a_t = a * l_int + b * l_grad + g * l_flow
-        np_ = lambda t: t.detach().cpu().numpy().astype(np.float32)
+        def np_(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(np.float32)
+
         cell_error, cell_speed = np_(-cell_psnr), np_(patch_mean(speed.unsqueeze(1), self.patch))
         anomaly_np = cell_anomaly(cell_error, cell_speed, self.cells, self.score_config.anomaly).astype(np.float32)
         return FrameScores(
@@ -302,9 +304,9 @@ def dis_flows(last: torch.Tensor, pred: torch.Tensor, real: torch.Tensor, *, wit
     def grey(t: torch.Tensor) -> np.ndarray:  # (B, C, H, W) in [-1, 1] -> (B, H, W) uint8
         return ((t.float().mean(1).clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).cpu().numpy()
 
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)  # type: ignore[attr-defined]
     errors, speeds = [], []
-    for a, p, r in zip(grey(last), grey(pred), grey(real)):
+    for a, p, r in zip(grey(last), grey(pred), grey(real), strict=True):
         real_flow = dis.calc(a, r, None)
         errors.append(float(np.abs(dis.calc(a, p, None) - real_flow).mean()) if with_error else 0.0)
         speeds.append(np.sqrt((real_flow ** 2).sum(-1)))

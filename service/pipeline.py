@@ -18,6 +18,7 @@ footage through a tap on its capture and trains its own model; the camera's mode
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -369,10 +370,8 @@ class Pipeline:
             ids = sorted(self._cams)
         out = []
         for i in ids:
-            try:
+            with contextlib.suppress(KeyError):  # removed meanwhile
                 out.append(self.get_camera(i))
-            except KeyError:  # removed meanwhile
-                pass
         return out
 
     def stats(self) -> dict[str, object]:

@@ -190,7 +190,8 @@ class WatchdogSettings(_Model):
                                                      "checked. A stalled camera is restarted at the check after "
                                                      "the one that found it stalled.")
     max_restarts: int = Field(5, ge=1, description="Restarts allowed per camera (and for inference) within "
-                                                   "restart_window_s; one more makes it 'failed' (until re-added or restarted).")
+                                                   "restart_window_s; one more makes it 'failed' (until re-added "
+                                                   "or restarted).")
     restart_window_s: float = Field(60.0, gt=0, description="The sliding window of max_restarts.")
     inference_stuck_after_s: float = Field(30.0, gt=0, description="Restart inference when one batch runs "
                                                                    "longer than this (model lock wait included).")

@@ -90,5 +90,6 @@ def test_model_and_service_have_no_import_cycle() -> None:
 
 def test_service_uses_only_what_model_exports() -> None:
     graph = import_graph()
-    deep = {(m, t) for m, targets in graph.items() if m.startswith("service") for t in targets if t.startswith("model.")}
+    deep = {(m, t) for m, targets in graph.items() if m.startswith("service")
+            for t in targets if t.startswith("model.")}
     assert not deep, f"service imports model internals (export them from model/__init__.py): {sorted(deep)}"

@@ -108,9 +108,9 @@ def test_resume_refuses_a_checkpoint_of_another_preset(tmp_path: Path) -> None:
 
 
 def test_training_precision_is_chosen_and_recorded(tmp_path: Path) -> None:
+    from model.checkpoint import safe_torch_load
     from model.config import TrainConfig
     from model.train import train
-    from model.checkpoint import safe_torch_load
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
@@ -231,9 +231,9 @@ def test_cosine_schedule_and_weight_ema_are_trained_validated_and_resumed(tmp_pa
     import math
     import shutil
 
+    from model.checkpoint import safe_torch_load
     from model.config import TrainConfig
     from model.train import train
-    from model.checkpoint import safe_torch_load
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
@@ -286,11 +286,11 @@ def test_cosine_schedule_and_weight_ema_are_trained_validated_and_resumed(tmp_pa
 
 def test_crops_are_trained_recorded_and_whole_frames_are_validated_and_scored(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.checkpoint import safe_torch_load
     from model.config import TrainConfig
+    from model.predictor import load_predictor
     from model.train import train
     from model.unet import Generator
-    from model.checkpoint import safe_torch_load
-    from model.predictor import load_predictor
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=24)
@@ -378,10 +378,10 @@ def parse_train(*args: str):  # type: ignore[no-untyped-def]
 def test_the_lite_recipe_is_the_training_the_shipped_weights_record(tmp_path: Path, ped2: Path) -> None:
     """`ffp train --recipe ped2-lite` resolves to what weights/ffp-ped2-lite.pt recorded of its run, and its
     preset is the shipped architecture (no --arch needed)."""
+    from model.checkpoint import WEIGHTS_DIR
     from model.config import ModelConfig
     from model.data import find_videos, split_holdout
     from model.train import plan, run_meta
-    from model.checkpoint import WEIGHTS_DIR
 
     shipped = torch.load(WEIGHTS_DIR / "ffp-ped2-lite.pt", weights_only=True)
     meta = shipped["meta"]
@@ -430,9 +430,9 @@ def test_unknown_recipe_or_recipe_key_is_a_one_line_error(tmp_path: Path) -> Non
 
 
 def test_ship_last_calibrates_and_returns_the_last_step_as_ffp_calibrate_would(tmp_path: Path) -> None:
+    from model.checkpoint import safe_torch_load
     from model.config import TrainConfig
     from model.train import train
-    from model.checkpoint import safe_torch_load
     from tests.model.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "scene", size=64, train_videos=3, test_videos=1, length=12)
@@ -455,10 +455,10 @@ def test_the_paper_recipe_builds_the_shipped_paper_architecture(tmp_path: Path, 
     """ped2-paper encodes the first of the two stages that made weights/ffp-ped2-paper.pt (the second, a time
     box from the first's best.pt, is in the recipe's comments): same architecture, data split, loss weights,
     batch and seed as the shipped file records."""
+    from model.checkpoint import WEIGHTS_DIR
     from model.config import ModelConfig
     from model.data import find_videos, split_holdout
     from model.train import plan, run_meta
-    from model.checkpoint import WEIGHTS_DIR
 
     shipped = torch.load(WEIGHTS_DIR / "ffp-ped2-paper.pt", weights_only=True)
     cfg = parse_train("--recipe", "ped2-paper", "--data", str(ped2), "--out", str(tmp_path / "run"))

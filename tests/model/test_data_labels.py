@@ -113,7 +113,7 @@ def test_video_files_and_windows(tmp_path: Path) -> None:
     cfg = get_preset("lite", num_frames=4)
     arr = load_video(videos[0], cfg)
     assert arr.shape == (12, 1, 128, 128) and arr.dtype == np.float32
-    assert -1.0 <= arr.min() and arr.max() <= 1.0
+    assert arr.min() >= -1.0 and arr.max() <= 1.0
     ds = WindowDataset([arr], cfg.num_frames)
     assert len(ds) == 12 - 4 and ds[0].shape == (5, 1, 128, 128)
     assert ds.nbytes == arr.nbytes

@@ -185,8 +185,7 @@ def test_ffp_learn_bad_source_or_frozen_footage_is_a_one_line_error(tmp_path: Pa
 
 def test_the_camera_recipe_is_the_shipped_lite_training_budgeted_by_minutes() -> None:
     from model.config import TrainConfig
-    from model.recipes import recipe_model
-    from model.recipes import load_recipe
+    from model.recipes import load_recipe, recipe_model
     from model.train import plan
 
     camera, shipped = load_recipe("camera-lite"), load_recipe("ped2-lite")

@@ -34,7 +34,7 @@ def test_scorer_outputs_per_frame_metrics_and_heatmaps() -> None:
     for name in ("psnr", "local_psnr", "l_int", "l_grad", "l_flow", "a_t", "anomaly"):
         assert getattr(out, name).shape == (3,)
     assert out.score is None
-    assert out.heatmap.shape == (3, 64, 64) and 0 <= out.heatmap.min() and out.heatmap.max() <= 1
+    assert out.heatmap.shape == (3, 64, 64) and out.heatmap.min() >= 0 and out.heatmap.max() <= 1
     # A_t is the weighted sum of the three errors
     np.testing.assert_allclose(out.a_t, out.l_int + out.l_grad + out.l_flow, rtol=1e-5)
     # the worst patch is never better than the whole frame
@@ -122,8 +122,8 @@ def test_shipped_weights_verify_if_present() -> None:
 def test_model_card_lists_every_shipped_file_with_its_manifest_checksum_and_size() -> None:
     # The card's file table is what a user checks a download against: it must not go stale when weights change.
     manifest = json.loads(C.MANIFEST.read_text())["files"]
-    rows = {line.split("|")[1].strip().strip("`"): line for line in (C.WEIGHTS_DIR / "README.md").read_text().splitlines()
-            if line.startswith("| `")}
+    card = (C.WEIGHTS_DIR / "README.md").read_text().splitlines()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in card if line.startswith("| `")}
     assert set(manifest) <= set(rows), f"files missing from the card's table: {set(manifest) - set(rows)}"
     for name, entry in manifest.items():
         assert f"`{entry['sha256']}`" in rows[name], name

@@ -22,7 +22,7 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402 (after require_version)
 
 # GstVideoTestSrcPattern values. The tests' normal picture is the pinwheel (turns a little per frame); the
 # injected anomaly is snow (every pixel changes). The ball is a poor "normal": it jumps far between frames.

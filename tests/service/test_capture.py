@@ -342,6 +342,6 @@ def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
     clip = [w for _, w in windows_from_frames(pre, cfg)]
     assert [w is None for w in live] == [w is None for w in clip]
     assert sum(w is not None for w in live) == len(pre) - cfg.num_frames
-    for w, c in zip(live, clip):
+    for w, c in zip(live, clip, strict=True):
         if w is not None:
             assert c is not None and np.array_equal(w.data, c)

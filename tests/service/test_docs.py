@@ -11,8 +11,8 @@ import pytest
 from live_server import serve, untrained_predictor
 
 from service.api import create_app
-from service.wiring import build_service
 from service.settings import load_settings
+from service.wiring import build_service
 
 
 @pytest.fixture(scope="module")

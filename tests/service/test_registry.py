@@ -24,8 +24,8 @@ def weights_file(path: Path, seed: int = 0, meta: dict[str, Any] | None = None, 
     """An untrained lite weights file (a few hundred kB) with the given meta."""
     torch.manual_seed(seed)
     cfg = get_preset("lite", num_frames=num_frames)
-    cal = Calibration({**dict.fromkeys(METRICS, 0.0), "anomaly": -30.0}, {**dict.fromkeys(METRICS, 1.0), "anomaly": 2.0},
-                      {"p50": 0.0}, 100, "tests: holdout") if calibrated else None
+    mean, std = {**dict.fromkeys(METRICS, 0.0), "anomaly": -30.0}, {**dict.fromkeys(METRICS, 1.0), "anomaly": 2.0}
+    cal = Calibration(mean, std, {"p50": 0.0}, 100, "tests: holdout") if calibrated else None
     atomic_save({"format": WEIGHTS_FORMAT, "model_config": cfg.to_dict(), "generator": Generator(cfg).state_dict(),
                  "flownet_config": None, "flownet": None, "calibration": None if cal is None else cal.to_dict(),
                  "score_config": ScoreConfig().to_dict(), "meta": meta or {}}, path)

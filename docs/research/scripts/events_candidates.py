@@ -73,7 +73,9 @@ def main() -> None:
     clean, pasted = variants(a.data, holdout, tuple(float(v) for v in a.speeds.split(",")))
     clean_cells = {n: cells_of(p, v) for n, v in clean.items()}
     pasted_cells = [(f"{n}-{i}", cells_of(p, v), lab) for i, (n, v, lab) in enumerate(pasted)]
-    pad = lambda x: np.r_[np.full(k, np.nan), x]  # the first k frames are unscored
+    def pad(x: np.ndarray) -> np.ndarray:  # the first k frames are unscored
+        return np.r_[np.full(k, np.nan), x]
+
     rows, loo = [], []
     for kind in ANOMALY_KINDS:
         arrays, cal, params = operating_point(kind, clean_cells, k)
