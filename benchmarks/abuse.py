@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 import yaml
+from service_proc import stop_service
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "service" / "demo" / "ped2_demo.mp4"
@@ -159,12 +160,7 @@ def service(work: Path, cameras: list[dict[str, Any]] | None = None) -> Iterator
                 time.sleep(0.3)
         yield target
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_service(proc)
 
 
 def open_fds(pid: int) -> int:

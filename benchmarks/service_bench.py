@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import cv2
 import httpx
 import numpy as np
 import yaml
+from service_proc import stop_service
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,11 +151,7 @@ def run_scenario(name: str, cameras: list[dict[str, Any]], weights: Path | None,
             t.join(5)
             rss = peak_rss_mb(proc.pid)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_service(proc)
     per_cam = {}
     for cid in after["cameras"]:
         a, b = after["cameras"][cid], before["cameras"].get(cid, {})
