@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 Listener = Callable[[ScoreMessage | EventMessage | CameraMessage], None]
 BatchListener = Callable[[int, float], None]  # (windows in the batch, forward time in ms): inference thread
 RelearnHook = Callable[[str], None]  # camera id whose view changed: inference thread, so hand long work elsewhere
+_Fn = TypeVar("_Fn", Listener, BatchListener, RelearnHook)
 
 
 class CameraExists(Exception):
@@ -396,37 +398,27 @@ class Pipeline:
 
     # -- listeners ----------------------------------------------------------------------------------------
 
-    def add_listener(self, fn: Listener) -> Callable[[], None]:
+    def _subscribe(self, subscribers: list[_Fn], fn: _Fn) -> Callable[[], None]:
+        """Add `fn` to one of the subscriber lists (under the listeners' lock); returns its unsubscribe function."""
         with self._listeners_lock:
-            self._listeners.append(fn)
+            subscribers.append(fn)
 
         def unsubscribe() -> None:
             with self._listeners_lock:
-                if fn in self._listeners:
-                    self._listeners.remove(fn)
+                if fn in subscribers:
+                    subscribers.remove(fn)
         return unsubscribe
+
+    def add_listener(self, fn: Listener) -> Callable[[], None]:
+        return self._subscribe(self._listeners, fn)
 
     def add_batch_listener(self, fn: BatchListener) -> Callable[[], None]:
-        with self._listeners_lock:
-            self._batch_listeners.append(fn)
-
-        def unsubscribe() -> None:
-            with self._listeners_lock:
-                if fn in self._batch_listeners:
-                    self._batch_listeners.remove(fn)
-        return unsubscribe
+        return self._subscribe(self._batch_listeners, fn)
 
     def on_scene_change(self, hook: RelearnHook) -> Callable[[], None]:
         """Call `hook(camera_id)` when a camera's scene_change event starts and `learning.auto_relearn` is on (the
         learning controller relearns the camera); returns the unsubscribe function."""
-        with self._listeners_lock:
-            self._relearn_hooks.append(hook)
-
-        def unsubscribe() -> None:
-            with self._listeners_lock:
-                if hook in self._relearn_hooks:
-                    self._relearn_hooks.remove(hook)
-        return unsubscribe
+        return self._subscribe(self._relearn_hooks, hook)
 
     def _relearn_in_background(self, camera_id: str) -> None:
         """The learning controller's relearn, off the inference thread (it opens files and publishes)."""
