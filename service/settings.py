@@ -5,12 +5,23 @@ Precedence: explicit kwargs > environment (FFP_PORT, FFP_INFERENCE__MAX_BATCH, F
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from model import AlertParams, SceneParams
@@ -28,37 +39,48 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_ALERTS = AlertParams()  # the defaults live with the engine
+_Params = TypeVar("_Params", AlertParams, SceneParams)
+_M = TypeVar("_M", bound=_Model)
 
 
+def _fields_of(params: type[_Params], fields: dict[str, Any]) -> Callable[[type[_M]], type[_M]]:
+    """The validated form of a model/ parameter dataclass: one pydantic field per dataclass field, with the
+    dataclass's type and default (the defaults live with the engine) and the description and bounds in `fields`
+    (the service's concern: what /docs and the JSON schema say, what a settings file may hold)."""
+    names = [f.name for f in dataclasses.fields(params)]
+    if sorted(names) != sorted(fields):
+        raise TypeError(f"{params.__name__}: fields {sorted(names)} but settings for {sorted(fields)}")
+    hints = get_type_hints(params)
+
+    def build(cls: type[_M]) -> type[_M]:
+        declared: dict[str, Any] = {f.name: (Annotated[hints[f.name], fields[f.name]], f.default)
+                                    for f in dataclasses.fields(params)}
+        return create_model(cls.__name__, __base__=cls, __doc__=cls.__doc__, __module__=cls.__module__,
+                            **declared)
+    return build
+
+
+@_fields_of(AlertParams, {
+    "on_threshold": Field(description="An event may start when the smoothed z score reaches this."),
+    "off_threshold": Field(description="An event may end once the smoothed z score falls below this."),
+    "min_duration_s": Field(ge=0, description="The score must stay above on_threshold this long before an event "
+                                              "starts (filters single-frame spikes)."),
+    "hold_s": Field(ge=0, description="An active event stays open this long after the score drops below "
+                                      "off_threshold (bridges short dips)."),
+    "cooldown_s": Field(ge=0, description="No new event starts this soon after the previous one ended (so a scene "
+                                          "that keeps crossing the thresholds does not raise a burst of events)."),
+    "smoothing_half_life_frames": Field(ge=0, description="Half-life of the causal EMA over scores, in frames; 0 "
+                                                          "disables smoothing."),
+    "warmup_s": Field(ge=0, description="Adapt calibration to the camera: estimate mean/std of the raw score over "
+                                        "its first warmup_s seconds (0 = off). Weights without calibration always "
+                                        "warm up (5 s when this is 0), and the camera has no score until then."),
+    "warmup_blend": Field(ge=0, le=1, description="Weight of the camera's own statistics after warm-up (0 = shipped "
+                                                  "calibration only)."),
+    "update_interval_s": Field(gt=0, description="At most one 'update' message per event this often."),
+})
 class AlertSettings(_Model):
     """Turns a camera's calibrated score stream (z units) into events. Times are in seconds. The validated
     form of model.AlertParams (`params()`), which the alert engine takes."""
-
-    on_threshold: float = Field(_ALERTS.on_threshold,
-                                description="An event may start when the smoothed z score reaches this.")
-    off_threshold: float = Field(_ALERTS.off_threshold,
-                                 description="An event may end once the smoothed z score falls below this.")
-    min_duration_s: float = Field(_ALERTS.min_duration_s, ge=0,
-                                  description="The score must stay above on_threshold this long before an event "
-                                              "starts (filters single-frame spikes).")
-    hold_s: float = Field(_ALERTS.hold_s, ge=0, description="An active event stays open this long after the score "
-                                                            "drops below off_threshold (bridges short dips).")
-    cooldown_s: float = Field(_ALERTS.cooldown_s, ge=0,
-                              description="No new event starts this soon after the previous one ended (so a scene "
-                                          "that keeps crossing the thresholds does not raise a burst of events).")
-    smoothing_half_life_frames: float = Field(_ALERTS.smoothing_half_life_frames, ge=0,
-                                              description="Half-life of the causal EMA over scores, in frames; 0 "
-                                                          "disables smoothing.")
-    warmup_s: float = Field(_ALERTS.warmup_s, ge=0,
-                            description="Adapt calibration to the camera: estimate mean/std of the raw score over "
-                                        "its first warmup_s seconds (0 = off). Weights without calibration always "
-                                        "warm up (5 s when this is 0), and the camera has no score until then.")
-    warmup_blend: float = Field(_ALERTS.warmup_blend, ge=0, le=1,
-                                description="Weight of the camera's own statistics after warm-up (0 = shipped "
-                                            "calibration only).")
-    update_interval_s: float = Field(_ALERTS.update_interval_s, gt=0,
-                                     description="At most one 'update' message per event this often.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> AlertSettings:
@@ -69,33 +91,28 @@ class AlertSettings(_Model):
         return AlertParams(**self.model_dump())
 
 
-_SCENE = SceneParams()  # the defaults live with the detector
-
-
+@_fields_of(SceneParams, {
+    "enabled": Field(description="Detect scene changes (off: a new view raises anomaly alerts)."),
+    "changed_share": Field(gt=0, le=1, description="Share of the image cells that must have moved away from the "
+                                                   "camera's usual picture (normal footage: at most 0.06 on Ped2 "
+                                                   "and vtest.avi)."),
+    "cell_threshold": Field(gt=0, description="A cell moved away when its distance to the usual picture exceeds "
+                                              "its normal mean by this many of its normal standard deviations."),
+    "steady_ratio": Field(gt=0, le=1, description="The new picture is steady when it differs from the previous "
+                                                  "frame by less than this fraction of its difference to the usual "
+                                                  "picture (white noise, a passing crowd and the jump itself are "
+                                                  "not)."),
+    "hold_s": Field(ge=0, description="The new view must hold this long before the event starts, and the old view "
+                                      "must be back this long before it ends."),
+    "reference_half_life_frames": Field(gt=0, description="Half-life of the running average of normal frames that "
+                                                          "is the usual picture (slow changes are absorbed)."),
+    "warmup_frames": Field(ge=1, description="Normal frames learnt from before detecting."),
+})
 class SceneSettings(_Model):
     """Detects a camera that shows another view (moved, covered, refocused, zoomed): one scene_change event, and
     no anomaly alerts while it lasts. The validated form of model.SceneParams (`params()`); model/scene.py
     explains the rule. Thresholds were checked on Ped2's test videos and vtest.avi (no scene change) against
     those clips swapped, zoomed, shifted, blurred or covered (each one scene change); see service/README.md."""
-
-    enabled: bool = Field(_SCENE.enabled, description="Detect scene changes (off: a new view raises anomaly alerts).")
-    changed_share: float = Field(_SCENE.changed_share, gt=0, le=1,
-                                 description="Share of the image cells that must have moved away from the camera's "
-                                             "usual picture (normal footage: at most 0.06 on Ped2 and vtest.avi).")
-    cell_threshold: float = Field(_SCENE.cell_threshold, gt=0,
-                                  description="A cell moved away when its distance to the usual picture exceeds its "
-                                              "normal mean by this many of its normal standard deviations.")
-    steady_ratio: float = Field(_SCENE.steady_ratio, gt=0, le=1,
-                                description="The new picture is steady when it differs from the previous frame by "
-                                            "less than this fraction of its difference to the usual picture "
-                                            "(white noise, a passing crowd and the jump itself are not).")
-    hold_s: float = Field(_SCENE.hold_s, ge=0, description="The new view must hold this long before the event "
-                          "starts, and the old view must be back this long before it ends.")
-    reference_half_life_frames: float = Field(_SCENE.reference_half_life_frames, gt=0,
-                                              description="Half-life of the running average of normal frames "
-                                                          "that is the usual picture (slow changes are absorbed).")
-    warmup_frames: int = Field(_SCENE.warmup_frames, ge=1, description="Normal frames learnt from before "
-                               "detecting.")
 
     def params(self) -> SceneParams:
         return SceneParams(**self.model_dump())
