@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from model import AlertParams
-from service.settings import AlertSettings, CameraSettings, SettingsError, load_settings
+from model import AlertParams, SceneParams
+from service.settings import (
+    AlertSettings,
+    CameraSettings,
+    SceneSettings,
+    SettingsError,
+    _fields_of,
+    load_settings,
+)
 from service.urls import HostPolicy, check_host, check_scheme, parse_ip, redact_text, redact_url, resolve_source
 
 pytestmark = pytest.mark.timeout(10)
@@ -166,3 +174,24 @@ def test_alert_settings_convert_to_the_engine_params_field_by_field() -> None:
     assert AlertSettings().params() == AlertParams()  # one set of defaults
     with pytest.raises(ValidationError, match="off_threshold"):
         AlertSettings(on_threshold=2, off_threshold=3)
+
+
+@pytest.mark.parametrize(("settings", "params"), [(AlertSettings, AlertParams), (SceneSettings, SceneParams)])
+def test_parameter_settings_declare_each_dataclass_field_once(settings: type[AlertSettings | SceneSettings],
+                                                              params: type[AlertParams | SceneParams]) -> None:
+    fields = dataclasses.fields(params)
+    assert list(settings.model_fields) == [f.name for f in fields]  # same order: the JSON schema lists them so
+    for f in fields:
+        info = settings.model_fields[f.name]
+        assert info.default == f.default
+        assert info.description
+    assert settings().params() == params()
+
+
+def test_parameter_settings_refuse_a_field_without_its_description() -> None:
+    described = {f.name: Field(description="x") for f in dataclasses.fields(SceneParams)}
+    del described["hold_s"]
+    with pytest.raises(TypeError, match="hold_s"):
+        _fields_of(SceneParams, described)
+    with pytest.raises(TypeError, match="bogus"):
+        _fields_of(SceneParams, {**described, "hold_s": Field(), "bogus": Field()})
