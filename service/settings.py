@@ -234,6 +234,11 @@ class LearningSettings(_Model):
                                "(the pipeline calls its relearn hook); off: the event prompts the user to relearn.")
 
 
+def _section(cls: type[_Model], description: str) -> Any:
+    """A nested settings section (`alerts:`, `http:`, ...): its own defaults where the file leaves it out."""
+    return Field(default_factory=lambda: cls.model_validate({}), description=description)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FFP_", env_nested_delimiter="__", extra="forbid",
                                       frozen=True)
@@ -285,18 +290,14 @@ class Settings(BaseSettings):
                                        "'*' = any. Clients that send no Origin (not browsers) are always allowed.")
     retention_max_events: int | None = Field(10000, ge=1, description="Keep at most this many events.")
     retention_days: float | None = Field(30, gt=0, description="Delete events older than this.")
-    inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings.model_validate({}),
-                                         description="Batching of windows from all cameras.")
-    alerts: AlertSettings = Field(default_factory=lambda: AlertSettings.model_validate({}),
-                                  description="Default alert settings (a camera may override fields).")
-    http: HttpSettings = Field(default_factory=lambda: HttpSettings.model_validate({}),
-                               description="Connection limits: header, body and idle deadlines, caps.")
-    scene: SceneSettings = Field(default_factory=lambda: SceneSettings.model_validate({}),
-                                 description="Scene-change detection (a camera moved, covered, refocused, zoomed).")
-    watchdog: WatchdogSettings = Field(default_factory=lambda: WatchdogSettings.model_validate({}),
-                                       description="Restarts of dead or hung workers, and their budget.")
-    learning: LearningSettings = Field(default_factory=lambda: LearningSettings.model_validate({}),
-                                       description="Defaults of a camera's learning (footage, training budget).")
+    inference: InferenceSettings = _section(InferenceSettings, "Batching of windows from all cameras.")
+    alerts: AlertSettings = _section(AlertSettings, "Default alert settings (a camera may override fields).")
+    http: HttpSettings = _section(HttpSettings, "Connection limits: header, body and idle deadlines, caps.")
+    scene: SceneSettings = _section(SceneSettings, "Scene-change detection (a camera moved, covered, refocused, "
+                                                   "zoomed).")
+    watchdog: WatchdogSettings = _section(WatchdogSettings, "Restarts of dead or hung workers, and their budget.")
+    learning: LearningSettings = _section(LearningSettings, "Defaults of a camera's learning (footage, training "
+                                                            "budget).")
     cameras: list[CameraSettings] = Field(default_factory=list, description="Cameras started at boot.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 
