@@ -69,6 +69,27 @@ class EventUpdate:
     type: EventType = "anomaly"
 
 
+@dataclass
+class OpenEvent:
+    """An event between its start and its end: what its start, update and end messages report."""
+
+    id: str
+    camera_id: str
+    type: EventType
+    start: float
+    peak: float
+    peak_ts: float
+    frames: int
+
+    def message(self, kind: Literal["start", "update", "end"], end_ts: float | None = None) -> EventUpdate:
+        return EventUpdate(kind, self.id, self.camera_id, float(self.start), end_ts, float(self.peak),
+                           float(self.peak_ts), int(self.frames), type=self.type)
+
+    def end(self, end_ts: float) -> EventUpdate:
+        """The end message; an event never ends before it started."""
+        return self.message("end", max(end_ts, float(self.start)))
+
+
 class _Stats:
     """Welford mean/std of the raw score during warm-up."""
 
@@ -139,7 +160,7 @@ class AlertEngine:
         self._above_since: float | None = None  # pending: z >= on since then
         self._pending_peak: tuple[float, float] = (-math.inf, 0.0)
         self._pending_frames = 0
-        self._event: dict[str, float | int | str] | None = None
+        self._event: OpenEvent | None = None
         self._below_since: float | None = None
         self._last_msg = 0.0
         self._last_end = -math.inf
@@ -150,7 +171,7 @@ class AlertEngine:
 
     @property
     def active_event_id(self) -> str | None:
-        return None if self._event is None else str(self._event["id"])
+        return None if self._event is None else self._event.id
 
     def update(self, z: float | None, now: float) -> list[EventUpdate]:
         """One frame's calibrated score (None: the frame has none, it is skipped) at time `now` -> event updates."""
@@ -180,17 +201,17 @@ class AlertEngine:
         if now - self._above_since < cfg.min_duration_s - TIME_SLACK_S:
             return []
         peak, peak_ts = self._pending_peak
-        self._event = {"id": self._new_id(), "start": self._above_since, "peak": peak, "peak_ts": peak_ts,
-                       "frames": self._pending_frames}
+        self._event = OpenEvent(self._new_id(), self.camera_id, "anomaly", self._above_since, peak, peak_ts,
+                                self._pending_frames)
         self._above_since, self._below_since, self._last_msg, self._pending_frames = None, None, now, 0
-        return [self._msg("start", None)]
+        return [self._event.message("start")]
 
     def _active(self, s: float, now: float, cfg: AlertParams) -> list[EventUpdate]:
         ev = self._event
         assert ev is not None
-        ev["frames"] = int(ev["frames"]) + 1
-        if s > float(ev["peak"]):
-            ev["peak"], ev["peak_ts"] = s, now
+        ev.frames += 1
+        if s > ev.peak:
+            ev.peak, ev.peak_ts = s, now
             self.peak_changed = True
         if s >= cfg.off_threshold:
             self._below_since = None
@@ -200,7 +221,7 @@ class AlertEngine:
             return [self._end(self._below_since, now)]
         if now - self._last_msg >= cfg.update_interval_s - TIME_SLACK_S:
             self._last_msg = now
-            return [self._msg("update", None)]
+            return [ev.message("update")]
         return []
 
     def close(self, now: float) -> list[EventUpdate]:
@@ -210,12 +231,7 @@ class AlertEngine:
         return [self._end(self._below_since if self._below_since is not None else now, now)]
 
     def _end(self, end_ts: float, now: float) -> EventUpdate:
-        msg = self._msg("end", max(end_ts, float(self._event["start"])) if self._event else end_ts)
+        assert self._event is not None
+        msg = self._event.end(end_ts)
         self._event, self._below_since, self._last_end = None, None, now
         return msg
-
-    def _msg(self, kind: Literal["start", "update", "end"], end_ts: float | None) -> EventUpdate:
-        ev = self._event
-        assert ev is not None
-        return EventUpdate(kind, str(ev["id"]), self.camera_id, float(ev["start"]), end_ts, float(ev["peak"]),
-                           float(ev["peak_ts"]), int(ev["frames"]))

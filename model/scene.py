@@ -35,7 +35,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .alerts import EventUpdate
+from .alerts import EventUpdate, OpenEvent
 
 THUMB = 64  # side of the grey thumbnail the pictures are compared on
 CELL = 8  # side of an image cell on the thumbnail: an 8 x 8 grid
@@ -106,7 +106,7 @@ class SceneChangeDetector:
         self.state: SceneState = "normal"
         self.share = 0.0  # share of cells changed on the latest frame
         self._since: float | None = None  # pending since / back to the reference since
-        self._event: dict[str, float | int | str] | None = None
+        self._event: OpenEvent | None = None
 
     @property
     def suppressing(self) -> bool:
@@ -182,15 +182,14 @@ class SceneChangeDetector:
         if now - self._since < self.params.hold_s:
             return []
         self.state = "changed"
-        self._event = {"id": self._new_id(), "start": self._since, "peak": self.share, "peak_ts": now,
-                       "frames": 1}
+        self._event = OpenEvent(self._new_id(), self.camera_id, "scene_change", self._since, self.share, now, 1)
         self._since = None
-        return [self._msg("start", None)]
+        return [self._event.message("start")]
 
     def _changed_state(self, changed: bool, now: float) -> list[EventUpdate]:
         ev = self._event
         assert ev is not None
-        ev["frames"] = int(ev["frames"]) + 1
+        ev.frames += 1
         if changed:
             self._since = None
             return []
@@ -207,12 +206,7 @@ class SceneChangeDetector:
         return [self._end(self._since if self._since is not None else now)]
 
     def _end(self, end_ts: float) -> EventUpdate:
-        msg = self._msg("end", max(end_ts, float(self._event["start"])) if self._event else end_ts)
+        assert self._event is not None
+        msg = self._event.end(end_ts)
         self._event, self._since, self.state = None, None, "normal"
         return msg
-
-    def _msg(self, kind: Literal["start", "update", "end"], end_ts: float | None) -> EventUpdate:
-        ev = self._event
-        assert ev is not None
-        return EventUpdate(kind, str(ev["id"]), self.camera_id, float(ev["start"]), end_ts, float(ev["peak"]),
-                           float(ev["peak_ts"]), int(ev["frames"]), type="scene_change")
