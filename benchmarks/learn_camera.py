@@ -34,10 +34,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -267,7 +268,8 @@ class Segment:
 def stream_videos(svc: Service, cams: dict[str, dict[str, Any]], base_url: str,
                   videos: list[tuple[str, int]]) -> dict[str, list[Segment]]:
     """Each test video in turn to every camera of `cams` (id -> POST body when it does not exist yet, else {}):
-    wait until each has its frames - K scores (or the video's length + 20 s), then the next video."""
+    the next video once each camera's first run through the file is over (all its frames, the stream ended, or
+    the video's length + 20 s)."""
     segments: dict[str, list[Segment]] = {cid: [] for cid in cams}
     for name, n in videos:
         url = f"{base_url}/{name}"
@@ -280,34 +282,64 @@ def stream_videos(svc: Service, cams: dict[str, dict[str, Any]], base_url: str,
             segments[cid].append(Segment(name, n, since))
         deadline = time.time() + n / FPS + 20
         while time.time() < deadline:
-            got = {cid: len(segment_scores(svc.feed.snapshot(), cid, segs[-1])) for cid, segs in segments.items()}
-            if all(v >= n - K for v in got.values()):
+            feed = svc.feed.snapshot()
+            runs = [first_run(feed, cid, segs[-1], float("inf")) for cid, segs in segments.items()]
+            if all(r.complete or r.ended or (r.scores and time.time() - r.last_arrival > 3) for r in runs):
                 break
             time.sleep(0.5)
+        feed = svc.feed.snapshot()
         print(f"  {name}: {n} frames, scores " + ", ".join(
-            f"{cid} {len(segment_scores(svc.feed.snapshot(), cid, segs[-1]))}" for cid, segs in segments.items()),
+            f"{cid} {len(first_run(feed, cid, segs[-1], float('inf')).scores)}" for cid, segs in segments.items()),
             flush=True)
     time.sleep(1.0)  # the last events' end messages
     return segments
 
 
-def segment_messages(feed: list[tuple[float, dict[str, Any]]], cid: str,
-                     seg: Segment, until: float) -> list[tuple[float, dict[str, Any]]]:
+@dataclass
+class Run:
+    """A camera's first run through one test video, its scores keyed by the video's frame index."""
+
+    scores: dict[int, dict[str, Any]]
+    offset: int  # video frame = frame_index + offset: frames the stream lost at its start
+    complete: bool  # every frame from K on scored
+    ended: bool  # the stream ended and the camera reconnected (a replay of the file began)
+    last_arrival: float  # arrival of its last score (0: none)
+
+
+def first_run(feed: list[tuple[float, dict[str, Any]]], cid: str, seg: Segment, until: float) -> Run:
+    """The scores of the camera's capture of this video until the file ended. A reconnect (the file played again)
+    shows as a jump in frame_index (its first k frames are unscored) or a pause in capture time. Frames are lost
+    at the start of a stream, not at its end, so the last score belongs to the video's last frame."""
+    msgs = sorted(((m["frame_index"], m["ts"], now, m) for now, m in feed
+                   if m.get("type") == "score" and m.get("camera_id") == cid and seg.since <= m["ts"] < until),
+                  key=lambda x: x[0])
+    run: list[tuple[int, float, float, dict[str, Any]]] = []
+    ended = False
+    for x in msgs:
+        # a reconnect: >= 0.4 s of backoff, then k unscored frames; a gap inside the stream keeps capture time
+        if run and ((x[0] - run[-1][0] > 1 and x[1] - run[-1][1] > 0.35) or x[1] - run[-1][1] > 1.5):
+            ended = True
+            break
+        run.append(x)
+    if not run:
+        return Run({}, 0, False, False, 0.0)
+    offset = max(0, seg.frames - 1 - run[-1][0]) if ended or len(run) >= seg.frames - K else 0
+    scores = {i + offset: m for i, _, _, m in run if i + offset < seg.frames}
+    return Run(scores, offset, len(scores) >= seg.frames - K, ended, max(x[2] for x in run))
+
+
+def segment_messages(feed: list[tuple[float, dict[str, Any]]], cid: str, offset: int,
+                     since: float, until: float) -> list[tuple[float, dict[str, Any]]]:
+    """The camera's score and live event messages that arrived in [since, until), frame_index made the video's."""
     out = []
     for now, m in feed:
-        if now < seg.since or now >= until:
+        if now < since or now >= until:
             continue
-        if m.get("type") == "score" and m.get("camera_id") == cid and m["ts"] >= seg.since:
-            out.append((now, m))
+        if m.get("type") == "score" and m.get("camera_id") == cid and m["ts"] >= since:
+            out.append((now, {**m, "frame_index": m["frame_index"] + offset}))
         elif m.get("type") == "event" and m["event"]["camera_id"] == cid and not m.get("replay"):
             out.append((now, m))
     return out
-
-
-def segment_scores(feed: list[tuple[float, dict[str, Any]]], cid: str, seg: Segment) -> dict[int, dict[str, Any]]:
-    """frame index -> score message of this camera's capture of this video (its first run through the file)."""
-    return {m["frame_index"]: m for now, m in feed if m.get("type") == "score" and m.get("camera_id") == cid
-            and m["ts"] >= seg.since and m["frame_index"] < seg.frames}
 
 
 def video_alerts(msgs: list[tuple[float, dict[str, Any]]], scores: dict[int, dict[str, Any]],
@@ -346,13 +378,22 @@ def evaluate_camera(feed: list[tuple[float, dict[str, Any]]], cid: str, segs: li
     alerts_total, scenes_total = 0, 0
     for i, seg in enumerate(segs):
         until = segs[i + 1].since if i + 1 < len(segs) else float("inf")
-        scores = segment_scores(feed, cid, seg)
-        alerts, scene = video_alerts(segment_messages(feed, cid, seg, until), scores, seg.frames)
+        run = first_run(feed, cid, seg, until)
+        scores = run.scores
+        # events of a replay of the file (after the first run ended) are not this video's
+        cut = min(until, run.last_arrival + 0.5) if run.ended else until
+        alerts, scene = video_alerts(segment_messages(feed, cid, run.offset, seg.since, cut), scores, seg.frames)
         alerts_total += len(alerts)
         scenes_total += len(scene)
         got = [f for f in range(K, seg.frames) if f in scores and scores[f]["smoothed"] is not None]
-        per_video[seg.video] = {"frames": seg.frames, "expected_scores": seg.frames - K, "scores": len(scores),
-                                "smoothed": len(got), "alerts": len(alerts), "scene_changes": len(scene)}
+        per_video[seg.video] = {
+            "frames": seg.frames, "expected_scores": seg.frames - K, "scores": len(scores), "smoothed": len(got),
+            "first_frame": min(scores, default=None), "last_frame": max(scores, default=None),
+            "frames_lost_at_start": run.offset, "stream_ended": run.ended,
+            "alerts": [[a.raised_s, a.start_s, a.end_s] for a in alerts], "scene_changes": len(scene),
+            # per scored frame: index, capture ts, calibrated z, smoothed z, psnr (to check the frame alignment)
+            "scores_detail": [[f, m["ts"], m["score"], m["smoothed"], m.get("psnr")]
+                              for f, m in sorted(scores.items())]}
         if labels is not None:
             y = np.asarray(labels[seg.video]).astype(np.int8)
             scores_all.append(np.array([scores[f]["smoothed"] for f in got]))
@@ -391,7 +432,7 @@ def run_ped2(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         learnt = learn(svc, "ped2", f"{base}/ped2_train", args.train_minutes, timeout_s=footage * 60 * 2 + 3600)
         segs = stream_videos(svc, {"ped2": {}, "shipped": {"use_shipped": True}}, base, test)
         feed = svc.feed.snapshot()
-    return {"footage_minutes": round(footage, 3), "train_frames": train_frames, **learnt,
+    return {"footage_minutes": round(footage, 3), "train_frames": train_frames, **learnt, "feed": feed,
             "learnt": evaluate_camera(feed, "ped2", segs["ped2"], labels),
             "shipped": evaluate_camera(feed, "shipped", segs["shipped"], labels)}
 
@@ -415,6 +456,7 @@ def run_vtest(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         segs = stream_videos(svc, {"vtest": {}}, base, [("vtest_rest", n - cut)])
         feed = svc.feed.snapshot()
     return {"footage_minutes": round(footage, 3), "learn_frames": cut, "watch_frames": n - cut, **learnt,
+            "feed": feed,
             "watch": evaluate_camera(feed, "vtest", segs["vtest"], None)}
 
 
@@ -429,7 +471,8 @@ def print_table(res: dict[str, Any]) -> None:
           f"{os.getloadavg()[0]:.1f}){' SMOKE (tiny budgets)' if res['smoke'] else ''}")
     if "ped2" in res:
         p = res["ped2"]
-        print(f"\nPed2 as a new camera: {p['footage_minutes']:.2f} min footage, POST -> armed {p['post_to_armed_s']:.0f} s "
+        print(f"\nPed2 as a new camera: {p['footage_minutes']:.2f} min footage, "
+              f"POST -> armed {p['post_to_armed_s']:.0f} s "
               f"(recording {fmt(p['recording_s'])} s, training+calibration {fmt(p['training_s'])} s)")
         print(f"{'camera':<22} {'auc_causal':>10} {'episodes':>9} {'false al.':>9} {'delay med':>9} "
               f"{'delay max':>9} {'missing':>8}")
@@ -473,6 +516,9 @@ def main() -> None:
         if args.only in (None, part):
             with tempfile.TemporaryDirectory(prefix=f"ffp-learn-{part}-") as tmp:
                 res[part] = fn(Path(tmp), args)
+                if args.json:  # every WebSocket message, to analyse the run again
+                    with args.json.with_suffix(f".{part}.feed.jsonl").open("w") as f:
+                        f.writelines(json.dumps([now, m]) + "\n" for now, m in res[part].pop("feed"))
             if args.json:  # each part as soon as it is done: a long run keeps what it measured
                 args.json.write_text(json.dumps(res, indent=2, default=float))
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
