@@ -323,7 +323,10 @@ def first_run(feed: list[tuple[float, dict[str, Any]]], cid: str, seg: Segment, 
         run.append(x)
     if not run:
         return Run({}, 0, False, False, 0.0)
-    offset = max(0, seg.frames - 1 - run[-1][0]) if ended or len(run) >= seg.frames - K else 0
+    # A run that reached the file's end (the stream ended, or all but the frames lost at its start came): its
+    # last score is the video's last frame. A run cut short (the time limit) stays as it is.
+    reached_end = ended or len(run) >= seg.frames - K - 2
+    offset = max(0, seg.frames - 1 - run[-1][0]) if reached_end else 0
     scores = {i + offset: m for i, _, _, m in run if i + offset < seg.frames}
     return Run(scores, offset, len(scores) >= seg.frames - K, ended, max(x[2] for x in run))
 
@@ -433,6 +436,7 @@ def run_ped2(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         segs = stream_videos(svc, {"ped2": {}, "shipped": {"use_shipped": True}}, base, test)
         feed = svc.feed.snapshot()
     return {"footage_minutes": round(footage, 3), "train_frames": train_frames, **learnt, "feed": feed,
+            "segments": {cid: [[g.video, g.frames, g.since] for g in gs] for cid, gs in segs.items()},
             "learnt": evaluate_camera(feed, "ped2", segs["ped2"], labels),
             "shipped": evaluate_camera(feed, "shipped", segs["shipped"], labels)}
 
@@ -456,7 +460,7 @@ def run_vtest(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         segs = stream_videos(svc, {"vtest": {}}, base, [("vtest_rest", n - cut)])
         feed = svc.feed.snapshot()
     return {"footage_minutes": round(footage, 3), "learn_frames": cut, "watch_frames": n - cut, **learnt,
-            "feed": feed,
+            "feed": feed, "segments": {cid: [[g.video, g.frames, g.since] for g in gs] for cid, gs in segs.items()},
             "watch": evaluate_camera(feed, "vtest", segs["vtest"], None)}
 
 
