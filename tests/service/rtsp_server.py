@@ -11,12 +11,16 @@ live picture of every connected client at once, which injects a deterministic vi
     pinwheel   -> back to the normal picture (any name in PATTERNS works)
 
 Killing the process drops every client (a camera outage); start it again with `--port <n>` to come back.
+
+`--files DIR` also serves every DIR/NAME.mp4 (H.264) at /NAME, paced in real time; each client gets its own
+playback from the file's first frame, and the stream ends with the file.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import threading
+from pathlib import Path
 
 import gi
 
@@ -36,6 +40,7 @@ def main() -> None:
     ap.add_argument("--path", default="/cam")
     ap.add_argument("--pattern", default="pinwheel", choices=sorted(PATTERNS))
     ap.add_argument("--fps", type=int, default=25)
+    ap.add_argument("--files", type=Path, help="also serve DIR/NAME.mp4 at /NAME")
     args = ap.parse_args()
 
     Gst.init(None)
@@ -60,6 +65,12 @@ def main() -> None:
 
     factory.connect("media-configure", on_configure)
     server.get_mount_points().add_factory(args.path, factory)
+    for video in sorted(args.files.glob("*.mp4")) if args.files else []:
+        # Not shared: a client that connects plays the file from its start (a recorded camera, replayed).
+        played = GstRtspServer.RTSPMediaFactory()
+        played.set_launch(f'( filesrc location="{video}" ! qtdemux ! h264parse '
+                          "! rtph264pay name=pay0 pt=96 config-interval=1 )")
+        server.get_mount_points().add_factory(f"/{video.stem}", played)
     if server.attach(None) == 0:
         print("ERROR cannot bind", flush=True)
         sys.exit(1)
