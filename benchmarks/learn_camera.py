@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the model package of this checkout
+
+from service_proc import stop_service, wait_until_healthy  # noqa: E402
 
 from model.evaluate import roc_auc  # noqa: E402
 from model.events import Alert, event_metrics  # noqa: E402
@@ -181,27 +182,14 @@ def service(work: Path, footage_minutes: float) -> Iterator[Service]:
 
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not start (exit code {proc.poll()})")
-                time.sleep(0.3)
+            wait_until_healthy(http, proc, 90, 0.3)
             t = threading.Thread(target=client, daemon=True)
             t.start()
             yield Service(proc, http, feed)
             stop.set()
             t.join(5)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_service(proc)
 
 
 # -- phases ---------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import cv2
 import httpx
 import numpy as np
 import yaml
-from service_proc import stop_service
+from service_proc import stop_service, wait_until_healthy
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,16 +104,7 @@ def run_scenario(name: str, cameras: list[dict[str, Any]], weights: Path | None,
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=10) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not start (exit code {proc.poll()})")
-                time.sleep(0.2)
+            wait_until_healthy(http, proc, 60, 0.2)
             latencies: list[float] = []
             counts: dict[str, int] = {}
             measuring = threading.Event()
