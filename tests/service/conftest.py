@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 from model import Calibration, Predictor, windows_from_frames
 from model.config import ScoreConfig, get_preset
 from model.unet import Generator
+from service.frames import EventMessage, ScoreMessage
 
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"  # the gi bindings live in Debian's interpreter, not in the venv
@@ -139,7 +141,7 @@ def rtsp_server() -> Iterator[RtspServer]:
         srv.kill()
 
 
-def untrained_predictor(calibration: Calibration | None = None) -> Predictor:
+def untrained_predictor(calibration: Calibration | None = None, precision: str = "bf16") -> Predictor:
     """A lite generator that predicts the last frame (output layer zeroed); no flow net, for speed."""
     torch.manual_seed(0)
     cfg = get_preset("lite", num_frames=4)
@@ -148,7 +150,7 @@ def untrained_predictor(calibration: Calibration | None = None) -> Predictor:
     nn.init.zeros_(out.weight)
     if out.bias is not None:
         nn.init.zeros_(out.bias)
-    return Predictor(cfg, gen, None, calibration, ScoreConfig(), {}, torch.device("cpu"), "bf16")
+    return Predictor(cfg, gen, None, calibration, ScoreConfig(), {}, torch.device("cpu"), precision)
 
 
 def _read_frames(url: str, n: int, every: int) -> list[np.ndarray]:
@@ -235,3 +237,23 @@ def write_video() -> Callable[[Path, list[np.ndarray], float], Path]:
 def make_predictor() -> Callable[[Calibration | None], Predictor]:
     """untrained_predictor as a fixture: tests build one calibrated on their own footage."""
     return untrained_predictor
+
+
+class Collector:
+    """A pipeline listener keeping its score and event messages, for tests to read from another thread."""
+
+    def __init__(self) -> None:
+        self.msgs: list[ScoreMessage | EventMessage] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, m: ScoreMessage | EventMessage) -> None:
+        with self.lock:
+            self.msgs.append(m)
+
+    def scores(self) -> list[ScoreMessage]:
+        with self.lock:
+            return [m for m in self.msgs if isinstance(m, ScoreMessage)]
+
+    def events(self) -> list[EventMessage]:
+        with self.lock:
+            return [m for m in self.msgs if isinstance(m, EventMessage)]

@@ -1,16 +1,15 @@
 """End to end with real parts: a GStreamer RTSP camera, OpenCV capture, the batched scorer, a SQLite file."""
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import Collector
 from timing import scaled
 
 from model import Calibration, Predictor
-from service.frames import EventMessage, ScoreMessage
 from service.pipeline import CameraExists, Pipeline
 from service.settings import AlertSettings, CameraSettings, Settings
 from service.store import EventStore
@@ -33,22 +32,6 @@ def make(tmp_path: Path, predictor: Predictor, url: str, **cam: object) -> tuple
     return Pipeline(settings, predictor, store), store
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.msgs: list[ScoreMessage | EventMessage] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, m: ScoreMessage | EventMessage) -> None:
-        with self.lock:
-            self.msgs.append(m)
-
-    def scores(self) -> list[ScoreMessage]:
-        with self.lock:
-            return [m for m in self.msgs if isinstance(m, ScoreMessage)]
-
-    def events(self) -> list[EventMessage]:
-        with self.lock:
-            return [m for m in self.msgs if isinstance(m, EventMessage)]
 
 
 def test_injected_anomaly_makes_start_and_end_events(tmp_path: Path, predictor: Predictor, rtsp_server,  # type: ignore[no-untyped-def]

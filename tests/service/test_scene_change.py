@@ -4,21 +4,17 @@ a file camera (paced at its native fps), the batched scorer and a SQLite file.""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
+from conftest import Collector, untrained_predictor
 
 from model import Calibration, Predictor, windows_from_frames
-from model.config import ScoreConfig, get_preset
-from model.unet import Generator
 from service.api.live import event_json
-from service.frames import Event, EventMessage, ScoreMessage
+from service.frames import Event
 from service.metrics import ServiceMetrics
 from service.pipeline import Pipeline
 from service.settings import AlertSettings, CameraSettings, LearningSettings, Settings
@@ -61,14 +57,7 @@ def blob(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def copy_last_predictor(frames: list[np.ndarray]) -> Predictor:
     """An untrained lite generator with its output layer zeroed predicts the last frame, so the anomaly score is
     the frame-to-frame change; calibrated on `frames` of the usual view."""
-    torch.manual_seed(0)
-    cfg = get_preset("lite", num_frames=4)
-    gen = Generator(cfg).eval()
-    out = [m for m in gen.modules() if isinstance(m, nn.Conv2d)][-1]
-    nn.init.zeros_(out.weight)
-    if out.bias is not None:
-        nn.init.zeros_(out.bias)
-    p = Predictor(cfg, gen, None, None, ScoreConfig(), {}, torch.device("cpu"), "fp32")
+    p = untrained_predictor(precision="fp32")
     pre = [p.preprocess(np.repeat(f[..., None], 3, 2)) for f in frames]
     windows = np.stack([w for _, w in windows_from_frames(pre, p.config) if w is not None])
     cal = Calibration.from_scores(p.score(windows).metrics(), source="tests: view a")
@@ -82,22 +71,6 @@ def predictor() -> Predictor:
     return copy_last_predictor([view_a(t) for t in range(60)])
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.msgs: list[ScoreMessage | EventMessage] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, m: ScoreMessage | EventMessage) -> None:
-        with self.lock:
-            self.msgs.append(m)
-
-    def scores(self) -> list[ScoreMessage]:
-        with self.lock:
-            return [m for m in self.msgs if isinstance(m, ScoreMessage)]
-
-    def events(self) -> list[EventMessage]:
-        with self.lock:
-            return [m for m in self.msgs if isinstance(m, EventMessage)]
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
