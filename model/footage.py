@@ -76,6 +76,12 @@ class MotionStats:
             if changed >= MOVING_PIXELS * frame.size:
                 self.moving_pairs += 1
 
+    def add_segments(self, segments: list[np.ndarray]) -> None:
+        """Every frame of the segments (uint8 frames per segment, as stored); no pair spans two segments."""
+        for seg in segments:
+            for i, frame in enumerate(seg):
+                self.add(frame, seg[i - 1] if i else None)
+
     def reason(self) -> str | None:
         """Why this stream cannot be learned (a frozen or uniform picture), or None. None also while fewer than
         two frames are known: nothing to judge yet."""
@@ -95,9 +101,7 @@ class MotionStats:
 def motion_check(segments: list[np.ndarray]) -> str | None:
     """Why footage (uint8 frames per segment, as stored) cannot be learned, or None when it moves."""
     stats = MotionStats()
-    for seg in segments:
-        for i, frame in enumerate(seg):
-            stats.add(frame, seg[i - 1] if i else None)
+    stats.add_segments(segments)
     return stats.reason()
 
 
@@ -242,9 +246,7 @@ class FootageWriter:
         self._stored_frames = existing.frames
         self._stored_bytes = existing.bytes
         self._stats = MotionStats()
-        for seg in existing.segments():  # the check covers all the footage, not only this process's
-            for i, frame in enumerate(seg):
-                self._stats.add(frame, seg[i - 1] if i else None)
+        self._stats.add_segments(existing.segments())  # the check covers all the footage, not only this process's
         self._next_segment = max((int(d.name[len(SEGMENT_PREFIX):]) for d in _segment_dirs(self.root)
                                   if d.name[len(SEGMENT_PREFIX):].isdigit()), default=0) + 1
         self._segment: Path | None = None
