@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .alerts import AlertEngine, AlertParams, CameraCalibration
+from .alerts import AlertEngine, AlertParams, CameraCalibration, EventUpdate
 from .scoring import Calibration
 
 # The sweep's on_threshold grid (z units); the operating point is added to it. off_threshold keeps its gap.
@@ -55,10 +55,14 @@ def replay(anomaly: np.ndarray, k: int, calibration: Calibration | None, params:
             if u.kind == "start":
                 raised[u.event_id] = t
             elif u.kind == "end":
-                alerts.append(Alert(raised[u.event_id], u.start_ts, float(u.end_ts if u.end_ts is not None else t)))
-    for u in engine.close(t):
-        alerts.append(Alert(raised[u.event_id], u.start_ts, float(u.end_ts if u.end_ts is not None else t)))
+                alerts.append(_alert(u, raised, t))
+    alerts.extend(_alert(u, raised, t) for u in engine.close(t))
     return alerts
+
+
+def _alert(end: EventUpdate, raised: dict[str, float], now: float) -> Alert:
+    """An event's "end" message, with when its "start" was raised -> the Alert."""
+    return Alert(raised[end.event_id], end.start_ts, float(end.end_ts if end.end_ts is not None else now))
 
 
 def event_metrics(videos: dict[str, tuple[np.ndarray, list[Alert]]], k: int, fps: float) -> dict[str, Any]:
