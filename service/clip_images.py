@@ -3,13 +3,14 @@
 without the service keeping every upload's pictures."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from .snapshots import write_event_images
 
 _ID = re.compile(r"[0-9a-f]{32}")
 _NAME = re.compile(r"[0-9a-f]{32}-(snapshot|heatmap)\.jpg")
@@ -28,12 +29,7 @@ class ClipImages:
         folder.mkdir(parents=True)
         names: dict[str, tuple[str, str]] = {}
         for event_id, (snap, heat) in images.items():
-            pair = (f"{event_id}-snapshot.jpg", f"{event_id}-heatmap.jpg")
-            for name, data in zip(pair, (snap, heat), strict=True):
-                tmp = folder / f".{name}.tmp"
-                tmp.write_bytes(data)
-                os.replace(tmp, folder / name)  # readers never see half a JPEG
-            names[event_id] = pair
+            names[event_id] = write_event_images(folder, event_id, snap, heat)
         return result_id, names
 
     def path(self, result_id: str, name: str) -> Path | None:

@@ -60,7 +60,7 @@ class Subscriber:
         """Loop thread only."""
         if self.overflowed:
             return
-        if isinstance(item.msg, (EventMessage, CameraMessage)):
+        if _kept(item.msg):
             if self.pending_events >= self.max_events:
                 self.overflowed = True
                 if self.on_overflow is not None:
@@ -100,7 +100,7 @@ class Subscriber:
         if self.overflowed:
             return None
         item = self.outbox.popleft()
-        if isinstance(item.msg, (EventMessage, CameraMessage)):
+        if _kept(item.msg):
             self.pending_events -= 1
         else:
             self.pending_scores -= 1
@@ -109,7 +109,7 @@ class Subscriber:
     def unget(self, item: Published) -> None:
         """Put back a message taken with get() that could not be sent (it is first again)."""
         self.outbox.appendleft(item)
-        if isinstance(item.msg, EventMessage):
+        if _kept(item.msg):
             self.pending_events += 1
         else:
             self.pending_scores += 1
@@ -117,10 +117,15 @@ class Subscriber:
     def drop_pending_scores(self) -> int:
         """The connection closes: its queued score messages will never be sent. Counted as dropped; how many."""
         n = self.pending_scores
-        self.outbox = deque(item for item in self.outbox if isinstance(item.msg, EventMessage))
+        self.outbox = deque(item for item in self.outbox if _kept(item.msg))
         self.pending_scores = 0
         self.dropped_scores += n
         return n
+
+
+def _kept(msg: Message) -> bool:
+    """Event and camera messages are never dropped (counted in pending_events); score messages may be."""
+    return isinstance(msg, (EventMessage, CameraMessage))
 
 
 def _camera_of(msg: Message) -> str:

@@ -7,7 +7,6 @@ back the message with its seq. Retention runs at start and at most every `retent
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import numpy as np
 from model import EventUpdate
 
 from .frames import Event, EventMessage
-from .snapshots import event_images, unix_caption
+from .snapshots import event_images, unix_caption, write_event_images
 from .store import EventStore
 
 log = logging.getLogger(__name__)
@@ -85,15 +84,8 @@ class EventRecorder:
                       heatmap: np.ndarray) -> tuple[str, str]:
         snap, heat = event_images(frame, heatmap, unix_caption(camera_id, peak_ts))
         rel = Path("events") / camera_id
-        folder = self.data_dir / rel
-        folder.mkdir(parents=True, exist_ok=True)
-        out = []
-        for name, data in ((f"{event_id}-snapshot.jpg", snap), (f"{event_id}-heatmap.jpg", heat)):
-            tmp = folder / f".{name}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, folder / name)  # readers never see half a JPEG
-            out.append(str(rel / name))
-        return out[0], out[1]
+        snap_name, heat_name = write_event_images(self.data_dir / rel, event_id, snap, heat)
+        return str(rel / snap_name), str(rel / heat_name)
 
     def apply_retention(self, *, force: bool = False) -> None:
         """Delete events beyond the limits, unless that was done less than retention_every_s ago."""

@@ -2,7 +2,9 @@
 marked with a box around the region of highest error and captioned with the camera id and the time."""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -83,3 +85,15 @@ def event_images(frame: np.ndarray, heatmap: np.ndarray, caption: str) -> tuple[
     region = worst_region(heatmap)
     return (encode_jpeg(annotate(frame, region, caption)),
             encode_jpeg(annotate(heatmap_overlay(frame, heatmap), region, caption)))
+
+
+def write_event_images(folder: Path, event_id: str, snapshot: bytes, heatmap: bytes) -> tuple[str, str]:
+    """Write an event's (snapshot, heatmap) JPEGs into `folder` (made if missing), each atomically: readers never
+    see half a JPEG. Returns their file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = (f"{event_id}-snapshot.jpg", f"{event_id}-heatmap.jpg")
+    for name, data in zip(names, (snapshot, heatmap), strict=True):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
+    return names

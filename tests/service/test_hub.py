@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from service.frames import REPORTED_METRICS, Event, EventMessage, ScoreMessage
+from service.frames import REPORTED_METRICS, CameraMessage, Event, EventMessage, ScoreMessage
 from service.hub import Hub, Published, Subscriber
 
 
@@ -139,3 +139,15 @@ def test_get_times_out_without_a_task_and_a_slow_close_counts_the_backlog() -> N
         assert [type(i.msg) for i in sub.outbox] == [EventMessage] and sub.pending_scores == 0
 
     asyncio.run(main())
+
+
+def test_a_camera_message_put_back_or_left_at_a_slow_close_counts_as_an_event() -> None:
+    sub = Subscriber()
+    sub.offer(Published(CameraMessage("a", "armed", "v0001", None)))
+    sub.offer(Published(score()))
+    item = asyncio.run(sub.get())
+    assert item is not None and isinstance(item.msg, CameraMessage)
+    sub.unget(item)
+    assert sub.pending_events == 1 and sub.pending_scores == 1
+    assert sub.drop_pending_scores() == 1
+    assert [type(i.msg) for i in sub.outbox] == [CameraMessage] and sub.pending_events == 1

@@ -40,7 +40,7 @@ def test_events_are_stored_with_their_peak_images_written_atomically(tmp_path: P
         replaced.append((Path(src), Path(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr("service.recorder.os.replace", spy_replace)
+    monkeypatch.setattr("service.snapshots.os.replace", spy_replace)
     store = EventStore.open(tmp_path)
     rec = EventRecorder(store, tmp_path, max_events=None, max_age_days=None)
     rec.start()
