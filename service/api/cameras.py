@@ -22,6 +22,10 @@ router = APIRouter(prefix="/v1/cameras", tags=["cameras"], route_class=KeyFirstR
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No camera with this id."}}
 
 
+def not_found(camera_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id!r}")
+
+
 def host_policy(settings: Settings, request: Request) -> HostPolicy:
     """The settings' policy, plus this service's own address: the port it answered this request on (any
     loopback or unspecified address reaches it) and the configured port."""
@@ -76,7 +80,7 @@ def get_camera(camera_id: str, pipeline: PipelineDep) -> CameraPublic:
     try:
         return CameraPublic.from_status(pipeline.get_camera(camera_id))
     except KeyError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id!r}") from None
+        raise not_found(camera_id) from None
 
 
 @router.delete("/{camera_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
@@ -85,5 +89,5 @@ async def delete_camera(camera_id: str, pipeline: PipelineDep) -> Response:
         # Joins the capture thread, kills a training process, removes the camera's footage and models.
         await run_in_threadpool(pipeline.learning.delete_camera, camera_id)
     except KeyError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id!r}") from None
+        raise not_found(camera_id) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)

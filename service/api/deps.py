@@ -59,17 +59,14 @@ def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
     return state.settings
 
 
-def _unauthorized() -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED,
-                         "missing or invalid API key (send X-API-Key or Authorization: Bearer)",
+def _unauthorized(where: str = "X-API-Key or Authorization: Bearer") -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing or invalid API key (send {where})",
                          headers={"WWW-Authenticate": "Bearer"})
 
 
 def require_api_key(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
     if not key_ok(state.settings.api_key, presented_key(request.headers)):
         raise _unauthorized()
-
-
 
 
 class KeyFirstRoute(APIRoute):
@@ -91,9 +88,7 @@ def require_api_key_or_query(request: Request, state: Annotated[AppState, Depend
     """For routes an <img> loads (it cannot send headers): the key may also come as `?api_key=`, as on the
     WebSocket. Log lines redact it (security.RedactSecrets)."""
     if not key_ok(state.settings.api_key, presented_key(request.headers, request.query_params)):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                            "missing or invalid API key (send X-API-Key, Authorization: Bearer or ?api_key=)",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise _unauthorized("X-API-Key, Authorization: Bearer or ?api_key=")
 
 
 def require_docs_access(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:

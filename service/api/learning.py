@@ -11,15 +11,11 @@ from model import WeightsError
 from ..learning import LearningBusy
 from ..settings import CameraSettings
 from ..urls import redact_text
-from .cameras import NOT_FOUND, check_url
+from .cameras import NOT_FOUND, check_url, not_found
 from .deps import KeyFirstRoute, PipelineDep, SettingsDep
 from .schemas import CameraPatch, CameraPublic, LearningPublic, LearnRequest, ModelList, ModelVersionPublic
 
 router = APIRouter(prefix="/v1/cameras", tags=["cameras"], route_class=KeyFirstRoute)
-
-
-def _not_found(camera_id: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id!r}")
 
 
 @router.post("/{camera_id}/learn", status_code=status.HTTP_202_ACCEPTED, response_model=LearningPublic,
@@ -31,7 +27,7 @@ async def learn(camera_id: str, pipeline: PipelineDep, body: LearnRequest | None
     try:
         view = await run_in_threadpool(pipeline.learning.learn, camera_id, body.footage_minutes, body.train_minutes)
     except KeyError:
-        raise _not_found(camera_id) from None
+        raise not_found(camera_id) from None
     except LearningBusy as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     return LearningPublic.model_validate(view)
@@ -44,7 +40,7 @@ def models(camera_id: str, pipeline: PipelineDep) -> ModelList:
         active = pipeline.registry.active(camera_id)
         versions = pipeline.registry.versions(camera_id)
     except KeyError:
-        raise _not_found(camera_id) from None
+        raise not_found(camera_id) from None
     except WeightsError as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     name = None if active is None else active.version
@@ -75,7 +71,7 @@ async def patch_camera(camera_id: str, body: CameraPatch, request: Request, pipe
     try:
         old = pipeline.camera_settings(camera_id)
     except KeyError:
-        raise _not_found(camera_id) from None
+        raise not_found(camera_id) from None
     changes = body.model_dump(exclude_unset=True)
     if "url" in changes:
         check_url(changes["url"], request, settings)
@@ -88,7 +84,7 @@ async def patch_camera(camera_id: str, body: CameraPatch, request: Request, pipe
         # A URL given over the API follows the API's rules (media_dir); otherwise the camera's own stays valid.
         await run_in_threadpool(pipeline.learning.update_camera, cam, trusted="url" not in changes)
     except KeyError:
-        raise _not_found(camera_id) from None
+        raise not_found(camera_id) from None
     except ValueError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, redact_text(str(e))) from None
     return CameraPublic.from_status(pipeline.get_camera(camera_id))

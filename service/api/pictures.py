@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..pipeline import Pipeline
 from ..snapshots import encode_jpeg, heatmap_overlay
+from .cameras import NOT_FOUND, not_found
 from .deps import ApiKeyOrQuery, PipelineDep, StateDep
 
 router = APIRouter(prefix="/v1/cameras", tags=["cameras"], dependencies=[ApiKeyOrQuery])
@@ -29,7 +30,7 @@ Overlay = Annotated[Literal["none", "heatmap"], Query(description="heatmap: blen
 # A plain frame, or (frame, heatmap) to blend: encoding happens off the event loop, so composing does too.
 Picture = np.ndarray | tuple[np.ndarray, np.ndarray]
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No camera with this id."},
+    **NOT_FOUND,
     503: {"description": "The camera has not delivered a frame yet (JSON detail)."},
 }
 
@@ -54,7 +55,7 @@ def _current(pipeline: Pipeline, camera_id: str, overlay: str) -> Picture:
     try:
         image = picture(pipeline, camera_id, overlay)
     except KeyError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id!r}") from None
+        raise not_found(camera_id) from None
     if image is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"camera {camera_id!r} has no frame yet")
     return image
