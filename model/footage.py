@@ -141,9 +141,13 @@ class Footage:
         """Segments holding at least one chunk, oldest first."""
         return [d for d in _segment_dirs(self.root) if _chunk_files(d)]
 
+    def pieces(self) -> list[Piece]:
+        """Every non-empty segment with its uint8 frames, oldest first (read from disk once per call)."""
+        return [Piece(d.name, d, self._load(d)) for d in self.segment_dirs()]
+
     def segments(self) -> list[np.ndarray]:
         """uint8 frames of every non-empty segment, oldest first."""
-        return [self._load(d) for d in self.segment_dirs()]
+        return [p.frames for p in self.pieces()]
 
     @staticmethod
     def _load(segment: Path) -> np.ndarray:
@@ -172,13 +176,15 @@ class Footage:
         metas = [_read_meta(d) for d in self.segment_dirs()]
         return next((float(m["fps"]) for m in metas if m.get("fps")), None)
 
-    def split(self, holdout_fraction: float, history: int, min_holdout_windows: int) -> tuple[list[Piece], list[Piece]]:
+    def split(self, holdout_fraction: float, history: int, min_holdout_windows: int,
+              pieces: list[Piece] | None = None) -> tuple[list[Piece], list[Piece]]:
         """(train, holdout): the holdout is the TAIL of the footage, `holdout_fraction` of its frames and at least
         `min_holdout_windows` windows of `history` + 1 frames (enough to validate and calibrate on); a segment
-        the cut falls into is split in two pieces. Windows are cut within a piece, never across two."""
+        the cut falls into is split in two pieces. Windows are cut within a piece, never across two. `pieces`:
+        the footage already read (`pieces()`), so that a caller that checked it does not read it again."""
         if not 0.0 < holdout_fraction < 1.0:
             raise DataError(f"holdout fraction must be in (0, 1), got {holdout_fraction}")
-        pieces = [Piece(d.name, d, self._load(d)) for d in self.segment_dirs()]
+        pieces = self.pieces() if pieces is None else pieces
         total = sum(len(p.frames) for p in pieces)
         if total == 0:
             raise DataError(f"no footage recorded in {self.root}")

@@ -29,7 +29,7 @@ import numpy as np
 from .checkpoint import DEFAULT_WEIGHTS_NAME, WEIGHTS_DIR, WeightsError, atomic_save, safe_torch_load, weights_of
 from .config import ModelConfig, TrainConfig
 from .data import UINT8_TO_FLOAT, DataError, VideoSource, find_videos
-from .footage import Decimator, Footage, FootageWriter, as_model_layout, motion_check, write_json_atomic
+from .footage import Decimator, Footage, FootageWriter, Piece, as_model_layout, motion_check, write_json_atomic
 from .recipes import load_recipe
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,11 @@ def resolve_init(init: str | Path) -> Path | None:
 
 
 def footage_data(footage: Footage, cfg: TrainConfig, config: ModelConfig, holdout_fraction: float,
-                 min_holdout_windows: int) -> Any:
+                 min_holdout_windows: int, pieces: list[Piece] | None = None) -> Any:
     """The run's Data (model.train): training windows over the footage's uint8 frames, its tail held out."""
     from .train import build_data
 
-    train_p, holdout_p = footage.split(holdout_fraction, config.history, min_holdout_windows)
+    train_p, holdout_p = footage.split(holdout_fraction, config.history, min_holdout_windows, pieces)
     h, w = config.image_size
     for p in (*train_p, *holdout_p):
         shape = p.frames.shape[1:]
@@ -188,17 +188,17 @@ def _learn(root: Path, out: Path, train_minutes: float, threads: int, init: str 
     if threads < 1:
         raise DataError(f"threads must be at least 1, got {threads}")
     footage = Footage(root)
-    segments = footage.segments()
-    if not segments:
+    pieces = footage.pieces()  # read once: checked here, then cut into windows
+    if not pieces:
         raise DataError(f"no footage recorded in {root}")
-    reason = motion_check(segments)
+    reason = motion_check([p.frames for p in pieces])
     if reason is not None:
         raise DataError(f"footage refused: {reason}")
-    del segments
     cfg = TrainConfig(**{**load_recipe(recipe), "data": root, "out": out, "threads": threads,
                          "init": resolve_init(init), "device": device, "progress": False, "max_minutes": None})
     config = plan(cfg).model
-    data = footage_data(footage, cfg, config, holdout_fraction, min_holdout_windows)
+    data = footage_data(footage, cfg, config, holdout_fraction, min_holdout_windows, pieces)
+    del pieces
     budget = Budget(train_minutes, cfg.val_every, report, minutes_done, steps_planned)
     shipped = train(cfg, data, budget)
 
