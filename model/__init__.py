@@ -3,7 +3,15 @@ data, training and evaluation. This package never imports `service`; `service` i
 exported here."""
 from .alerts import AlertEngine, AlertParams, CameraCalibration, EventType, EventUpdate
 from .checkpoint import WEIGHTS_FORMAT, WeightsError, default_weights_path, safe_torch_load, sha256_file, weights_of
-from .clip import CLIP_CAMERA, ScoredFrame, clip_event, score_frames, window_from_buffer, windows_from_frames
+from .clip import (
+    CLIP_CAMERA,
+    CLIP_FALLBACK_FPS,
+    ScoredFrame,
+    clip_event,
+    score_frames,
+    window_from_buffer,
+    windows_from_frames,
+)
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
 from .data import preprocess_frame
 from .footage import Footage, FootageWriter
@@ -13,7 +21,8 @@ from .scene import SceneChangeDetector, SceneParams
 from .scoring import METRICS, Calibration, CausalSmoother, FrameScorer, FrameScores, Scorer
 
 __all__ = [
-    "CLIP_CAMERA", "METRICS", "PRESETS", "WEIGHTS_FORMAT", "AlertEngine", "AlertParams", "Calibration",
+    "CLIP_CAMERA", "CLIP_FALLBACK_FPS", "METRICS", "PRESETS", "WEIGHTS_FORMAT", "AlertEngine", "AlertParams",
+    "Calibration",
     "CameraCalibration", "CausalSmoother", "EventType", "EventUpdate", "Footage", "FootageWriter", "FrameScorer",
     "FrameScores", "LossWeights", "ModelConfig", "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig",
     "ScoredFrame", "Scorer", "WeightsError", "clip_event", "default_weights_path", "get_preset", "load_predictor",

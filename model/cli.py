@@ -20,7 +20,6 @@ from .config import ANOMALY_KINDS, PRECISIONS, PRESETS, FlowNetConfig, ModelConf
 from .data import DataError
 
 log = logging.getLogger("ffp")
-FALLBACK_FPS = 25.0  # the frame rate of a clip that does not declare one (a folder of frames), as the service's
 
 
 def cmd_train_flow(a: argparse.Namespace) -> None:
@@ -200,9 +199,8 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
 
 def cmd_score(a: argparse.Namespace) -> None:
     from .alerts import AlertEngine, CameraCalibration
-    from .clip import CLIP_CAMERA, clip_event, score_frames
+    from .clip import CLIP_CAMERA, CLIP_FALLBACK_FPS, clip_event, score_frames
     from .data import VideoSource, iter_frames, video_fps
-    from .scoring import CausalSmoother
 
     predictor = _load(a)
     params = _alert_params(a.alerts)
@@ -212,20 +210,21 @@ def cmd_score(a: argparse.Namespace) -> None:
     # POST /v1/score's shape: frames with index, time (seconds from the clip's start = index / fps), the metrics
     # and smoothed; events raised by the service's alert engine over the clip's timeline, in the live events'
     # fields. A folder of frames has no rate: --fps, else the service's fallback for clips.
-    fps = a.fps or video_fps(path) or FALLBACK_FPS
+    fps = a.fps or video_fps(path) or CLIP_FALLBACK_FPS
     rows = []
-    smoother = CausalSmoother()
     camera, engine = CameraCalibration(predictor.calibration, params), AlertEngine(CLIP_CAMERA, params)
     events: dict[str, dict[str, Any]] = {}
     t = 0.0
     for f in score_frames(predictor, iter_frames(VideoSource(path.stem, path)), batch_size=a.batch_size):
         t = f.index / fps
-        z = None if f.metrics is None else f.metrics["score"]
-        rows.append({"index": f.index, "time": round(t, 4), **(f.metrics or {}),
-                     "smoothed": None if z is None else smoother.update(z)})
-        if f.metrics is not None:
-            for u in engine.update(camera.z(float(typing.cast(float, f.metrics["anomaly"])), t), t):
-                events[u.event_id] = clip_event(u)
+        if f.metrics is None:
+            rows.append({"index": f.index, "time": round(t, 4), "smoothed": None})
+            continue
+        # score and smoothed are what the alert engine compares, as POST /v1/score reports them
+        z = camera.z(float(typing.cast(float, f.metrics["anomaly"])), t)
+        for u in engine.update(z, t):
+            events[u.event_id] = clip_event(u)
+        rows.append({"index": f.index, "time": round(t, 4), **f.metrics, "score": z, "smoothed": engine.smoothed})
     for u in engine.close(t):
         events[u.event_id] = clip_event(u)
     text = json.dumps({"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows,

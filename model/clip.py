@@ -21,6 +21,7 @@ from .config import ModelConfig, window_rows
 from .scoring import FrameScorer, FrameScores
 
 CLIP_CAMERA = "clip"  # the camera id of a clip's events (`ffp score`, POST /v1/score)
+CLIP_FALLBACK_FPS = 25.0  # the frame rate of a clip that declares none (a folder of frames, a broken header)
 
 
 def clip_event(u: EventUpdate) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from model import (
     CLIP_CAMERA,
+    CLIP_FALLBACK_FPS,
     AlertEngine,
     CameraCalibration,
     EventUpdate,
@@ -31,7 +32,6 @@ from .settings import AlertSettings, Settings
 
 MAX_SIDE = 4096  # a frame this wide or tall is refused whatever its area: a strip, not a camera
 MAX_FPS = 120.0
-FALLBACK_FPS = 25.0
 
 
 class ClipError(ValueError):
@@ -195,7 +195,7 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
         if not cap.isOpened():
             raise ClipError("cannot decode the clip (unknown or corrupt video)")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        fps = fps if math.isfinite(fps) and 1.0 <= fps <= MAX_FPS else FALLBACK_FPS
+        fps = fps if math.isfinite(fps) and 1.0 <= fps <= MAX_FPS else CLIP_FALLBACK_FPS
         _check_header(cap, limits, fps)
 
         raw: dict[int, np.ndarray] = {}  # decoded frames until scored: the peak's frame is kept for its images
