@@ -43,6 +43,18 @@ def write_clip(path: Path, pattern: str, fps: float = 25.0, seed: int = 0) -> Pa
     return path
 
 
+def moving_square(n: int, shape: tuple[int, int], rows: slice, width: int, step: int, span: int) -> list[np.ndarray]:
+    """n frames of a bright square (`rows` by `width` px) on grey, moving `step` px per frame and wrapping after
+    `span` px: motion a predictor can learn, and that passes a motion check."""
+    frames = []
+    for i in range(n):
+        f = np.full((*shape, 3), 40, np.uint8)
+        x = 4 + (step * i) % span
+        f[rows, x:x + width] = 220
+        frames.append(f)
+    return frames
+
+
 def untrained_predictor() -> Predictor:
     """The lite architecture with random weights, calibrated on the still scene vs. noise so that the
     still scene scores z ~ 0 and noise z ~ 10 (alerts with on_threshold 5 fire on noise only)."""
