@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import torch
 from timing import scaled
@@ -18,7 +19,9 @@ from timing import scaled
 from model import Calibration, Predictor, ScoreConfig, get_preset
 from model.scoring import METRICS
 from model.unet import Generator
-from service.settings import Settings
+from service.api import create_app
+from service.settings import Settings, load_settings
+from service.wiring import build_service
 
 W, H = 160, 120
 
@@ -115,3 +118,14 @@ def serve(app: Any, timeout: float = 20.0, settings: Settings | None = None) -> 
     finally:
         server.should_exit = True
         thread.join(timeout)
+
+
+def serve_api(tmp_path: Path, predictor: Predictor, **settings: Any) -> contextlib.AbstractContextManager[LiveServer]:
+    """serve() the whole service (build_service, create_app) with load_settings(data_dir=tmp_path / "data")."""
+    service = build_service(load_settings(None, data_dir=tmp_path / "data", **settings), predictor=predictor)
+    return serve(create_app(service))
+
+
+def api_client(server: LiveServer, key: str, timeout: float = 20) -> httpx.Client:
+    """An httpx client of `server` that sends `key` as X-API-Key."""
+    return httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=timeout)
