@@ -7,8 +7,10 @@ injected anomaly (white noise, `snow`) changes everything, a z score far above a
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -115,6 +117,17 @@ class RtspServer:
     def restart(self) -> None:
         self.kill()
         self.start()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server process stopped (SIGSTOP) inside the block: its sockets stay open, nothing is sent;
+        continued (SIGCONT) after, on failure too."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

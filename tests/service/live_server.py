@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import torch
 from timing import scaled
@@ -18,7 +19,9 @@ from timing import scaled
 from model import Calibration, Predictor, ScoreConfig, get_preset
 from model.scoring import METRICS
 from model.unet import Generator
-from service.settings import Settings
+from service.api import create_app
+from service.settings import Settings, load_settings
+from service.wiring import build_service
 
 W, H = 160, 120
 
@@ -41,6 +44,18 @@ def write_clip(path: Path, pattern: str, fps: float = 25.0, seed: int = 0) -> Pa
         out.write(still if c == "." else rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
     out.release()
     return path
+
+
+def moving_square(n: int, shape: tuple[int, int], rows: slice, width: int, step: int, span: int) -> list[np.ndarray]:
+    """n frames of a bright square (`rows` by `width` px) on grey, moving `step` px per frame and wrapping after
+    `span` px: motion a predictor can learn, and that passes a motion check."""
+    frames = []
+    for i in range(n):
+        f = np.full((*shape, 3), 40, np.uint8)
+        x = 4 + (step * i) % span
+        f[rows, x:x + width] = 220
+        frames.append(f)
+    return frames
 
 
 def untrained_predictor() -> Predictor:
@@ -103,3 +118,14 @@ def serve(app: Any, timeout: float = 20.0, settings: Settings | None = None) -> 
     finally:
         server.should_exit = True
         thread.join(timeout)
+
+
+def serve_api(tmp_path: Path, predictor: Predictor, **settings: Any) -> contextlib.AbstractContextManager[LiveServer]:
+    """serve() the whole service (build_service, create_app) with load_settings(data_dir=tmp_path / "data")."""
+    service = build_service(load_settings(None, data_dir=tmp_path / "data", **settings), predictor=predictor)
+    return serve(create_app(service))
+
+
+def api_client(server: LiveServer, key: str, timeout: float = 20) -> httpx.Client:
+    """An httpx client of `server` that sends `key` as X-API-Key."""
+    return httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=timeout)

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_server import LiveServer, serve, untrained_predictor, write_clip
-
-from service.api import create_app
-from service.settings import load_settings
-from service.wiring import build_service
+from live_server import LiveServer, api_client, serve_api, untrained_predictor, write_clip
 
 KEY = "test-key-123"
 SECRET = "hunter2pw"
@@ -24,15 +20,13 @@ def clip_predictor():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def server(tmp_path: Path, clip_predictor) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
-    settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY, max_upload_mb=1,
-                             max_clip_seconds=10)
-    with serve(create_app(build_service(settings, predictor=clip_predictor))) as srv:
+    with serve_api(tmp_path, clip_predictor, api_key=KEY, max_upload_mb=1, max_clip_seconds=10) as srv:
         yield srv
 
 
 @pytest.fixture
 def client(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=20) as c:
+    with api_client(server, KEY) as c:
         yield c
 
 

@@ -6,15 +6,10 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from live_server import LiveServer, serve, untrained_predictor, write_clip
-
-from service.api import create_app
-from service.settings import load_settings
-from service.wiring import build_service
+from live_server import LiveServer, api_client, serve_api, untrained_predictor, write_clip
 
 KEY = "hardening-key"
 PASSWORDS = ("pa#ss1", "pa/ss2", "p@ss3", "pa%40ss4")
@@ -26,20 +21,15 @@ def clip_predictor():  # type: ignore[no-untyped-def]
     return untrained_predictor()
 
 
-def start(tmp_path: Path, predictor: Any, **settings: Any) -> Any:
-    return serve(create_app(build_service(load_settings(None, data_dir=tmp_path / "data", **settings),
-                                          predictor=predictor)))
-
-
 @pytest.fixture
 def server(tmp_path: Path, clip_predictor) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
-    with start(tmp_path, clip_predictor, api_key=KEY, max_cameras=3, max_url_length=300) as srv:
+    with serve_api(tmp_path, clip_predictor, api_key=KEY, max_cameras=3, max_url_length=300) as srv:
         yield srv
 
 
 @pytest.fixture
 def client(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=20) as c:
+    with api_client(server, KEY) as c:
         yield c
 
 
@@ -101,12 +91,12 @@ def test_camera_url_length_count_and_host_policy(client: httpx.Client, server: L
 
 @pytest.mark.timeout(30)
 def test_allow_list_and_private_hosts(tmp_path: Path, clip_predictor) -> None:  # type: ignore[no-untyped-def]
-    with start(tmp_path, clip_predictor, camera_allowed_hosts=["10.1.0.0/16"]) as srv, \
+    with serve_api(tmp_path, clip_predictor, camera_allowed_hosts=["10.1.0.0/16"]) as srv, \
             httpx.Client(base_url=srv.url, timeout=20) as c:
         assert c.post("/v1/cameras", json={"id": "a", "url": "rtsp://10.1.2.3/s"}).status_code == 201
         r = c.post("/v1/cameras", json={"id": "b", "url": "rtsp://10.2.0.1/s"})
         assert r.status_code == 422 and "camera_allowed_hosts" in r.json()["detail"]
-    with start(tmp_path, clip_predictor, camera_private_hosts=False) as srv, \
+    with serve_api(tmp_path, clip_predictor, camera_private_hosts=False) as srv, \
             httpx.Client(base_url=srv.url, timeout=20) as c:
         assert c.post("/v1/cameras", json={"id": "b", "url": "rtsp://192.168.1.2/s"}).status_code == 422
 
@@ -132,7 +122,7 @@ def test_docs_behind_the_key_unless_public(server: LiveServer, tmp_path: Path, c
         assert page.status_code == 200 and f"/openapi.json?api_key={KEY}" in page.text
         assert c.get("/openapi.json", params={"api_key": KEY}).json()["paths"]
         assert c.get("/redoc").status_code == 404
-    with start(tmp_path, clip_predictor, api_key=KEY, docs_public=True) as srv, \
+    with serve_api(tmp_path, clip_predictor, api_key=KEY, docs_public=True) as srv, \
             httpx.Client(base_url=srv.url, timeout=10) as c:
         assert c.get("/docs").status_code == 200 and c.get("/openapi.json").json()["paths"]
         assert c.get("/v1/cameras").status_code == 401
@@ -142,7 +132,7 @@ def test_docs_behind_the_key_unless_public(server: LiveServer, tmp_path: Path, c
 def test_cross_site_posts_are_refused(tmp_path: Path, clip_predictor) -> None:  # type: ignore[no-untyped-def]
     clip = write_clip(tmp_path / "clip.mp4", "." * 12).read_bytes()
     files = {"file": ("clip.mp4", clip, "video/mp4")}
-    with start(tmp_path, clip_predictor, allowed_origins=["https://ops.example.com"]) as srv, \
+    with serve_api(tmp_path, clip_predictor, allowed_origins=["https://ops.example.com"]) as srv, \
             httpx.Client(base_url=srv.url, timeout=30) as c:  # no key: only Origin protects it
         for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
                         {"Sec-Fetch-Site": "cross-site"}):

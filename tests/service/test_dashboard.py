@@ -11,13 +11,10 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from live_server import H, LiveServer, W, serve, untrained_predictor, write_clip
+from live_server import H, LiveServer, W, api_client, serve_api, untrained_predictor, write_clip
 from timing import scaled
 
-from service.api import create_app
 from service.api.dashboard import STATIC
-from service.settings import load_settings
-from service.wiring import build_service
 
 KEY = "dash-key-456"
 FILES = ("index.html", "dashboard.js", "dashboard.css", "favicon.svg")
@@ -31,16 +28,14 @@ def clip_predictor():  # type: ignore[no-untyped-def]
 @pytest.fixture
 def server(tmp_path: Path, clip_predictor) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
     clip = write_clip(tmp_path / "cam.mp4", "." * 15 + "#" * 5 + "." * 20, fps=10)
-    settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY,
-                             cameras=[{"id": "cam", "url": str(clip), "fps": 10, "loop": True,
-                                       "alerts": {"on_threshold": 5.0}}])
-    with serve(create_app(build_service(settings, predictor=clip_predictor))) as srv:
+    cameras = [{"id": "cam", "url": str(clip), "fps": 10, "loop": True, "alerts": {"on_threshold": 5.0}}]
+    with serve_api(tmp_path, clip_predictor, api_key=KEY, cameras=cameras) as srv:
         yield srv
 
 
 @pytest.fixture
 def client(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=20) as c:
+    with api_client(server, KEY) as c:
         yield c
 
 

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import yaml
 from conftest import RtspServer
-from live_server import serve
+from live_server import moving_square, serve
 from test_registry import weights_file
 from websockets.sync.client import connect
 
@@ -198,20 +197,11 @@ def test_a_frozen_or_black_stream_is_refused(tmp_path: Path, pattern: str, reaso
     assert not (tmp_path / "data/cameras/still/runs").exists()  # never trained
 
 
-def moving_square(n: int) -> list[np.ndarray]:
-    frames = []
-    for i in range(n):
-        f = np.full((96, 128, 3), 40, np.uint8)
-        x = 4 + (5 * i) % 100
-        f[30:60, x:x + 20] = 220
-        frames.append(f)
-    return frames
-
-
 @pytest.mark.timeout(120)
 def test_disk_cap_stops_recording_and_says_why(tmp_path: Path, write_video: Callable[..., Path],
                                                serve_service: Callable[..., Any]) -> None:
-    clip = write_video(tmp_path / "walk.avi", moving_square(60), fps=FPS)
+    frames = moving_square(60, (96, 128), slice(30, 60), width=20, step=5, span=100)
+    clip = write_video(tmp_path / "walk.avi", frames, fps=FPS)
     cap_mb = 0.2  # 12 frames of 128x128 grey (16 kB each) and their chunk headers
     cams = [{"id": "walk", "url": str(clip), "fps": FPS, "loop": True}]
     _, c, _ = serve_service(tmp_path / "data", cameras=cams,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from live_server import moving_square
 from test_registry import weights_file
 
 from model import METRICS, Calibration, Predictor, WeightsError
@@ -33,16 +34,6 @@ def predictor(seed: int, num_frames: int, anomaly_mean: float) -> Predictor:
     return Predictor(cfg, Generator(cfg).eval(), None, cal, ScoreConfig(), {}, torch.device("cpu"), "fp32")
 
 
-def moving_square(n: int) -> list[np.ndarray]:
-    frames = []
-    for i in range(n):
-        f = np.full((64, 80, 3), 40, np.uint8)
-        x = 4 + (3 * i) % 60
-        f[20:36, x:x + 16] = 220
-        frames.append(f)
-    return frames
-
-
 def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -60,7 +51,8 @@ def make_pipeline(tmp_path: Path, shipped: Predictor, cams: list[CameraSettings]
 def test_swapping_one_cameras_model_never_costs_another_camera_a_window(
         tmp_path: Path, write_video: Callable[..., Path], no_thread_leak: None) -> None:
     n_frames = 120
-    clip = write_video(tmp_path / "walk.avi", moving_square(n_frames), fps=10)
+    frames = moving_square(n_frames, (64, 80), slice(20, 36), width=16, step=3, span=60)
+    clip = write_video(tmp_path / "walk.avi", frames, fps=10)
     shipped = predictor(0, 4, 0.0)  # z = anomaly in [-100, 0]
     other = predictor(1, 4, -1000.0)  # same input: the ring is kept; z = anomaly + 1000
     short = predictor(2, 2, -2000.0)  # k = 2: the ring restarts; z = anomaly + 2000

@@ -3,14 +3,13 @@ inference thread, the restart budget ending in `failed`, a frozen GStreamer RTSP
 source served by Python's http.server."""
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -310,35 +309,37 @@ def test_hung_model_ends_inference_failed(no_thread_leak: None) -> None:
     assert "gave up after 2 restarts within 60 s" in str(stats["last_error"])
 
 
+@contextmanager
+def live_rtsp_camera(tmp_path: Path, predictor: Predictor, url: str, **camera: Any) -> Iterator[Pipeline]:
+    """A pipeline of one camera "cam" on `url` (5 fps, watchdog every 0.2 s), started and scoring; stopped after
+    (which joins abandoned threads too, for no_thread_leak)."""
+    cam = CameraSettings(id="cam", url=url, fps=5, open_timeout_s=2, **camera)
+    pipe, store = make_pipeline(tmp_path, predictor, [cam], interval_s=0.2)
+    pipe.start()
+    try:
+        wait_for(lambda: pipe.get_camera("cam").state == "live" and pipe.get_camera("cam").frames_scored > 0,
+                 what="live")
+        yield pipe
+    finally:
+        pipe.stop()
+        store.close()
+
+
 @pytest.mark.timeout(20, func_only=True)  # the session's predictor calibration may run in setup
 def test_frozen_rtsp_server_stalls_reconnects_and_recovers(tmp_path: Path, predictor: Predictor, rtsp_server,  # type: ignore[no-untyped-def]
                                                          no_thread_leak: None) -> None:
     # The watchdog restart (stall 0.8 s + one 0.2 s check) comes before OpenCV's read timeout (2 s).
-    cam = CameraSettings(id="cam", url=rtsp_server.url, fps=5, open_timeout_s=2, read_timeout_s=2, stall_after_s=0.8)
-    pipe, store = make_pipeline(tmp_path, predictor, [cam], interval_s=0.2)
-    pipe.start()
-    frozen = False
-    try:
-        wait_for(lambda: pipe.get_camera("cam").state == "live" and pipe.get_camera("cam").frames_scored > 0,
-                 what="live")
-        os.kill(rtsp_server.proc.pid, signal.SIGSTOP)
-        frozen = True
-        wait_for(lambda: pipe.get_camera("cam").stalls >= 1, timeout=5, what="stalled")
-        wait_for(lambda: pipe.get_camera("cam").state == "reconnecting" and pipe.get_camera("cam").restarts >= 1,
-                 timeout=5, what="restarted, reconnecting")
-        time.sleep(0.5)  # still frozen: the reconnect attempts time out
-        assert pipe.get_camera("cam").state == "reconnecting"
-        os.kill(rtsp_server.proc.pid, signal.SIGCONT)
-        frozen = False
+    with live_rtsp_camera(tmp_path, predictor, rtsp_server.url, read_timeout_s=2, stall_after_s=0.8) as pipe:
+        with rtsp_server.frozen():
+            wait_for(lambda: pipe.get_camera("cam").stalls >= 1, timeout=5, what="stalled")
+            wait_for(lambda: pipe.get_camera("cam").state == "reconnecting" and pipe.get_camera("cam").restarts >= 1,
+                     timeout=5, what="restarted, reconnecting")
+            time.sleep(0.5)  # still frozen: the reconnect attempts time out
+            assert pipe.get_camera("cam").state == "reconnecting"
         wait_for(lambda: pipe.get_camera("cam").state == "live", timeout=10, what="live again")
         before = pipe.get_camera("cam").frames_scored
         wait_for(lambda: pipe.get_camera("cam").frames_scored > before, timeout=5, what="scores after the freeze")
         st = pipe.get_camera("cam")
-    finally:
-        if frozen:
-            os.kill(rtsp_server.proc.pid, signal.SIGCONT)
-        pipe.stop()  # joins the abandoned thread too (no_thread_leak)
-        store.close()
     assert st.state == "live" and st.restarts >= 1 and st.stalls >= 1
 
 
@@ -347,27 +348,14 @@ def test_frozen_rtsp_server_stalls_although_reads_still_return_frames(tmp_path: 
                                                                      rtsp_server, no_thread_leak: None) -> None:
     # stall_after_s above the read timeout: at each timeout OpenCV returns one of the decoder's buffered frames
     # with ok=True, which must not keep the camera live (counted from the read, the age never reached 2 s).
-    cam = CameraSettings(id="cam", url=rtsp_server.url, fps=5, open_timeout_s=2, read_timeout_s=1.5,
-                         stall_after_s=2.0)
-    pipe, store = make_pipeline(tmp_path, predictor, [cam], interval_s=0.2)
-    pipe.start()
-    frozen = False
-    try:
-        wait_for(lambda: pipe.get_camera("cam").state == "live" and pipe.get_camera("cam").frames_scored > 0,
-                 what="live")
+    with live_rtsp_camera(tmp_path, predictor, rtsp_server.url, read_timeout_s=1.5, stall_after_s=2.0) as pipe:
         reconnects = pipe.get_camera("cam").reconnects
-        os.kill(rtsp_server.proc.pid, signal.SIGSTOP)
-        frozen = True
-        t0 = time.monotonic()
-        wait_for(lambda: pipe.get_camera("cam").stalls >= 1, timeout=8, what="stalled")
-        stalled_after = time.monotonic() - t0
-        wait_for(lambda: pipe.get_camera("cam").restarts >= 1, timeout=5, what="restarted")
-        st = pipe.get_camera("cam")
-    finally:
-        if frozen:
-            os.kill(rtsp_server.proc.pid, signal.SIGCONT)
-        pipe.stop()
-        store.close()
+        with rtsp_server.frozen():
+            t0 = time.monotonic()
+            wait_for(lambda: pipe.get_camera("cam").stalls >= 1, timeout=8, what="stalled")
+            stalled_after = time.monotonic() - t0
+            wait_for(lambda: pipe.get_camera("cam").restarts >= 1, timeout=5, what="restarted")
+            st = pipe.get_camera("cam")
     assert st.stalls >= 1 and st.restarts >= 1
     assert st.reconnects == reconnects or stalled_after < 4.0, "the stall came from frame age, not a read error"
 
