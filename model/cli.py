@@ -384,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="JSON report (ROC and timeline PNGs are written beside it)")
     sp.add_argument("--labels", type=Path, help="label file (default: found in --data)")
     sp.add_argument("--batch-size", type=int, default=16)
-    sp.add_argument("--half-life", type=float, default=2.0, help="causal EMA half-life in frames")
+    sp.add_argument("--half-life", type=float, help="causal EMA half-life in frames for the causal "
+                    "protocols (default: the alert settings' smoothing_half_life_frames)")
     sp.add_argument("--alerts", type=Path, help="alert settings YAML (a mapping, or a service config's alerts:) "
                     "for the event-level numbers; default: the service's defaults")
     sp.add_argument("--fps", type=float, default=10.0, help="frame rate the test videos are replayed at through "

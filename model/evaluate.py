@@ -122,7 +122,7 @@ def protocol_aucs(prot: dict[str, dict[str, np.ndarray]], names: list[str], y: n
 
 
 def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None = None, batch_size: int = 16,
-             half_life: float = 2.0, alerts: AlertParams | None = None, fps: float = 10.0, plots: bool = True,
+             half_life: float | None = None, alerts: AlertParams | None = None, fps: float = 10.0, plots: bool = True,
              progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -143,11 +143,13 @@ def evaluate(predictor: Predictor, data: Path, out: Path, *, labels: Path | None
         n_scored += max(0, len(video) - k)
     names = [s.name for s in sources]
     y = np.concatenate([gt[n][k:] for n in names])
+    alerts = alerts or AlertParams()
+    # the causal protocol is what the alert engine smooths: its half-life unless one is named
+    half_life = alerts.smoothing_half_life_frames if half_life is None else half_life
     prot = protocol_scores(per_video, k, predictor.calibration, half_life)
     aucs = protocol_aucs(prot, names, y)
     # The raw scores concatenated without any normalisation (no statistics at all): a causal baseline.
     aucs["auc_causal_psnr_raw"] = roc_auc(np.concatenate([-per_video[n]["psnr"][k:] for n in names]), y)
-    alerts = alerts or AlertParams()
     anomaly = {n: per_video[n]["anomaly"] for n in names}
     events = evaluate_events(anomaly, gt, k, predictor.calibration, alerts, fps)
     sweep = threshold_sweep(anomaly, gt, k, predictor.calibration, alerts, fps)

@@ -35,6 +35,8 @@ from model.predictor import load_predictor
 from model.scoring import cell_anomaly, cell_statistics
 
 MARGIN, GAP, FPS = 0.5, 1.5, 10.0
+# The engine timing the candidates were compared under (events.md; the defaults of that time)
+TIMING = AlertParams(min_duration_s=0.4, smoothing_half_life_frames=2.0)
 
 
 def cells_of(p, video: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
@@ -54,8 +56,8 @@ def operating_point(kind: str, cells: dict[str, tuple[np.ndarray, np.ndarray]], 
     flat = np.concatenate(list(anomaly.values()))
     cal = Calibration(mean={"anomaly": float(flat.mean())}, std={"anomaly": float(flat.std()) + 1e-8}, quantiles={},
                       frames=len(flat), source="held-out")
-    top = max(float(causal_smooth(cal.z(x), 2.0).max()) for x in anomaly.values())
-    return arrays, cal, replace(AlertParams(), on_threshold=top + MARGIN, off_threshold=top + MARGIN - GAP)
+    top = max(float(causal_smooth(cal.z(x), TIMING.smoothing_half_life_frames).max()) for x in anomaly.values())
+    return arrays, cal, replace(TIMING, on_threshold=top + MARGIN, off_threshold=top + MARGIN - GAP)
 
 
 def main() -> None:
@@ -95,7 +97,7 @@ def main() -> None:
             in_alert = sum(round((al.end_s - al.start_s) * FPS) + 1 for al in alerts) / len(x)
             loo.append({"kind": kind, "stats_from": seen, "scored": unseen, "on_threshold": params.on_threshold,
                         "false_alarms": len(alerts), "share_in_alert": round(in_alert, 3),
-                        "max_smoothed_z": float(causal_smooth(cal.z(x), 2.0).max())})
+                        "max_smoothed_z": float(causal_smooth(cal.z(x), TIMING.smoothing_half_life_frames).max())})
             print(json.dumps(loo[-1]))
     if a.json:
         a.json.write_text(json.dumps({"holdout": holdout, "speeds": a.speeds, "rows": rows, "leave_one_out": loo},
