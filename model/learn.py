@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ DEFAULT_RECIPE = "camera-lite"
 HOLDOUT_FRACTION = 0.15  # the tail of the footage held out for validation and calibration
 MIN_HOLDOUT_WINDOWS = 32  # at least this many held-out windows, whatever the fraction gives
 PROGRESS_EVERY_S = 2.0  # progress.json is rewritten at most this often while training
-WARMUP_STEPS = 3  # the first steps (allocations, oneDNN's kernel choice) are not timed for the plan
+WARMUP_STEPS = 3  # the first steps (allocations, oneDNN's kernel choice) are not timed for the forecast
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -66,24 +68,33 @@ class ProgressFile:
 class Budget:
     """The loop's control (model.train.LoopControl) for a wall-clock budget of `train_minutes`, counted over
     every process of the run (a resumed run goes on from the minutes its checkpoint recorded) and, in each, from
-    the end of its first step: reading the footage and building the models come before, the final calibration
-    after it.
+    the end of its first step: reading the footage and building the models come before, the final validation
+    and calibration after it. The run stops at the first step that ends at or after the budget.
 
-    It times plain steps and the first validation with its checkpoint, then fixes the planned step count once:
-    the remaining budget divided by a step's time plus a validation's share (one every `val_every` steps),
-    less one validation for the end. The cosine schedule ends there (see camera-lite.yaml)."""
+    The cosine schedule follows the fraction of the budget spent (`done`), not a planned step count. A count
+    fixed from the first steps' rate ends the run early when those steps were slow (the host busy at the
+    start) and leaves the cosine short of 0 when they were fast; re-planning a count as the rate changes
+    makes the LR jump unless the fraction reached is carried over, which is this clock again. On the
+    budget's clock the schedule ends at 0 when the run ends, whatever the step rate, is continuous (a step
+    moves it by at most pi/2 * its share of the budget) and survives restarts with the minutes recorded.
+    `steps_planned` is only a forecast for progress reports: the steps so far plus the remaining budget at
+    the recent step rate (with a validation's share every `val_every` steps)."""
+
+    RATE_STEPS = 50  # the recent plain steps whose median rate forecasts the rest
 
     def __init__(self, train_minutes: float, val_every: int, progress: ProgressFile, minutes_done: float = 0.0,
-                 steps_planned: int | None = None) -> None:
+                 steps_planned: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         if train_minutes <= 0:
             raise ValueError(f"train_minutes must be positive, got {train_minutes}")
         self.train_minutes, self.val_every, self.progress = train_minutes, val_every, progress
         self.minutes_done, self.steps_planned = minutes_done, steps_planned
+        self.clock = clock
         self.start: float | None = None
         self.last_t: float | None = None
         self.validated_step: int | None = None
-        self.step_s: list[float] = []  # plain steps
-        self.val_s: list[float] = []  # steps followed by a validation and checkpoint
+        self.timed_steps = 0  # plain steps seen, the warm-up ones included
+        self.step_s: deque[float] = deque(maxlen=self.RATE_STEPS)  # the recent plain steps, after warm-up
+        self.val_s: float | None = None  # the latest step followed by a validation and checkpoint
         self.heldout_psnr: float | None = None
 
     @property
@@ -91,34 +102,32 @@ class Budget:
         return self.steps_planned
 
     def minutes(self) -> float:
-        return self.minutes_done + (0.0 if self.start is None else (time.monotonic() - self.start) / 60)
+        return self.minutes_done + (0.0 if self.start is None else (self.clock() - self.start) / 60)
 
-    def _step_seconds(self) -> float | None:
-        timed = self.step_s[WARMUP_STEPS:]
-        return statistics.median(timed) if timed else None
+    def done(self) -> float:
+        return min(1.0, self.minutes() / self.train_minutes)
 
     def after_step(self, step: int, meta: dict[str, Any]) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         if self.start is None:
             self.start = now
         if self.last_t is not None:
-            (self.val_s if self.validated_step == step - 1 else self.step_s).append(now - self.last_t)
+            if self.validated_step == step - 1:
+                self.val_s = now - self.last_t
+            else:
+                self.timed_steps += 1
+                if self.timed_steps > WARMUP_STEPS:
+                    self.step_s.append(now - self.last_t)
         self.last_t, self.validated_step = now, None
         minutes = self.minutes()
-        remaining_s = (self.train_minutes - minutes) * 60
-        step_s = self._step_seconds()
-        val_s = max(0.0, self.val_s[0] - step_s) if step_s is not None and self.val_s else None
-        if self.steps_planned is None and step_s is not None and val_s is not None:
-            per_step = step_s + val_s / self.val_every
-            self.steps_planned = step + max(1, int((remaining_s - val_s) / per_step))
-            log.info("planned %d steps: %.3f s a step, %.2f s a validation, %.1f min left", self.steps_planned,
-                     step_s, val_s, remaining_s / 60)
+        remaining_s = max(0.0, (self.train_minutes - minutes) * 60)
+        step_s = statistics.median(self.step_s) if self.step_s else None
+        if step_s is not None:
+            val_s = max(0.0, self.val_s - step_s) if self.val_s is not None else 0.0
+            self.steps_planned = step + math.ceil(remaining_s / (step_s + val_s / self.val_every))
         meta.update(steps_planned=self.steps_planned, minutes=round(minutes, 4), train_minutes=self.train_minutes)
-        eta = max(0.0, remaining_s)
-        if self.steps_planned is not None and step_s is not None:  # the steps left and their validations
-            eta = min(eta, (self.steps_planned - step) * (step_s + (val_s or 0.0) / self.val_every))
         self.progress.update(step=step, steps_planned=self.steps_planned, minutes=round(minutes, 3),
-                             eta_s=round(eta, 1))
+                             eta_s=round(remaining_s, 1))
         return minutes >= self.train_minutes
 
     def validated(self, step: int, psnr: float) -> None:

@@ -167,13 +167,11 @@ def run_meta(cfg: TrainConfig, run: Plan, train_src: list[VideoSource], val_src:
     return meta
 
 
-def lr_at(cfg: TrainConfig, step: int, base: float, steps: int | None) -> float:
-    """The learning rate at `step` of a run of `steps` (None: a budgeted run still measuring its step rate,
-    which trains on the flat start that every long cosine has)."""
+def lr_at(cfg: TrainConfig, step: int, base: float, done: float) -> float:
+    """The learning rate at `step`, a fraction `done` (0 to 1) of the way through the run: the cosine follows
+    `done` (a run's steps, or a budgeted run's minutes: see LoopControl.done), step decay follows `step`."""
     if cfg.lr_schedule == "cosine":  # no restarts: one decay over the whole run
-        if steps is None:
-            return base
-        return base * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, done))))
     return base * (0.1 if cfg.lr_decay_step and step >= cfg.lr_decay_step else 1.0)
 
 
@@ -447,12 +445,17 @@ class LoopControl(Protocol):
 
     @property
     def steps(self) -> int | None:
-        """The planned steps, the cosine's length; None until the step rate is known (the flat start)."""
+        """The steps the run is expected to end at (a progress figure, None while unknown); the control, not
+        this count, ends the run."""
+        ...
+
+    def done(self) -> float:
+        """How far through the run the next step is, 0 to 1: the fraction the cosine schedule follows."""
         ...
 
     def after_step(self, step: int, meta: dict[str, Any]) -> bool:
-        """After each step, before its validation and checkpoint: may fix the plan, records what it needs to
-        resume in `meta` (saved with the checkpoint); True stops the run (it validates and saves first)."""
+        """After each step, before its validation and checkpoint: records what it needs to resume in `meta`
+        (saved with the checkpoint); True stops the run (it validates and saves first)."""
         ...
 
     def validated(self, step: int, psnr: float) -> None:
@@ -501,24 +504,22 @@ def train(cfg: TrainConfig, data: Data | None = None, control: LoopControl | Non
     models.generator.train()
     models.discriminator.train()
     try:
-        while steps is None or progress.step < steps:
+        while control is not None or progress.step < cfg.steps:
+            done = control.done() if control is not None else progress.step / cfg.steps
             for g in models.opt_g.param_groups:
-                g["lr"] = lr_at(cfg, progress.step, run.lr_g, steps)
+                g["lr"] = lr_at(cfg, progress.step, run.lr_g, done)
             for g in models.opt_d.param_groups:
-                g["lr"] = lr_at(cfg, progress.step, run.lr_d, steps)
+                g["lr"] = lr_at(cfg, progress.step, run.lr_d, done)
             batch = sample_batch(data.train, cfg, gen, device)
             losses = train_step(models, batch, weights, k, autocast, scaler, crop=cfg.crop is not None)
             if cfg.ema is not None:
                 update_ema(models, cfg.ema, progress.step)
             progress.step += 1
             metrics.update(losses)
-            stop = False
-            if control is not None:
-                stop = control.after_step(progress.step, meta)
-                steps = control.steps
+            stop = control.after_step(progress.step, meta) if control is not None else progress.step >= cfg.steps
 
             val_psnr = None
-            if data.val is not None and (progress.step % cfg.val_every == 0 or progress.step == steps or stop):
+            if data.val is not None and (progress.step % cfg.val_every == 0 or stop):
                 val_psnr = validate(models, data, k, autocast, device)
                 if val_psnr > progress.best_val:
                     progress.best_val = val_psnr
@@ -527,7 +528,8 @@ def train(cfg: TrainConfig, data: Data | None = None, control: LoopControl | Non
                 if control is not None:
                     control.validated(progress.step, val_psnr)
             if progress.step % cfg.log_every == 0 or val_psnr is not None:
-                metrics.row(progress.step, lr_at(cfg, progress.step, run.lr_g, steps), val_psnr, progress.best_val)
+                done = control.done() if control is not None else progress.step / cfg.steps
+                metrics.row(progress.step, lr_at(cfg, progress.step, run.lr_g, done), val_psnr, progress.best_val)
             if stop:
                 break
             if cfg.max_minutes is not None and metrics.minutes() > cfg.max_minutes:

@@ -42,6 +42,11 @@ class StreamClock:
     presentation time is used while it increases; a source without one (or one stuck, e.g. a webcam that
     reports 0) falls back to arrival time for the rest of the session. `jumped` says the timeline broke
     (presentation time went backwards or vanished): the frame history must not span it.
+
+    A session's first frame may have no presentation time at all: over RTSP, FFmpeg's RTP demuxer stamps the
+    first frame N/A and measures the stream from the second one (its start_time), and OpenCV reports both as
+    0 ms. So when the second frame repeats the first one's time, the first was the frame before it: its time
+    is the second's less one source frame (`frame_s`), instead of a duplicate that decimation would drop.
     """
 
     STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
@@ -49,13 +54,17 @@ class StreamClock:
     # a little behind): beyond that, content that arrives late is old content, not a live picture.
     DRIFT = 0.01
 
-    def __init__(self) -> None:
+    def __init__(self, frame_s: float) -> None:
+        if not frame_s > 0:
+            raise ValueError(f"frame_s must be positive, got {frame_s}")
+        self.frame_s = frame_s  # the source's frame period
         self.use_pts = True
         self.last = 0.0  # the latest time returned: time never goes backwards
         self.jumped = False  # set by time(): this frame's timeline broke from the previous one's
         self._arrival0: float | None = None
         self._pts0 = self._last_pts = 0.0
         self._pts_seen = False
+        self._frames = 0  # frames timed in this session
         self._pts_changed_at = 0.0  # arrival time the presentation time last advanced
         self._offset = 0.0  # arrival-based time starts where presentation time left off
         self._delay: float | None = None  # least (arrival - content time) seen: the stream's own delay
@@ -65,9 +74,12 @@ class StreamClock:
         if self._arrival0 is None:
             self._arrival0 = self._pts_changed_at = arrival
         self.jumped = False
+        self._frames += 1
         if self.use_pts and pts is not None and pts >= 0:  # NaN fails >= as well
             if not self._pts_seen:
                 self._pts_seen, self._pts0, self._last_pts = True, pts, pts
+            elif self._frames == 2 and pts == self._last_pts:  # the first frame's time was unknown (see above)
+                self._pts0, self._pts_changed_at = pts - self.frame_s, arrival
             elif pts > self._last_pts:
                 self._last_pts, self._pts_changed_at = pts, arrival
             elif pts < self._last_pts - 1e-3:  # the stream's clock restarted: carry on from the last time
@@ -285,7 +297,7 @@ class CaptureWorker(SupervisedThread):
         # jumping, a false alarm. Kept frames are `period` apart give or take one source frame (decimation);
         # a longer gap restarts the history, so the first k frames after it are not scored.
         max_gap = 1.5 * period + 1.0 / native
-        clock = StreamClock()  # live sources: content time of this session's frames
+        clock = StreamClock(1.0 / native)  # live sources: content time of this session's frames
         last_kept: float | None = None
         last_kept_at = 0.0  # monotonic arrival of the frame kept last
         got = 0
@@ -306,12 +318,13 @@ class CaptureWorker(SupervisedThread):
             got += 1
             now_mono = time.monotonic()
             if is_file:
-                # Pace at the native rate; media time keeps running across loops, so decimation stays even.
+                # Pace at the native rate; media time keeps running across loops, so decimation stays even. The
+                # first frame is at 0, like a stream's and `ffp learn`'s, so all decimate it on the same slots.
+                t = pace[1]
                 pace[1] += 1.0 / native
-                delay = pace[0] + pace[1] - now_mono
+                delay = pace[0] + t - now_mono
                 if delay > 0 and cancel.wait(delay):
                     return "failed"
-                t = pace[1]
                 fresh = time.monotonic()
             else:
                 t = clock.time(now_mono, getattr(src, "pts_s", None))

@@ -69,7 +69,8 @@ class LearningPublic(BaseModel):
     segments: int = Field(description="Stretches of continuous footage (an outage starts a new one).")
     footage_minutes: float
     step: int | None = Field(description="Training step (None before training).")
-    steps_planned: int | None = Field(description="Steps the budget allows (fixed after the first checkpoint).")
+    steps_planned: int | None = Field(
+        description="Steps the run is expected to end at: the budget's remaining minutes at the recent step rate.")
     minutes: float | None = Field(description="Minutes trained so far.")
     train_minutes: float
     heldout_psnr: float | None = Field(description="Prediction PSNR (dB) on the held-out tail at the last check.")

@@ -69,23 +69,26 @@ def require_rtsp() -> None:
 
 class RtspServer:
     """A GStreamer RTSP server subprocess: `switch('snow')` injects an anomaly, `kill()` and `restart()`
-    simulate an outage on the same port."""
+    simulate an outage on the same port. With `files`, it also serves each files/NAME.mp4 at `url_of(NAME)`."""
 
-    def __init__(self, pattern: str = NORMAL_PATTERN, fps: int = 25) -> None:
-        self.pattern, self.fps = pattern, fps
+    def __init__(self, pattern: str = NORMAL_PATTERN, fps: int = 25, files: Path | None = None) -> None:
+        self.pattern, self.fps, self.files = pattern, fps, files
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
 
     @property
     def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/cam"
+        return self.url_of("cam")
+
+    def url_of(self, name: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{name}"
 
     def start(self) -> RtspServer:
         deadline = time.monotonic() + 10
         while True:  # the port of a killed server may be in TIME_WAIT for a moment
             self.proc = subprocess.Popen(
                 [SYSTEM_PYTHON, str(SERVER), "--port", str(self.port), "--pattern", self.pattern,
-                 "--fps", str(self.fps)],
+                 "--fps", str(self.fps), *(["--files", str(self.files)] if self.files else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline()

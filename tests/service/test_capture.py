@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -7,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import RtspServer, require_rtsp
 from timing import scaled
 
 from model import FrameScores
@@ -287,19 +290,33 @@ def test_gap_in_live_stream_restarts_the_history(no_thread_leak: None) -> None:
 def test_stream_clock_falls_back_to_arrival_time_and_never_runs_backwards() -> None:
     from service.capture import StreamClock
 
-    c = StreamClock()
+    c = StreamClock(0.04)
     assert [c.time(100.0 + 0.01 * i, 5.0 + 0.04 * i) for i in range(3)] == pytest.approx([0.0, 0.04, 0.08])
     t = c.time(100.03, 1.0)  # the stream's clock restarted: a jump, time carries on
     assert c.jumped and t >= 0.08
     assert c.time(100.04, 1.04) == pytest.approx(t + 0.04) and not c.jumped
     # a source whose presentation time stands still (a webcam reporting 0): arrival time after STUCK_S
-    c = StreamClock()
+    c = StreamClock(0.04)
     times = [c.time(50.0 + 0.1 * i, 0.0) for i in range(16)]
-    assert times[:11] == [0.0] * 11 and c.use_pts is False and times[-1] > 0.0
+    # (the second frame repeats the first one's 0: the first is taken for one frame before it, see below)
+    assert times[:11] == pytest.approx([0.0] + [0.04] * 10) and c.use_pts is False and times[-1] > 0.04
     assert all(np.diff(times) >= 0)
     # no presentation time at all: arrival time from the first frame, no jump
-    c = StreamClock()
+    c = StreamClock(0.04)
     assert [c.time(7.0 + 0.5 * i, None) for i in range(3)] == [0.0, 0.5, 1.0] and not c.jumped
+
+
+def test_stream_clock_places_a_first_frame_without_time_one_frame_before_the_second() -> None:
+    """OpenCV over RTSP: 0 ms for the first frame (FFmpeg stamps it N/A) and for the second (the stream's start);
+    the third is one frame on. No frame gets a duplicate time, so none is decimated away."""
+    from service.capture import StreamClock
+
+    c = StreamClock(0.1)
+    assert [c.time(3.0 + 0.01 * i, ms / 1000) for i, ms in enumerate([0, 0, 100, 200])] == pytest.approx(
+        [0.0, 0.1, 0.2, 0.3])
+    assert not c.jumped and c.use_pts
+    with pytest.raises(ValueError, match="frame_s"):
+        StreamClock(0.0)
 
 
 def test_frame_age_counts_from_content_time_not_from_reads() -> None:
@@ -307,7 +324,7 @@ def test_frame_age_counts_from_content_time_not_from_reads() -> None:
     each): fresh_at stands still while reads succeed. A healthy stream and its connect burst keep it current."""
     from service.capture import StreamClock
 
-    c = StreamClock()
+    c = StreamClock(0.04)
     for i in range(25):  # the connect burst: one second of content within 0.1 s
         c.time(100.0 + i * 0.004, 5.0 + i * 0.04)
         assert c.fresh_at(100.0 + i * 0.004) == pytest.approx(100.0 + i * 0.004)
@@ -321,7 +338,7 @@ def test_frame_age_counts_from_content_time_not_from_reads() -> None:
         c.time(arrival, 5.0 + 74 * 0.04 + 0.04 * k)
         assert c.fresh_at(arrival) < frozen_at + 0.2
     # A source without presentation times is timed on arrival: every read is fresh.
-    c = StreamClock()
+    c = StreamClock(0.04)
     for t in (1.0, 2.0, 3.0):
         c.time(t, None)
         assert c.fresh_at(t) == t
@@ -345,3 +362,44 @@ def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
     for w, c in zip(live, clip, strict=True):
         if w is not None:
             assert c is not None and np.array_equal(w.data, c)
+
+
+@pytest.mark.parametrize("native", [10, 25])
+def test_rtsp_stream_gets_the_windows_of_its_file_from_the_first_on(tmp_path: Path, native: int,
+                                                                    no_thread_leak: None) -> None:
+    """A clip served by a real RTSP server and the same file as a camera keep the same frames at 10 fps and so
+    cut the same windows, the first ones included. Over RTSP, FFmpeg gives a session's first frame no
+    timestamp and OpenCV reports that as 0 ms, the second frame's time too: read as a time, the second frame
+    is a duplicate of the first and decimation drops it."""
+    require_rtsp()
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is required")
+    import cv2
+
+    n = 40
+    for i in range(n):  # each frame its own grey level: which frames a window holds is visible
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.full((48, 64, 3), 6 * i, np.uint8))
+    media = tmp_path / "media"
+    media.mkdir()
+    clip = media / "clip.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-framerate", str(native), "-i", str(tmp_path / "%03d.png"),
+                    "-c:v", "libx264", "-x264-params", "keyint=10:bframes=0", "-pix_fmt", "yuv420p", str(clip)],
+                   check=True)
+    server = RtspServer(files=media).start()
+    file_sink, live_sink = ListSink(), ListSink()
+    file_cam = CameraSettings(id="f", url=str(clip), fps=10)
+    workers = [make_worker(file_cam, open_opencv_source, file_sink,
+                           resolve_source(file_cam.url, trusted=True, media_dir=None)),
+               make_worker(CameraSettings(id="l", url=server.url_of("clip"), fps=10), open_opencv_source, live_sink)]
+    m = 8  # windows compared: the stream ends (and the camera reconnects) after 12 (25 fps) or 36 (10 fps)
+    try:
+        for w in workers:
+            w.start()
+        wait_for(lambda: len(file_sink.windows) >= m and len(live_sink.windows) >= m)
+    finally:
+        for w in workers:
+            w.stop()
+        server.kill()
+    live = [source_indices(w).tolist() for w in live_sink.windows[:m]]
+    assert live == [source_indices(w).tolist() for w in file_sink.windows[:m]]
+    assert [w.frame_index for w in live_sink.windows[:m]] == list(range(K1 - 1, K1 - 1 + m))
