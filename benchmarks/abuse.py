@@ -119,7 +119,8 @@ SETTINGS: dict[str, Any] = {
     "max_clip_frames": 1000,
     "upload_queue": 2,
     "upload_workers": 1,
-    "http": {"header_timeout_s": 2.0, "keep_alive_s": 2.0, "max_idle_connections": 64, "max_connections": 512,
+    "http": {"header_timeout_s": 2.0, "keep_alive_s": 2.0, "max_idle_connections": 64, "idle_grace_s": 0.5,
+             "max_connections": 512,
              "body_idle_timeout_s": 3.0, "body_min_rate_kbps": 4.0, "body_grace_s": 3.0, "body_timeout_s": 30.0},
     "max_cameras": 8,
     "cameras": [{"id": "demo", "url": str(DEMO), "fps": 10, "loop": True}],
@@ -238,7 +239,7 @@ def idle_cap(t: Target) -> Observed:
     cap = t.settings["http"]["max_idle_connections"]
     fds0 = open_fds(t.pid)
     socks = [_raw(t.port) for _ in range(200)]
-    time.sleep(0.5)
+    time.sleep(t.settings["http"]["idle_grace_s"] + 0.5)  # all idle for longer than the grace by now
     health = t.healthz_s()
     fds = open_fds(t.pid) - fds0
     closed = sum(_closed(s, 0.05) for s in socks)
@@ -626,19 +627,16 @@ class Listeners:
         except Exception as e:  # noqa: BLE001 - counted and reported by the case
             self.failed.append(f"{type(e).__name__}: {e}"[:200])
 
-    def add(self, n: int, batch: int = 10, timeout: float = 60) -> list[Any]:
-        """n more clients, connected `batch` at a time (a burst beyond the server's idle-connection cap would have
-        the oldest not yet upgraded closed); their futures, for remove()."""
+    def add(self, n: int, timeout: float = 60) -> list[Any]:
+        """n more clients, all connecting at the same instant (more than the server's idle-connection cap: a
+        connection waiting for its handshake is not idle); their futures, for remove()."""
         import asyncio
 
-        futures = []
+        want = self.open + n
+        futures = [asyncio.run_coroutine_threadsafe(self._client(), self._loop) for _ in range(n)]
         deadline = time.monotonic() + timeout
-        for start in range(0, n, batch):
-            want = self.open + min(batch, n - start)
-            futures += [asyncio.run_coroutine_threadsafe(self._client(), self._loop)
-                        for _ in range(min(batch, n - start))]
-            while self.open < want and not self.failed and time.monotonic() < deadline:
-                time.sleep(0.05)
+        while self.open < want and not self.failed and time.monotonic() < deadline:
+            time.sleep(0.05)
         return futures
 
     def remove(self, futures: list[Any], timeout: float = 30) -> None:

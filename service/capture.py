@@ -279,7 +279,12 @@ class CaptureWorker(SupervisedThread):
             self._error(e, cancel)
             return "failed"
         try:
-            return self._read_loop(src, cancel, pace)
+            while True:
+                outcome = self._read_loop(src, cancel, pace)
+                rewind = getattr(src, "rewind", None)
+                if outcome != "loop" or cancel.is_set() or rewind is None or not rewind():
+                    return outcome
+                self._reset_history(cancel)  # the seam, as on a reopen (see _run)
         finally:
             try:
                 src.close()
@@ -382,8 +387,11 @@ class CaptureWorker(SupervisedThread):
         self.captured_rate.add()
         if window is None:
             return
+        if self.live:  # never waits: frame age stays the content's (a stale frame must not make it young)
+            self._sink.submit(window, block=False, stop=cancel, catching_up=catching_up)
+            return
         try:
-            self._sink.submit(window, block=not self.live, stop=cancel, catching_up=catching_up)
+            self._sink.submit(window, block=True, stop=cancel)
         finally:
             with self._lock:
                 if not cancel.is_set():

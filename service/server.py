@@ -5,8 +5,10 @@ sockets and file handles (no reverse proxy is assumed in front of it).
   request gets 503), `timeout_keep_alive`, `h11_max_incomplete_event_size`, `timeout_graceful_shutdown`.
 - `GuardedProtocol` (uvicorn's HTTP protocol plus a deadline): a request's head must be complete within
   `header_timeout_s` of the connection opening or the previous response ending, and be at most `max_header_kb`;
-  at most `max_idle_connections` connections may be idle (no request in progress) at once, beyond which the
-  oldest idle one is closed, so clients that connect and send nothing cannot crowd out `/healthz`.
+  at most `max_idle_connections` connections may have been idle (no request in progress) for longer than
+  `idle_grace_s` at once, beyond which the oldest idle one is closed, and when the server holds
+  `max_connections` the oldest idle ones are closed whatever their age, so clients that connect and send nothing
+  cannot crowd out `/healthz`, while a burst of clients that connect at the same instant all get served.
 - `BodyDeadline` (ASGI middleware; Starlette has none): a request body that stalls for `body_idle_timeout_s`,
   arrives slower than `body_min_rate_kbps` on average after `body_grace_s`, or takes longer than
   `body_timeout_s` in all is answered 408 and the connection closed; the app sees a client disconnect.
@@ -56,26 +58,48 @@ _431 = _plain("431 Request Header Fields Too Large", "request head too large")
 
 
 class _IdleConnections:
-    """The server's connections without a request in progress, oldest first."""
+    """The server's connections without a request in progress, oldest first, in two sets: fresh ones (idle for
+    less than `grace_s`) and settled ones. A connection that was just accepted has had no chance to send its head
+    yet (a burst of clients connects before any of them writes), so it is no evidence of an idle client: only
+    settled ones count against `limit`, the oldest closed first. Fresh ones are closed too, oldest first, when
+    the server holds `ceiling` connections (uvicorn's limit_concurrency), where the next request would get 503."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, grace_s: float, ceiling: int) -> None:
         self.limit = limit
-        self._conns: OrderedDict[GuardedProtocol, None] = OrderedDict()
+        self.grace_s = grace_s
+        self.ceiling = ceiling
+        self._fresh: OrderedDict[GuardedProtocol, asyncio.TimerHandle] = OrderedDict()
+        self._settled: OrderedDict[GuardedProtocol, None] = OrderedDict()
         self.evicted = 0
 
-    def add(self, conn: GuardedProtocol) -> None:
-        self._conns[conn] = None
-        self._conns.move_to_end(conn)
-        while len(self._conns) > self.limit:
-            oldest, _ = self._conns.popitem(last=False)
-            self.evicted += 1
-            oldest.close_idle()
+    def add(self, conn: GuardedProtocol, connections: int) -> None:
+        """`conn` became idle; `connections`: how many the server holds now, this one included."""
+        self.discard(conn)
+        self._fresh[conn] = conn.loop.call_later(self.grace_s, self._settle, conn)
+        while connections >= self.ceiling and (self._settled or len(self._fresh) > 1):
+            self._evict(next(iter(self._settled or self._fresh)))
+            connections -= 1
+
+    def _settle(self, conn: GuardedProtocol) -> None:
+        if self._fresh.pop(conn, None) is None:
+            return
+        self._settled[conn] = None
+        while len(self._settled) > self.limit:
+            self._evict(next(iter(self._settled)))
+
+    def _evict(self, conn: GuardedProtocol) -> None:
+        self.discard(conn)
+        self.evicted += 1
+        conn.close_idle()
 
     def discard(self, conn: GuardedProtocol) -> None:
-        self._conns.pop(conn, None)
+        handle = self._fresh.pop(conn, None)
+        if handle is not None:
+            handle.cancel()
+        self._settled.pop(conn, None)
 
     def __len__(self) -> int:
-        return len(self._conns)
+        return len(self._fresh) + len(self._settled)
 
 
 class GuardedProtocol(_BaseProtocol):  # type: ignore[misc,valid-type]
@@ -96,7 +120,7 @@ class GuardedProtocol(_BaseProtocol):  # type: ignore[misc,valid-type]
         self._head_bytes = 0
         self._cancel_deadline()
         self._deadline = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
-        self.idle.add(self)
+        self.idle.add(self, len(self.connections))
 
     def _request_started(self) -> None:
         self._cancel_deadline()
@@ -156,8 +180,8 @@ class GuardedProtocol(_BaseProtocol):  # type: ignore[misc,valid-type]
 
 def guarded_protocol(limits: HttpSettings) -> type[GuardedProtocol]:
     """A GuardedProtocol class for one server: its own idle set and limits."""
-    return type("GuardedHTTP", (GuardedProtocol,), {"limits": limits,
-                                                    "idle": _IdleConnections(limits.max_idle_connections)})
+    idle = _IdleConnections(limits.max_idle_connections, limits.idle_grace_s, limits.max_connections)
+    return type("GuardedHTTP", (GuardedProtocol,), {"limits": limits, "idle": idle})
 
 
 class BodyDeadline:

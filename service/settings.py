@@ -187,7 +187,11 @@ class HttpSettings(_Model):
     max_idle_connections: int = Field(64, ge=1, description="Connections without a request in progress (before "
                                       "their headers are complete, or between requests) kept at once; beyond "
                                       "it the oldest idle one is closed, so idle clients cannot crowd out the "
-                                      "others.")
+                                      "others. Only connections idle for longer than idle_grace_s count.")
+    idle_grace_s: float = Field(0.5, gt=0, description="A connection idle for less than this (just accepted, or "
+                                "its response just sent) does not count against max_idle_connections: a client "
+                                "connecting in a burst has had no time to send its request yet. Such connections "
+                                "are still closed, oldest first, when the server holds max_connections.")
     max_connections: int = Field(256, ge=2, description="Connections and requests in progress at once; beyond it "
                                  "a request is answered 503 (uvicorn's limit_concurrency).")
     body_idle_timeout_s: float = Field(15.0, gt=0, description="A request body that stalls this long between "

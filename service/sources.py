@@ -29,6 +29,8 @@ class FrameSource(Protocol):
 
     def close(self) -> None: ...
 
+    # A file source may also have `rewind() -> bool`: back to its first frame without reopening (a looped file).
+
 
 SourceFactory = Callable[[SourceSpec, CameraSettings], FrameSource]
 
@@ -69,6 +71,12 @@ class OpenCVSource:
         if self._spec.kind == "file":
             return None
         raise SourceError("stream read failed (disconnected or timed out)")
+
+    def rewind(self) -> bool:
+        """Back to a file's first frame (a looped file): seeking, not reopening, because OpenCV opens every
+        FFmpeg source under one process-wide lock, which a network camera's open holds for up to its
+        open_timeout_s (a frozen server): a reopen would wait for it. False when the seek failed."""
+        return self._spec.kind == "file" and bool(self._cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0))
 
     def close(self) -> None:
         self._cap.release()

@@ -243,6 +243,32 @@ def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..
     assert inf.camera_stats("f")["frames_skipped"] == 0
 
 
+def test_a_looped_file_rewinds_without_reopening(tmp_path: Path, write_video: Callable[..., Path],
+                                                 no_thread_leak: None) -> None:
+    """OpenCV opens every FFmpeg source under one process-wide lock, which a frozen network camera's open holds
+    for its whole open timeout: a looped file that reopened at each loop would stop for as long. It seeks back
+    instead: opened once, every loop starts at the first frame again, and no window spans the seam."""
+    n = 12
+    clip = write_video(tmp_path / "l.avi", [np.full((48, 64, 3), 8 * i, np.uint8) for i in range(n)], fps=100)
+    cam = CameraSettings(id="l", url=str(clip), fps=100, loop=True)
+    opened: list[int] = []
+
+    def factory(s: SourceSpec, c: CameraSettings) -> object:
+        opened.append(1)
+        return open_opencv_source(s, c)
+
+    sink = ListSink()
+    w = make_worker(cam, factory, sink, resolve_source(cam.url, trusted=True, media_dir=None))
+    w.start()
+    wait_for(lambda: w.frames_captured >= 3 * n + 2)
+    w.stop()
+    assert len(opened) == 1 and w.reconnects == 0
+    assert w.history_resets >= 2
+    seen = [np.round(x.data[:, 0, 0] / 8).astype(int) for x in sink.windows]  # frame i is 8 * i, give or take JPEG
+    assert [int(x[0]) for x in seen].count(0) >= 3, seen  # each loop starts at the first frame again
+    assert all(np.all(np.diff(x) == 1) for x in seen), seen
+
+
 def test_live_camera_drops_oldest_when_inference_is_behind(no_thread_leak: None) -> None:
     scored: list[Window] = []
     inf = InferenceWorker(lambda b, s, ms: scored.extend(b))
@@ -342,6 +368,43 @@ def test_frame_age_counts_from_content_time_not_from_reads() -> None:
     for t in (1.0, 2.0, 3.0):
         c.time(t, None)
         assert c.fresh_at(t) == t
+
+class FrozenSource(PtsSource):
+    """A 25 fps stream whose server freezes after `live` frames: from then on each read blocks for the read
+    timeout and still returns a frame, 40 ms of content on (the decoder's buffered ones, as OpenCV does)."""
+
+    def __init__(self, live: int, read_timeout_s: float) -> None:
+        super().__init__()
+        self.live, self.read_timeout_s = live, read_timeout_s
+        self.frozen_at: float | None = None  # monotonic time the last live frame was returned
+        self.stale = 0
+
+    def read(self) -> np.ndarray | None:
+        if self.i >= self.live:
+            if self.frozen_at is None:
+                self.frozen_at = time.monotonic()
+            time.sleep(self.read_timeout_s)
+            self.stale += 1
+        return super().read()
+
+
+def test_stale_frames_of_a_frozen_stream_do_not_hide_the_stall(no_thread_leak: None) -> None:
+    """Every frame is kept (25 fps scored at 25) and cuts a window, stale ones too: handing a window to
+    inference must not make the camera's frame age young again, or a frozen camera is found stalled one read
+    timeout late (or never, while its reads keep returning stale frames)."""
+    src = FrozenSource(live=20, read_timeout_s=0.6)
+    sink = ListSink()
+    w = make_worker(CameraSettings(id="f", url="rtsp://cam/x", fps=25, stall_after_s=0.5), lambda s, c: src, sink)
+    w.start()
+    wait_for(lambda: src.stale >= 1 and len(sink.windows) >= 20 - K1 + 2)  # the first stale frame's window
+    time.sleep(0.1)  # capture is blocked in the next stale read now
+    assert src.frozen_at is not None
+    now = time.monotonic()
+    age = w.frame_age(now)
+    assert age is not None and age > now - src.frozen_at - 0.2, (age, now - src.frozen_at)
+    assert w.diagnose(now) is None and w.state == "stalled" and w.stalls == 1
+    w.stop()
+
 
 @pytest.mark.parametrize("stride", [1, 3])
 def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:

@@ -158,24 +158,84 @@ def test_a_complete_upload_at_speed_passes(server: LiveServer) -> None:
     assert r.status_code == 200 and r.json() == {"bytes": 3_000_000}
 
 
-@pytest.mark.parametrize("server", [limits(header_timeout_s=30.0)], indirect=True)
-def test_idle_connections_beyond_the_cap_are_closed_while_healthz_answers(server: LiveServer) -> None:
-    socks = [connect(server.port) for _ in range(50)]  # the cap is 20 idle connections
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    r = httpx.get(f"{server.url}/healthz", timeout=5)
-    assert r.status_code == 200 and time.monotonic() - t0 < scaled(1.0)
-    closed = 0
+def closed_now(socks: list[socket.socket]) -> list[bool]:
+    """Which of `socks` the server has closed (each is read for at most 0.2 s)."""
+    out = []
     for s in socks:
         s.settimeout(0.2)
         try:
-            closed += s.recv(1) == b""
+            out.append(s.recv(1) == b"")
         except TimeoutError:
-            pass
+            out.append(False)
         except ConnectionResetError:
-            closed += 1
+            out.append(True)
+    return out
+
+
+@pytest.mark.parametrize("server", [limits(header_timeout_s=30.0, idle_grace_s=0.5)], indirect=True)
+def test_idle_connections_beyond_the_cap_are_closed_once_past_the_grace(server: LiveServer) -> None:
+    socks = [connect(server.port) for _ in range(50)]  # the cap is 20 idle connections
+    time.sleep(0.5 + 1.0)  # every one of them idle for longer than idle_grace_s
+    t0 = time.monotonic()
+    r = httpx.get(f"{server.url}/healthz", timeout=5)
+    assert r.status_code == 200 and time.monotonic() - t0 < scaled(1.0)
+    closed = closed_now(socks)
+    for s in socks:
         s.close()
-    assert closed >= 30, f"only {closed} of the 30 idle connections beyond the cap were closed"
+    assert sum(closed) == 30, f"{sum(closed)} of 50 idle connections closed; the cap is 20"
+    assert all(closed[:30]) and not any(closed[30:]), "the oldest ones are closed first"
+
+
+@pytest.mark.parametrize("server", [limits(header_timeout_s=30.0, idle_grace_s=scaled(3.0))], indirect=True)
+def test_a_burst_of_clients_beyond_the_idle_cap_is_served(server: LiveServer) -> None:
+    """60 clients connect at the same instant and send their requests a moment later (a loaded client, or a
+    burst of WebSocket clients on one event loop): none of them is idle, all are answered, though the idle cap is
+    20."""
+    socks = [connect(server.port) for _ in range(60)]
+    time.sleep(0.3)  # well within idle_grace_s: the server has accepted them all by now
+    for s in socks:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers = []
+    for s in socks:
+        s.settimeout(scaled(5))
+        try:
+            answers.append(s.recv(65536).split(b"\r\n", 1)[0])
+        except (TimeoutError, ConnectionResetError) as e:
+            answers.append(type(e).__name__.encode())
+        s.close()
+    assert answers.count(b"HTTP/1.1 200 OK") == 60, answers
+
+
+@pytest.mark.parametrize("server", [limits(header_timeout_s=30.0, idle_grace_s=scaled(3.0))], indirect=True)
+def test_a_burst_of_websocket_clients_beyond_the_idle_cap_all_connect(server: LiveServer) -> None:
+    import asyncio
+
+    from websockets.asyncio.client import connect as ws_connect
+
+    async def client(i: int) -> str:
+        async with ws_connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=scaled(10)) as ws:
+            await ws.send(f"hello {i}")
+            return str(await ws.recv())
+
+    async def burst() -> list[str | BaseException]:
+        return await asyncio.gather(*(client(i) for i in range(60)), return_exceptions=True)
+
+    got = asyncio.run(burst())
+    assert got == [f"hello {i}" for i in range(60)], [g for g in got if isinstance(g, BaseException)][:3]
+
+
+@pytest.mark.parametrize("server", [limits(header_timeout_s=30.0, max_idle_connections=100, max_connections=30,
+                                           idle_grace_s=30.0)], indirect=True)
+def test_fresh_idle_connections_are_closed_when_the_server_is_full(server: LiveServer) -> None:
+    """Within the grace, idle connections do not count against the idle cap, but they must not fill
+    max_connections either: there the oldest idle ones are closed and /healthz still answers (not 503)."""
+    socks = [connect(server.port) for _ in range(45)]
+    r = httpx.get(f"{server.url}/healthz", timeout=5)
+    assert r.status_code == 200, r.text
+    closed = closed_now(socks)
+    for s in socks:
+        s.close()
+    assert sum(closed) >= 45 - 30 + 1 and closed[0] and not closed[-1], closed
 
 
 def test_an_oversized_head_is_refused(server: LiveServer) -> None:
