@@ -176,6 +176,9 @@ class GuardedProtocol(_BaseProtocol):  # type: ignore[misc,valid-type]
         self._cancel_deadline()
         if not self.transport.is_closing():
             self.transport.close()
+        # The transport reports the loss on a later loop turn; a request already read in this turn would still
+        # count this connection against limit_concurrency and get 503. It holds nothing from here on.
+        self.connections.discard(self)
 
 
 def guarded_protocol(limits: HttpSettings) -> type[GuardedProtocol]:
