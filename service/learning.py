@@ -8,8 +8,9 @@
     done      final.pt goes into the model registry and is activated: the camera is armed with its own model.
 
 Recording is service.recording, the training process service.training_run; this module drives a camera's job
-through its phases. A frozen or uniform stream is refused after recording (the camera's last_error says why). The job's state is
-kept in data_dir/cameras/{id}/learning.json: a restarted service goes on recording, or resumes the training
+through its phases, and polls the cameras' model refreshes (service.refresh) beside them. A frozen or uniform
+stream is refused after recording (the camera's last_error says why). The job's state is kept in
+data_dir/cameras/{id}/learning.json: a restarted service goes on recording, or resumes the training
 from its last checkpoint. Deleting a camera cancels its job (the training's process group is killed) and
 removes its folder and models.
 """
@@ -20,6 +21,8 @@ import logging
 import shutil
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -31,6 +34,7 @@ from .camera_records import CameraRecords
 from .capture import FrameTap
 from .frames import CameraStatus, ModelStatus
 from .recording import FootageRecording
+from .refresh import Refresher, RefreshHost
 from .registry import ModelRegistry, write_atomic
 from .settings import CameraSettings, LearningSettings
 from .training_run import read_json
@@ -40,10 +44,12 @@ Phase = Literal["recording", "training", "done", "failed"]
 STATE_FILE = "learning.json"
 
 
-class LearningHost(Protocol):
+class LearningHost(RefreshHost, Protocol):
     """What learning uses of the pipeline (service.pipeline.Pipeline), which owns it."""
 
     registry: ModelRegistry
+
+    def camera_ids(self) -> list[str]: ...
 
     def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus: ...
 
@@ -127,7 +133,7 @@ class Learning:
     which asks it for a camera's phase; it drives the pipeline's footage taps and model activation."""
 
     def __init__(self, settings: LearningSettings, data_dir: Path, pipeline: LearningHost, *,
-                 device: str = "auto") -> None:
+                 device: str = "auto", clock: Callable[[], float] = time.time) -> None:
         self.settings, self.pipeline, self.device = settings, pipeline, device
         self.records = CameraRecords(data_dir)
         self._jobs: dict[str, Job] = {}
@@ -135,6 +141,8 @@ class Learning:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._config: ModelConfig | None = None
+        self.refresher = Refresher(settings, self.records, pipeline, self._model_config, self._busy, self._lock,
+                                   device=device, clock=clock)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -149,6 +157,7 @@ class Learning:
                     log.error("camera %s not restored: %s", cam.id, e)
         for c in self.pipeline.list_cameras():
             self._resume(c.id)
+        self.refresher.start()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="learning", daemon=True)
         self._thread.start()
@@ -164,6 +173,7 @@ class Learning:
             jobs = list(self._jobs.values())
         for job in jobs:
             self._halt(job)
+        self.refresher.stop()
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.poll_s):
@@ -174,6 +184,12 @@ class Learning:
                     self._poll(job)
                 except Exception:  # a bug in one job must not stop the others' polling
                     log.exception("camera %s: learning poll failed", job.camera_id)
+            for camera_id in self.pipeline.camera_ids():
+                try:
+                    with self._lock:  # a relearn or a delete never meets a refresh half done
+                        self.refresher.poll(camera_id)
+                except Exception:
+                    log.exception("camera %s: model refresh poll failed", camera_id)
 
     # -- the API's operations -------------------------------------------------------------------------------
 
@@ -202,6 +218,8 @@ class Learning:
         with self._lock:
             job = self._jobs.pop(camera_id, None)
         self.pipeline.set_tap(camera_id, None)
+        with self._lock:
+            self.refresher.forget(camera_id)
         if job is not None:
             self._halt(job)
         self.pipeline.remove_camera(camera_id)
@@ -225,6 +243,7 @@ class Learning:
             self._jobs[camera_id] = job
             self._open_writer(job)
             self._save(job)
+            self.refresher.release(camera_id, "the camera relearns")
         log.info("camera %s: learning (%d frames of footage, then %g min of training in %s)", camera_id,
                  job.frames_wanted, job.train_minutes, job.run)
         self.pipeline.publish_camera(camera_id)
@@ -232,18 +251,31 @@ class Learning:
 
     # -- what the pipeline asks -----------------------------------------------------------------------------
 
+    def _busy(self, camera_id: str) -> bool:
+        """A job records or trains the camera: it owns its footage tap, and no refresh runs."""
+        return self.phase(camera_id) in ("recording", "training")
+
     def phase(self, camera_id: str) -> Phase | None:
         with self._lock:
             job = self._jobs.get(camera_id)
         return None if job is None else job.phase
 
     def view(self, camera_id: str) -> dict[str, Any] | None:
+        """The camera's `learning`: its job's progress, and with refresh on, its refresh (while one trains, the
+        refresh's progress, `"refresh": true`)."""
         with self._lock:
             job = self._jobs.get(camera_id)
-        if job is None:
+        refresh = self.refresher.view(camera_id)
+        if job is None and refresh is None:
             return None
-        with job.lock:
-            return job.view()
+        if job is not None:
+            with job.lock:
+                base = job.view()
+        else:  # armed with a model of its own that it did not learn here (a settings-file camera, an upload)
+            base = {"phase": "done", "frames_recorded": 0, "frames_wanted": 0, "segments": 0, "footage_minutes": 0.0,
+                    "step": None, "steps_planned": None, "minutes": None, "train_minutes": 0.0,
+                    "heldout_psnr": None, "eta_s": None, "error": None, "stopped": None}
+        return {**base, **(refresh or {})}
 
     # -- recording ------------------------------------------------------------------------------------------
 

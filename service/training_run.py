@@ -74,14 +74,17 @@ def kill_stale(pid: int | None, run_dir: Path) -> None:
 
 
 def launch(settings: LearningSettings, footage: Path, run_dir: Path, train_minutes: float, *, device: str,
-           init: str | None = None) -> subprocess.Popen[bytes]:
+           init: str | None = None, baseline: bool = False) -> subprocess.Popen[bytes]:
     """Start `python -m model.learn` on `footage` in `run_dir` (resumed from its last.pt when there is one);
-    `init`: the starting weights (default: the settings' `init`)."""
+    `init`: the starting weights (default: the settings' `init`); `baseline`: measure them on the held-out tail
+    too (a refresh compares the new model with the one it started from)."""
     s = settings
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "model.learn", "--footage", str(footage), "--out", str(run_dir),
            "--train-minutes", str(train_minutes), "--threads", str(s.threads), "--init", init or s.init,
            "--recipe", s.recipe, "--holdout", str(s.holdout), "--device", device]
+    if baseline:
+        cmd.append("--baseline")
     if s.nice and shutil.which("nice"):
         cmd = ["nice", "-n", str(s.nice), *cmd]
     # The child imports this checkout's model package, whatever its working directory.
