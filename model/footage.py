@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,13 +238,17 @@ class FootageWriter:
 
     `append` returns False once full (and says why in `full_reason`): recording stops, what is on disk stays
     whole. Reopening a ROOT continues it in a new segment (the time between is a gap). `static_reason` says,
-    over everything recorded, whether the stream is frozen or uniform (see motion_check)."""
+    over everything recorded, whether the stream is frozen or uniform (see motion_check).
+
+    `rolling`: a window of the most recent footage instead: at a cap, the oldest chunk on disk is deleted to
+    make room (an emptied segment with it), and recording goes on; `dropped` counts the frames deleted."""
 
     def __init__(self, root: str | Path, config: ModelConfig, *, fps: float, max_frames: int, max_bytes: int,
-                 chunk_frames: int = 50) -> None:
+                 chunk_frames: int = 50, rolling: bool = False) -> None:
         if max_frames < 1 or max_bytes < 1 or chunk_frames < 1:
             raise ValueError("max_frames, max_bytes and chunk_frames must be positive")
         self.root = Path(root)
+        self.rolling, self.dropped = rolling, 0
         self.config = config
         self.fps = float(fps)
         self.max_frames, self.max_bytes, self.chunk_frames = max_frames, max_bytes, chunk_frames
@@ -283,8 +288,53 @@ class FootageWriter:
     def static_reason(self) -> str | None:
         return self._stats.reason()
 
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """A decoded frame (uint8 BGR or grey, any size) as it is stored: the model's input image."""
+        return resize_frame(frame, self.config)
+
     def append(self, frame: np.ndarray, ts: float) -> bool:
         """Record one decoded frame (uint8 BGR or grey, any size) taken at `ts` seconds; False when full."""
+        return self.append_prepared(self.prepare(frame), ts)
+
+    def _at_cap(self) -> bool:
+        return (self.frames >= self.max_frames
+                or self._stored_bytes + self._pending_bytes(len(self._buffer) + 1) > self.max_bytes)
+
+    def _drop_oldest_chunk(self) -> bool:
+        """Rolling: delete the oldest chunk on disk (and its segment once empty); False when none is left."""
+        for seg in _segment_dirs(self.root):
+            chunks = _chunk_files(seg)
+            if not chunks:
+                if seg != self._segment:
+                    shutil.rmtree(seg, ignore_errors=True)
+                continue
+            n, size = _chunk_frames(chunks[0]), chunks[0].stat().st_size
+            chunks[0].unlink()
+            self._stored_frames, self._stored_bytes, self.dropped = (self._stored_frames - n,
+                                                                     self._stored_bytes - size, self.dropped + n)
+            if seg == self._segment:
+                meta = self._segment_meta
+            elif len(chunks) == 1:
+                shutil.rmtree(seg, ignore_errors=True)
+                return True
+            else:
+                meta = _read_meta(seg)
+            # the segment now starts n frames later (its first_ts: as if the frames were evenly spaced)
+            meta.update(frames=max(0, int(meta.get("frames", n)) - n),
+                        first_ts=float(meta.get("first_ts") or 0.0) + n / max(self.fps, 1e-9))
+            write_json_atomic(seg / "meta.json", meta)
+            return True
+        return False
+
+    def append_prepared(self, img: np.ndarray, ts: float) -> bool:
+        """Record one frame already prepared (`prepare`) taken at `ts` seconds; False when full."""
+        if self.rolling and self.full_reason is None:
+            while self._at_cap():
+                if self._drop_oldest_chunk():
+                    continue
+                if not self._buffer:
+                    break
+                self.flush()  # a window smaller than a chunk: what waits goes to disk to be dropped from there
         if self.full_reason is None:
             if self.frames >= self.max_frames:
                 self.full_reason = f"frame cap reached: {self.frames} frames recorded (max_frames {self.max_frames})"
@@ -293,7 +343,6 @@ class FootageWriter:
         if self.full_reason is not None:
             self.flush()
             return False
-        img = resize_frame(frame, self.config)
         if self._segment is None:
             self._open_segment(ts)
         self._stats.add(img, self._previous)

@@ -169,22 +169,25 @@ def footage_data(footage: Footage, cfg: TrainConfig, config: ModelConfig, holdou
 def learn(footage_root: str | Path, out_dir: str | Path, *, train_minutes: float, threads: int = 1,
           init: str | Path = "none", recipe: str = DEFAULT_RECIPE, progress: Report | None = None,
           holdout_fraction: float = HOLDOUT_FRACTION, min_holdout_windows: int = MIN_HOLDOUT_WINDOWS,
-          device: str = "auto") -> Path:
+          device: str = "auto", baseline: bool = False) -> Path:
     """Train the recipe on the footage within `train_minutes` of training (wall clock; the final validation
-    and calibration come after it), resuming from out_dir/last.pt; returns out_dir/final.pt."""
+    and calibration come after it), resuming from out_dir/last.pt; returns out_dir/final.pt. `baseline`: also
+    measure the starting weights (`init`) on the same held-out tail, as `init_heldout_psnr` in the weights'
+    meta and progress.json, so that a fine-tuned model can be compared with the one it started from."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = ProgressFile(out / "progress.json", train_minutes, progress)
     try:
         return _learn(Path(footage_root), out, train_minutes, threads, init, recipe, report, holdout_fraction,
-                      min_holdout_windows, device)
+                      min_holdout_windows, device, baseline)
     except Exception as e:
         report.update(force=True, state="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise
 
 
 def _learn(root: Path, out: Path, train_minutes: float, threads: int, init: str | Path, recipe: str,
-           report: ProgressFile, holdout_fraction: float, min_holdout_windows: int, device: str) -> Path:
+           report: ProgressFile, holdout_fraction: float, min_holdout_windows: int, device: str,
+           baseline: bool) -> Path:
     from .train import plan, train
 
     minutes_done, steps_planned, step = 0.0, None, 0
@@ -216,16 +219,32 @@ def _learn(root: Path, out: Path, train_minutes: float, threads: int, init: str 
     calibration = blob["calibration"]
     if calibration is None:
         raise WeightsError(f"{shipped} has no calibration: the held-out tail gave none")
+    init_psnr = _init_heldout_psnr(cfg, data) if baseline else None
     blob["meta"] = {**blob["meta"], "recipe": recipe, "steps": int(ckpt["step"]), "train_minutes": train_minutes,
-                    "heldout_psnr": calibration["mean"]["psnr"],
+                    "heldout_psnr": calibration["mean"]["psnr"], "init_heldout_psnr": init_psnr,
                     "footage": {"root": str(root), "frames": footage.frames, "span_s": round(footage.span_s, 3),
                                 "fps": footage.fps, "segments": len(footage.segment_dirs()),
                                 "train_windows": len(data.train), "holdout_windows": len(data.val or [])}}
     final = out / "final.pt"
     atomic_save(blob, final)
     report.update(force=True, state="done", step=int(ckpt["step"]), minutes=blob["meta"].get("minutes"), eta_s=0.0,
-                  heldout_psnr=round(calibration["mean"]["psnr"], 3))
+                  heldout_psnr=round(calibration["mean"]["psnr"], 3),
+                  init_heldout_psnr=None if init_psnr is None else round(init_psnr, 3))
     return final
+
+
+def _init_heldout_psnr(cfg: TrainConfig, data: Any) -> float:
+    """Prediction PSNR of the starting weights on the held-out tail, measured as the trained model's
+    `heldout_psnr` is (the calibration's mean over every held-out window)."""
+    from .evaluate import calibrate_predictor
+    from .predictor import load_predictor, pick_device
+
+    if cfg.init is None:
+        raise DataError("a baseline needs starting weights (--init)")
+    precision = None if cfg.calibration_precision == "auto" else cfg.calibration_precision
+    predictor = load_predictor(cfg.init, device=str(pick_device(cfg.device)[0]), precision=precision)
+    calibration = calibrate_predictor(predictor, data.val_videos, source="the starting weights on the holdout")
+    return float(calibration.mean["psnr"])
 
 
 # ---- recording a source (ffp learn) ----------------------------------------------------------------------
@@ -337,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default="none", help="none (from scratch), shipped (the Ped2 lite weights) or a file")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help="a packaged recipe or a YAML file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--baseline", action="store_true", help="also measure the --init weights on the held-out tail "
+                   "(init_heldout_psnr), to compare the new model with the one it started from")
     p.add_argument("--holdout", type=float, default=HOLDOUT_FRACTION,
                    help=f"tail of the footage held out for validation and calibration (default {HOLDOUT_FRACTION})")
     return p
@@ -352,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(a.threads)
         print(learn(a.footage, a.out, train_minutes=a.train_minutes, threads=a.threads, init=a.init,
-                    recipe=a.recipe, device=a.device, holdout_fraction=a.holdout))
+                    recipe=a.recipe, device=a.device, holdout_fraction=a.holdout, baseline=a.baseline))
     except (DataError, WeightsError, ValueError) as e:
         print(f"model.learn: error: {e}", file=sys.stderr)
         sys.exit(2)

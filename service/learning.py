@@ -7,48 +7,49 @@
               progress.json is polled;
     done      final.pt goes into the model registry and is activated: the camera is armed with its own model.
 
-A frozen or uniform stream is refused after recording (the camera's last_error says why). The job's state is
-kept in data_dir/cameras/{id}/learning.json: a restarted service goes on recording, or resumes the training
+Recording is service.recording, the training process service.training_run; this module drives a camera's job
+through its phases, and polls the cameras' model refreshes (service.refresh) beside them. A frozen or uniform
+stream is refused after recording (the camera's last_error says why). The job's state is kept in
+data_dir/cameras/{id}/learning.json: a restarted service goes on recording, or resumes the training
 from its last checkpoint. Deleting a camera cancels its job (the training's process group is killed) and
 removes its folder and models.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import numpy as np
+from model import ModelConfig, WeightsError, recipe_model
 
-import model as model_package
-from model import Footage, FootageWriter, ModelConfig, WeightsError, recipe_model
-
+from . import training_run
 from .camera_records import CameraRecords
 from .capture import FrameTap
 from .frames import CameraStatus, ModelStatus
+from .recording import FootageRecording
+from .refresh import Refresher, RefreshHost
 from .registry import ModelRegistry, write_atomic
 from .settings import CameraSettings, LearningSettings
+from .training_run import read_json
 
 log = logging.getLogger(__name__)
 Phase = Literal["recording", "training", "done", "failed"]
 STATE_FILE = "learning.json"
-KILL_GRACE_S = 5.0  # a training process asked to stop (SIGTERM) gets this long before SIGKILL
 
 
-class LearningHost(Protocol):
+class LearningHost(RefreshHost, Protocol):
     """What learning uses of the pipeline (service.pipeline.Pipeline), which owns it."""
 
     registry: ModelRegistry
+
+    def camera_ids(self) -> list[str]: ...
 
     def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus: ...
 
@@ -93,8 +94,7 @@ class Job:
     frames_recorded: int = 0
     segments: int = 0
     progress: dict[str, Any] = field(default_factory=dict)
-    writer: FootageWriter | None = None
-    full: bool = False  # the writer refused a frame: recording is over
+    recording: FootageRecording | None = None
     proc: subprocess.Popen[bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -115,7 +115,7 @@ class Job:
     def view(self) -> dict[str, Any]:
         """What GET /v1/cameras/{id} shows as `learning`."""
         p = self.progress
-        recorded = self.writer.frames if self.writer is not None else self.frames_recorded
+        recorded = self.recording.frames if self.recording is not None else self.frames_recorded
         eta = p.get("eta_s")
         if self.phase == "recording":
             eta = round(max(0, self.frames_wanted - recorded) / self.fps + self.train_minutes * 60, 1)
@@ -128,56 +128,12 @@ class Job:
                 "error": self.error, "stopped": self.stopped}
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _next_run(folder: Path) -> str:
-    runs = folder / "runs"
-    used = [int(p.name[4:]) for p in runs.glob("run-*") if p.name[4:].isdigit()] if runs.is_dir() else []
-    return f"run-{max(used, default=0) + 1:04d}"
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a training process and everything it started (its own process group): SIGTERM, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _kill_stale(pid: int | None, run_dir: Path) -> None:
-    """A training process left running by a service that died (SIGKILL, a crash): kill its group before the run
-    is resumed, so that two processes never write one run folder. Only a process whose command line names this
-    run folder is touched."""
-    if pid is None:
-        return
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return
-    if str(run_dir).encode() in cmdline:
-        log.warning("killing training process %d left by the previous run", pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-
-
 class Learning:
     """The cameras' learning jobs and the cameras added over the API (kept in data_dir). Owned by the pipeline,
     which asks it for a camera's phase; it drives the pipeline's footage taps and model activation."""
 
     def __init__(self, settings: LearningSettings, data_dir: Path, pipeline: LearningHost, *,
-                 device: str = "auto") -> None:
+                 device: str = "auto", clock: Callable[[], float] = time.time) -> None:
         self.settings, self.pipeline, self.device = settings, pipeline, device
         self.records = CameraRecords(data_dir)
         self._jobs: dict[str, Job] = {}
@@ -185,6 +141,8 @@ class Learning:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._config: ModelConfig | None = None
+        self.refresher = Refresher(settings, self.records, pipeline, self._model_config, self._busy, self._lock,
+                                   device=device, clock=clock)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -199,6 +157,7 @@ class Learning:
                     log.error("camera %s not restored: %s", cam.id, e)
         for c in self.pipeline.list_cameras():
             self._resume(c.id)
+        self.refresher.start()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="learning", daemon=True)
         self._thread.start()
@@ -214,6 +173,7 @@ class Learning:
             jobs = list(self._jobs.values())
         for job in jobs:
             self._halt(job)
+        self.refresher.stop()
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.poll_s):
@@ -224,6 +184,12 @@ class Learning:
                     self._poll(job)
                 except Exception:  # a bug in one job must not stop the others' polling
                     log.exception("camera %s: learning poll failed", job.camera_id)
+            for camera_id in self.pipeline.camera_ids():
+                try:
+                    with self._lock:  # a relearn or a delete never meets a refresh half done
+                        self.refresher.poll(camera_id)
+                except Exception:
+                    log.exception("camera %s: model refresh poll failed", camera_id)
 
     # -- the API's operations -------------------------------------------------------------------------------
 
@@ -252,6 +218,8 @@ class Learning:
         with self._lock:
             job = self._jobs.pop(camera_id, None)
         self.pipeline.set_tap(camera_id, None)
+        with self._lock:
+            self.refresher.forget(camera_id)
         if job is not None:
             self._halt(job)
         self.pipeline.remove_camera(camera_id)
@@ -270,11 +238,12 @@ class Learning:
                 raise LearningBusy(f"camera {camera_id!r} is {old.phase} already")
             fm = footage_minutes or self.settings.footage_minutes
             job = Job(camera_id, folder, fm, train_minutes or self.settings.train_minutes,
-                      max(1, round(fm * 60 * cam.fps)), cam.fps, _next_run(folder))
+                      max(1, round(fm * 60 * cam.fps)), cam.fps, training_run.next_run(folder))
             shutil.rmtree(job.footage, ignore_errors=True)  # a new view: nothing of the old footage is learnt
             self._jobs[camera_id] = job
             self._open_writer(job)
             self._save(job)
+            self.refresher.release(camera_id, "the camera relearns")
         log.info("camera %s: learning (%d frames of footage, then %g min of training in %s)", camera_id,
                  job.frames_wanted, job.train_minutes, job.run)
         self.pipeline.publish_camera(camera_id)
@@ -282,18 +251,31 @@ class Learning:
 
     # -- what the pipeline asks -----------------------------------------------------------------------------
 
+    def _busy(self, camera_id: str) -> bool:
+        """A job records or trains the camera: it owns its footage tap, and no refresh runs."""
+        return self.phase(camera_id) in ("recording", "training")
+
     def phase(self, camera_id: str) -> Phase | None:
         with self._lock:
             job = self._jobs.get(camera_id)
         return None if job is None else job.phase
 
     def view(self, camera_id: str) -> dict[str, Any] | None:
+        """The camera's `learning`: its job's progress, and with refresh on, its refresh (while one trains, the
+        refresh's progress, `"refresh": true`)."""
         with self._lock:
             job = self._jobs.get(camera_id)
-        if job is None:
+        refresh = self.refresher.view(camera_id)
+        if job is None and refresh is None:
             return None
-        with job.lock:
-            return job.view()
+        if job is not None:
+            with job.lock:
+                base = job.view()
+        else:  # armed with a model of its own that it did not learn here (a settings-file camera, an upload)
+            base = {"phase": "done", "frames_recorded": 0, "frames_wanted": 0, "segments": 0, "footage_minutes": 0.0,
+                    "step": None, "steps_planned": None, "minutes": None, "train_minutes": 0.0,
+                    "heldout_psnr": None, "eta_s": None, "error": None, "stopped": None}
+        return {**base, **(refresh or {})}
 
     # -- recording ------------------------------------------------------------------------------------------
 
@@ -303,88 +285,55 @@ class Learning:
         return self._config
 
     def _open_writer(self, job: Job) -> None:
-        job.writer = FootageWriter(job.footage, self._model_config(), fps=job.fps, max_frames=job.frames_wanted,
-                                   max_bytes=int(self.settings.disk_cap_mb * 1e6))
-        job.full = False
-        self.pipeline.set_tap(job.camera_id, partial(self._tap, job))
-
-    def _tap(self, job: Job, frame: np.ndarray, ts: float, fresh: bool) -> None:
-        """Capture thread: one kept frame of the camera."""
-        with job.lock:
-            writer = job.writer
-            if job.phase != "recording" or writer is None or job.full:
-                return
-            try:
-                if fresh:  # a reconnect, a gap: no training window may span it
-                    writer.new_segment("history restarted")
-                if not writer.append(frame, ts):
-                    job.full = True
-            except OSError as e:  # a full or broken disk ends the recording, never the capture
-                job.full, job.stopped = True, f"cannot write footage: {e}"
+        job.recording = FootageRecording(job.footage, self._model_config(), fps=job.fps,
+                                         max_frames=job.frames_wanted,
+                                         max_bytes=int(self.settings.disk_cap_mb * 1e6))
+        self.pipeline.set_tap(job.camera_id, job.recording.tap)
 
     def _finish_recording(self, job: Job) -> None:
         with job.lock:
-            writer, job.writer = job.writer, None
-            assert writer is not None
-            with contextlib.suppress(OSError):
-                writer.close()
-            job.frames_recorded = writer.frames
-            if writer.full_reason is not None and writer.full_reason.startswith("disk cap"):
-                job.stopped = f"recording stopped: {writer.full_reason}"
-            static = writer.static_reason
+            recording, job.recording = job.recording, None
+        assert recording is not None
         self.pipeline.set_tap(job.camera_id, None)
-        job.segments = len(Footage(job.footage).segment_dirs())
-        if static is not None:
-            self._fail(job, f"footage refused: {static}")
+        done = recording.close()
+        with job.lock:
+            job.frames_recorded, job.segments = done.frames, done.segments
+            job.stopped = done.stopped or job.stopped
+        if done.static is not None:
+            self._fail(job, f"footage refused: {done.static}")
             return
         self._launch(job)
 
     # -- training -------------------------------------------------------------------------------------------
 
     def _launch(self, job: Job) -> None:
-        s = self.settings
-        job.run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "model.learn", "--footage", str(job.footage), "--out", str(job.run_dir),
-               "--train-minutes", str(job.train_minutes), "--threads", str(s.threads), "--init", s.init,
-               "--recipe", s.recipe, "--holdout", str(s.holdout), "--device", self.device]
-        if s.nice and shutil.which("nice"):
-            cmd = ["nice", "-n", str(s.nice), *cmd]
-        # The child imports this checkout's model package, whatever its working directory.
-        src = str(Path(model_package.__file__).resolve().parent.parent)
-        env = {**os.environ, "OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads),
-               "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
-        with open(job.run_dir / "learn.log", "ab") as logf:
-            # Its own session and process group: a delete kills it and all it started, and a signal meant for
-            # the service's group (Ctrl-C) does not reach it: the service stops it itself.
-            job.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                        env=env, start_new_session=True)
+        job.proc = training_run.launch(self.settings, job.footage, job.run_dir, job.train_minutes,
+                                       device=self.device)
         job.phase, job.pid, job.error = "training", job.proc.pid, None
         self._save(job)
         log.info("camera %s: training in %s (pid %d)", job.camera_id, job.run_dir, job.proc.pid)
         self.pipeline.publish_camera(job.camera_id)
 
     def _poll(self, job: Job) -> None:
-        if job.phase == "recording" and job.full:
+        recording = job.recording
+        if job.phase == "recording" and recording is not None and recording.full:
             self._finish_recording(job)
-        elif job.phase == "recording":
+        elif job.phase == "recording" and recording is not None:
+            segments = recording.segments()
             with job.lock:
-                if job.writer is not None:
-                    job.segments = len(Footage(job.footage).segment_dirs()) or int(job.writer.frames > 0)
+                job.segments = segments
         elif job.phase == "training" and job.proc is not None:
-            progress = _read_json(job.run_dir / "progress.json")
+            progress, ended = training_run.poll(job.proc, job.run_dir)
             if progress is not None:
                 with job.lock:
                     job.progress = progress
-            rc = job.proc.poll()
-            if rc is None:
+            if ended is None:
                 return
             job.proc = None
-            final = job.run_dir / "final.pt"
-            if rc == 0 and final.is_file():
-                self._arm(job, final)
+            if ended.final is not None:
+                self._arm(job, ended.final)
             else:
-                error = (progress or {}).get("error") or self._log_tail(job) or f"exit status {rc}"
-                self._fail(job, f"training failed: {error}")
+                self._fail(job, f"training failed: {ended.error}")
 
     def _arm(self, job: Job, final: Path) -> None:
         try:
@@ -401,14 +350,6 @@ class Learning:
             return
         log.info("camera %s: armed with its own model %s", job.camera_id, entry.version)
 
-    @staticmethod
-    def _log_tail(job: Job) -> str | None:
-        try:
-            lines = (job.run_dir / "learn.log").read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return None
-        return lines[-1][-300:] if lines else None
-
     def _fail(self, job: Job, error: str) -> None:
         job.phase, job.error, job.pid = "failed", error, None
         self._save(job)
@@ -419,13 +360,12 @@ class Learning:
     def _halt(self, job: Job) -> None:
         """Close the recording and stop the training process (state on disk untouched)."""
         with job.lock:
-            writer, job.writer = job.writer, None
-        if writer is not None:
-            with contextlib.suppress(OSError):
-                writer.close()
+            recording, job.recording = job.recording, None
+        if recording is not None:
+            recording.close()
         proc, job.proc = job.proc, None
         if proc is not None:
-            _kill_group(proc)
+            training_run.kill_group(proc)
 
     # -- state on disk --------------------------------------------------------------------------------------
 
@@ -435,7 +375,7 @@ class Learning:
 
     def _resume(self, camera_id: str) -> None:
         folder = self.records.folder(camera_id)
-        saved = _read_json(folder / STATE_FILE)
+        saved = read_json(folder / STATE_FILE)
         if saved is None:
             return
         try:
@@ -450,11 +390,11 @@ class Learning:
             self._jobs[camera_id] = job
         if job.phase == "recording":
             self._open_writer(job)  # goes on in a new segment: the time the service was down is a gap
-            log.info("camera %s: recording resumed (%d of %d frames)", camera_id, job.writer.frames if job.writer
-                     else 0, job.frames_wanted)
+            log.info("camera %s: recording resumed (%d of %d frames)", camera_id,
+                     job.recording.frames if job.recording else 0, job.frames_wanted)
         elif job.phase == "training":
-            _kill_stale(job.pid, job.run_dir)
-            progress = _read_json(job.run_dir / "progress.json")
+            training_run.kill_stale(job.pid, job.run_dir)
+            progress = read_json(job.run_dir / "progress.json")
             job.progress = progress or {}
             self._launch(job)  # model.learn resumes from the run's last.pt
             log.info("camera %s: training resumed in %s", camera_id, job.run_dir)

@@ -222,6 +222,18 @@ class Pipeline:
         log.info("camera %s updated (%s)", cam.id, redact_url(cam.url))
         return self.get_camera(cam.id)
 
+    def camera_ids(self) -> list[str]:
+        with self._cams_lock:
+            return sorted(self._cams)
+
+    def detection_delay_s(self, camera_id: str) -> float:
+        """How long after its first frame an alert or a scene change of the camera is raised at most (its alerts'
+        min_duration, the scene's hold): what a refresh's recent footage waits before a frame counts as clean.
+        KeyError: unknown camera."""
+        cam = self.camera_settings(camera_id)
+        alerts = cam.alert_settings(self.settings.alerts).params()
+        return max(alerts.min_duration_s, self.settings.scene.params().hold_s)
+
     def camera_settings(self, camera_id: str) -> CameraSettings:
         """The camera's settings as given (URL with credentials: never for a response). KeyError: unknown."""
         with self._cams_lock:

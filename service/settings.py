@@ -236,6 +236,20 @@ class LearningSettings(_Model):
     poll_s: float = Field(1.0, gt=0, description="How often recording and training progress are checked.")
     auto_relearn: bool = Field(False, description="On a scene_change event, relearn the camera's model by itself "
                                "(the pipeline calls its relearn hook); off: the event prompts the user to relearn.")
+    refresh_days: float | None = Field(None, gt=0, description="Refresh an armed camera's own model this often "
+                                       "(days, from the active model's creation) by fine-tuning it on its recent "
+                                       "alert-free footage, so that slow changes are absorbed; None: never.")
+    refresh_train_minutes: float | None = Field(None, gt=0, description="Training budget of a refresh (None: a "
+                                                "third of train_minutes); it starts from the active model.")
+    refresh_margin_s: float = Field(5.0, ge=0, description="Seconds before and after an alert or scene change "
+                                    "also left out of the recent footage a refresh learns from.")
+    refresh_max_psnr_drop_db: float = Field(0.5, ge=0, description="A refreshed model whose held-out PSNR is more "
+                                            "than this below the active model's, on the same recent held-out "
+                                            "footage, is not activated.")
+
+    @property
+    def refresh_budget_minutes(self) -> float:
+        return self.refresh_train_minutes or self.train_minutes / 3
 
 
 def _section(cls: type[_Model], description: str) -> Any:

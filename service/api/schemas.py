@@ -77,6 +77,18 @@ class LearningPublic(BaseModel):
     eta_s: float | None = Field(description="Seconds until the camera is armed (recording and training).")
     error: str | None = Field(description="Why learning failed (a frozen stream, training error).")
     stopped: str | None = Field(description="Why recording stopped before footage_minutes (the disk cap).")
+    refresh: bool = Field(False, description="A refresh of the armed camera's own model trains now (the fields "
+                          "above are its progress; the camera stays armed with its model meanwhile).")
+    next_refresh: float | None = Field(None, description="When its model's next refresh is due (Unix time; None: "
+                                       "refresh off, or no model of its own).")
+    recent_frames: int | None = Field(None, description="Frames of recent alert-free footage kept for the next "
+                                      "refresh.")
+    recent_excluded: int | None = Field(None, description="Frames left out of it: during an alert or a scene "
+                                        "change, or within refresh_margin_s of one.")
+    last_refresh: dict[str, Any] | None = Field(None, description="The last refresh: time, run, base (the model "
+                                                "it started from), frames, heldout_psnr and base_heldout_psnr (both "
+                                                "models on the same held-out recent footage), activated, version, "
+                                                "error (why it was not activated).")
 
 
 class ModelVersionPublic(BaseModel):

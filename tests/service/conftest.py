@@ -16,7 +16,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -242,6 +244,24 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     vw.release()
     return path
 
+
+
+@pytest.fixture
+def serve_service(predictor: Predictor) -> Iterator[Callable[..., Any]]:
+    """serve_service(data_dir, **settings) -> (LiveServer, httpx.Client, Service), closed at the end."""
+    from live_server import serve
+
+    from service.api import create_app
+    from service.settings import load_settings
+    from service.wiring import build_service
+
+    with contextlib.ExitStack() as stack:
+        def start(data_dir: Path, **settings: Any) -> Any:
+            service = build_service(load_settings(None, data_dir=data_dir, **settings), predictor=predictor)
+            srv = stack.enter_context(serve(create_app(service)))
+            client = stack.enter_context(httpx.Client(base_url=srv.url, timeout=20))
+            return srv, client, service
+        yield start
 
 
 @pytest.fixture

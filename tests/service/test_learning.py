@@ -10,22 +10,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from conftest import RtspServer
-from live_server import moving_square, serve
+from live_server import moving_square
 from test_registry import weights_file
 from websockets.sync.client import connect
 
-from model import Predictor
 from model.footage import Footage
 from model.recipes import recipe_path
-from service.api import create_app
 from service.api.schemas import CameraWsMessage, ScoreWsMessage
 from service.frames import ScoreMessage
-from service.settings import load_settings
-from service.wiring import build_service
 
 FPS = 10.0
 # 110 frames: the held-out tail needs 32 windows of k + 1 = 9 frames, the rest trains.
@@ -61,20 +56,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-
-
-@pytest.fixture
-def serve_service(predictor: Predictor) -> Iterator[Callable[..., Any]]:
-    """serve_service(data_dir, **settings) -> (LiveServer, httpx.Client, Service), closed at the end."""
-    import contextlib
-
-    with contextlib.ExitStack() as stack:
-        def start(data_dir: Path, **settings: Any) -> Any:
-            service = build_service(load_settings(None, data_dir=data_dir, **settings), predictor=predictor)
-            srv = stack.enter_context(serve(create_app(service)))
-            client = stack.enter_context(httpx.Client(base_url=srv.url, timeout=20))
-            return srv, client, service
-        yield start
 
 
 @pytest.fixture
