@@ -1,13 +1,16 @@
 """End-to-end service benchmark: frames/s scored, capture-to-WebSocket latency, dropped windows, peak RSS.
 
-    python benchmarks/service_bench.py [--weights W | --untrained] [--seconds 20] [--json out.json]
+    python benchmarks/service_bench.py [--weights W | --untrained] [--own-models] [--seconds 20] [--json out.json]
 
 Runs the real service (`python -m service`, its own process, like production) twice:
   1. one camera at max rate: the demo clip re-timed to 120 fps, looped, fps target 120;
   2. four cameras at 10 fps each: the demo clip and vtest.avi (768x576), two of each, looped at native 10 fps.
 A WebSocket client (this process) receives every score; latency = arrival time - the frame's capture time
-(ScoreMessage.ts). Scored/skipped windows come from /v1/stats, over the measurement window only; peak memory is
-the service's VmHWM. Prints a table; a benchmark, not a test: the numbers depend on the machine.
+(ScoreMessage.ts). With --own-models every camera is scored by a model of its own (the weights registered and
+activated in each camera's model registry before the service starts, as a learnt camera's would be: one forward
+per model per round instead of one batch). Scored/skipped windows come from /v1/stats, over the measurement
+window only; peak memory is the service's VmHWM. Prints a table; a benchmark, not a test: the numbers depend on
+the machine.
 """
 from __future__ import annotations
 
@@ -92,11 +95,24 @@ def machine_ticks() -> tuple[int, int]:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
+def register_own_models(data_dir: Path, cameras: list[dict[str, Any]], weights: Path | None) -> None:
+    """Each camera's registry gets its own copy of the weights, active: a model per camera, loaded separately."""
+    from model.checkpoint import default_weights_path
+    from service.registry import ModelRegistry
+
+    registry = ModelRegistry(data_dir)
+    for cam in cameras:
+        registry.activate(cam["id"], registry.add(cam["id"], weights or default_weights_path()).version)
+
+
 def run_scenario(name: str, cameras: list[dict[str, Any]], weights: Path | None, seconds: float,
-                 warmup: float, work: Path, extra_args: list[str]) -> dict[str, Any]:
+                 warmup: float, work: Path, extra_args: list[str], own_models: bool = False) -> dict[str, Any]:
     port = free_port()
     cfg = work / f"{name}.yaml"
-    cfg.write_text(yaml.safe_dump({"data_dir": str(work / f"data-{name}"), "port": port, "cameras": cameras,
+    data_dir = work / f"data-{name}"
+    if own_models:
+        register_own_models(data_dir, cameras, weights)
+    cfg.write_text(yaml.safe_dump({"data_dir": str(data_dir), "port": port, "cameras": cameras,
                                    "log_level": "WARNING"}))
     cmd = [sys.executable, "-m", "service", "--config", str(cfg), *extra_args]
     cmd += ["--weights", str(weights)] if weights else []
@@ -178,6 +194,7 @@ def main() -> None:
     ap.add_argument("--max-fps", type=float, default=120.0, help="source and target rate of scenario 1")
     ap.add_argument("--precision", default="auto", help="passed to the service (auto, fp32, bf16)")
     ap.add_argument("--only", choices=("1cam-max", "4cam-10fps"), help="run one scenario")
+    ap.add_argument("--own-models", action="store_true", help="a model of its own for every camera (registry)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -190,13 +207,15 @@ def main() -> None:
             "4cam-10fps": [{"id": f"cam{i}", "url": str(DEMO if i % 2 == 0 else VTEST), "fps": 10, "loop": True}
                            for i in range(4)],
         }
-        results = [run_scenario(name, cams, weights, args.seconds, args.warmup, work, ["--precision", args.precision])
+        results = [run_scenario(name, cams, weights, args.seconds, args.warmup, work, ["--precision", args.precision],
+                                args.own_models)
                    for name, cams in scenarios.items() if args.only in (None, name)]
 
     print(f"\nservice benchmark ({os.cpu_count()} cores, {results[0]['device']} {results[0]['precision']}, "
           f"{results[0]['torch_threads']} torch threads, "
           f"weights: {'untrained lite' if args.untrained else weights or 'shipped default'}"
-          f"{' + ' + str(args.flownet) if args.untrained and args.flownet else ''}; load avg {os.getloadavg()[0]:.1f})")
+          f"{' + ' + str(args.flownet) if args.untrained and args.flownet else ''}"
+          f"{', a model per camera' if args.own_models else ''}; load avg {os.getloadavg()[0]:.1f})")
     print(f"{'scenario':<12} {'scored fps':>10} {'skipped':>8} {'lat p50':>8} {'lat p99':>8} {'lat max':>8} "
           f"{'peak RSS':>9} {'batch':>6} {'CPU':>5} {'CPU ms/frame':>12} {'steal':>6}")
     for r in results:
