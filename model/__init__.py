@@ -12,6 +12,7 @@ from .clip import (
     window_from_buffer,
     windows_from_frames,
 )
+from .clock import STREAM_FALLBACK_FPS, Decimator, StreamClock, presentation_s, stream_fps
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
 from .data import preprocess_frame
 from .footage import Footage, FootageWriter
@@ -21,11 +22,11 @@ from .scene import SceneChangeDetector, SceneParams
 from .scoring import METRICS, Calibration, CausalSmoother, FrameScorer, FrameScores, Scorer
 
 __all__ = [
-    "CLIP_CAMERA", "CLIP_FALLBACK_FPS", "METRICS", "PRESETS", "WEIGHTS_FORMAT", "AlertEngine", "AlertParams",
-    "Calibration",
-    "CameraCalibration", "CausalSmoother", "EventType", "EventUpdate", "Footage", "FootageWriter", "FrameScorer",
-    "FrameScores", "LossWeights", "ModelConfig", "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig",
-    "ScoredFrame", "Scorer", "WeightsError", "clip_event", "default_weights_path", "get_preset", "load_predictor",
-    "preprocess_frame", "recipe_model", "safe_torch_load", "score_frames", "sha256_file", "weights_of",
+    "CLIP_CAMERA", "CLIP_FALLBACK_FPS", "METRICS", "PRESETS", "STREAM_FALLBACK_FPS", "WEIGHTS_FORMAT", "AlertEngine",
+    "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "Decimator", "EventType", "EventUpdate",
+    "Footage", "FootageWriter", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig", "Predictor",
+    "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamClock", "WeightsError",
+    "clip_event", "default_weights_path", "get_preset", "load_predictor", "preprocess_frame", "presentation_s",
+    "recipe_model", "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "weights_of",
     "window_from_buffer", "windows_from_frames",
 ]

@@ -64,8 +64,9 @@ def cmd_learn(a: argparse.Namespace) -> None:
     from contextlib import nullcontext
 
     from .checkpoint import atomic_save, safe_torch_load
-    from .learn import learn, record
+    from .learn import learn
     from .recipes import recipe_model
+    from .record import record
 
     _set_threads(a.threads)
     out = Path(a.out)

@@ -395,21 +395,3 @@ class FootageWriter:
     def close(self) -> None:
         self._close_segment()
 
-
-class Decimator:
-    """Keeps frames at `fps` by presentation time: a frame is kept when it is at least one period after the
-    previous kept one's slot (slots advance by whole periods, so a 25 fps source gives 10 fps on average)."""
-
-    def __init__(self, fps: float) -> None:
-        if fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
-        self.period = 1.0 / fps
-        self.next_ts: float | None = None
-
-    def keep(self, ts: float) -> bool:
-        if self.next_ts is None or ts >= self.next_ts - 1e-9:
-            # a source that skips ahead (a gap) restarts the slots at this frame instead of catching up
-            base = ts if self.next_ts is None or ts - self.next_ts >= self.period else self.next_ts
-            self.next_ts = base + self.period
-            return True
-        return False

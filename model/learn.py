@@ -10,8 +10,7 @@ weights file that load_predictor, `ffp eval`, `ffp score` and the service accept
 process of its own (the service runs it niced): exit 0 when final.pt is written, 2 on a clear error (also
 written to progress.json's "error").
 
-`record(source, footage_root, ...)` fills a footage folder from a URL, a video file or a folder of videos (each
-file a segment), decimated to an fps by presentation time: `ffp learn` records, then learns.
+`ffp learn SOURCE` records the footage first (model.record), then learns.
 """
 from __future__ import annotations
 
@@ -22,16 +21,14 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .checkpoint import DEFAULT_WEIGHTS_NAME, WEIGHTS_DIR, WeightsError, atomic_save, safe_torch_load, weights_of
 from .config import ModelConfig, TrainConfig
-from .data import UINT8_TO_FLOAT, DataError, VideoSource, find_videos
-from .footage import Decimator, Footage, FootageWriter, Piece, as_model_layout, motion_check, write_json_atomic
+from .data import UINT8_TO_FLOAT, DataError, VideoSource
+from .footage import Footage, Piece, as_model_layout, motion_check, write_json_atomic
 from .recipes import load_recipe
 
 log = logging.getLogger(__name__)
@@ -245,103 +242,6 @@ def _init_heldout_psnr(cfg: TrainConfig, data: Any) -> float:
     predictor = load_predictor(cfg.init, device=str(pick_device(cfg.device)[0]), precision=precision)
     calibration = calibrate_predictor(predictor, data.val_videos, source="the starting weights on the holdout")
     return float(calibration.mean["psnr"])
-
-
-# ---- recording a source (ffp learn) ----------------------------------------------------------------------
-
-def is_url(source: str) -> bool:
-    return "://" in source
-
-
-def _timed_frames(source: VideoSource, fps: float) -> Iterator[tuple[np.ndarray, float]]:
-    """(frame, presentation time in s) of a video file; a folder of frames is taken as shot at `fps`."""
-    import cv2
-
-    from .data import iter_frames
-
-    if source.is_frames:
-        for i, frame in enumerate(iter_frames(source)):
-            yield frame, i / fps
-        return
-    cap = cv2.VideoCapture(str(source.path))
-    if not cap.isOpened():
-        raise DataError(f"cannot open video {source.path}")
-    file_fps = cap.get(cv2.CAP_PROP_FPS) or fps
-    try:
-        i = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            msec = cap.get(cv2.CAP_PROP_POS_MSEC)
-            yield frame, (msec / 1000 if msec > 0 or i == 0 else i / file_fps)
-            i += 1
-    finally:
-        cap.release()
-
-
-def _stream_frames(url: str, seconds: float, retries: int = 3) -> Iterator[tuple[np.ndarray | None, float]]:
-    """(frame, wall-clock time in s) of a live stream for `seconds`; (None, t) marks an outage, after which it
-    reconnects (at most `retries` times). A stream that never opens is an error."""
-    import cv2
-
-    start = time.monotonic()
-    opened = False
-    for attempt in range(retries + 1):
-        if time.monotonic() - start >= seconds:
-            return
-        if attempt:
-            yield None, time.monotonic() - start
-            time.sleep(1.0)
-        cap = cv2.VideoCapture(url)
-        try:
-            if cap.isOpened():
-                opened = True
-                while time.monotonic() - start < seconds:
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
-                    yield frame, time.monotonic() - start
-            elif not opened:
-                raise DataError(f"cannot open stream {url}")
-        finally:
-            cap.release()
-
-
-def record(source: str, footage_root: Path, config: ModelConfig, *, fps: float, footage_minutes: float,
-           max_bytes: int) -> FootageWriter:
-    """Record SOURCE (URL, video file, folder of videos or of frame folders) into footage_root, decimated to
-    `fps`, until footage_minutes of frames are kept; returns the closed writer (frames, static_reason)."""
-    if footage_minutes <= 0 or fps <= 0:
-        raise DataError("--footage-minutes and --fps must be positive")
-    max_frames = max(1, round(footage_minutes * 60 * fps))
-    writer = FootageWriter(footage_root, config, fps=fps, max_frames=max_frames, max_bytes=max_bytes)
-    try:
-        if is_url(source):
-            decimator = Decimator(fps)
-            for frame, ts in _stream_frames(source, footage_minutes * 60 * 1.5 + 30):
-                if frame is None:
-                    writer.new_segment("outage")
-                    decimator = Decimator(fps)
-                elif decimator.keep(ts) and not writer.append(frame, ts):
-                    break
-        else:
-            path = Path(source)
-            if not path.exists():
-                raise DataError(f"source not found: {source} (give a URL, a video file or a folder of videos)")
-            for video in find_videos(path):
-                decimator = Decimator(fps)
-                full = False
-                for frame, ts in _timed_frames(video, fps):
-                    if decimator.keep(ts) and not writer.append(frame, ts):
-                        full = True
-                        break
-                writer.new_segment(f"next file after {video.name}")
-                if full:
-                    break
-    finally:
-        writer.close()
-    return writer
 
 
 # ---- python -m model.learn ---------------------------------------------------------------------------------

@@ -5,33 +5,27 @@ the loop (one step = a generator step and a discriminator step), validation and 
 fixed in advance; `best.pt` is chosen by prediction PSNR on held-out NORMAL training videos, never on test
 labels. At the end the score statistics on the same held-out videos are stored in the shipped checkpoint
 (`best.pt`, or `last.pt` with `ship: last`) as its calibration.
+
+What a checkpoint keeps and how a run resumes: model.train_state; the metrics log: model.train_log.
 """
 from __future__ import annotations
 
-import copy
-import csv
 import json
 import logging
 import math
 import random
-import time
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from .checkpoint import (
-    CHECKPOINT_FORMAT,
-    WEIGHTS_FORMAT,
     WeightsError,
     atomic_save,
     safe_torch_load,
-    sha256_file,
-    verify_checksum,
-    weights_of,
 )
 from .config import (
     DATASET_LEARNING_RATES,
@@ -41,7 +35,6 @@ from .config import (
     SHIP_CHOICES,
     LossWeights,
     ModelConfig,
-    ScoreConfig,
     TrainConfig,
     get_preset,
 )
@@ -59,58 +52,11 @@ from .discriminator import PatchDiscriminator
 from .flownet import FlowNet, load_flownet
 from .losses import discriminator_loss, flow_loss, generator_adversarial_loss, gradient_loss, intensity_loss, psnr
 from .predictor import pick_device, predictor_from_blob
-from .scoring import Calibration
+from .train_log import MetricsLog
+from .train_state import Models, resume, save_checkpoint
 from .unet import Generator, count_parameters
 
 log = logging.getLogger(__name__)
-
-
-def _rng_state() -> dict[str, Any]:
-    # Plain tensors and numbers only, so that checkpoints load with torch.load(weights_only=True).
-    # numpy's legacy state: (name, keys, pos, has_gauss, cached_gaussian)
-    name, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
-    return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                      cached], "python": random.getstate()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
-
-
-def load_checkpoint(path: Path, config: ModelConfig) -> dict[str, Any]:
-    if not path.is_file():
-        raise WeightsError(f"checkpoint not found: {path}")
-    ckpt = safe_torch_load(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsError(f"{path} is not an ffp training checkpoint")
-    saved = ModelConfig.from_dict(ckpt["weights"]["model_config"])
-    if saved != config:
-        raise WeightsError(f"checkpoint {path} was made for preset {saved.name!r} ({saved}), "
-                           f"not for {config.name!r} ({config}); use another --out folder")
-    return ckpt
-
-
-def _init_weights(path: Path, generator: Generator, discriminator: PatchDiscriminator) -> dict[str, Any]:
-    """Load a generator (and, from a training checkpoint, its discriminator) of the same architecture. The
-    image size may differ: every layer is convolutional, so fine-tuning at a new size starts from them.
-    Returns the record of the start kept in the run's meta: file, sha256 and the source run's step."""
-    if not path.is_file():
-        raise DataError(f"--init: weights file not found: {path}")
-    verify_checksum(path)  # a shipped file listed in weights/manifest.json must match its sha256
-    ckpt = safe_torch_load(path)
-    blob = weights_of(ckpt)
-    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
-        raise WeightsError(f"--init: {path} is not an ffp weights file or checkpoint")
-    try:
-        generator.load_state_dict(blob["generator"])
-        if ckpt is not blob:
-            discriminator.load_state_dict(ckpt["discriminator"])
-    except RuntimeError as e:
-        raise WeightsError(f"--init: {path} does not fit this architecture (only image_size may differ): {e}") from e
-    return {"file": str(path), "sha256": sha256_file(path), "step": blob.get("meta", {}).get("step")}
 
 
 # ---- the run's plan: the config resolved against the dataset's defaults, before any data is read ----------
@@ -221,21 +167,6 @@ def place_data(data: Data, device: torch.device) -> None:
         log.info("training frames on %s: %.2f GB", device, frames_bytes / 1e9)
 
 
-@dataclass
-class Models:
-    generator: Generator  # the raw weights, which train
-    discriminator: PatchDiscriminator
-    flownet: FlowNet | None  # frozen, but differentiable: the flow loss's gradient reaches G through it
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    ema: Generator | None = None  # the running average of G's weights (`ema`), set up after resuming
-
-    @property
-    def shipped(self) -> Generator:
-        """The generator that validation measures, checkpoints keep and `ffp export` ships."""
-        return self.ema if self.ema is not None else self.generator
-
-
 def build_models(cfg: TrainConfig, run: Plan, device: torch.device) -> Models:
     config = run.model
     generator = Generator(config).to(device)
@@ -254,41 +185,6 @@ def build_models(cfg: TrainConfig, run: Plan, device: torch.device) -> Models:
     log.info("generator %s: %d parameters; discriminator %d", config.name, count_parameters(generator),
              count_parameters(discriminator))
     return Models(generator, discriminator, flownet, opt_g, opt_d)
-
-
-# ---- resume: from the run's own last.pt, or a new run from other weights (--init) ----------------------
-
-@dataclass
-class Progress:
-    step: int = 0
-    best_val: float = -float("inf")
-    init: dict[str, Any] | None = None  # which weights the run started from, kept across resumes
-
-
-def resume(cfg: TrainConfig, config: ModelConfig, models: Models, last_path: Path) -> Progress:
-    """Restore a run from its last.pt (weights, optimisers, step, RNG), or start one from --init; then set up
-    the EMA generator, which goes on from the saved average when resuming."""
-    progress = Progress()
-    resumed: dict[str, Any] | None = None
-    if cfg.resume and last_path.is_file():
-        ckpt = resumed = load_checkpoint(last_path, config)
-        # an EMA run keeps the raw (trained) weights apart from the averaged ones it ships
-        models.generator.load_state_dict(ckpt.get("generator_train", ckpt["weights"]["generator"]))
-        models.discriminator.load_state_dict(ckpt["discriminator"])
-        models.opt_g.load_state_dict(ckpt["opt_g"])
-        models.opt_d.load_state_dict(ckpt["opt_d"])
-        progress.step, progress.best_val = ckpt["step"], ckpt["best_val_psnr"]
-        _set_rng_state(ckpt["rng"])
-        progress.init = ckpt["weights"].get("meta", {}).get("init")
-        log.info("resumed from %s at step %d", last_path, progress.step)
-    elif cfg.init is not None:
-        progress.init = _init_weights(Path(cfg.init), models.generator, models.discriminator)
-        log.info("initialised from %s (step %s of its run)", cfg.init, progress.init["step"])
-    if cfg.ema is not None:
-        models.ema = copy.deepcopy(models.generator).requires_grad_(False)
-        if resumed is not None:
-            models.ema.load_state_dict(resumed["weights"]["generator"])
-    return progress
 
 
 # ---- one training step: the generator step, then the discriminator step ------------------------------
@@ -367,74 +263,6 @@ def validate(models: Models, data: Data, k: int, autocast: AbstractContextManage
         values.append(psnr(pred.float(), w[:, k]))
     models.generator.train()
     return float(torch.cat(values).mean())
-
-
-# ---- save: checkpoints (last.pt, best.pt) and the metrics log -------------------------------------------
-
-def weights_blob(config: ModelConfig, models: Models, meta: dict[str, Any], step: int,
-                 calibration: Calibration | None = None) -> dict[str, Any]:
-    flownet = models.flownet
-    return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": models.shipped.state_dict(),
-            "flownet_config": None if flownet is None else flownet.config.to_dict(),
-            "flownet": None if flownet is None else flownet.state_dict(),
-            "calibration": None if calibration is None else calibration.to_dict(),
-            "score_config": asdict(ScoreConfig()), "meta": {**meta, "step": step}}
-
-
-def save_checkpoint(path: Path, cfg: TrainConfig, config: ModelConfig, models: Models, progress: Progress,
-                    meta: dict[str, Any]) -> None:
-    ckpt = {"format": CHECKPOINT_FORMAT, "step": progress.step, "best_val_psnr": progress.best_val,
-            "weights": weights_blob(config, models, meta, progress.step), "discriminator":
-            models.discriminator.state_dict(), "opt_g": models.opt_g.state_dict(), "opt_d": models.opt_d.state_dict(),
-            "rng": _rng_state(), "args": {k: str(v) for k, v in asdict(cfg).items()}}
-    if models.ema is not None:
-        ckpt["generator_train"] = models.generator.state_dict()
-    atomic_save(ckpt, path)
-
-
-class MetricsLog:
-    """OUT/metrics.csv and the progress bar. Running means stay tensors on the device: reading them (float)
-    forces a GPU sync, so that happens only when a row is logged."""
-
-    TERMS = ("g", "int", "grad", "flow", "adv", "d")
-
-    def __init__(self, path: Path, step: int, total: int | None, name: str, show: bool) -> None:
-        from tqdm import tqdm
-
-        new_log = not path.is_file() or step == 0
-        self.file = open(path, "w" if new_log else "a", newline="")  # noqa: SIM115 (closed by close())
-        self.writer = csv.writer(self.file)
-        if new_log:
-            self.writer.writerow(["step", "time_s", "g_loss", "l_int", "l_grad", "l_flow", "l_adv", "d_loss", "lr_g",
-                                  "val_psnr", "it_per_s"])
-        self.bar = tqdm(total=total, initial=step, desc=f"train {name}", disable=not show)
-        self.running: dict[str, torch.Tensor] = {}
-        self.start = self.t_last = time.monotonic()
-        self.s_last = step
-
-    def update(self, losses: dict[str, torch.Tensor]) -> None:
-        self.bar.update(1)
-        for k in self.TERMS:
-            v = losses[k].detach().float()
-            self.running[k] = 0.9 * self.running[k] + 0.1 * v if k in self.running else v
-
-    def row(self, step: int, lr_g: float, val_psnr: float | None, best_val: float) -> None:
-        now = time.monotonic()
-        its = (step - self.s_last) / max(now - self.t_last, 1e-9)
-        self.t_last, self.s_last = now, step
-        self.writer.writerow([step, round(now - self.start, 2), *(round(float(self.running[k]), 6) for k in self.TERMS),
-                              lr_g, "" if val_psnr is None else round(val_psnr, 4), round(its, 3)])
-        self.file.flush()
-        self.bar.set_postfix(g=f"{float(self.running['g']):.4f}", int=f"{float(self.running['int']):.4f}",
-                             flow=f"{float(self.running['flow']):.3f}", d=f"{float(self.running['d']):.3f}",
-                             val=f"{best_val:.2f}")
-
-    def minutes(self) -> float:
-        return (time.monotonic() - self.start) / 60
-
-    def close(self) -> None:
-        self.bar.close()
-        self.file.close()
 
 
 # ---- the run ------------------------------------------------------------------------------------------

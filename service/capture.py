@@ -22,91 +22,17 @@ from typing import Protocol
 
 import numpy as np
 
+from model import STREAM_FALLBACK_FPS, Decimator, StreamClock
+
 from .frames import CameraState, ServedModel, Window
 from .meters import RateMeter
 from .ring import RingBuffer
 from .settings import CameraSettings
-from .sources import DEFAULT_FPS, FrameSource, SourceError, SourceFactory, open_opencv_source
+from .sources import FrameSource, SourceError, SourceFactory, open_opencv_source
 from .supervised import SupervisedThread
 from .urls import SourceSpec, redact_text, redact_url
 
 log = logging.getLogger(__name__)
-
-
-class StreamClock:
-    """Content time of one live session's frames, in seconds from its first frame.
-
-    Decimation and gap checks need the time a frame was *taken*, not when it was read: a network stream
-    delivers its buffered first second in one burst at connect, and again after the reader fell behind (a
-    busy CPU). Read times would keep one frame of a burst and then jump ahead in content. So the source's
-    presentation time is used while it increases; a source without one (or one stuck, e.g. a webcam that
-    reports 0) falls back to arrival time for the rest of the session. `jumped` says the timeline broke
-    (presentation time went backwards or vanished): the frame history must not span it.
-
-    A session's first frame may have no presentation time at all: over RTSP, FFmpeg's RTP demuxer stamps the
-    first frame N/A and measures the stream from the second one (its start_time), and OpenCV reports both as
-    0 ms. So when the second frame repeats the first one's time, the first was the frame before it: its time
-    is the second's less one source frame (`frame_s`), instead of a duplicate that decimation would drop.
-    """
-
-    STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
-    # How fast the stream's delay may grow by itself (1 %: camera and host clocks drift apart, a reader falls
-    # a little behind): beyond that, content that arrives late is old content, not a live picture.
-    DRIFT = 0.01
-
-    def __init__(self, frame_s: float) -> None:
-        if not frame_s > 0:
-            raise ValueError(f"frame_s must be positive, got {frame_s}")
-        self.frame_s = frame_s  # the source's frame period
-        self.use_pts = True
-        self.last = 0.0  # the latest time returned: time never goes backwards
-        self.jumped = False  # set by time(): this frame's timeline broke from the previous one's
-        self._arrival0: float | None = None
-        self._pts0 = self._last_pts = 0.0
-        self._pts_seen = False
-        self._frames = 0  # frames timed in this session
-        self._pts_changed_at = 0.0  # arrival time the presentation time last advanced
-        self._offset = 0.0  # arrival-based time starts where presentation time left off
-        self._delay: float | None = None  # least (arrival - content time) seen: the stream's own delay
-        self._delay_at = 0.0
-
-    def time(self, arrival: float, pts: float | None) -> float:
-        if self._arrival0 is None:
-            self._arrival0 = self._pts_changed_at = arrival
-        self.jumped = False
-        self._frames += 1
-        if self.use_pts and pts is not None and pts >= 0:  # NaN fails >= as well
-            if not self._pts_seen:
-                self._pts_seen, self._pts0, self._last_pts = True, pts, pts
-            elif self._frames == 2 and pts == self._last_pts:  # the first frame's time was unknown (see above)
-                self._pts0, self._pts_changed_at = pts - self.frame_s, arrival
-            elif pts > self._last_pts:
-                self._last_pts, self._pts_changed_at = pts, arrival
-            elif pts < self._last_pts - 1e-3:  # the stream's clock restarted: carry on from the last time
-                self._pts0, self._last_pts, self._pts_changed_at = pts - self.last, pts, arrival
-                self.jumped = True
-            if arrival - self._pts_changed_at <= self.STUCK_S:
-                self.last = max(self.last, pts - self._pts0)
-                return self.last
-        if self.use_pts:  # no presentation time (or stuck): arrival time for the rest of the session
-            self.use_pts = False
-            self.jumped = self._pts_seen
-            self._offset = self.last - (arrival - self._arrival0)
-        self.last = max(self.last, arrival - self._arrival0 + self._offset)
-        return self.last
-
-    def fresh_at(self, arrival: float) -> float:
-        """When the frame just timed would have arrived had the stream kept up: its arrival minus how much
-        later than the stream's usual delay its content came. Frame age (and so stall detection) counts from
-        here, not from the read. A frozen server still yields frames: at each read timeout OpenCV hands out
-        the decoder's last buffered frame with ok=True and a presentation time 40 ms on, after a second or
-        more. Their content falls behind arrival time, so fresh_at stands still and the age grows."""
-        if not self.use_pts or self._arrival0 is None:
-            return arrival
-        delay = arrival - self._arrival0 - self.last
-        if self._delay is None or delay < self._delay + self.DRIFT * (arrival - self._delay_at):
-            self._delay, self._delay_at = delay, arrival
-        return arrival - (delay - self._delay) + self.DRIFT * (arrival - self._delay_at)
 
 
 # Sees every kept frame (raw BGR, at the camera's fps, before preprocessing) with its capture time and whether
@@ -245,10 +171,12 @@ class CaptureWorker(SupervisedThread):
     # Every shared-state update checks `cancel`, so a thread the watchdog abandoned changes nothing.
 
     def _run(self, cancel: threading.Event) -> None:
-        pace: list[float] = []  # start, media time, next due: survives file loops, reset on reconnect
+        # Pacing (start, media time) and decimation survive file loops and are reset on reconnect.
+        pace: list[float] = []
+        decimator = Decimator(self.cam.fps)
         try:
             while not cancel.is_set():
-                outcome = self._session(cancel, pace)
+                outcome = self._session(cancel, pace, decimator)
                 if outcome == "ended" or cancel.is_set():
                     break
                 if outcome == "loop":
@@ -257,6 +185,7 @@ class CaptureWorker(SupervisedThread):
                     self._reset_history(cancel)
                     continue
                 pace.clear()
+                decimator = Decimator(self.cam.fps)
                 with self._lock:
                     if cancel.is_set():
                         break
@@ -271,7 +200,7 @@ class CaptureWorker(SupervisedThread):
                     self.last_error = self._redact(f"internal error: {type(e).__name__}: {e}")
                     self._set_state_locked("stalled")
 
-    def _session(self, cancel: threading.Event, pace: list[float]) -> str:
+    def _session(self, cancel: threading.Event, pace: list[float], decimator: Decimator) -> str:
         """Open the source and read until it fails ("failed"), a file ends ("ended") or loops ("loop")."""
         try:
             src = self._factory(self.spec, self.cam)
@@ -280,7 +209,7 @@ class CaptureWorker(SupervisedThread):
             return "failed"
         try:
             while True:
-                outcome = self._read_loop(src, cancel, pace)
+                outcome = self._read_loop(src, cancel, pace, decimator)
                 rewind = getattr(src, "rewind", None)
                 if outcome != "loop" or cancel.is_set() or rewind is None or not rewind():
                     return outcome
@@ -291,17 +220,17 @@ class CaptureWorker(SupervisedThread):
             except Exception:  # closing a broken stream may fail too; nothing to do about it
                 log.debug("camera %s: close failed", self.cam.id, exc_info=True)
 
-    def _read_loop(self, src: FrameSource, cancel: threading.Event, pace: list[float]) -> str:
-        period = 1.0 / self.cam.fps
-        native = src.fps or DEFAULT_FPS
+    def _read_loop(self, src: FrameSource, cancel: threading.Event, pace: list[float], decimator: Decimator) -> str:
+        period = decimator.period
+        native = src.fps or STREAM_FALLBACK_FPS
         is_file = self.spec.kind == "file"
         if not pace:
-            pace[:] = [time.monotonic(), 0.0, 0.0]
+            pace[:] = [time.monotonic(), 0.0]
         # The predictor was trained on evenly spaced frames: a window across a hiccup of a live stream (frames
         # lost in the network, a camera that froze for less than stall_after_s) shows every moving thing
         # jumping, a false alarm. Kept frames are `period` apart give or take one source frame (decimation);
         # a longer gap restarts the history, so the first k frames after it are not scored.
-        max_gap = 1.5 * period + 1.0 / native
+        max_gap = decimator.max_gap(1.0 / native)
         clock = StreamClock(1.0 / native)  # live sources: content time of this session's frames
         last_kept: float | None = None
         last_kept_at = 0.0  # monotonic arrival of the frame kept last
@@ -347,9 +276,8 @@ class CaptureWorker(SupervisedThread):
                     self._set_state_locked("live")
                 self._backoff.reset()
             self.read_rate.add()
-            if t + 1e-6 < pace[2]:
+            if not decimator.keep(t):
                 continue  # decimated: never preprocessed
-            pace[2] = max(pace[2] + period, t + period / 2)
             # Faster than real time: content advanced half a period more than the wall clock since the frame
             # kept last, i.e. this frame was buffered (the burst at connect, or a reader that fell behind).
             catching_up = (not is_file and last_kept is not None

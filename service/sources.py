@@ -2,17 +2,16 @@
 fake factory the way httpx takes a transport."""
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
+from model import presentation_s, stream_fps
+
 from .settings import CameraSettings
 from .urls import SourceSpec, redact_text
-
-DEFAULT_FPS = 25.0  # when a stream does not say (many RTSP cameras report 0 or 90000)
 
 
 class SourceError(RuntimeError):
@@ -22,7 +21,7 @@ class SourceError(RuntimeError):
 class FrameSource(Protocol):
     fps: float | None  # native frame rate when known
     # A source may also have `pts_s: float | None`, the presentation time of the frame read last (capture
-    # decimates live streams on it; see capture.StreamClock). Sources without it are timed on arrival.
+    # decimates live streams on it; see model.clock.StreamClock). Sources without it are timed on arrival.
 
     def read(self) -> np.ndarray | None:
         """Next BGR frame, None at the end of a file; raises SourceError when the stream fails."""
@@ -57,16 +56,14 @@ class OpenCVSource:
             raise SourceError(f"cannot open {spec.kind} source" + (
                 f" {redact_text(str(spec.target))}" if spec.kind != "file" else ""))
         self._cap = cap
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps: float | None = fps if math.isfinite(fps) and 0.5 <= fps <= 240 else None
+        self.fps: float | None = stream_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
         self.pts_s: float | None = None
 
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
         if ok and frame is not None:
             if self._spec.kind != "file":  # a file is timed by its frame count (capture paces it)
-                ms = float(self._cap.get(self._cv2.CAP_PROP_POS_MSEC))
-                self.pts_s = ms / 1000.0 if math.isfinite(ms) and ms >= 0 else None
+                self.pts_s = presentation_s(float(self._cap.get(self._cv2.CAP_PROP_POS_MSEC)))
             return frame
         if self._spec.kind == "file":
             return None

@@ -18,7 +18,7 @@ from model.data import (
     preprocess_frame,
     resize_frame,
 )
-from model.footage import Decimator, Footage, FootageWriter, as_model_layout, motion_check
+from model.footage import Footage, FootageWriter, as_model_layout, motion_check
 from tests.model.synthetic import scene_frames
 
 CONFIG = get_preset("lite", num_frames=4, image_size=(32, 32))
@@ -147,12 +147,3 @@ def test_holdout_is_the_tail_and_big_enough_to_calibrate(tmp_path: Path) -> None
     assert [p.name for p in held] == ["seg-00002[56:]"] and len(held[0].frames) - 4 == 40
     with pytest.raises(DataError, match="too short"):
         footage.split(0.15, history=4, min_holdout_windows=500)
-
-
-def test_decimator_keeps_frames_at_the_rate_by_presentation_time() -> None:
-    d = Decimator(10)
-    kept = [t for t in (i / 25 for i in range(250)) if d.keep(t)]
-    assert len(kept) == 100
-    assert np.allclose(np.diff(kept), 0.1, atol=0.04 + 1e-9)
-    d = Decimator(10)
-    assert [t for t in (0.0, 0.05, 0.1, 5.0, 5.05, 5.1) if d.keep(t)] == [0.0, 0.1, 5.0, 5.1]  # a gap restarts

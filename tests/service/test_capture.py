@@ -12,7 +12,8 @@ import pytest
 from conftest import RtspServer, require_rtsp
 from timing import scaled
 
-from model import FrameScores
+from model import Footage, FrameScores, recipe_model
+from model.record import record
 from service.capture import Backoff, CaptureWorker
 from service.frames import ServedModel, Window
 from service.inference import InferenceWorker
@@ -313,62 +314,6 @@ def test_gap_in_live_stream_restarts_the_history(no_thread_leak: None) -> None:
         assert set(np.diff(source_indices(x)).tolist()) <= {2, 3}, source_indices(x)
 
 
-def test_stream_clock_falls_back_to_arrival_time_and_never_runs_backwards() -> None:
-    from service.capture import StreamClock
-
-    c = StreamClock(0.04)
-    assert [c.time(100.0 + 0.01 * i, 5.0 + 0.04 * i) for i in range(3)] == pytest.approx([0.0, 0.04, 0.08])
-    t = c.time(100.03, 1.0)  # the stream's clock restarted: a jump, time carries on
-    assert c.jumped and t >= 0.08
-    assert c.time(100.04, 1.04) == pytest.approx(t + 0.04) and not c.jumped
-    # a source whose presentation time stands still (a webcam reporting 0): arrival time after STUCK_S
-    c = StreamClock(0.04)
-    times = [c.time(50.0 + 0.1 * i, 0.0) for i in range(16)]
-    # (the second frame repeats the first one's 0: the first is taken for one frame before it, see below)
-    assert times[:11] == pytest.approx([0.0] + [0.04] * 10) and c.use_pts is False and times[-1] > 0.04
-    assert all(np.diff(times) >= 0)
-    # no presentation time at all: arrival time from the first frame, no jump
-    c = StreamClock(0.04)
-    assert [c.time(7.0 + 0.5 * i, None) for i in range(3)] == [0.0, 0.5, 1.0] and not c.jumped
-
-
-def test_stream_clock_places_a_first_frame_without_time_one_frame_before_the_second() -> None:
-    """OpenCV over RTSP: 0 ms for the first frame (FFmpeg stamps it N/A) and for the second (the stream's start);
-    the third is one frame on. No frame gets a duplicate time, so none is decimated away."""
-    from service.capture import StreamClock
-
-    c = StreamClock(0.1)
-    assert [c.time(3.0 + 0.01 * i, ms / 1000) for i, ms in enumerate([0, 0, 100, 200])] == pytest.approx(
-        [0.0, 0.1, 0.2, 0.3])
-    assert not c.jumped and c.use_pts
-    with pytest.raises(ValueError, match="frame_s"):
-        StreamClock(0.0)
-
-
-def test_frame_age_counts_from_content_time_not_from_reads() -> None:
-    """A frozen server still yields frames (the decoder's buffered ones, one per read timeout, 40 ms of content
-    each): fresh_at stands still while reads succeed. A healthy stream and its connect burst keep it current."""
-    from service.capture import StreamClock
-
-    c = StreamClock(0.04)
-    for i in range(25):  # the connect burst: one second of content within 0.1 s
-        c.time(100.0 + i * 0.004, 5.0 + i * 0.04)
-        assert c.fresh_at(100.0 + i * 0.004) == pytest.approx(100.0 + i * 0.004)
-    for i in range(25, 75):  # then in real time, with jitter
-        arrival = 100.1 + (i - 25) * 0.04 + (0.01 if i % 3 else 0.0)
-        c.time(arrival, 5.0 + i * 0.04)
-        assert arrival - c.fresh_at(arrival) < 0.02
-    frozen_at = arrival
-    for k in range(1, 4):  # frozen: a frame per 1.5 s read timeout, each 40 ms of content
-        arrival = frozen_at + 1.5 * k
-        c.time(arrival, 5.0 + 74 * 0.04 + 0.04 * k)
-        assert c.fresh_at(arrival) < frozen_at + 0.2
-    # A source without presentation times is timed on arrival: every read is fresh.
-    c = StreamClock(0.04)
-    for t in (1.0, 2.0, 3.0):
-        c.time(t, None)
-        assert c.fresh_at(t) == t
-
 class FrozenSource(PtsSource):
     """A 25 fps stream whose server freezes after `live` frames: from then on each read blocks for the read
     timeout and still returns a frame, 40 ms of content on (the decoder's buffered ones, as OpenCV does)."""
@@ -427,6 +372,31 @@ def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
             assert c is not None and np.array_equal(w.data, c)
 
 
+GREY_STEP = 6  # grey level step between the frames of grey_level_clip
+
+
+def grey_level_clip(tmp_path: Path, native: int, n: int = 40) -> Path:
+    """tmp_path/media/clip.mp4: n frames at `native` fps, frame i all grey level GREY_STEP * i (which frames a
+    window or a recording holds is visible), H.264 with a key frame every 10."""
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is required")
+    import cv2
+
+    for i in range(n):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.full((48, 64, 3), GREY_STEP * i, np.uint8))
+    media = tmp_path / "media"
+    media.mkdir()
+    clip = media / "clip.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-framerate", str(native), "-i", str(tmp_path / "%03d.png"),
+                    "-c:v", "libx264", "-x264-params", "keyint=10:bframes=0", "-pix_fmt", "yuv420p", str(clip)],
+                   check=True)
+    return clip
+
+
+def grey_index(frame: np.ndarray) -> int:
+    return round(float(frame.mean()) / GREY_STEP)
+
+
 @pytest.mark.parametrize("native", [10, 25])
 def test_rtsp_stream_gets_the_windows_of_its_file_from_the_first_on(tmp_path: Path, native: int,
                                                                     no_thread_leak: None) -> None:
@@ -435,20 +405,8 @@ def test_rtsp_stream_gets_the_windows_of_its_file_from_the_first_on(tmp_path: Pa
     timestamp and OpenCV reports that as 0 ms, the second frame's time too: read as a time, the second frame
     is a duplicate of the first and decimation drops it."""
     require_rtsp()
-    if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg is required")
-    import cv2
-
-    n = 40
-    for i in range(n):  # each frame its own grey level: which frames a window holds is visible
-        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.full((48, 64, 3), 6 * i, np.uint8))
-    media = tmp_path / "media"
-    media.mkdir()
-    clip = media / "clip.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-framerate", str(native), "-i", str(tmp_path / "%03d.png"),
-                    "-c:v", "libx264", "-x264-params", "keyint=10:bframes=0", "-pix_fmt", "yuv420p", str(clip)],
-                   check=True)
-    server = RtspServer(files=media).start()
+    clip = grey_level_clip(tmp_path, native)
+    server = RtspServer(files=clip.parent).start()
     file_sink, live_sink = ListSink(), ListSink()
     file_cam = CameraSettings(id="f", url=str(clip), fps=10)
     workers = [make_worker(file_cam, open_opencv_source, file_sink,
@@ -466,3 +424,28 @@ def test_rtsp_stream_gets_the_windows_of_its_file_from_the_first_on(tmp_path: Pa
     live = [source_indices(w).tolist() for w in live_sink.windows[:m]]
     assert live == [source_indices(w).tolist() for w in file_sink.windows[:m]]
     assert [w.frame_index for w in live_sink.windows[:m]] == list(range(K1 - 1, K1 - 1 + m))
+
+
+def test_ffp_learn_records_the_frames_a_camera_keeps_of_an_rtsp_stream(tmp_path: Path, no_thread_leak: None) -> None:
+    """`ffp learn URL` (model.record) keeps the frames a camera on the same stream keeps, the connect burst
+    included (the frames FFmpeg buffered while it probed the stream, read at once): both time them by their
+    presentation time and decimate them alike, so the footage is the same whichever records it."""
+    require_rtsp()
+    clip = grey_level_clip(tmp_path, native=25)
+    server = RtspServer(files=clip.parent).start()
+    tapped: list[int] = []
+    worker = make_worker(CameraSettings(id="l", url=server.url_of("clip"), fps=10), open_opencv_source, ListSink())
+    worker.tap = lambda frame, ts, fresh: tapped.append(grey_index(frame))
+    m = 12  # frames compared, within one playback of the clip (16 frames kept at 10 fps)
+    try:
+        worker.start()
+        wait_for(lambda: len(tapped) >= m)
+        worker.stop()
+        record(server.url_of("clip"), tmp_path / "footage", recipe_model("camera-lite"), fps=10,
+               footage_minutes=m / 600, max_bytes=10**8)
+    finally:
+        worker.stop()
+        server.kill()
+    recorded = [grey_index(f) for segment in Footage(tmp_path / "footage").segments() for f in segment]
+    assert tapped[:m] == [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25, 28]  # a 25 fps file at 10 fps
+    assert recorded == tapped[:m]

@@ -1,0 +1,126 @@
+"""Content time and decimation of a live stream's frames, shared by the service's capture and `ffp learn`.
+
+A camera's footage must be the same frames whichever records it: the service (its capture keeps frames for
+scoring and hands them to the footage recorder) or `ffp learn SOURCE` (offline). Both time a stream's frames
+with `StreamClock` (its presentation time, not the arrival time) and keep them with `Decimator`.
+"""
+from __future__ import annotations
+
+import math
+
+STREAM_FALLBACK_FPS = 25.0  # when a stream does not say (many RTSP cameras report 0 or 90000)
+
+
+def stream_fps(reported: float) -> float | None:
+    """The frame rate a stream reports (OpenCV's CAP_PROP_FPS), or None when it is missing or implausible."""
+    return reported if math.isfinite(reported) and 0.5 <= reported <= 240 else None
+
+
+def presentation_s(msec: float) -> float | None:
+    """A frame's presentation time in seconds from OpenCV's CAP_PROP_POS_MSEC, None when it has none."""
+    return msec / 1000.0 if math.isfinite(msec) and msec >= 0 else None
+
+
+class StreamClock:
+    """Content time of one live session's frames, in seconds from its first frame.
+
+    Decimation and gap checks need the time a frame was *taken*, not when it was read: a network stream
+    delivers its buffered first second in one burst at connect, and again after the reader fell behind (a
+    busy CPU). Read times would keep one frame of a burst and then jump ahead in content. So the source's
+    presentation time is used while it increases; a source without one (or one stuck, e.g. a webcam that
+    reports 0) falls back to arrival time for the rest of the session. `jumped` says the timeline broke
+    (presentation time went backwards or vanished): the frame history must not span it.
+
+    A session's first frame may have no presentation time at all: over RTSP, FFmpeg's RTP demuxer stamps the
+    first frame N/A and measures the stream from the second one (its start_time), and OpenCV reports both as
+    0 ms. So when the second frame repeats the first one's time, the first was the frame before it: its time
+    is the second's less one source frame (`frame_s`), instead of a duplicate that decimation would drop.
+    """
+
+    STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
+    # How fast the stream's delay may grow by itself (1 %: camera and host clocks drift apart, a reader falls
+    # a little behind): beyond that, content that arrives late is old content, not a live picture.
+    DRIFT = 0.01
+
+    def __init__(self, frame_s: float) -> None:
+        if not frame_s > 0:
+            raise ValueError(f"frame_s must be positive, got {frame_s}")
+        self.frame_s = frame_s  # the source's frame period
+        self.use_pts = True
+        self.last = 0.0  # the latest time returned: time never goes backwards
+        self.jumped = False  # set by time(): this frame's timeline broke from the previous one's
+        self._arrival0: float | None = None
+        self._pts0 = self._last_pts = 0.0
+        self._pts_seen = False
+        self._frames = 0  # frames timed in this session
+        self._pts_changed_at = 0.0  # arrival time the presentation time last advanced
+        self._offset = 0.0  # arrival-based time starts where presentation time left off
+        self._delay: float | None = None  # least (arrival - content time) seen: the stream's own delay
+        self._delay_at = 0.0
+
+    def time(self, arrival: float, pts: float | None) -> float:
+        if self._arrival0 is None:
+            self._arrival0 = self._pts_changed_at = arrival
+        self.jumped = False
+        self._frames += 1
+        if self.use_pts and pts is not None and pts >= 0:  # NaN fails >= as well
+            if not self._pts_seen:
+                self._pts_seen, self._pts0, self._last_pts = True, pts, pts
+            elif self._frames == 2 and pts == self._last_pts:  # the first frame's time was unknown (see above)
+                self._pts0, self._pts_changed_at = pts - self.frame_s, arrival
+            elif pts > self._last_pts:
+                self._last_pts, self._pts_changed_at = pts, arrival
+            elif pts < self._last_pts - 1e-3:  # the stream's clock restarted: carry on from the last time
+                self._pts0, self._last_pts, self._pts_changed_at = pts - self.last, pts, arrival
+                self.jumped = True
+            if arrival - self._pts_changed_at <= self.STUCK_S:
+                self.last = max(self.last, pts - self._pts0)
+                return self.last
+        if self.use_pts:  # no presentation time (or stuck): arrival time for the rest of the session
+            self.use_pts = False
+            self.jumped = self._pts_seen
+            self._offset = self.last - (arrival - self._arrival0)
+        self.last = max(self.last, arrival - self._arrival0 + self._offset)
+        return self.last
+
+    def fresh_at(self, arrival: float) -> float:
+        """When the frame just timed would have arrived had the stream kept up: its arrival minus how much
+        later than the stream's usual delay its content came. Frame age (and so stall detection) counts from
+        here, not from the read. A frozen server still yields frames: at each read timeout OpenCV hands out
+        the decoder's last buffered frame with ok=True and a presentation time 40 ms on, after a second or
+        more. Their content falls behind arrival time, so fresh_at stands still and the age grows."""
+        if not self.use_pts or self._arrival0 is None:
+            return arrival
+        delay = arrival - self._arrival0 - self.last
+        if self._delay is None or delay < self._delay + self.DRIFT * (arrival - self._delay_at):
+            self._delay, self._delay_at = delay, arrival
+        return arrival - (delay - self._delay) + self.DRIFT * (arrival - self._delay_at)
+
+
+class Decimator:
+    """Keeps frames at `fps` by content time (a file's media time, a stream's StreamClock time): a frame is kept
+    when it reaches the next slot, and slots advance by whole periods, so a 25 fps source gives 10 fps on
+    average. A kept frame more than half a period late for its slot (a gap, or a source timed on arrival that
+    jitters) moves the next slot to half a period after it rather than one period after the missed slot: two
+    kept frames are never less than half a period apart."""
+
+    SLACK_S = 1e-6  # times from OpenCV's milliseconds are not exact multiples of a period
+
+    def __init__(self, fps: float) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.period = 1.0 / fps
+        self.next_ts: float | None = None
+
+    def keep(self, ts: float) -> bool:
+        if self.next_ts is not None and ts + self.SLACK_S < self.next_ts:
+            return False
+        self.next_ts = (ts + self.period if self.next_ts is None
+                        else max(self.next_ts + self.period, ts + self.period / 2))
+        return True
+
+    def max_gap(self, frame_s: float) -> float:
+        """The longest time between two kept frames of an unbroken stream whose frames are `frame_s` apart: a
+        period give or take one source frame, with half a period to spare. A longer one is a break (frames
+        lost, a camera that froze): the predictor's history must not span it."""
+        return 1.5 * self.period + frame_s

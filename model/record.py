@@ -1,0 +1,158 @@
+"""Record a source into a footage folder (model.footage) for `ffp learn`: a live stream (URL), a video file or
+a folder of videos (each file a segment).
+
+`record(source, footage_root, ...)` keeps the frames the service's capture would keep of the same source: a
+stream is timed by its presentation time and decimated to the camera's fps (model.clock), so a burst of buffered
+frames at connect is not cut down to one, and a new segment starts wherever capture restarts its history.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .clock import STREAM_FALLBACK_FPS, Decimator, StreamClock, presentation_s, stream_fps
+from .config import ModelConfig
+from .data import DataError, VideoSource, find_videos
+from .footage import FootageWriter
+
+
+def is_url(source: str) -> bool:
+    return "://" in source
+
+
+def _timed_frames(source: VideoSource, fps: float) -> Iterator[tuple[np.ndarray, float]]:
+    """(frame, presentation time in s) of a video file; a folder of frames is taken as shot at `fps`."""
+    import cv2
+
+    from .data import iter_frames
+
+    if source.is_frames:
+        for i, frame in enumerate(iter_frames(source)):
+            yield frame, i / fps
+        return
+    cap = cv2.VideoCapture(str(source.path))
+    if not cap.isOpened():
+        raise DataError(f"cannot open video {source.path}")
+    file_fps = cap.get(cv2.CAP_PROP_FPS) or fps
+    try:
+        i = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            msec = cap.get(cv2.CAP_PROP_POS_MSEC)
+            yield frame, (msec / 1000 if msec > 0 or i == 0 else i / file_fps)
+            i += 1
+    finally:
+        cap.release()
+
+
+@dataclass(frozen=True)
+class StreamRead:
+    """One frame read from a live stream: its arrival (monotonic s), its presentation time (s, None when it has
+    none) and the stream's frame period."""
+
+    frame: np.ndarray
+    arrival: float
+    pts: float | None
+    frame_s: float
+
+
+def _stream_reads(url: str, seconds: float, retries: int = 3) -> Iterator[StreamRead | None]:
+    """The frames of a live stream for `seconds`; None marks an outage, after which it reconnects (at most
+    `retries` times). A stream that never opens is an error."""
+    import cv2
+
+    start = time.monotonic()
+    opened = False
+    for attempt in range(retries + 1):
+        if time.monotonic() - start >= seconds:
+            return
+        if attempt:
+            yield None
+            time.sleep(1.0)
+        cap = cv2.VideoCapture(url)
+        try:
+            if cap.isOpened():
+                opened = True
+                frame_s = 1.0 / (stream_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0)) or STREAM_FALLBACK_FPS)
+                while time.monotonic() - start < seconds:
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    yield StreamRead(frame, time.monotonic(), presentation_s(float(cap.get(cv2.CAP_PROP_POS_MSEC))),
+                                     frame_s)
+            elif not opened:
+                raise DataError(f"cannot open stream {url}")
+        finally:
+            cap.release()
+
+
+def kept_stream_frames(reads: Iterable[StreamRead | None],
+                       fps: float) -> Iterator[tuple[np.ndarray, float, str | None]]:
+    """The frames of a live stream that the service's capture keeps at `fps`: each session (from a connect to
+    an outage, None) timed by its presentation time (StreamClock) and decimated on it (Decimator), as
+    (frame, time in s from the first session's start, why a new footage segment starts at it or None). A
+    segment ends where the capture restarts the predictor's history: an outage, a broken timeline, a gap."""
+    clock: StreamClock | None = None
+    decimator = Decimator(fps)
+    start: float | None = None
+    offset = 0.0  # the session's first frame, in seconds from the first session's
+    last_kept: float | None = None
+    reason: str | None = None
+    for read in reads:
+        if read is None:
+            clock, reason = None, "outage"
+            continue
+        if clock is None:
+            clock, decimator, last_kept = StreamClock(read.frame_s), Decimator(fps), None
+            start = read.arrival if start is None else start
+            offset = read.arrival - start
+        t = clock.time(read.arrival, read.pts)
+        if clock.jumped:
+            last_kept, reason = None, reason or "the stream's timeline broke"
+        if not decimator.keep(t):
+            continue
+        if last_kept is not None and t - last_kept > decimator.max_gap(read.frame_s):
+            reason = reason or "a gap in the stream"
+        last_kept = t
+        yield read.frame, offset + t, reason
+        reason = None
+
+
+def record(source: str, footage_root: Path, config: ModelConfig, *, fps: float, footage_minutes: float,
+           max_bytes: int) -> FootageWriter:
+    """Record SOURCE (URL, video file, folder of videos or of frame folders) into footage_root, decimated to
+    `fps`, until footage_minutes of frames are kept; returns the closed writer (frames, static_reason)."""
+    if footage_minutes <= 0 or fps <= 0:
+        raise DataError("--footage-minutes and --fps must be positive")
+    max_frames = max(1, round(footage_minutes * 60 * fps))
+    writer = FootageWriter(footage_root, config, fps=fps, max_frames=max_frames, max_bytes=max_bytes)
+    try:
+        if is_url(source):
+            for frame, ts, reason in kept_stream_frames(_stream_reads(source, footage_minutes * 60 * 1.5 + 30), fps):
+                if reason is not None:
+                    writer.new_segment(reason)
+                if not writer.append(frame, ts):
+                    break
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise DataError(f"source not found: {source} (give a URL, a video file or a folder of videos)")
+            for video in find_videos(path):
+                decimator = Decimator(fps)
+                full = False
+                for frame, ts in _timed_frames(video, fps):
+                    if decimator.keep(ts) and not writer.append(frame, ts):
+                        full = True
+                        break
+                writer.new_segment(f"next file after {video.name}")
+                if full:
+                    break
+    finally:
+        writer.close()
+    return writer

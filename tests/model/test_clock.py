@@ -1,0 +1,82 @@
+"""model.clock: the content time of a live stream's frames (StreamClock) and their decimation (Decimator), shared by
+the service's capture and `ffp learn`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.clock import Decimator, StreamClock
+
+
+def test_decimator_keeps_frames_at_the_rate_by_content_time() -> None:
+    d = Decimator(10)
+    kept = [t for t in (i / 25 for i in range(250)) if d.keep(t)]
+    assert len(kept) == 100
+    assert np.allclose(np.diff(kept), 0.1, atol=0.04 + 1e-9)
+    assert np.diff(kept).max() <= d.max_gap(1 / 25)  # an unbroken stream is no gap
+    # a gap: the slots restart half a period after the frame that ends it, not where they were
+    d = Decimator(10)
+    assert [t for t in (0.0, 0.05, 0.1, 5.0, 5.05, 5.1, 5.15) if d.keep(t)] == [0.0, 0.1, 5.0, 5.05, 5.15]
+    with pytest.raises(ValueError, match="fps"):
+        Decimator(0)
+
+
+def test_decimator_never_keeps_two_frames_closer_than_half_a_period() -> None:
+    """A stream timed on arrival jitters: a frame late for its slot must not make the next one count as on time."""
+    rng = np.random.default_rng(0)
+    times = np.sort(np.arange(500) / 25 + rng.uniform(0, 0.035, 500))
+    d = Decimator(10)
+    kept = [t for t in times if d.keep(float(t))]
+    assert np.diff(kept).min() >= 0.05 - 1e-6
+    assert 190 <= len(kept) <= 200  # still about 10 fps
+
+
+def test_stream_clock_falls_back_to_arrival_time_and_never_runs_backwards() -> None:
+    c = StreamClock(0.04)
+    assert [c.time(100.0 + 0.01 * i, 5.0 + 0.04 * i) for i in range(3)] == pytest.approx([0.0, 0.04, 0.08])
+    t = c.time(100.03, 1.0)  # the stream's clock restarted: a jump, time carries on
+    assert c.jumped and t >= 0.08
+    assert c.time(100.04, 1.04) == pytest.approx(t + 0.04) and not c.jumped
+    # a source whose presentation time stands still (a webcam reporting 0): arrival time after STUCK_S
+    c = StreamClock(0.04)
+    times = [c.time(50.0 + 0.1 * i, 0.0) for i in range(16)]
+    # (the second frame repeats the first one's 0: the first is taken for one frame before it, see below)
+    assert times[:11] == pytest.approx([0.0] + [0.04] * 10) and c.use_pts is False and times[-1] > 0.04
+    assert all(np.diff(times) >= 0)
+    # no presentation time at all: arrival time from the first frame, no jump
+    c = StreamClock(0.04)
+    assert [c.time(7.0 + 0.5 * i, None) for i in range(3)] == [0.0, 0.5, 1.0] and not c.jumped
+
+
+def test_stream_clock_places_a_first_frame_without_time_one_frame_before_the_second() -> None:
+    """OpenCV over RTSP: 0 ms for the first frame (FFmpeg stamps it N/A) and for the second (the stream's start);
+    the third is one frame on. No frame gets a duplicate time, so none is decimated away."""
+    c = StreamClock(0.1)
+    assert [c.time(3.0 + 0.01 * i, ms / 1000) for i, ms in enumerate([0, 0, 100, 200])] == pytest.approx(
+        [0.0, 0.1, 0.2, 0.3])
+    assert not c.jumped and c.use_pts
+    with pytest.raises(ValueError, match="frame_s"):
+        StreamClock(0.0)
+
+
+def test_frame_age_counts_from_content_time_not_from_reads() -> None:
+    """A frozen server still yields frames (the decoder's buffered ones, one per read timeout, 40 ms of content
+    each): fresh_at stands still while reads succeed. A healthy stream and its connect burst keep it current."""
+    c = StreamClock(0.04)
+    for i in range(25):  # the connect burst: one second of content within 0.1 s
+        c.time(100.0 + i * 0.004, 5.0 + i * 0.04)
+        assert c.fresh_at(100.0 + i * 0.004) == pytest.approx(100.0 + i * 0.004)
+    for i in range(25, 75):  # then in real time, with jitter
+        arrival = 100.1 + (i - 25) * 0.04 + (0.01 if i % 3 else 0.0)
+        c.time(arrival, 5.0 + i * 0.04)
+        assert arrival - c.fresh_at(arrival) < 0.02
+    frozen_at = arrival
+    for k in range(1, 4):  # frozen: a frame per 1.5 s read timeout, each 40 ms of content
+        arrival = frozen_at + 1.5 * k
+        c.time(arrival, 5.0 + 74 * 0.04 + 0.04 * k)
+        assert c.fresh_at(arrival) < frozen_at + 0.2
+    # A source without presentation times is timed on arrival: every read is fresh.
+    c = StreamClock(0.04)
+    for t in (1.0, 2.0, 3.0):
+        c.time(t, None)
+        assert c.fresh_at(t) == t
