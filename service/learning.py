@@ -334,6 +334,7 @@ class Learning:
                 self._arm(job, ended.final)
             else:
                 self._fail(job, f"training failed: {ended.error}")
+            training_run.prune_runs(job.folder, spare=(job.run,))
 
     def _arm(self, job: Job, final: Path) -> None:
         try:

@@ -115,6 +115,8 @@ def judge(heldout_psnr: float | None, base_psnr: float | None, max_drop_db: floa
     active model's on the same held-out footage, in dB."""
     if heldout_psnr is None or base_psnr is None:
         return "the run did not measure both models on the held-out footage"
+    if not math.isfinite(heldout_psnr):  # a diverged run (NaN) compares as never below anything
+        return f"held-out PSNR {heldout_psnr} dB is not a number"
     if heldout_psnr < base_psnr - max_drop_db:
         return (f"held-out PSNR {heldout_psnr:.2f} dB, below the active model's {base_psnr:.2f} dB on the same "
                 f"recent footage by more than {max_drop_db:g} dB")
@@ -326,6 +328,7 @@ class Refresher:
         st.run, st.base, st.pid, st.frames, st.segments, st.train_minutes = None, None, None, 0, 0, None
         cam.progress = {}
         self._save(camera_id, st)
+        training_run.prune_runs(self._folder(camera_id))
         error = st.last.get("error")
         if error:
             log.error("camera %s: %s", camera_id, error)

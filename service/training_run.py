@@ -2,6 +2,9 @@
 
     data_dir/cameras/{id}/runs/run-NNNN/   learn.log, progress.json (polled), last.pt (resumed from), final.pt
 
+When a run finishes, the camera's older runs are deleted but the KEEP_RUNS latest (`prune_runs`): its models are
+in the registry.
+
 The process is niced, runs `learning.threads` torch threads and has its own session and process group, so that
 stopping it (SIGTERM, then SIGKILL) also stops whatever it started, and a signal meant for the service's group
 (Ctrl-C) does not reach it: the service stops it itself. Used by a camera's learning and by its model refresh.
@@ -26,6 +29,9 @@ from .settings import LearningSettings
 
 log = logging.getLogger(__name__)
 KILL_GRACE_S = 5.0  # a training process asked to stop (SIGTERM) gets this long before SIGKILL
+# Finished run folders kept per camera (their logs and weights, for a look at how a recent run went); the models
+# themselves are in the registry, so older runs are only disk.
+KEEP_RUNS = 3
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -41,6 +47,21 @@ def next_run(folder: Path) -> str:
     runs = folder / "runs"
     used = [int(p.name[4:]) for p in runs.glob("run-*") if p.name[4:].isdigit()] if runs.is_dir() else []
     return f"run-{max(used, default=0) + 1:04d}"
+
+
+def prune_runs(folder: Path, *, keep: int = KEEP_RUNS, spare: tuple[str, ...] = ()) -> list[str]:
+    """Delete the camera's run folders under folder/runs but the `keep` latest and those in `spare` (a run that
+    trains now). Called when a run has finished; returns the names deleted."""
+    runs = folder / "runs"
+    if not runs.is_dir():
+        return []
+    numbered = sorted((int(p.name[4:]), p) for p in runs.glob("run-*") if p.is_dir() and p.name[4:].isdigit())
+    old = [p for _, p in numbered[:max(0, len(numbered) - keep)] if p.name not in spare]
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+    if old:
+        log.info("deleted %d finished run folders in %s", len(old), runs)
+    return [p.name for p in old]
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -262,10 +262,14 @@ function updateTile(cam) {
   updateScore(cam);
 }
 
-// The camera's mode: learning (footage recorded, with a progress bar), training (step and ETA), armed, unarmed.
+// The camera's mode: learning (footage recorded, with a progress bar), training (step and ETA), armed, unarmed;
+// an armed camera whose model is being refreshed (learning.refresh_days) shows the refresh's progress.
+const refreshing = (s) => s.mode === "armed" && Boolean(s.learning && s.learning.refresh);
+
 function learningText(s) {
   const l = s.learning;
   if (!l) return "";
+  if (refreshing(s)) return `refreshing ${Math.round(100 * learningFraction(s))}%`;
   if (s.mode === "learning") return `recording ${l.frames_recorded} / ${l.frames_wanted} frames`;
   if (s.mode === "training") {
     const step = l.steps_planned ? `step ${l.step ?? 0} / ${l.steps_planned}` : `step ${l.step ?? 0}`;
@@ -279,16 +283,16 @@ function learningFraction(s) {
   const l = s.learning;
   if (!l) return 0;
   if (s.mode === "learning") return Math.min(1, l.frames_recorded / Math.max(1, l.frames_wanted));
-  if (s.mode === "training") return Math.min(1, (l.minutes || 0) / Math.max(1e-9, l.train_minutes));
+  if (s.mode === "training" || refreshing(s)) return Math.min(1, (l.minutes || 0) / Math.max(1e-9, l.train_minutes));
   return 0;
 }
 
 function updateMode(badge, bar, s) {
   const mode = s.mode || "armed";
-  badge.textContent = mode;
+  badge.textContent = refreshing(s) ? `${mode} · ${learningText(s)}` : mode;
   badge.className = `badge mode ${mode}`;
   badge.title = learningText(s);
-  const busy = mode === "learning" || mode === "training";
+  const busy = mode === "learning" || mode === "training" || refreshing(s);
   bar.hidden = !busy;
   bar.title = learningText(s);
   bar.firstChild.style.width = `${(100 * learningFraction(s)).toFixed(1)}%`;
@@ -490,6 +494,10 @@ function renderCameraPage() {
     dl.append(el("dt", "", label), el("dd", `field-${key}`, String(v)));
   }
   if (cam.status.model) dl.append(el("dt", "", "model"), el("dd", "field-model", cam.status.model.version));
+  const nextRefresh = cam.status.learning && cam.status.learning.next_refresh;
+  if (nextRefresh) {
+    dl.append(el("dt", "", "next refresh"), el("dd", "field-next_refresh", new Date(nextRefresh * 1000).toLocaleString()));
+  }
   const box = $("cam-learning");
   box.replaceChildren();
   const badge = el("span", "badge mode");

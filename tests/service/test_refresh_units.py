@@ -44,6 +44,7 @@ def test_verdict_on_held_out_psnr() -> None:
     reason = judge(29.4, 30.0, 0.5)
     assert reason is not None and "29.40" in reason and "30.00" in reason
     assert judge(None, 30.0, 0.5) is not None  # not measured: not activated
+    assert judge(float("nan"), 30.0, 0.5) is not None  # a diverged run is not activated either
 
 
 def test_recent_footage_leaves_out_alerts_with_margins_and_cuts_segments(tmp_path: Path) -> None:
@@ -107,3 +108,24 @@ def test_refresh_settings_are_validated() -> None:
                 {"refresh_max_psnr_drop_db": -0.1}, {"refresh_margin_s": -1}):
         with pytest.raises(SettingsError, match="refresh"):
             load_settings(None, learning=bad)
+
+
+def test_finished_runs_are_pruned_but_the_latest_and_a_running_one(tmp_path: Path) -> None:
+    from service.training_run import KEEP_RUNS, next_run, prune_runs
+
+    folder = tmp_path / "cam"
+    assert prune_runs(folder) == []  # no runs yet
+    for n in (1, 2, 3, 9, 10, 11):
+        run = folder / "runs" / f"run-{n:04d}"
+        run.mkdir(parents=True)
+        (run / "final.pt").write_bytes(b"weights")
+        (run / "learn.log").write_text("log")
+    (folder / "runs" / "notes").mkdir()  # not a run folder: never touched
+    (folder / "footage").mkdir()
+    deleted = prune_runs(folder, keep=2, spare=("run-0002",))
+    assert deleted == ["run-0001", "run-0003", "run-0009"]
+    left = sorted(p.name for p in (folder / "runs").iterdir())
+    assert left == ["notes", "run-0002", "run-0010", "run-0011"] and (folder / "footage").is_dir()
+    assert next_run(folder) == "run-0012"  # numbering goes on after the latest kept
+    assert prune_runs(folder, keep=1) == ["run-0002", "run-0010"]  # once nothing runs, the spared one goes too
+    assert KEEP_RUNS >= 1  # the latest run, the one last_refresh names, always stays
