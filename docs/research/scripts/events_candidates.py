@@ -60,8 +60,9 @@ def operating_point(kind: str, cells: dict[str, tuple[np.ndarray, np.ndarray]], 
     return arrays, cal, replace(TIMING, on_threshold=top + MARGIN, off_threshold=top + MARGIN - GAP)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(doc: str) -> argparse.Namespace:
+    """The options this script and events_timing.py share; sets torch's threads."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--weights", type=Path)
     ap.add_argument("--speeds", default="1.5,2.5,3.5")
@@ -69,6 +70,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    return a
+
+
+def main() -> None:
+    a = parse_args(__doc__)
     p = load_predictor(a.weights, device="cpu", precision="fp32").with_calibration(None)
     k = p.num_frames
     holdout = list(p.meta.get("holdout_videos") or [])

@@ -11,16 +11,13 @@ constraints and objective pick one combination.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
-import torch
-from events_candidates import cells_of  # this script's folder is on sys.path
+from events_candidates import cells_of, parse_args  # this script's folder is on sys.path
 from pseudo_anomaly import variants
 
 from model import AlertParams, Calibration
@@ -50,14 +47,7 @@ def rule1(anomaly: dict[str, np.ndarray], cal: Calibration, half_life: float, mi
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--weights", type=Path)
-    ap.add_argument("--speeds", default="1.5,2.5,3.5")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", type=Path)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    a = parse_args(__doc__)
     p = load_predictor(a.weights, device="cpu", precision="fp32")
     if p.calibration is None:
         raise SystemExit("the weights carry no calibration: run ffp calibrate first")
