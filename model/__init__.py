@@ -12,7 +12,7 @@ from .clip import (
     window_from_buffer,
     windows_from_frames,
 )
-from .clock import STREAM_FALLBACK_FPS, Decimator, StreamClock, presentation_s, stream_fps
+from .clock import STREAM_FALLBACK_FPS, Decimator, StreamClock, native_fps, presentation_s, stream_fps
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
 from .data import preprocess_frame
 from .footage import Footage, FootageWriter
@@ -26,7 +26,7 @@ __all__ = [
     "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "Decimator", "EventType", "EventUpdate",
     "Footage", "FootageWriter", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig", "Predictor",
     "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamClock", "WeightsError",
-    "clip_event", "default_weights_path", "get_preset", "load_predictor", "preprocess_frame", "presentation_s",
-    "recipe_model", "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "weights_of",
+    "clip_event", "default_weights_path", "get_preset", "load_predictor", "native_fps", "preprocess_frame",
+    "presentation_s", "recipe_model", "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "weights_of",
     "window_from_buffer", "windows_from_frames",
 ]

@@ -1,8 +1,9 @@
-"""Content time and decimation of a live stream's frames, shared by the service's capture and `ffp learn`.
+"""Content time and decimation of a source's frames, shared by the service's capture and `ffp learn`.
 
 A camera's footage must be the same frames whichever records it: the service (its capture keeps frames for
 scoring and hands them to the footage recorder) or `ffp learn SOURCE` (offline). Both time a stream's frames
-with `StreamClock` (its presentation time, not the arrival time) and keep them with `Decimator`.
+with `StreamClock` (its presentation time, not the arrival time), a video file's by their count at
+`native_fps`, and keep them with `Decimator`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ STREAM_FALLBACK_FPS = 25.0  # when a stream does not say (many RTSP cameras repo
 def stream_fps(reported: float) -> float | None:
     """The frame rate a stream reports (OpenCV's CAP_PROP_FPS), or None when it is missing or implausible."""
     return reported if math.isfinite(reported) and 0.5 <= reported <= 240 else None
+
+
+def native_fps(reported: float | None) -> float:
+    """The frame rate a source's frames are timed at: the one it reports when plausible (`stream_fps`), else
+    STREAM_FALLBACK_FPS. A video file's frame i is at i / native_fps: a file camera is paced so, and `ffp learn`
+    times a file so, whatever its own timestamps say (a variable frame rate, a bogus rate), so both keep the
+    same frames of it."""
+    plausible = stream_fps(reported) if reported is not None else None
+    return plausible or STREAM_FALLBACK_FPS
 
 
 def presentation_s(msec: float) -> float | None:

@@ -319,7 +319,7 @@ class FootageWriter:
                 return True
             else:
                 meta = _read_meta(seg)
-            # the segment now starts n frames later (its first_ts: as if the frames were evenly spaced)
+            # its first n frames are gone: it starts n frames later (its first_ts: as if evenly spaced)
             meta.update(frames=max(0, int(meta.get("frames", n)) - n),
                         first_ts=float(meta.get("first_ts") or 0.0) + n / max(self.fps, 1e-9))
             write_json_atomic(seg / "meta.json", meta)

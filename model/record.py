@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .clock import STREAM_FALLBACK_FPS, Decimator, StreamClock, presentation_s, stream_fps
+from .clock import Decimator, StreamClock, native_fps, presentation_s
 from .config import ModelConfig
 from .data import DataError, VideoSource, find_videos
 from .footage import FootageWriter
@@ -25,7 +25,8 @@ def is_url(source: str) -> bool:
 
 
 def _timed_frames(source: VideoSource, fps: float) -> Iterator[tuple[np.ndarray, float]]:
-    """(frame, presentation time in s) of a video file; a folder of frames is taken as shot at `fps`."""
+    """(frame, media time in s) of a video file, frame i at i / its native_fps (model.clock), as the service's
+    capture times a file camera; a folder of frames is taken as shot at `fps`."""
     import cv2
 
     from .data import iter_frames
@@ -37,15 +38,14 @@ def _timed_frames(source: VideoSource, fps: float) -> Iterator[tuple[np.ndarray,
     cap = cv2.VideoCapture(str(source.path))
     if not cap.isOpened():
         raise DataError(f"cannot open video {source.path}")
-    file_fps = cap.get(cv2.CAP_PROP_FPS) or fps
+    file_fps = native_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
     try:
         i = 0
         while True:
             ok, frame = cap.read()
             if not ok:
                 break
-            msec = cap.get(cv2.CAP_PROP_POS_MSEC)
-            yield frame, (msec / 1000 if msec > 0 or i == 0 else i / file_fps)
+            yield frame, i / file_fps
             i += 1
     finally:
         cap.release()
@@ -79,7 +79,7 @@ def _stream_reads(url: str, seconds: float, retries: int = 3) -> Iterator[Stream
         try:
             if cap.isOpened():
                 opened = True
-                frame_s = 1.0 / (stream_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0)) or STREAM_FALLBACK_FPS)
+                frame_s = 1.0 / native_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
                 while time.monotonic() - start < seconds:
                     ok, frame = cap.read()
                     if not ok:

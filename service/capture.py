@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from model import STREAM_FALLBACK_FPS, Decimator, StreamClock
+from model import Decimator, StreamClock, native_fps
 
 from .frames import CameraState, ServedModel, Window
 from .meters import RateMeter
@@ -222,7 +222,7 @@ class CaptureWorker(SupervisedThread):
 
     def _read_loop(self, src: FrameSource, cancel: threading.Event, pace: list[float], decimator: Decimator) -> str:
         period = decimator.period
-        native = src.fps or STREAM_FALLBACK_FPS
+        native = native_fps(src.fps)
         is_file = self.spec.kind == "file"
         if not pace:
             pace[:] = [time.monotonic(), 0.0]

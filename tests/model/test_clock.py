@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.clock import Decimator, StreamClock
+from model.clock import STREAM_FALLBACK_FPS, Decimator, StreamClock, native_fps
 
 
 def test_decimator_keeps_frames_at_the_rate_by_content_time() -> None:
@@ -80,3 +80,10 @@ def test_frame_age_counts_from_content_time_not_from_reads() -> None:
     for t in (1.0, 2.0, 3.0):
         c.time(t, None)
         assert c.fresh_at(t) == t
+
+
+def test_native_fps_is_the_reported_rate_when_plausible_else_the_fallback() -> None:
+    assert native_fps(12.5) == 12.5 and native_fps(240.0) == 240.0
+    # missing (None, OpenCV's 0 or -1), or what many RTSP cameras and odd files report
+    for reported in (None, 0.0, -1.0, float("nan"), float("inf"), 0.1, 1000.0, 90000.0):
+        assert native_fps(reported) == STREAM_FALLBACK_FPS, reported

@@ -20,7 +20,7 @@ import torch
 from model.checkpoint import safe_torch_load
 from model.config import get_preset
 from model.footage import Footage, FootageWriter
-from model.learn import learn
+from model.learn import WARMUP_STEPS, learn
 from model.predictor import load_predictor
 from tests.model.synthetic import scene_frames, write_video
 
@@ -72,8 +72,13 @@ def test_learn_trains_for_its_budget_and_writes_calibrated_weights(tmp_path: Pat
     predictor = load_predictor(final, device="cpu", precision="fp32")
     assert predictor.config == CONFIG and predictor.calibration is not None
     meta = predictor.meta
-    # the run ends at the first step at or after the budget, where the forecast meets the steps taken
-    assert meta["minutes"] >= 0.05 and meta["steps"] == meta["steps_planned"]
+    # The run ends at the first step at or after the budget. There no budget remains, so a forecast is the steps
+    # taken; there is none yet when the budget ran out before more than WARMUP_STEPS plain steps were timed (a
+    # slow host). With a validation every 2 steps every other step is a plain one, so after 2 * (WARMUP_STEPS + 1)
+    # steps there is one.
+    assert meta["minutes"] >= 0.05 and meta["steps_planned"] in (None, meta["steps"])
+    if meta["steps"] >= 2 * (WARMUP_STEPS + 1):
+        assert meta["steps_planned"] == meta["steps"]
     assert meta["footage"]["frames"] == 120 and meta["footage"]["segments"] == 2
     assert meta["holdout_videos"] == ["seg-00002[42:]"]  # the tail: 18 frames, 14 windows
     assert meta["train_videos"] == ["seg-00001", "seg-00002[:42]"]
@@ -83,7 +88,7 @@ def test_learn_trains_for_its_budget_and_writes_calibrated_weights(tmp_path: Pat
     assert progress["state"] == "done" and progress["error"] is None and progress["step"] == meta["steps"]
     assert progress["eta_s"] == 0.0 and progress["heldout_psnr"] is not None
     assert reports[0]["state"] == "training" and reports[-1] == progress
-    assert any(r["steps_planned"] is not None and r["eta_s"] > 0 for r in reports[:-1])
+    assert all(r["steps_planned"] is None or r["steps_planned"] >= r["step"] for r in reports)
     # the calibration is ffp calibrate's: score statistics of the final weights on the held-out tail
     from model.data import UINT8_TO_FLOAT
     from model.evaluate import calibrate_predictor
@@ -230,9 +235,9 @@ def budgeted_run(budget: Any, clock: FakeClock, step_s: Callable[[int], float], 
 
 
 def test_budget_uses_its_minutes_when_the_first_steps_are_slow(tmp_path: Path) -> None:
-    """Steps 4x slower for the first 2 minutes (the host busy recording), then fast: the run goes on to the
-    budget's end (a step count fixed from the first steps' rate stopped it at 11 of 15 min), stops at the
-    first step past it, and its LR follows one continuous cosine from 1 down to 0."""
+    """Steps 4x slower for the first 2 minutes (the host busy recording), then fast: the run uses its whole
+    budget whatever the first steps' rate, stops at the first step past it, and its LR follows one continuous
+    cosine from 1 down to 0."""
     from model.learn import Budget, ProgressFile
 
     clock = FakeClock()

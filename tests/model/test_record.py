@@ -1,10 +1,19 @@
-"""model.record: a live stream is kept as the service's capture keeps it (timed by presentation time, decimated by
-model.clock), with a new footage segment wherever capture restarts its history."""
+"""model.record: a source is kept as the service's capture keeps it (a live stream timed by presentation time, a
+video file by frame count at its native rate, decimated by model.clock), with a new footage segment wherever
+capture restarts its history."""
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
-from model.record import StreamRead, kept_stream_frames
+import cv2
+import numpy as np
+import pytest
+
+from model.config import get_preset
+from model.footage import Footage
+from model.record import StreamRead, kept_stream_frames, record
+
+GREY_STEP = 8  # grey level step between the frames of grey_clip
 
 
 def reads(pts: list[float | None], arrivals: list[float], frame_s: float = 0.04) -> list[StreamRead | None]:
@@ -34,3 +43,31 @@ def test_an_outage_a_broken_timeline_and_a_gap_start_new_segments() -> None:
     times = [t for _, t, _ in kept]
     assert times[:3] == [0.0, 0.1, 0.2] and times[3] == 10.0  # the second session starts 10 s after the first
     assert np.all(np.diff(times) > 0)
+
+
+def grey_clip(path: Path, fps: float, n: int) -> Path:
+    """An MJPG .avi of n frames reporting `fps`, frame i all grey level GREY_STEP * i."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 24))
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(np.full((24, 32, 3), GREY_STEP * i, np.uint8))
+    writer.release()
+    return path
+
+
+def recorded_indices(source: Path, footage: Path, fps: float) -> list[int]:
+    record(str(source), footage, get_preset("lite", num_frames=4, image_size=(32, 32)), fps=fps,
+           footage_minutes=1.0, max_bytes=10**8)
+    return [round(float(f.mean()) / GREY_STEP) for segment in Footage(footage).segments() for f in segment]
+
+
+@pytest.mark.parametrize(("reported", "kept"), [
+    (50.0, [0, 5, 10, 15, 20, 25]),  # its own rate: every 5th frame at 10 fps
+    # A rate no camera has (its timestamps 1 ms apart): timed at STREAM_FALLBACK_FPS (25), as capture paces it,
+    # not by its timestamps (which would keep its first frame alone)
+    (1000.0, [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25, 28]),
+])
+def test_a_video_file_is_timed_by_frame_count_at_its_native_rate(tmp_path: Path, reported: float,
+                                                                 kept: list[int]) -> None:
+    clip = grey_clip(tmp_path / "clip.avi", reported, 30)
+    assert recorded_indices(clip, tmp_path / "footage", fps=10) == kept

@@ -449,3 +449,27 @@ def test_ffp_learn_records_the_frames_a_camera_keeps_of_an_rtsp_stream(tmp_path:
     recorded = [grey_index(f) for segment in Footage(tmp_path / "footage").segments() for f in segment]
     assert tapped[:m] == [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25, 28]  # a 25 fps file at 10 fps
     assert recorded == tapped[:m]
+
+
+@pytest.mark.parametrize("reported", [50, 1000])
+def test_ffp_learn_records_the_frames_a_file_camera_keeps(tmp_path: Path, write_video: Callable[..., Path],
+                                                          reported: int, no_thread_leak: None) -> None:
+    """`ffp learn FILE` (model.record) keeps the frames a camera on the same file keeps: both time a file's frames
+    by their count at its native rate (model.clock.native_fps), a rate no camera has (1000 fps) included."""
+    n = 30
+    clip = write_video(tmp_path / "clip.avi", [np.full((48, 64, 3), GREY_STEP * i, np.uint8) for i in range(n)],
+                       fps=reported)
+    cam = CameraSettings(id="f", url=str(clip), fps=10)
+    worker = make_worker(cam, open_opencv_source, ListSink(), resolve_source(cam.url, trusted=True, media_dir=None))
+    tapped: list[int] = []
+    worker.tap = lambda frame, ts, fresh: tapped.append(grey_index(frame))
+    try:
+        worker.start()
+        wait_for(lambda: worker.state == "ended")
+    finally:
+        worker.stop()
+    record(str(clip), tmp_path / "footage", recipe_model("camera-lite"), fps=10, footage_minutes=1.0,
+           max_bytes=10**8)
+    recorded = [grey_index(f) for segment in Footage(tmp_path / "footage").segments() for f in segment]
+    assert tapped == ([0, 5, 10, 15, 20, 25] if reported == 50 else [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25, 28])
+    assert recorded == tapped

@@ -93,7 +93,7 @@ def test_a_head_that_never_ends_is_closed_within_the_deadline(server: LiveServer
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # ...and never the end of the head
     for s in socks:
         data, closed = read_until_closed(s, 5)
-        assert closed - t0 < 1.0 + 1.5, "a slow head must be cut off at header_timeout_s (1 s)"
+        assert closed - t0 < 1.0 + scaled(1.5), "a slow head must be cut off at header_timeout_s (1 s)"
         assert data.startswith(b"HTTP/1.1 408"), data
         s.close()
     assert httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
@@ -103,7 +103,7 @@ def test_a_connection_that_sends_nothing_is_closed_too(server: LiveServer) -> No
     s = connect(server.port)
     t0 = time.monotonic()
     _, closed = read_until_closed(s, 5)
-    assert closed - t0 < 2.5
+    assert closed - t0 < 1.0 + scaled(1.5)
     s.close()
 
 
@@ -115,7 +115,7 @@ def test_a_trickling_body_is_cut_off(server: LiveServer, seen: dict[str, Any]) -
     s.settimeout(0.5)
     data = b""
     closed = float("inf")
-    while time.monotonic() - t0 < 8:
+    while time.monotonic() - t0 < 2.0 + scaled(3):
         try:
             s.sendall(b"x" * 100)
         except (BrokenPipeError, ConnectionResetError):
@@ -159,31 +159,44 @@ def test_a_complete_upload_at_speed_passes(server: LiveServer) -> None:
 
 
 def closed_now(socks: list[socket.socket]) -> list[bool]:
-    """Which of `socks` the server has closed (each is read for at most 0.2 s)."""
+    """Which of `socks` the server has closed so far, without waiting (the server sends none of them data)."""
     out = []
     for s in socks:
-        s.settimeout(0.2)
+        s.setblocking(False)
         try:
             out.append(s.recv(1) == b"")
-        except TimeoutError:
+        except BlockingIOError:
             out.append(False)
         except ConnectionResetError:
             out.append(True)
     return out
 
 
+def wait_closed(socks: list[socket.socket], count: int, timeout: float) -> list[bool]:
+    """Which of `socks` the server has closed, once at least `count` of them are (or the deadline passed)."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        closed = closed_now(socks)
+        if sum(closed) >= count or time.monotonic() > deadline:
+            return closed
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("server", [limits(header_timeout_s=30.0, idle_grace_s=0.5)], indirect=True)
 def test_idle_connections_beyond_the_cap_are_closed_once_past_the_grace(server: LiveServer) -> None:
-    socks = [connect(server.port) for _ in range(50)]  # the cap is 20 idle connections
-    time.sleep(0.5 + 1.0)  # every one of them idle for longer than idle_grace_s
-    t0 = time.monotonic()
-    r = httpx.get(f"{server.url}/healthz", timeout=5)
-    assert r.status_code == 200 and time.monotonic() - t0 < scaled(1.0)
-    closed = closed_now(socks)
-    for s in socks:
-        s.close()
-    assert sum(closed) == 30, f"{sum(closed)} of 50 idle connections closed; the cap is 20"
-    assert all(closed[:30]) and not any(closed[30:]), "the oldest ones are closed first"
+    """50 idle connections, 20 allowed past the grace: as each one's grace ends the oldest beyond the cap is
+    closed, so the 30th is closed when the last one's grace ends, and no more are after it."""
+    socks = [connect(server.port) for _ in range(50)]
+    try:
+        wait_closed(socks, 30, timeout=0.5 + 5)
+        time.sleep(0.5)  # one more grace: a server that closes too many has done so by now (or the test misses it)
+        closed = closed_now(socks)
+        assert sum(closed) == 30, f"{sum(closed)} of 50 idle connections closed; the cap is 20"
+        assert all(closed[:30]) and not any(closed[30:]), "the oldest ones are closed first"
+        assert httpx.get(f"{server.url}/healthz", timeout=scaled(5)).status_code == 200
+    finally:
+        for s in socks:
+            s.close()
 
 
 @pytest.mark.parametrize("server", [limits(header_timeout_s=30.0, idle_grace_s=scaled(3.0))], indirect=True)
@@ -192,7 +205,7 @@ def test_a_burst_of_clients_beyond_the_idle_cap_is_served(server: LiveServer) ->
     burst of WebSocket clients on one event loop): none of them is idle, all are answered, though the idle cap is
     20."""
     socks = [connect(server.port) for _ in range(60)]
-    time.sleep(0.3)  # well within idle_grace_s: the server has accepted them all by now
+    time.sleep(0.3)  # a moment for the server to accept them, well within idle_grace_s
     for s in socks:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     answers = []
@@ -230,12 +243,14 @@ def test_fresh_idle_connections_are_closed_when_the_server_is_full(server: LiveS
     """Within the grace, idle connections do not count against the idle cap, but they must not fill
     max_connections either: there the oldest idle ones are closed and /healthz still answers (not 503)."""
     socks = [connect(server.port) for _ in range(45)]
-    r = httpx.get(f"{server.url}/healthz", timeout=5)
-    assert r.status_code == 200, r.text
-    closed = closed_now(socks)
-    for s in socks:
-        s.close()
-    assert sum(closed) >= 45 - 30 + 1 and closed[0] and not closed[-1], closed
+    try:
+        r = httpx.get(f"{server.url}/healthz", timeout=scaled(5))
+        assert r.status_code == 200, r.text
+        closed = wait_closed(socks, 45 - 30 + 1, timeout=5)
+        assert sum(closed) >= 45 - 30 + 1 and closed[0] and not closed[-1], closed
+    finally:
+        for s in socks:
+            s.close()
 
 
 def test_an_oversized_head_is_refused(server: LiveServer) -> None:
