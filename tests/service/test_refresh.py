@@ -171,8 +171,8 @@ def test_an_alert_while_recent_footage_records_is_left_out_of_it(
     armed_on_own_model(c, service, "cam", tmp_path / "own.pt")
 
     def learning() -> dict[str, Any]:
-        return c.get("/v1/cameras/cam").json()["learning"]
-    wait_for(learning, lambda j: (j["recent_frames"] or 0) >= 15, 60, "recent footage before the alert")
+        return c.get("/v1/cameras/cam").json()["learning"] or {}  # null until the refresh's poll sees the model
+    wait_for(learning, lambda j: (j.get("recent_frames") or 0) >= 15, 60, "recent footage before the alert")
     events: dict[str, dict[str, Any]] = {}
     with connect(f"{srv.ws_url}?cameras=cam", open_timeout=5) as ws:
         assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
