@@ -5,10 +5,10 @@ While a camera is armed with a model of its own (the registry's active version) 
 trains it, its recent alert-free footage is kept rolling (service.recent_footage) in data_dir/cameras/{id}/recent/.
 Its refresh is due `refresh_days` after the later of: the active model's creation, the moment another version
 became active (a rollback restarts the clock), the last refresh attempt (a failed one is not retried at once).
-That clock (service.refresh_state) is kept in data_dir/cameras/{id}/refresh.json, so a restart does not reset
-it. When due and the recent window is full, the footage moves into a fresh run folder and `python -m model.learn`
-trains on it exactly as learning does (service.training_run: same recipe, niced, threads), from the active model's file (`--init`),
-within `refresh_train_minutes`, and measures the active model on the same held-out tail (`--baseline`).
+That clock (service.refresh_state) is kept in data_dir/cameras/{id}/refresh.json, so a restart does not reset it.
+When due and the recent window is full, the footage moves into a fresh run folder and `python -m model.learn` trains
+on it exactly as learning does (service.training_run: same recipe, niced, threads), from the active model's file
+(`--init`), within `refresh_train_minutes`, and measures the active model on the same held-out tail (`--baseline`).
 
 Meanwhile the camera stays armed and keeps scoring with its model; its `learning` view says `"refresh": true`.
 The new model is registered and activated unless the run failed, the active model changed meanwhile, or its
