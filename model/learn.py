@@ -129,7 +129,17 @@ class Budget:
 
     def validated(self, step: int, psnr: float) -> None:
         self.validated_step, self.heldout_psnr = step, psnr
-        self.progress.update(force=True, heldout_psnr=round(psnr, 3))
+        self.progress.update(force=True, heldout_psnr=rounded(finite_psnr(psnr)))
+
+
+def finite_psnr(psnr: float | None) -> float | None:
+    """A PSNR as progress.json and the weights' meta keep it: None when it is not a number (a diverged run's NaN:
+    JSON has none, and a reader must not take it for a measurement)."""
+    return None if psnr is None or not math.isfinite(psnr) else float(psnr)
+
+
+def rounded(psnr: float | None) -> float | None:
+    return None if psnr is None else round(psnr, 3)
 
 
 def resolve_init(init: str | Path) -> Path | None:
@@ -216,17 +226,17 @@ def _learn(root: Path, out: Path, train_minutes: float, threads: int, init: str 
     calibration = blob["calibration"]
     if calibration is None:
         raise WeightsError(f"{shipped} has no calibration: the held-out tail gave none")
-    init_psnr = _init_heldout_psnr(cfg, data) if baseline else None
+    init_psnr = finite_psnr(_init_heldout_psnr(cfg, data)) if baseline else None
+    heldout_psnr = finite_psnr(calibration["mean"]["psnr"])
     blob["meta"] = {**blob["meta"], "recipe": recipe, "steps": int(ckpt["step"]), "train_minutes": train_minutes,
-                    "heldout_psnr": calibration["mean"]["psnr"], "init_heldout_psnr": init_psnr,
+                    "heldout_psnr": heldout_psnr, "init_heldout_psnr": init_psnr,
                     "footage": {"root": str(root), "frames": footage.frames, "span_s": round(footage.span_s, 3),
                                 "fps": footage.fps, "segments": len(footage.segment_dirs()),
                                 "train_windows": len(data.train), "holdout_windows": len(data.val or [])}}
     final = out / "final.pt"
     atomic_save(blob, final)
     report.update(force=True, state="done", step=int(ckpt["step"]), minutes=blob["meta"].get("minutes"), eta_s=0.0,
-                  heldout_psnr=round(calibration["mean"]["psnr"], 3),
-                  init_heldout_psnr=None if init_psnr is None else round(init_psnr, 3))
+                  heldout_psnr=rounded(heldout_psnr), init_heldout_psnr=rounded(init_psnr))
     return final
 
 

@@ -31,11 +31,11 @@ from model import ModelConfig, WeightsError, recipe_model
 
 from . import training_run
 from .camera_records import CameraRecords
-from .capture import FrameTap
-from .frames import CameraStatus, ModelStatus
+from .frames import CameraStatus
+from .learning_view import learning_view
 from .recording import FootageRecording
 from .refresh import Refresher, RefreshHost
-from .registry import ModelRegistry, write_atomic
+from .registry import write_atomic
 from .settings import CameraSettings, LearningSettings
 from .training_run import read_json
 
@@ -45,11 +45,8 @@ STATE_FILE = "learning.json"
 
 
 class LearningHost(RefreshHost, Protocol):
-    """What learning uses of the pipeline (service.pipeline.Pipeline), which owns it."""
-
-    registry: ModelRegistry
-
-    def camera_ids(self) -> list[str]: ...
+    """What learning uses of the pipeline (service.pipeline.Pipeline), which owns it: what a refresh uses, and
+    these."""
 
     def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus: ...
 
@@ -60,16 +57,6 @@ class LearningHost(RefreshHost, Protocol):
     def get_camera(self, camera_id: str) -> CameraStatus: ...
 
     def list_cameras(self) -> list[CameraStatus]: ...
-
-    def camera_settings(self, camera_id: str) -> CameraSettings: ...
-
-    def set_tap(self, camera_id: str, tap: FrameTap | None) -> None: ...
-
-    def activate_model(self, camera_id: str, version: str | None) -> ModelStatus: ...
-
-    def report_error(self, camera_id: str, error: str) -> None: ...
-
-    def publish_camera(self, camera_id: str) -> None: ...
 
 
 class LearningBusy(Exception):
@@ -114,18 +101,15 @@ class Job:
 
     def view(self) -> dict[str, Any]:
         """What GET /v1/cameras/{id} shows as `learning`."""
-        p = self.progress
         recorded = self.recording.frames if self.recording is not None else self.frames_recorded
-        eta = p.get("eta_s")
+        eta = self.progress.get("eta_s")
         if self.phase == "recording":
             eta = round(max(0, self.frames_wanted - recorded) / self.fps + self.train_minutes * 60, 1)
         elif self.phase != "training":
             eta = None
-        return {"phase": self.phase, "frames_recorded": recorded, "frames_wanted": self.frames_wanted,
-                "segments": self.segments, "footage_minutes": self.footage_minutes, "step": p.get("step"),
-                "steps_planned": p.get("steps_planned"), "minutes": p.get("minutes"),
-                "train_minutes": self.train_minutes, "heldout_psnr": p.get("heldout_psnr"), "eta_s": eta,
-                "error": self.error, "stopped": self.stopped}
+        return learning_view(self.phase, frames_recorded=recorded, frames_wanted=self.frames_wanted,
+                             segments=self.segments, footage_minutes=self.footage_minutes, progress=self.progress,
+                             train_minutes=self.train_minutes, eta_s=eta, error=self.error, stopped=self.stopped)
 
 
 class Learning:
@@ -186,8 +170,7 @@ class Learning:
                     log.exception("camera %s: learning poll failed", job.camera_id)
             for camera_id in self.pipeline.camera_ids():
                 try:
-                    with self._lock:  # a relearn or a delete never meets a refresh half done
-                        self.refresher.poll(camera_id)
+                    self.refresher.poll(camera_id)
                 except Exception:
                     log.exception("camera %s: model refresh poll failed", camera_id)
 
@@ -202,10 +185,13 @@ class Learning:
             self.learn(cam.id, footage_minutes, train_minutes)
 
     def update_camera(self, cam: CameraSettings, *, trusted: bool) -> None:
-        """PATCH: new URL, fps or alert settings; the camera keeps its mode, models and job."""
+        """PATCH: new URL, fps or alert settings; the camera keeps its mode, models and job. Its recent footage
+        (refresh) is recorded anew with them; at another fps, what was recorded goes."""
+        old_fps = self.pipeline.camera_settings(cam.id).fps
         self.pipeline.update_camera(cam, trusted=trusted)
         if (self.records.folder(cam.id) / "camera.json").is_file():
             self.records.save(cam)
+        self.refresher.restart_recording(cam.id, discard=cam.fps != old_fps)
         with self._lock:
             job = self._jobs.get(cam.id)
         if job is not None and job.phase == "recording":
@@ -217,12 +203,12 @@ class Learning:
         self.pipeline.get_camera(camera_id)  # KeyError -> 404 before anything is removed
         with self._lock:
             job = self._jobs.pop(camera_id, None)
-        self.pipeline.set_tap(camera_id, None)
-        with self._lock:
+        with self.refresher.exclusive():  # no refresh poll sees the camera half removed (and records it again)
             self.refresher.forget(camera_id)
+            self.pipeline.set_tap(camera_id, None)
+            self.pipeline.remove_camera(camera_id)
         if job is not None:
             self._halt(job)
-        self.pipeline.remove_camera(camera_id)
         shutil.rmtree(self.records.folder(camera_id), ignore_errors=True)
         self.pipeline.registry.remove_camera(camera_id)
 
@@ -232,18 +218,19 @@ class Learning:
         it is learning or training already."""
         cam = self.pipeline.camera_settings(camera_id)
         folder = self.records.folder(camera_id)
-        with self._lock:
+        fm = footage_minutes or self.settings.footage_minutes
+        job = Job(camera_id, folder, fm, train_minutes or self.settings.train_minutes,
+                  max(1, round(fm * 60 * cam.fps)), cam.fps, training_run.next_run(folder))
+        with self._lock:  # from here on the camera is busy: no refresh records it or starts
             old = self._jobs.get(camera_id)
             if old is not None and old.phase in ("recording", "training"):
                 raise LearningBusy(f"camera {camera_id!r} is {old.phase} already")
-            fm = footage_minutes or self.settings.footage_minutes
-            job = Job(camera_id, folder, fm, train_minutes or self.settings.train_minutes,
-                      max(1, round(fm * 60 * cam.fps)), cam.fps, training_run.next_run(folder))
-            shutil.rmtree(job.footage, ignore_errors=True)  # a new view: nothing of the old footage is learnt
             self._jobs[camera_id] = job
+        self.refresher.release(camera_id, "the camera relearns")  # before the job is saved: never both on disk
+        shutil.rmtree(job.footage, ignore_errors=True)  # a new view: nothing of the old footage is learnt
+        self._save(job)
+        with job.lock:
             self._open_writer(job)
-            self._save(job)
-            self.refresher.release(camera_id, "the camera relearns")
         log.info("camera %s: learning (%d frames of footage, then %g min of training in %s)", camera_id,
                  job.frames_wanted, job.train_minutes, job.run)
         self.pipeline.publish_camera(camera_id)
@@ -272,9 +259,7 @@ class Learning:
             with job.lock:
                 base = job.view()
         else:  # armed with a model of its own that it did not learn here (a settings-file camera, an upload)
-            base = {"phase": "done", "frames_recorded": 0, "frames_wanted": 0, "segments": 0, "footage_minutes": 0.0,
-                    "step": None, "steps_planned": None, "minutes": None, "train_minutes": 0.0,
-                    "heldout_psnr": None, "eta_s": None, "error": None, "stopped": None}
+            base = learning_view("done")
         return {**base, **(refresh or {})}
 
     # -- recording ------------------------------------------------------------------------------------------

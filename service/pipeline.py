@@ -215,7 +215,7 @@ class Pipeline:
         resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
         with self._cams_lock:
             old = self._cams[cam.id]
-        self.remove_camera(cam.id)
+        self._drop_camera(cam.id)  # its tap (footage recording) stays for the new worker
         self.add_camera(cam, trusted=True)  # checked above; the camera's slot was counted already
         if old.entry is None and old.model is not self.shipped:  # a model set directly, not from the registry
             self.set_camera_model(cam.id, old.model.scorer, version=old.model.version, sha256=old.model.sha256)  # type: ignore[arg-type]
@@ -341,6 +341,13 @@ class Pipeline:
                        calibration=e.calibration)
 
     def remove_camera(self, camera_id: str) -> None:
+        """Stop the camera and forget it, its footage tap too (a camera added again with its id starts
+        without one). KeyError: unknown camera."""
+        self._drop_camera(camera_id)
+        with self._cams_lock:
+            self._taps.pop(camera_id, None)
+
+    def _drop_camera(self, camera_id: str) -> None:
         with self._cams_lock:
             c = self._cams.pop(camera_id)  # KeyError -> 404
         c.worker.stop()

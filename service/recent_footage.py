@@ -10,7 +10,14 @@ An alert is known only after the fact: an anomaly event starts at its first cros
 later, a scene change scene.hold_s later, both after the frame was scored. So frames wait in memory (as the
 model's small input images) until the camera's scores have reached `hold_s` past them, hold_s being the margin
 plus the longest of those delays plus a second; then they are written, or dropped when an exclusion covers them.
-A frame whose score never comes (inference far behind) is dropped once `max_pending` frames wait.
+A frame whose score never comes (inference far behind) is dropped once `max_pending` frames wait. A frame
+whose window inference dropped (the queue full) has no score of its own, but a later window's score moves the
+horizon past it and it counts as clean: an alert then would have been raised from the windows around it, and the
+margin covers those.
+
+A write error (a full or broken disk) is kept in `error` and the frames are dropped until the learning thread's
+next `recover()` opens a new writer on the window (a new segment); the error stays until a frame is written
+again. After `close()` the inputs are ignored: capture may tap a frame after the service stopped its recording.
 """
 from __future__ import annotations
 
@@ -55,7 +62,9 @@ class CleanFootage:
         self._cut = False  # a frame was left out: the next written one starts a new segment
         self.excluded = 0  # frames left out for an alert or a scene change (with the margins)
         self.unscored = 0  # frames dropped because their score did not come in time
-        self.error: str | None = None  # a write error: recording is paused until the next rotation
+        self.error: str | None = None  # the last write error, until a frame is written again
+        self._broken = False  # the writer failed: frames are dropped until recover() opens a new one
+        self._closed = False
 
     def _open(self) -> FootageWriter:
         return FootageWriter(self.root, self.config, fps=self.fps, max_frames=self.max_frames,
@@ -66,8 +75,12 @@ class CleanFootage:
 
     def tap(self, frame: np.ndarray, ts: float, fresh: bool) -> None:
         """Capture thread: one kept frame (resized here: the frames waiting are small)."""
+        if self._closed:
+            return
         img = self.writer.prepare(frame)
         with self.lock:
+            if self._closed:
+                return
             self._pending.append(_Pending(ts, img, fresh))
             while len(self._pending) > self.max_pending:
                 self._pending.popleft()
@@ -78,6 +91,8 @@ class CleanFootage:
     def scored(self, ts: float) -> None:
         """Inference thread: the camera's window ending at frame time `ts` was scored."""
         with self.lock:
+            if self._closed:
+                return
             self._scored_until = max(self._scored_until, ts)
             self._commit()
 
@@ -85,6 +100,8 @@ class CleanFootage:
         """Inference thread: an alert or scene change (start, update or end): its frames, with the margins, are
         left out."""
         with self.lock:
+            if self._closed:
+                return
             hi = math.inf if end_ts is None else end_ts + self.margin_s
             self._exclusions[event_id] = (start_ts - self.margin_s, hi)
 
@@ -101,15 +118,19 @@ class CleanFootage:
                 self.excluded += 1
                 self._cut = True
                 continue
-            if self.error is not None:
+            if self._broken:
+                self._cut = True
                 continue
             try:
                 if p.fresh or self._cut:
                     self.writer.new_segment("history restarted" if p.fresh else "an alert left out")
                     self._cut = False
                 self.writer.append_prepared(p.img, p.ts)
-            except OSError as e:  # a full or broken disk pauses the recording, never the capture
-                self.error = f"cannot write recent footage: {e}"
+                self.error = None
+            except OSError as e:  # a full or broken disk pauses the recording (see recover), never the capture
+                self.error, self._broken, self._cut = f"cannot write recent footage: {e}", True, True
+                with contextlib.suppress(OSError):
+                    self.writer.close()
         oldest = self._pending[0].ts if self._pending else limit
         self._exclusions = {k: v for k, v in self._exclusions.items() if v[1] >= oldest}
 
@@ -125,6 +146,19 @@ class CleanFootage:
         with self.lock:
             return self.writer.frames >= self.max_frames or self.writer.dropped > 0
 
+    def recover(self) -> None:
+        """After a write error: a new writer on the window (what is on disk stays), tried again at each call while
+        it cannot be opened."""
+        with self.lock:
+            if not self._broken or self._closed:
+                return
+            try:
+                self.writer = self._open()
+            except OSError as e:
+                self.error = f"cannot write recent footage: {e}"
+                return
+            self._broken = False
+
     def rotate(self, dest: Path) -> int:
         """Move the footage recorded so far to `dest` (a refresh's run) and go on in an empty window; frames still
         waiting go into the new one. Returns the frames moved."""
@@ -135,7 +169,7 @@ class CleanFootage:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if self.root.is_dir():
                 os.replace(self.root, dest)
-            self.error = None
+            self.error, self._broken = None, False
             self.writer = self._open()
             self._cut = False
             return frames
@@ -144,6 +178,7 @@ class CleanFootage:
         """Write what is on disk whole (the frames still waiting are lost: a restart is a gap); `remove`: delete
         the footage too (its camera lost its own model)."""
         with self.lock:
+            self._closed = True
             with contextlib.suppress(OSError):
                 self.writer.close()
             self._pending.clear()

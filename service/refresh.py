@@ -5,10 +5,10 @@ While a camera is armed with a model of its own (the registry's active version) 
 trains it, its recent alert-free footage is kept rolling (service.recent_footage) in data_dir/cameras/{id}/recent/.
 Its refresh is due `refresh_days` after the later of: the active model's creation, the moment another version
 became active (a rollback restarts the clock), the last refresh attempt (a failed one is not retried at once).
-That clock is kept in data_dir/cameras/{id}/refresh.json, so a restart does not reset it. When due and the
-recent window is full, the footage moves into a fresh run folder and `python -m model.learn` trains on it exactly
-as learning does (service.training_run: same recipe, niced, threads), from the active model's file (`--init`),
-within `refresh_train_minutes`, and measures the active model on the same held-out tail (`--baseline`).
+That clock (service.refresh_state) is kept in data_dir/cameras/{id}/refresh.json, so a restart does not reset it.
+When due and the recent window is full, the footage moves into a fresh run folder and `python -m model.learn` trains
+on it exactly as learning does (service.training_run: same recipe, niced, threads), from the active model's file
+(`--init`), within `refresh_train_minutes`, and measures the active model on the same held-out tail (`--baseline`).
 
 Meanwhile the camera stays armed and keeps scoring with its model; its `learning` view says `"refresh": true`.
 The new model is registered and activated unless the run failed, the active model changed meanwhile, or its
@@ -20,29 +20,29 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import subprocess
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from model import Footage, ModelConfig, WeightsError
+from model import Footage, ModelConfig, WeightsError, sha256_file
 
 from . import training_run
 from .camera_records import CameraRecords
 from .capture import FrameTap
-from .frames import CameraMessage, CameraStatus, EventMessage, ModelStatus, ScoreMessage
+from .frames import CameraMessage, EventMessage, ModelStatus, ScoreMessage
+from .learning_view import finite_or_none, finite_values, learning_view
 from .recent_footage import CleanFootage
+from .refresh_state import RefreshState, is_due, judge, next_refresh_at, observe_active
 from .registry import ModelEntry, ModelRegistry, write_atomic
 from .settings import CameraSettings, LearningSettings
 from .training_run import read_json
 
 log = logging.getLogger(__name__)
 REFRESH_FILE = "refresh.json"
-DAY_S = 86400.0
 
 
 class RefreshHost(Protocol):
@@ -50,7 +50,7 @@ class RefreshHost(Protocol):
 
     registry: ModelRegistry
 
-    def list_cameras(self) -> list[CameraStatus]: ...
+    def camera_ids(self) -> list[str]: ...
 
     def camera_settings(self, camera_id: str) -> CameraSettings: ...
 
@@ -68,78 +68,30 @@ class RefreshHost(Protocol):
 
 
 @dataclass
-class RefreshState:
-    """A camera's refresh clock and its running refresh, as kept in refresh.json."""
-
-    version: str | None = None  # the active version the clock runs for
-    since: float | None = None  # the clock's start for it (Unix time)
-    last_attempt: float | None = None
-    run: str | None = None  # the run folder of the refresh training now, None when none runs
-    base: str | None = None  # the version that refresh started from
-    pid: int | None = None
-    frames: int = 0  # frames of footage it learns from
-    segments: int = 0  # and the stretches of continuous footage they make
-    train_minutes: float | None = None
-    last: dict[str, Any] | None = None  # the outcome of the last refresh
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RefreshState:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-
-def observe_active(state: RefreshState, version: str, created: float, now: float) -> bool:
-    """Start the clock for the camera's active `version` when it is not the one the clock runs for: from its
-    creation when the clock never ran (refresh just turned on), else from when it became active (a refresh, a
-    relearn, a rollback). True when the state changed."""
-    if state.version == version:
-        return False
-    state.since = created if state.version is None else max(created, now)
-    state.version = version
-    return True
-
-
-def next_refresh_at(state: RefreshState, refresh_days: float) -> float | None:
-    """When the camera's refresh is due (Unix time); None before its clock runs."""
-    if state.since is None:
-        return None
-    return max(state.since, state.last_attempt or -math.inf) + refresh_days * DAY_S
-
-
-def is_due(state: RefreshState, refresh_days: float, now: float) -> bool:
-    at = next_refresh_at(state, refresh_days)
-    return at is not None and now >= at
-
-
-def judge(heldout_psnr: float | None, base_psnr: float | None, max_drop_db: float) -> str | None:
-    """Why a refreshed model must not replace the active one (None: it may): its held-out PSNR against the
-    active model's on the same held-out footage, in dB."""
-    if heldout_psnr is None or base_psnr is None:
-        return "the run did not measure both models on the held-out footage"
-    if not math.isfinite(heldout_psnr):  # a diverged run (NaN) compares as never below anything
-        return f"held-out PSNR {heldout_psnr} dB is not a number"
-    if heldout_psnr < base_psnr - max_drop_db:
-        return (f"held-out PSNR {heldout_psnr:.2f} dB, below the active model's {base_psnr:.2f} dB on the same "
-                f"recent footage by more than {max_drop_db:g} dB")
-    return None
-
-
-@dataclass
 class _Cam:
     state: RefreshState
     recent: CleanFootage | None = None
     proc: subprocess.Popen[bytes] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    reported: str | None = None  # the recent footage's write error, once reported
 
 
 class Refresher:
-    """The cameras' refreshes, polled by the learning thread. `lock` is the learning's: a learning job takes the
-    camera's tap under it, and the recent footage's tap is installed under it only when no job holds it."""
+    """The cameras' refreshes, polled by the learning thread.
+
+    Two locks. `_ops` orders the operations on a camera's refresh (a poll, a release for a relearn or a delete,
+    start, stop): one never meets another half done; the slow work (copying and hashing a model, loading it,
+    deleting footage, stopping a process) happens under it. `lock` is the learning's, which the views
+    (GET /v1/cameras, the WebSocket's camera messages) take: it is held only to read or swap state, never for
+    slow work. A learning job takes the camera's tap under `lock`, and the recent footage's tap is installed under
+    it only when no job holds it."""
 
     def __init__(self, settings: LearningSettings, records: CameraRecords, host: RefreshHost,
                  config: Callable[[], ModelConfig], busy: Callable[[str], bool], lock: threading.RLock, *,
                  device: str = "auto", clock: Callable[[], float]) -> None:
         self.settings, self.records, self.host, self.config = settings, records, host, config
         self.busy, self.lock, self.device, self.clock = busy, lock, device, clock
+        self._ops = threading.RLock()
         self._cams: dict[str, _Cam] = {}
         self._listening = False
 
@@ -147,73 +99,129 @@ class Refresher:
     def enabled(self) -> bool:
         return self.settings.refresh_days is not None
 
+    def exclusive(self) -> threading.RLock:
+        """Held, no refresh operation runs (a camera is removed under it: no poll sees it half removed)."""
+        return self._ops
+
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Resume the refresh trainings a stopped service left (their run folders hold their footage)."""
+        """Resume the refresh trainings a stopped service left (their run folders hold their footage), or finish
+        one whose training had ended. One camera's unreadable state does not keep the others down."""
         if not self.enabled:
             return
         if not self._listening:
             self.host.add_listener(self._on_message)
             self._listening = True
-        for c in self.host.list_cameras():
-            cam = self._cam(c.id)
-            st = cam.state
-            if st.run is not None and st.base is not None:
-                run_dir = self._run_dir(c.id, st.run)
-                training_run.kill_stale(st.pid, run_dir)
-                cam.progress = read_json(run_dir / "progress.json") or {}
-                self._launch(c.id, cam)
-                log.info("camera %s: model refresh resumed in %s", c.id, run_dir)
+        with self._ops:
+            for camera_id in self.host.camera_ids():
+                try:
+                    self._resume(camera_id)
+                except Exception as e:  # noqa: BLE001 - one camera's bad state must not stop the service
+                    log.exception("camera %s: model refresh not resumed", camera_id)
+                    self._give_up(camera_id, f"refresh not resumed: {e}")
+
+    def _resume(self, camera_id: str) -> None:
+        cam = self._cam(camera_id)
+        st = cam.state
+        if st.run is None or st.base is None:
+            return
+        run_dir = self._run_dir(camera_id, st.run)
+        training_run.kill_stale(st.pid, run_dir)
+        progress = read_json(run_dir / "progress.json") or {}
+        with self.lock:
+            cam.progress = progress
+        final = run_dir / "final.pt"
+        if final.is_file():  # it had ended: stopped before its outcome was saved
+            self._finish(camera_id, cam, training_run.Ended(final, None))
+            return
+        self._launch(camera_id, cam)
+        log.info("camera %s: model refresh resumed in %s", camera_id, run_dir)
+
+    def _give_up(self, camera_id: str, error: str) -> None:
+        try:
+            cam = self._cam(camera_id)
+            if cam.state.run is not None:
+                self._end(camera_id, cam, {"run": cam.state.run, "base": cam.state.base, "error": error,
+                                           "activated": False}, publish=False)
+        except Exception:  # noqa: BLE001 - its state cannot even be written: the next start tries again
+            log.exception("camera %s: refresh state not saved", camera_id)
 
     def stop(self) -> None:
         """Close the recent footage and stop refresh trainings: their state stays and the next start resumes."""
-        with self.lock:
-            cams = list(self._cams.items())
-        for camera_id, cam in cams:
-            self._stop_recording(camera_id, cam, untap=False)
-            proc, cam.proc = cam.proc, None
-            if proc is not None:
-                training_run.kill_group(proc)
+        with self._ops:
+            with self.lock:
+                cams = list(self._cams.items())
+            for camera_id, cam in cams:
+                self._stop_recording(camera_id, cam, untap=True)
+                proc, cam.proc = cam.proc, None
+                if proc is not None:
+                    training_run.kill_group(proc)
 
     def release(self, camera_id: str, reason: str) -> None:
         """A learning job takes the camera (a relearn, a delete): stop its recent footage (the job owns the tap
-        now) and cancel its refresh."""
-        with self.lock:
-            cam = self._cams.get(camera_id)
-        if cam is None:
-            return
-        self._stop_recording(camera_id, cam, untap=False)
-        proc, cam.proc = cam.proc, None
-        if proc is not None:
-            training_run.kill_group(proc)
-        if cam.state.run is not None:
-            self._end(camera_id, cam, {"error": f"refresh cancelled: {reason}", "activated": False}, publish=False)
+        now) and delete it (it shows the view being replaced), and cancel its refresh."""
+        with self._ops:
+            with self.lock:
+                cam = self._cams.get(camera_id)
+            if cam is None:
+                return
+            self._stop_recording(camera_id, cam, untap=False, remove=True)
+            proc, cam.proc = cam.proc, None
+            if proc is not None:
+                training_run.kill_group(proc)
+            run = cam.state.run
+            if run is not None:
+                self._end(camera_id, cam, {"run": run, "base": cam.state.base,
+                                           "error": f"refresh cancelled: {reason}", "activated": False},
+                          publish=False)
+                shutil.rmtree(self._run_dir(camera_id, run) / "footage", ignore_errors=True)
 
     def forget(self, camera_id: str) -> None:
-        self.release(camera_id, "the camera is removed")
-        with self.lock:
-            self._cams.pop(camera_id, None)
+        with self._ops:
+            self.release(camera_id, "the camera is removed")
+            with self.lock:
+                self._cams.pop(camera_id, None)
+
+    def restart_recording(self, camera_id: str, *, discard: bool) -> None:
+        """The camera's settings changed (fps, alerts): its recent footage is recorded anew with them from the next
+        poll on; `discard`: what was recorded goes too (recorded at another fps)."""
+        with self._ops:
+            with self.lock:
+                cam = self._cams.get(camera_id)
+            if cam is not None:
+                self._stop_recording(camera_id, cam, untap=True, remove=discard)
 
     # -- the learning thread --------------------------------------------------------------------------------
 
     def poll(self, camera_id: str) -> None:
         if not self.enabled:
             return
-        cam = self._cam(camera_id)
-        if cam.proc is not None:
-            self._poll_training(camera_id, cam)
-        entry = self._own_model(camera_id)
-        if entry is None:
-            self._stop_recording(camera_id, cam, untap=True, remove=True)
-            return
-        if observe_active(cam.state, entry.version, entry.created, self.clock()):
-            self._save(camera_id, cam.state)
-        if not self._ensure_recording(camera_id, cam):
-            return
-        assert cam.recent is not None and self.settings.refresh_days is not None
-        if cam.proc is None and is_due(cam.state, self.settings.refresh_days, self.clock()) and cam.recent.enough():
-            self._begin(camera_id, cam, entry)
+        with self._ops:
+            try:
+                self.host.camera_settings(camera_id)
+            except KeyError:  # removed since the camera list was read
+                return
+            cam = self._cam(camera_id)
+            if cam.proc is not None:
+                self._poll_training(camera_id, cam)
+            entry = self._own_model(camera_id)
+            with self.lock:
+                changed = observe_active(cam.state, None if entry is None else entry.version,
+                                         0.0 if entry is None else entry.created, self.clock())
+            if changed:
+                self._save(camera_id, cam.state)
+            if entry is None:
+                self._stop_recording(camera_id, cam, untap=True, remove=True)
+                return
+            if not self._ensure_recording(camera_id, cam):
+                return
+            recent = cam.recent
+            assert recent is not None and self.settings.refresh_days is not None
+            self._surface_error(camera_id, cam, recent)
+            if (cam.proc is None and cam.state.run is None and is_due(cam.state, self.settings.refresh_days,
+                                                                     self.clock()) and recent.enough()):
+                self._begin(camera_id, cam, entry, recent)
 
     def _own_model(self, camera_id: str) -> ModelEntry | None:
         try:
@@ -224,10 +232,11 @@ class Refresher:
 
     def _ensure_recording(self, camera_id: str, cam: _Cam) -> bool:
         with self.lock:
-            if self.busy(camera_id):  # a learning job records or trains: its tap, its footage
-                self._stop_recording(camera_id, cam, untap=False)
-                return False
-            if cam.recent is None:
+            busy = self.busy(camera_id)  # a learning job records or trains: its tap, its footage
+            recent = cam.recent
+            if busy:
+                cam.recent = None
+            elif recent is None:
                 s = self.settings
                 fps = self.host.camera_settings(camera_id).fps
                 margin = s.refresh_margin_s
@@ -236,7 +245,9 @@ class Refresher:
                                           max_bytes=int(s.disk_cap_mb * 1e6), margin_s=margin,
                                           hold_s=margin + self.host.detection_delay_s(camera_id) + 1.0)
                 self.host.set_tap(camera_id, cam.recent.tap)
-        return True
+        if busy and recent is not None:
+            recent.close()
+        return not busy
 
     def _stop_recording(self, camera_id: str, cam: _Cam, *, untap: bool, remove: bool = False) -> None:
         with self.lock:
@@ -245,6 +256,16 @@ class Refresher:
                 self.host.set_tap(camera_id, None)
         if recent is not None:
             recent.close(remove=remove)
+
+    def _surface_error(self, camera_id: str, cam: _Cam, recent: CleanFootage) -> None:
+        """A write error of the recent footage: reported once (the camera's last_error), and the writer opened
+        again."""
+        error = recent.error
+        if error is not None and cam.reported is None:
+            log.error("camera %s: %s", camera_id, error)
+            self.host.report_error(camera_id, error)
+        cam.reported = error
+        recent.recover()
 
     def _on_message(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Inference thread: scores move the recent footage's horizon; alerts and scene changes are left out."""
@@ -260,62 +281,85 @@ class Refresher:
 
     # -- a refresh ------------------------------------------------------------------------------------------
 
-    def _begin(self, camera_id: str, cam: _Cam, entry: ModelEntry) -> None:
-        assert cam.recent is not None
+    def _begin(self, camera_id: str, cam: _Cam, entry: ModelEntry, recent: CleanFootage) -> None:
+        run = training_run.next_run(self._folder(camera_id))
+        footage = self._run_dir(camera_id, run) / "footage"
+        frames = recent.rotate(footage)
+        segments = len(Footage(footage).segment_dirs())
         st = cam.state
-        st.run = training_run.next_run(self._folder(camera_id))
-        footage = self._run_dir(camera_id, st.run) / "footage"
-        st.frames = cam.recent.rotate(footage)
-        st.segments = len(Footage(footage).segment_dirs())
-        st.base, st.last_attempt = entry.version, self.clock()
-        st.train_minutes = self.settings.refresh_budget_minutes
-        cam.progress = {}
-        self._launch(camera_id, cam)
+        with self.lock:
+            st.run, st.base, st.frames, st.segments = run, entry.version, frames, segments
+            st.last_attempt, st.train_minutes = self.clock(), self.settings.refresh_budget_minutes
+            cam.progress = {}
+        try:
+            self._launch(camera_id, cam)
+        except (OSError, KeyError, WeightsError) as e:
+            self._end(camera_id, cam, {"run": run, "base": entry.version, "frames": frames, "activated": False,
+                                       "error": f"refresh failed: its training cannot start: {e}"}, publish=True)
+            shutil.rmtree(footage, ignore_errors=True)
+            return
         log.info("camera %s: refreshing model %s from %d frames of recent footage in %s", camera_id, entry.version,
-                 st.frames, st.run)
+                 frames, run)
 
     def _launch(self, camera_id: str, cam: _Cam) -> None:
         st = cam.state
         assert st.run is not None and st.base is not None and st.train_minutes is not None
         run_dir = self._run_dir(camera_id, st.run)
         base = self.host.registry.path(camera_id, self.host.registry.entry(camera_id, st.base))
-        cam.proc = training_run.launch(self.settings, run_dir / "footage", run_dir, st.train_minutes,
-                                       device=self.device, init=str(base), baseline=True)
-        st.pid = cam.proc.pid
+        proc = training_run.launch(self.settings, run_dir / "footage", run_dir, st.train_minutes,
+                                   device=self.device, init=str(base), baseline=True)
+        with self.lock:
+            cam.proc, st.pid = proc, proc.pid
         self._save(camera_id, st)
         self.host.publish_camera(camera_id)
 
     def _poll_training(self, camera_id: str, cam: _Cam) -> None:
-        st = cam.state
-        assert cam.proc is not None and st.run is not None
-        run_dir = self._run_dir(camera_id, st.run)
-        progress, ended = training_run.poll(cam.proc, run_dir)
+        assert cam.proc is not None and cam.state.run is not None
+        progress, ended = training_run.poll(cam.proc, self._run_dir(camera_id, cam.state.run))
         if progress is not None:
-            cam.progress = progress
-        if ended is None:
-            return
-        cam.proc = None
+            with self.lock:
+                cam.progress = progress
+        if ended is not None:
+            cam.proc = None
+            self._finish(camera_id, cam, ended)
+
+    def _finish(self, camera_id: str, cam: _Cam, ended: training_run.Ended) -> None:
+        """The refresh's training ended: adopt its model or say why not; the outcome is saved before the run's
+        footage copy is deleted."""
+        st = cam.state
+        assert st.run is not None
+        run_dir = self._run_dir(camera_id, st.run)
         outcome: dict[str, Any] = {"run": st.run, "base": st.base, "frames": st.frames,
-                                   "heldout_psnr": cam.progress.get("heldout_psnr"),
-                                   "base_heldout_psnr": cam.progress.get("init_heldout_psnr"), "activated": False}
+                                   "heldout_psnr": finite_or_none(cam.progress.get("heldout_psnr")),
+                                   "base_heldout_psnr": finite_or_none(cam.progress.get("init_heldout_psnr")),
+                                   "activated": False}
         if ended.final is None:
             outcome["error"] = f"refresh failed: {ended.error}"
         else:
             outcome.update(self._adopt(camera_id, st, ended.final, outcome))
-        shutil.rmtree(run_dir / "footage", ignore_errors=True)  # learnt from; the disk cap is for recent footage
         self._end(camera_id, cam, outcome, publish=True)
+        shutil.rmtree(run_dir / "footage", ignore_errors=True)  # learnt from; the disk cap is for recent footage
 
     def _adopt(self, camera_id: str, st: RefreshState, final: Path, outcome: dict[str, Any]) -> dict[str, Any]:
-        """Register and activate the refreshed model, or say why not."""
+        """Register and activate the refreshed model, or say why not. A service stopped after registering or
+        activating it finds it again by its sha256."""
+        registry = self.host.registry
+        try:
+            sha = sha256_file(final)
+            registered = next((v for v in registry.versions(camera_id) if v.sha256 == sha), None)
+        except (OSError, WeightsError) as e:
+            return {"error": f"refresh failed: the refreshed model cannot be registered: {e}"}
         active = self._own_model(camera_id)
+        if registered is not None and active is not None and active.version == registered.version:
+            return {"version": active.version, "activated": True}
         if active is None or active.version != st.base:
-            now = "no model of its own" if active is None else f"model {active.version}"
-            return {"error": f"refresh not activated: the camera moved from model {st.base} to {now} meanwhile"}
+            current = "no model of its own" if active is None else f"model {active.version}"
+            return {"error": f"refresh not activated: the camera moved from model {st.base} to {current} meanwhile"}
         reason = judge(outcome["heldout_psnr"], outcome["base_heldout_psnr"], self.settings.refresh_max_psnr_drop_db)
         if reason is not None:
             return {"error": f"refresh rejected: {reason}"}
         try:
-            entry = self.host.registry.add(camera_id, final)
+            entry = registered or registry.add(camera_id, final)
             self.host.activate_model(camera_id, entry.version)
         except (OSError, KeyError, WeightsError) as e:
             return {"error": f"refresh failed: the refreshed model cannot be registered or activated: {e}"}
@@ -324,12 +368,13 @@ class Refresher:
 
     def _end(self, camera_id: str, cam: _Cam, outcome: dict[str, Any], *, publish: bool) -> None:
         st = cam.state
-        st.last = {"time": self.clock(), "error": None, **outcome}
-        st.run, st.base, st.pid, st.frames, st.segments, st.train_minutes = None, None, None, 0, 0, None
-        cam.progress = {}
+        with self.lock:
+            st.last = {"time": self.clock(), "error": None, **outcome}
+            st.run, st.base, st.pid, st.frames, st.segments, st.train_minutes = None, None, None, 0, 0, None
+            cam.progress = {}
+            error = st.last.get("error")
         self._save(camera_id, st)
         training_run.prune_runs(self._folder(camera_id))
-        error = st.last.get("error")
         if error:
             log.error("camera %s: %s", camera_id, error)
             self.host.report_error(camera_id, error)
@@ -339,25 +384,25 @@ class Refresher:
     # -- what GET /v1/cameras/{id} shows --------------------------------------------------------------------
 
     def view(self, camera_id: str) -> dict[str, Any] | None:
-        """The refresh's part of the camera's `learning` (None when refresh is off)."""
+        """The refresh's part of the camera's `learning`: None when refresh is off or the camera has no model of
+        its own (and no refresh of one trains)."""
         if not self.enabled:
             return None
         assert self.settings.refresh_days is not None
         with self.lock:
             cam = self._cams.get(camera_id)
-        if cam is None:
-            return None
-        st, recent = cam.state, cam.recent
+            if cam is None or (cam.state.version is None and cam.state.run is None):
+                return None
+            st, recent, progress = replace(cam.state), cam.recent, dict(cam.progress)
         out: dict[str, Any] = {
             "refresh": st.run is not None, "next_refresh": next_refresh_at(st, self.settings.refresh_days),
             "recent_frames": None if recent is None else recent.frames,
-            "recent_excluded": None if recent is None else recent.excluded, "last_refresh": st.last}
+            "recent_excluded": None if recent is None else recent.excluded,
+            "recent_error": None if recent is None else recent.error, "last_refresh": finite_values(st.last)}
         if st.run is not None:
-            p = cam.progress
-            out.update(phase="training", frames_recorded=st.frames, frames_wanted=st.frames, segments=st.segments,
-                       step=p.get("step"), steps_planned=p.get("steps_planned"), minutes=p.get("minutes"),
-                       train_minutes=st.train_minutes, heldout_psnr=p.get("heldout_psnr"), eta_s=p.get("eta_s"),
-                       error=None, stopped=None)
+            out.update(learning_view("training", frames_recorded=st.frames, frames_wanted=st.frames,
+                                     segments=st.segments, progress=progress, train_minutes=st.train_minutes or 0.0,
+                                     eta_s=progress.get("eta_s")))
         return out
 
     # -- state on disk --------------------------------------------------------------------------------------
@@ -371,17 +416,20 @@ class Refresher:
     def _cam(self, camera_id: str) -> _Cam:
         with self.lock:
             cam = self._cams.get(camera_id)
-            if cam is None:
-                saved = read_json(self._folder(camera_id) / REFRESH_FILE)
-                try:
-                    state = RefreshState.from_dict(saved) if saved else RefreshState()
-                except TypeError as e:
-                    log.error("camera %s: refresh state unreadable (%s): its clock starts again", camera_id, e)
-                    state = RefreshState()
-                cam = self._cams[camera_id] = _Cam(state)
+        if cam is not None:
             return cam
+        saved = read_json(self._folder(camera_id) / REFRESH_FILE)
+        try:
+            state = RefreshState.from_dict(saved) if saved else RefreshState()
+        except TypeError as e:
+            log.error("camera %s: refresh state unreadable (%s): its clock starts again", camera_id, e)
+            state = RefreshState()
+        with self.lock:
+            return self._cams.setdefault(camera_id, _Cam(state))
 
     def _save(self, camera_id: str, state: RefreshState) -> None:
+        with self.lock:
+            text = json.dumps(asdict(state), indent=1)
         folder = self._folder(camera_id)
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / REFRESH_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=1)))
+        write_atomic(folder / REFRESH_FILE, lambda tmp: Path(tmp).write_text(text))

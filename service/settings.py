@@ -226,8 +226,10 @@ class LearningSettings(_Model):
     train_minutes: float = Field(15.0, gt=0, description="Training budget, wall clock. With the footage and the "
                                  "final calibration, a camera is armed within 30 minutes of being added.")
     threads: int = Field(1, ge=1, le=64, description="Torch CPU threads of a training process.")
-    disk_cap_mb: float = Field(500.0, gt=0, description="Most footage one camera may store (megabytes); recording "
-                               "stops there and training takes what was recorded.")
+    disk_cap_mb: float = Field(500.0, gt=0, description="Most footage one camera's learning may store (megabytes); "
+                               "recording stops there and training takes what was recorded. With refresh_days, "
+                               "its recent window has a cap of its own, and a refresh's copy of it: up to three "
+                               "times this per camera.")
     nice: int = Field(10, ge=0, le=19, description="Niceness of a training process: live scoring comes first.")
     holdout: float = Field(0.15, gt=0, lt=1, description="Tail of the footage held out for validation and "
                            "calibration.")

@@ -49,7 +49,7 @@ async def add_camera(body: CameraCreate, request: Request, pipeline: PipelineDep
         await run_in_threadpool(pipeline.learning.add_camera, body.settings(), learn=learn is not None,
                                 footage_minutes=learn.footage_minutes if learn else None,
                                 train_minutes=learn.train_minutes if learn else None)
-        st = pipeline.get_camera(body.id)
+        st = await run_in_threadpool(pipeline.get_camera, body.id)
     except CameraExists:
         raise HTTPException(status.HTTP_409_CONFLICT, f"camera {body.id!r} already exists") from None
     except CameraLimit as e:

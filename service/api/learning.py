@@ -60,7 +60,7 @@ async def activate(camera_id: str, version: str, pipeline: PipelineDep) -> Camer
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"camera {camera_id!r} has no model {version!r}") from None
     except WeightsError as e:
         raise HTTPException(status.HTTP_409_CONFLICT, redact_text(str(e))) from None
-    return CameraPublic.from_status(pipeline.get_camera(camera_id))
+    return CameraPublic.from_status(await run_in_threadpool(pipeline.get_camera, camera_id))
 
 
 @router.patch("/{camera_id}", response_model=CameraPublic,
@@ -87,4 +87,4 @@ async def patch_camera(camera_id: str, body: CameraPatch, request: Request, pipe
         raise not_found(camera_id) from None
     except ValueError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, redact_text(str(e))) from None
-    return CameraPublic.from_status(pipeline.get_camera(camera_id))
+    return CameraPublic.from_status(await run_in_threadpool(pipeline.get_camera, camera_id))

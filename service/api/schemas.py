@@ -85,6 +85,8 @@ class LearningPublic(BaseModel):
                                       "refresh.")
     recent_excluded: int | None = Field(None, description="Frames left out of it: during an alert or a scene "
                                         "change, or within refresh_margin_s of one.")
+    recent_error: str | None = Field(None, description="Why the recent footage cannot be written (a full disk); "
+                                     "it is tried again at each learning poll.")
     last_refresh: dict[str, Any] | None = Field(None, description="The last refresh: time, run, base (the model "
                                                 "it started from), frames, heldout_psnr and base_heldout_psnr (both "
                                                 "models on the same held-out recent footage), activated, version, "

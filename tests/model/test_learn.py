@@ -273,3 +273,18 @@ def test_budget_resumes_from_the_minutes_its_checkpoint_recorded(tmp_path: Path)
     last, lrs = budgeted_run(resumed, clock, lambda s: 0.1, step=1200)
     assert 10.0 <= resumed.minutes() < 10.0 + 2.1 / 60 and last > 1200 + 1700  # 6 min at 5 steps a second
     assert lrs[0] == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.4)), abs=1e-3) and lrs[-1] < 1e-4
+
+
+def test_a_psnr_that_is_not_a_number_is_written_as_null(tmp_path: Path) -> None:
+    """A diverged run validates at NaN: progress.json says null (JSON has no NaN, and the service's API refuses
+    to send one), a later finite measurement is written as measured."""
+    from model.learn import Budget, ProgressFile, finite_psnr
+
+    progress = ProgressFile(tmp_path / "progress.json", 1.0, None)
+    budget = Budget(1.0, 20, progress)
+    budget.validated(20, float("nan"))
+    text = (tmp_path / "progress.json").read_text()
+    assert "NaN" not in text and json.loads(text)["heldout_psnr"] is None
+    budget.validated(40, 28.12345)
+    assert json.loads((tmp_path / "progress.json").read_text())["heldout_psnr"] == 28.123
+    assert finite_psnr(float("inf")) is None and finite_psnr(None) is None and finite_psnr(30.5) == 30.5

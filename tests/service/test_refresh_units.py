@@ -2,6 +2,7 @@
 that leaves alerts out (real files), and the rolling window that drops its oldest frames."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from model import Footage
 from model.recipes import recipe_model
 from service.recent_footage import CleanFootage
-from service.refresh import DAY_S, RefreshState, is_due, judge, next_refresh_at, observe_active
+from service.refresh_state import DAY_S, RefreshState, is_due, judge, next_refresh_at, observe_active
 
 CONFIG = recipe_model("camera-lite")
 
@@ -111,7 +112,7 @@ def test_refresh_settings_are_validated() -> None:
 
 
 def test_finished_runs_are_pruned_but_the_latest_and_a_running_one(tmp_path: Path) -> None:
-    from service.training_run import KEEP_RUNS, next_run, prune_runs
+    from service.training_run import next_run, prune_runs
 
     folder = tmp_path / "cam"
     assert prune_runs(folder) == []  # no runs yet
@@ -128,4 +129,54 @@ def test_finished_runs_are_pruned_but_the_latest_and_a_running_one(tmp_path: Pat
     assert left == ["notes", "run-0002", "run-0010", "run-0011"] and (folder / "footage").is_dir()
     assert next_run(folder) == "run-0012"  # numbering goes on after the latest kept
     assert prune_runs(folder, keep=1) == ["run-0002", "run-0010"]  # once nothing runs, the spared one goes too
-    assert KEEP_RUNS >= 1  # the latest run, the one last_refresh names, always stays
+
+
+def test_closed_recent_footage_ignores_frames_capture_still_taps(tmp_path: Path) -> None:
+    root = tmp_path / "recent"
+    rec = CleanFootage(root, CONFIG, fps=10, max_frames=10_000, max_bytes=1 << 30, margin_s=0.0, hold_s=0.0)
+    for i in range(10):
+        rec.tap(frame(i), i / 10, fresh=False)
+        rec.scored(i / 10)
+    rec.close()
+    before = stored_values(root)
+    for i in range(10, 20):  # capture stops after the recording: its frames go nowhere
+        rec.tap(frame(i), i / 10, fresh=False)
+        rec.scored(i / 10)
+        rec.exclude("e", i / 10, None)
+    assert stored_values(root) == before == [list(range(10))]
+    assert all(json.loads((d / "meta.json").read_text())["closed"] for d in Footage(root).segment_dirs())
+
+
+def test_recent_footage_recovers_from_a_write_error(tmp_path: Path) -> None:
+    root = tmp_path / "recent"
+    rec = CleanFootage(root, CONFIG, fps=10, max_frames=10_000, max_bytes=1 << 30, margin_s=0.0, hold_s=0.0)
+    rec.tap(frame(0), 0.0, fresh=False)
+    rec.scored(0.0)
+
+    def full_disk(img: np.ndarray, ts: float) -> None:
+        raise OSError(28, "No space left on device")
+    rec.writer.append_prepared = full_disk  # type: ignore[method-assign]
+    for i in range(1, 5):
+        rec.tap(frame(i), i / 10, fresh=False)
+        rec.scored(i / 10)
+    assert rec.error is not None and "No space left" in rec.error
+    rec.recover()  # the learning thread's poll: a new writer, a new segment
+    assert rec.error is not None  # until a frame is written again
+    for i in range(5, 8):
+        rec.tap(frame(i), i / 10, fresh=False)
+        rec.scored(i / 10)
+    assert rec.error is None
+    rec.close()
+    assert stored_values(root) == [[0], [5, 6, 7]]
+
+
+def test_the_learning_view_never_holds_a_number_json_cannot_send() -> None:
+    from service.api.schemas import LearningPublic
+    from service.learning_view import finite_values, learning_view
+
+    view = {**learning_view("training", progress={"heldout_psnr": float("nan"), "step": 3}, train_minutes=1.0),
+            "last_refresh": finite_values({"heldout_psnr": float("nan"), "base_heldout_psnr": 30.0})}
+    body = LearningPublic.model_validate(view).model_dump()
+    json.dumps(body, allow_nan=False)  # what Starlette's JSONResponse does: ValueError on a NaN
+    assert body["heldout_psnr"] is None and body["step"] == 3
+    assert body["last_refresh"] == {"heldout_psnr": None, "base_heldout_psnr": 30.0}

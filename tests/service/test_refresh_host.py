@@ -1,0 +1,343 @@
+"""Learning's refreshes against a stand-in for the pipeline (a real registry, real files, real learning thread,
+the clock an argument): views answer while a refresh does slow work, a camera without a model of its own has no
+refresh view, write errors of the recent footage are reported once and recovered from, a refresh whose training
+cannot start ends, resuming survives one camera's broken registry and a stop between registering and saving, a
+delete never meets a poll half done, a PATCH records the recent footage anew."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_registry import weights_file
+
+from service.frames import ModelStatus
+from service.learning import Learning
+from service.refresh_state import DAY_S
+from service.registry import ModelRegistry
+from service.settings import CameraSettings, LearningSettings
+
+GUARD_S = 60.0  # only against a hang: every wait below ends on an event, never on time
+
+
+class Host:
+    """The pipeline as learning and refresh use it: cameras, taps, errors, and a model activation that can be
+    held (slow work)."""
+
+    def __init__(self, data: Path, *ids: str) -> None:
+        self.registry = ModelRegistry(data)
+        self.cams = {i: CameraSettings(id=i, url=f"rtsp://127.0.0.1/{i}", fps=5.0) for i in ids}
+        self.taps: dict[str, Any] = {}
+        self.errors: list[tuple[str, str]] = []
+        self.hold = False
+        self.entered, self.go = threading.Event(), threading.Event()
+        self.polled = 0
+
+    def camera_ids(self) -> list[str]:
+        self.polled += 1
+        return sorted(self.cams)
+
+    def list_cameras(self) -> list[Any]:
+        return []
+
+    def camera_settings(self, camera_id: str) -> CameraSettings:
+        return self.cams[camera_id]
+
+    def get_camera(self, camera_id: str) -> Any:
+        return self.cams[camera_id]
+
+    def detection_delay_s(self, camera_id: str) -> float:
+        return 0.0
+
+    def set_tap(self, camera_id: str, tap: Any) -> None:
+        if tap is None:
+            self.taps.pop(camera_id, None)
+        else:
+            self.taps[camera_id] = tap
+
+    def activate_model(self, camera_id: str, version: str | None) -> ModelStatus:
+        if self.hold:
+            self.entered.set()
+            assert self.go.wait(GUARD_S)
+        self.registry.activate(camera_id, version)
+        return ModelStatus(version or "shipped", None, None)
+
+    def report_error(self, camera_id: str, error: str) -> None:
+        self.errors.append((camera_id, error))
+
+    def publish_camera(self, camera_id: str) -> None:
+        pass
+
+    def add_listener(self, fn: Callable[..., None]) -> None:
+        pass
+
+    def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> Any:
+        self.cams[cam.id] = cam
+
+    def update_camera(self, cam: CameraSettings, *, trusted: bool = False) -> Any:
+        self.cams[cam.id] = cam
+
+    def remove_camera(self, camera_id: str) -> None:
+        del self.cams[camera_id]
+        self.taps.pop(camera_id, None)
+
+
+def settings(**over: Any) -> LearningSettings:
+    return LearningSettings.model_validate({"refresh_days": 1.0, "refresh_margin_s": 0.0, "footage_minutes": 0.01,
+                                            "poll_s": 0.02, **over})
+
+
+@pytest.fixture
+def now() -> list[float]:
+    return [time.time()]
+
+
+@pytest.fixture
+def made(tmp_path: Path, now: list[float]) -> Iterator[Callable[..., tuple[Host, Learning]]]:
+    made: list[Learning] = []
+
+    def make(*ids: str, **over: Any) -> tuple[Host, Learning]:
+        host = Host(tmp_path / "data", *(ids or ("cam",)))
+        learning = Learning(settings(**over), tmp_path / "data", host, device="cpu",  # type: ignore[arg-type]
+                            clock=lambda: now[0])
+        made.append(learning)
+        return host, learning
+    yield make
+    for learning in made:
+        learning.stop()
+
+
+def own_model(host: Host, tmp_path: Path, camera_id: str = "cam", seed: int = 0) -> str:
+    entry = host.registry.add(camera_id, weights_file(tmp_path / f"w{seed}.pt", seed))
+    host.registry.activate(camera_id, entry.version)
+    return entry.version
+
+
+def feed(host: Host, camera_id: str, learning: Learning, n: int, t0: float = 0.0) -> None:
+    """n kept frames, each scored at once (hold_s is a second: the last second waits)."""
+    recent = learning.refresher._cams[camera_id].recent
+    assert recent is not None
+    for i in range(n):
+        host.taps[camera_id](np.full((96, 128, 3), i % 250, np.uint8), t0 + i / 5, False)
+        recent.scored(t0 + i / 5)
+
+
+def in_thread(fn: Callable[[], Any]) -> Any:
+    """fn's result, from another thread; fails (instead of hanging) when it waits on a lock held elsewhere."""
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(GUARD_S)
+    assert out, "blocked"
+    return out[0]
+
+
+def ended_run(data: Path, camera_id: str, final_seed: int) -> Path:
+    run = data / "cameras" / camera_id / "runs" / "run-0001"
+    (run / "footage").mkdir(parents=True)
+    weights_file(run / "final.pt", final_seed)
+    (run / "progress.json").write_text(json.dumps({"heldout_psnr": 30.0, "init_heldout_psnr": 30.0}))
+    return run
+
+
+def test_views_answer_while_a_refresh_activates_its_model(tmp_path: Path, made: Any) -> None:
+    host, learning = made()
+    own_model(host, tmp_path)
+    learning.start()
+    deadline = time.monotonic() + GUARD_S
+    while "cam" not in host.taps:  # the learning thread's poll started the recent footage
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    run = ended_run(tmp_path / "data", "cam", 1)
+    r = learning.refresher
+    with r.exclusive():  # a refresh whose training just ended, as the thread's next poll finds it
+        cam = r._cams["cam"]
+        cam.state.run, cam.state.base, cam.state.frames = "run-0001", "v0001", 3
+        cam.proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        cam.proc.wait()
+        host.hold = True
+    assert host.entered.wait(GUARD_S)  # the thread now activates the refreshed model, held there
+    view = in_thread(lambda: learning.view("cam"))
+    assert view["refresh"] and view["phase"] == "training" and in_thread(lambda: learning.phase("cam")) is None
+    host.go.set()
+    deadline = time.monotonic() + GUARD_S
+    while (last := learning.view("cam")["last_refresh"]) is None:  # type: ignore[index]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert last["activated"] and last["version"] == "v0002" and not (run / "footage").exists(), last
+
+
+def test_no_refresh_view_without_a_model_of_its_own(tmp_path: Path, made: Any, now: list[float]) -> None:
+    host, learning = made()
+    r = learning.refresher
+    r.poll("cam")
+    assert learning.view("cam") is None and "cam" not in host.taps  # never learnt: learning is null
+    version = own_model(host, tmp_path)
+    created = host.registry.entry("cam", version).created
+    r.poll("cam")
+    view = learning.view("cam")
+    assert view is not None and view["phase"] == "done" and view["next_refresh"] == created + DAY_S
+    assert "cam" in host.taps
+    host.registry.activate("cam", None)  # back to the shipped model
+    r.poll("cam")
+    assert learning.view("cam") is None and "cam" not in host.taps
+    saved = json.loads((tmp_path / "data/cameras/cam/refresh.json").read_text())
+    assert saved["version"] is None and saved["since"] is None
+    now[0] += 100.0
+    host.registry.activate("cam", version)  # its own model again: the clock starts now, not at its creation
+    r.poll("cam")
+    assert learning.view("cam")["next_refresh"] == now[0] + DAY_S  # type: ignore[index]
+
+
+def test_a_write_error_of_the_recent_footage_is_reported_once_and_recovered(tmp_path: Path, made: Any) -> None:
+    host, learning = made(footage_minutes=10.0)
+    own_model(host, tmp_path)
+    r = learning.refresher
+    r.poll("cam")
+    recent = r._cams["cam"].recent
+
+    def full_disk(img: Any, ts: float) -> None:
+        raise OSError(28, "No space left on device")
+    recent.writer.append_prepared = full_disk  # type: ignore[method-assign]
+    feed(host, "cam", learning, 20)
+    view = learning.view("cam")
+    assert view is not None and "No space left" in view["recent_error"] and view["recent_frames"] == 0
+    r.poll("cam")
+    r.poll("cam")
+    assert [e for _, e in host.errors] == [view["recent_error"]]  # once, as the camera's last_error
+    feed(host, "cam", learning, 20, t0=100.0)  # a new writer (the poll's recover): frames are written again
+    view = learning.view("cam")
+    assert view["recent_error"] is None and view["recent_frames"] > 0, view
+    r.poll("cam")
+    assert len(host.errors) == 1
+
+
+def test_a_refresh_whose_training_cannot_start_ends_with_its_error(tmp_path: Path, made: Any, now: list[float],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    host, learning = made()
+    own_model(host, tmp_path)
+    r = learning.refresher
+    r.poll("cam")
+    feed(host, "cam", learning, 20)  # footage_minutes 0.01 at 5 fps: 3 frames fill the window
+
+    def no_process(*args: Any, **kw: Any) -> Any:
+        raise OSError(24, "Too many open files")
+    monkeypatch.setattr("service.training_run.launch", no_process)
+    now[0] += 2 * DAY_S
+    r.poll("cam")
+    view = learning.view("cam")
+    assert view is not None and not view["refresh"], view
+    last = view["last_refresh"]
+    assert "its training cannot start" in last["error"] and "Too many open files" in last["error"], last
+    assert host.errors[-1] == ("cam", last["error"])
+    assert not (tmp_path / "data/cameras/cam/runs" / last["run"] / "footage").exists()
+    assert view["next_refresh"] == now[0] + DAY_S  # tried again a period later
+
+
+@pytest.mark.parametrize("activated", [True, False])
+def test_a_refresh_stopped_after_registering_its_model_is_recognised(tmp_path: Path, made: Any,
+                                                                     activated: bool) -> None:
+    host, learning = made()
+    own_model(host, tmp_path)
+    run = ended_run(tmp_path / "data", "cam", 1)
+    host.registry.add("cam", run / "final.pt")  # registered (v0002), and maybe activated, then the service died
+    if activated:
+        host.registry.activate("cam", "v0002")
+    (tmp_path / "data/cameras/cam/refresh.json").write_text(json.dumps(
+        {"version": "v0001", "since": 0.0, "run": "run-0001", "base": "v0001", "frames": 3, "train_minutes": 0.1}))
+    learning.start()
+    learning.stop()
+    last = json.loads((tmp_path / "data/cameras/cam/refresh.json").read_text())["last"]
+    assert last["activated"] and last["version"] == "v0002", last
+    assert [v.version for v in host.registry.versions("cam")] == ["v0001", "v0002"]  # not registered twice
+    assert host.registry.active("cam").version == "v0002"  # type: ignore[union-attr]
+
+
+def test_one_cameras_unreadable_registry_does_not_stop_the_start(tmp_path: Path, made: Any) -> None:
+    host, learning = made("bad", "good")
+    own_model(host, tmp_path, "good")
+    folder = tmp_path / "data/cameras/bad"
+    folder.mkdir(parents=True)
+    (folder / "refresh.json").write_text(json.dumps(
+        {"version": "v0001", "since": 0.0, "run": "run-0001", "base": "v0001", "frames": 3, "train_minutes": 0.1}))
+    (host.registry.folder("bad")).mkdir(parents=True, exist_ok=True)
+    (host.registry.folder("bad") / "registry.json").write_text("{ not json")
+    learning.start()
+    last = json.loads((folder / "refresh.json").read_text())["last"]
+    assert last["error"].startswith("refresh not resumed: cannot read") and not last["activated"], last
+    assert host.errors == [("bad", last["error"])]
+    deadline = time.monotonic() + GUARD_S
+    while "good" not in host.taps:  # the other camera's recent footage records
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_delete_never_meets_a_poll_half_done(tmp_path: Path, made: Any) -> None:
+    host, learning = made()
+    own_model(host, tmp_path)
+    learning.start()
+    deadline = time.monotonic() + GUARD_S
+    while "cam" not in host.taps:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    learning.delete_camera("cam")
+    polls = host.polled
+    while host.polled < polls + 3:  # the learning thread polls on after the delete
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert "cam" not in host.taps and "cam" not in learning.refresher._cams
+    assert not (tmp_path / "data/cameras/cam").exists()
+
+
+def test_a_relearn_deletes_the_recent_footage_and_a_patch_records_it_anew(tmp_path: Path, made: Any) -> None:
+    host, learning = made(footage_minutes=10.0)
+    own_model(host, tmp_path)
+    r = learning.refresher
+    r.poll("cam")
+    feed(host, "cam", learning, 20)
+    recent_dir = tmp_path / "data/cameras/cam/recent"
+    old = r._cams["cam"].recent
+    assert learning.view("cam")["recent_frames"] > 0  # type: ignore[index]
+    learning.update_camera(host.cams["cam"].model_copy(update={"stall_after_s": 9.0}), trusted=True)
+    assert r._cams["cam"].recent is None and "cam" not in host.taps and recent_dir.is_dir()  # same fps: kept
+    r.poll("cam")
+    assert r._cams["cam"].recent is not old and r._cams["cam"].recent.frames > 0  # type: ignore[union-attr]
+    learning.update_camera(host.cams["cam"].model_copy(update={"fps": 2.0}), trusted=True)
+    assert not recent_dir.exists()  # recorded at another fps: gone
+    r.poll("cam")
+    assert r._cams["cam"].recent.fps == 2.0  # type: ignore[union-attr]
+    feed(host, "cam", learning, 100)  # more than a chunk: on disk
+    assert recent_dir.is_dir() and learning.view("cam")["recent_frames"] > 50  # type: ignore[index]
+    r.release("cam", "the camera relearns")
+    assert not recent_dir.exists()  # the view it showed is being replaced
+
+
+def test_a_removed_cameras_tap_goes_with_it_but_stays_across_a_patch(
+        tmp_path: Path, predictor: Any, write_video: Callable[..., Path]) -> None:
+    from service.pipeline import Pipeline
+    from service.settings import Settings
+    from service.store import EventStore
+
+    clip = write_video(tmp_path / "c.avi", [np.zeros((64, 80, 3), np.uint8)] * 5, 10.0)
+    store = EventStore.open(tmp_path)
+    pipe = Pipeline(Settings(data_dir=tmp_path), predictor, store)
+    cam = CameraSettings(id="cam", url=str(clip))
+    pipe.add_camera(cam, trusted=True)
+
+    def tap(frame: Any, ts: float, fresh: bool) -> None:
+        pass
+    pipe.set_tap("cam", tap)
+    pipe.update_camera(cam.model_copy(update={"fps": 5.0}), trusted=True)
+    assert pipe._cams["cam"].worker.tap is tap  # a PATCH keeps the recording
+    pipe.remove_camera("cam")
+    pipe.add_camera(cam, trusted=True)  # the same id again: a new camera, recorded by nobody
+    assert pipe._cams["cam"].worker.tap is None
+    pipe.remove_camera("cam")
+    store.close()
