@@ -61,7 +61,6 @@ RTSP_SERVER = ROOT / "tests" / "service" / "rtsp_server.py"
 FPS = 10.0  # Ped2 and vtest.avi are both 10 fps; every camera here scores at 10 fps
 K = 8  # frames of history of the lite models (shipped and camera-lite): the first K frames go unscored
 VTEST_LEARN = 0.6
-SHARED_NOTE = "machine shared with other work (other helpers' jobs): timings include their load"
 
 
 # -- media ------------------------------------------------------------------------------------------------------
@@ -459,8 +458,9 @@ def fmt(v: Any, spec: str = "") -> str:
 
 
 def print_table(res: dict[str, Any]) -> None:
-    print(f"\nlearn-camera benchmark ({os.cpu_count()} cores; {SHARED_NOTE}; load avg at end "
-          f"{os.getloadavg()[0]:.1f}){' SMOKE (tiny budgets)' if res['smoke'] else ''}")
+    print(f"\nlearn-camera benchmark ({os.cpu_count()} cores; load avg at start {res['load_avg_start']:.1f}, at end "
+          f"{os.getloadavg()[0]:.1f}: other work's load is in every timing)"
+          f"{' SMOKE (tiny budgets)' if res['smoke'] else ''}")
     if "ped2" in res:
         p = res["ped2"]
         print(f"\nPed2 as a new camera: {p['footage_minutes']:.2f} min footage, "
@@ -502,7 +502,7 @@ def main() -> None:
     for tool in ("ffmpeg", "/usr/bin/python3"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed")
-    res: dict[str, Any] = {"smoke": args.smoke, "cores": os.cpu_count(), "note": SHARED_NOTE,
+    res: dict[str, Any] = {"smoke": args.smoke, "cores": os.cpu_count(), "load_avg_start": os.getloadavg()[0],
                            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     for part, fn in (("ped2", run_ped2), ("vtest", run_vtest)):
         if args.only in (None, part):
