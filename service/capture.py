@@ -25,6 +25,7 @@ import numpy as np
 from model import Decimator, StreamClock, native_fps
 
 from .frames import CameraState, ServedModel, Window
+from .media_time import MediaTimeline
 from .meters import RateMeter
 from .ring import RingBuffer
 from .settings import CameraSettings
@@ -86,6 +87,7 @@ class CaptureWorker(SupervisedThread):
         self.history_resets = 0  # the k-frame history restarted: a gap in a live stream, a file's loop seam
         self._waiting = False  # blocked on inference (a file): not a stall
         self.tap: FrameTap | None = None
+        self._timeline = MediaTimeline()  # kept frames' content time (Window.media_ts), across sessions
         self.read_rate = RateMeter()
         self.captured_rate = RateMeter()
 
@@ -224,6 +226,10 @@ class CaptureWorker(SupervisedThread):
         period = decimator.period
         native = native_fps(src.fps)
         is_file = self.spec.kind == "file"
+        if not is_file or not pace:  # content time starts again at 0: a new StreamClock, or a file's new pacing
+            with self._lock:
+                if not cancel.is_set():
+                    self._timeline.restart()
         if not pace:
             pace[:] = [time.monotonic(), 0.0]
         # The predictor was trained on evenly spaced frames: a window across a hiccup of a live stream (frames
@@ -285,7 +291,7 @@ class CaptureWorker(SupervisedThread):
             if last_kept is not None and t - last_kept > max_gap:
                 self._reset_history(cancel)
             last_kept, last_kept_at = t, now_mono
-            self._keep(frame, cancel, catching_up)
+            self._keep(frame, cancel, t, period, catching_up)
         return "failed"
 
     def _reset_history(self, cancel: threading.Event) -> None:
@@ -296,7 +302,10 @@ class CaptureWorker(SupervisedThread):
                 self.ring.clear()
                 self.history_resets += 1
 
-    def _keep(self, frame: np.ndarray, cancel: threading.Event, catching_up: bool = False) -> None:
+    def _keep(self, frame: np.ndarray, cancel: threading.Event, t: float, period: float,
+              catching_up: bool = False) -> None:
+        """One kept frame at content time `t` of the session (`period`: the decimated frame period) into the ring,
+        and the window ending at it to inference."""
         tap = self.tap
         if tap is not None and not cancel.is_set():
             tap(frame, self._clock(), len(self.ring) == 0)
@@ -310,7 +319,9 @@ class CaptureWorker(SupervisedThread):
                 pre = model.scorer.preprocess(frame)
             index = self.frames_captured
             self.frames_captured += 1
-            window = self.ring.push(pre, frame, index, self._clock(), model)
+            wall = self._clock()
+            window = self.ring.push(pre, frame, index, wall, model,
+                                    media_ts=self._timeline.stamp(t, wall, period))
             self._waiting = window is not None and not self.live
         self.captured_rate.add()
         if window is None:

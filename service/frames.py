@@ -90,6 +90,9 @@ class Window:
     data: np.ndarray  # (k+1, C, H, W) float32 in [-1, 1]
     frame: np.ndarray  # (H0, W0, 3) uint8 BGR, kept for event snapshots
     model: ServedModel  # the model `data` was preprocessed and cut for: the one that scores it
+    # The newest frame's time on the camera's content timeline (service.media_time): what alert and scene-change
+    # durations are measured in, as a burst of buffered frames arrives faster than real time.
+    media_ts: float
 
 
 @dataclass(frozen=True)

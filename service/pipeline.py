@@ -8,6 +8,10 @@ Beside its alert engine each camera has a scene-change detector (model/scene.py)
 view, its anomaly alerts are held back, an open anomaly event ends, one scene_change event is raised, and with
 `learning.auto_relearn` the relearn hooks (`on_scene_change`) are called.
 
+Both measure durations in the camera's content time (`Window.media_ts`, service.media_time), not in wall time: a
+burst of buffered frames is as many seconds of content as at real time. What they report is converted to wall
+time in one place (`_record`), and the wall times of the API's actions to content time (`_engine_now`).
+
 Every camera is scored by one model: the shipped predictor, or one of its own from the model registry. A camera's
 model is swapped live (`set_camera_model`, `activate_model`): the other cameras never notice, and the camera's
 windows cut for the old model are dropped, not scored into the new model's calibration.
@@ -33,6 +37,7 @@ import torch
 from model import (
     AlertEngine,
     CameraCalibration,
+    EventUpdate,
     FrameScores,
     Predictor,
     SceneChangeDetector,
@@ -56,6 +61,7 @@ from .frames import (
 )
 from .inference import InferenceWorker
 from .learning import Learning, LearningBusy
+from .media_time import MediaClock
 from .recorder import EventRecorder
 from .registry import ModelEntry, ModelRegistry
 from .ring import RingBuffer
@@ -93,6 +99,7 @@ class _Camera:
         self.entry: ModelEntry | None = None  # the registry version that scores it (None: shipped or unregistered)
         self.lock = threading.Lock()
         self.scored: tuple[np.ndarray, np.ndarray] | None = None  # (raw frame, heatmap) scored last
+        self.media = MediaClock()  # the engines' content time <-> wall time
 
     @property
     def armed(self) -> bool:
@@ -164,9 +171,8 @@ class Pipeline:
         for c in cams:
             c.worker.stop()
         self._inference.stop()
-        now = self._clock()
         for c in cams:
-            self._close_events(c, now)
+            self._close_events(c)
         self._started = False
 
     # -- cameras ------------------------------------------------------------------------------------------
@@ -297,8 +303,8 @@ class Pipeline:
             model = ServedModel(predictor, version, sha256)
         alerts = c.cam.alert_settings(self.settings.alerts).params()
         with c.lock:
-            now = self._clock()
-            ended = [self._recorder.record(u) for u in [*c.engine.close(now), *c.scene.close(now)]]
+            now = self._engine_now(c)
+            ended = [self._record(c, u) for u in [*c.engine.close(now), *c.scene.close(now)]]
             c.model, c.model_error, c.entry = model, None, entry
             c.calibration = CameraCalibration(model.scorer.calibration, alerts)
             c.engine = AlertEngine(camera_id, alerts)
@@ -352,7 +358,7 @@ class Pipeline:
             c = self._cams.pop(camera_id)  # KeyError -> 404
         c.worker.stop()
         self._inference.unregister(camera_id)
-        self._close_events(c, self._clock())
+        self._close_events(c)
         self._recorder.forget(camera_id)
         log.info("camera %s removed", camera_id)
 
@@ -486,9 +492,10 @@ class Pipeline:
             with c.lock:
                 if w.model is not c.model:
                     continue  # cut for the camera's previous model: its scores are not this calibration's
-                z = c.calibration.z(float(scores.anomaly[i]), w.ts)
+                media_ts = c.media.observe(w.ts, w.media_ts)
+                z = c.calibration.z(float(scores.anomaly[i]), media_ts)  # warm-up: seconds of content
                 armed = c.armed  # unarmed: scores published, never alerted on
-                events = self._alert(c, w, z, scores.heatmap[i]) if armed else []
+                events = self._alert(c, w, media_ts, z, scores.heatmap[i]) if armed else []
                 smoothed = None if not armed or c.scene.suppressing else c.engine.smoothed
                 c.scored = (w.frame, scores.heatmap[i].copy())
             metrics = {k: float(getattr(scores, k)[i]) for k in REPORTED_METRICS}
@@ -502,29 +509,39 @@ class Pipeline:
             if any(m.kind == "end" for m in events):
                 self._recorder.apply_retention()
 
-    def _alert(self, c: _Camera, w: Window, z: float | None, heatmap: np.ndarray) -> list[EventMessage]:
-        """One scored window of a camera (its lock held) -> the event messages it causes, recorded in order."""
-        scene = c.scene.update(w.data[-1], w.ts)
+    def _alert(self, c: _Camera, w: Window, now: float, z: float | None, heatmap: np.ndarray) -> list[EventMessage]:
+        """One scored window of a camera at content time `now` (its lock held) -> the event messages it causes,
+        recorded in order."""
+        scene = c.scene.update(w.data[-1], now)
         if any(u.kind == "start" for u in scene):
             # The one event of a new view: an anomaly event its first frames opened ends first (its images are
             # its own), then the scene change's snapshot is the new view.
-            out = [self._recorder.record(u) for u in c.engine.close(w.ts)]
+            out = [self._record(c, u) for u in c.engine.close(now)]
             self._recorder.set_peak(w.camera_id, w.frame, heatmap)
             c.engine = AlertEngine(c.cam.id, c.engine.params)
-            return out + [self._recorder.record(u) for u in scene]
+            return out + [self._record(c, u) for u in scene]
         if scene:  # the old view is back: alerts start afresh, not from a smoothed score of before the change
             c.engine = AlertEngine(c.cam.id, c.engine.params)
-            return [self._recorder.record(u) for u in scene]
+            return [self._record(c, u) for u in scene]
         if c.scene.suppressing:
             return []
-        updates = c.engine.update(z, w.ts)
+        updates = c.engine.update(z, now)
         if c.engine.peak_changed:
             self._recorder.set_peak(w.camera_id, w.frame, heatmap)
-        return [self._recorder.record(u) for u in updates]
+        return [self._record(c, u) for u in updates]
 
-    def _close_events(self, c: _Camera, now: float) -> None:
+    def _record(self, c: _Camera, u: EventUpdate) -> EventMessage:
+        """Record an engine's event update (its lock held): its times, the engines' content time, in wall time."""
+        return self._recorder.record(c.media.event_to_wall(u))
+
+    def _engine_now(self, c: _Camera) -> float:
+        """The wall clock's now on the camera's engines' timeline (its lock held)."""
+        return c.media.to_media(self._clock())
+
+    def _close_events(self, c: _Camera) -> None:
         with c.lock:
-            msgs = [self._recorder.record(u) for u in [*c.engine.close(now), *c.scene.close(now)]]
+            now = self._engine_now(c)
+            msgs = [self._record(c, u) for u in [*c.engine.close(now), *c.scene.close(now)]]
         for m in msgs:
             self._emit(m)
 

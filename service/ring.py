@@ -35,14 +35,15 @@ class RingBuffer:
         with self._lock:
             return len(self._frames)
 
-    def push(self, pre: np.ndarray, raw: np.ndarray, index: int, ts: float, model: ServedModel) -> Window | None:
-        """Add one frame preprocessed for `model`; returns the window ending at it, for `model`, once the ring is
-        full."""
+    def push(self, pre: np.ndarray, raw: np.ndarray, index: int, ts: float, model: ServedModel, *,
+             media_ts: float) -> Window | None:
+        """Add one frame preprocessed for `model`, captured at wall time `ts` and content time `media_ts`; returns
+        the window ending at it, for `model`, once the ring is full."""
         with self._lock:
             self._frames.append(pre)
             # (k+1, C, H, W): a copy, so later pushes do not alter it
             data = window_from_buffer(self._frames, self.num_frames, self.stride)
-        return None if data is None else Window(self.camera_id, index, ts, data, raw, model)
+        return None if data is None else Window(self.camera_id, index, ts, data, raw, model, media_ts)
 
     def clear(self) -> None:
         """After a reconnect the history is from another time: never predict across the gap."""

@@ -85,7 +85,8 @@ def test_inference_worker_batches_cameras_on_the_gpu() -> None:
     for cam in ("a", "b", "c", "d"):
         worker.register(cam)
     for cam, w in zip(("a", "b", "c", "d"), windows, strict=True):
-        worker.submit(Window(cam, 0, time.time(), w, raw[0][-1], model), block=False, stop=stop)
+        now = time.time()
+        worker.submit(Window(cam, 0, now, w, raw[0][-1], model, media_ts=now), block=False, stop=stop)
     worker.start()
     try:
         assert done.wait(60), worker.stats()

@@ -301,6 +301,26 @@ def test_live_stream_is_decimated_on_presentation_time_not_arrival(no_thread_lea
     assert w.history_resets == 0
 
 
+def test_windows_of_a_burst_carry_their_content_time(no_thread_leak: None) -> None:
+    # The burst at connect arrives at once: its windows' content times (what alert durations are measured in)
+    # are their frames' presentation times on the camera's timeline, 40 ms per source frame, not arrival times.
+    sink = ListSink()
+    calls = iter(range(10**6))
+    cam = CameraSettings(id="p", url="rtsp://cam/x", fps=10)
+    w = CaptureWorker(cam, SourceSpec("network", cam.url), RingBuffer(cam.id, K1 - 1), SLOW, sink,  # type: ignore[arg-type]
+                      source_factory=lambda s, c: PtsSource(burst=25),  # type: ignore[arg-type,return-value]
+                      clock=lambda: 1000.0 + 0.001 * next(calls))  # wall time: 1 ms per kept frame
+    w.start()
+    wait_for(lambda: len(sink.windows) >= 8)
+    w.stop()
+    newest = np.array([source_indices(x)[-1] for x in sink.windows])
+    media = np.array([x.media_ts for x in sink.windows])
+    assert np.allclose(np.diff(media), 0.04 * np.diff(newest), atol=1e-6), (np.diff(media), np.diff(newest))
+    # The session starts at its first kept frame's wall time (1000.0; source frame 1, content time 0).
+    assert media[0] - 0.04 * (newest[0] - 1) == pytest.approx(1000.0, abs=1e-6)
+    assert sink.windows[0].ts == pytest.approx(1000.0 + 0.001 * (K1 - 1))  # the 5th kept frame's wall time
+
+
 def test_gap_in_live_stream_restarts_the_history(no_thread_leak: None) -> None:
     # one second of the stream lost at frame 12: no window may span the gap; scoring resumes k+1 frames later
     sink = ListSink()
@@ -363,7 +383,7 @@ def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
     pre = [np.full((1, 2, 2), i, np.float32) for i in range(3 * cfg.history)]
     ring = RingBuffer("c", cfg.num_frames, cfg.frame_stride)
     assert ring.size == cfg.history + 1
-    live = [ring.push(p, frame(i), i, 0.0, SLOW) for i, p in enumerate(pre)]
+    live = [ring.push(p, frame(i), i, 0.0, SLOW, media_ts=0.0) for i, p in enumerate(pre)]
     clip = [w for _, w in windows_from_frames(pre, cfg)]
     assert [w is None for w in live] == [w is None for w in clip]
     assert sum(w is not None for w in live) == len(pre) - cfg.num_frames

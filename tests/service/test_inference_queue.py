@@ -34,7 +34,8 @@ INSTANT = ServedModel(InstantScorer(), "instant", None)  # type: ignore[arg-type
 
 
 def window(cam: str, i: int, model: ServedModel = INSTANT) -> Window:
-    return Window(cam, i, time.time(), np.zeros((5, 1, 8, 8), np.float32), np.zeros((8, 8, 3), np.uint8), model)
+    now = time.time()
+    return Window(cam, i, now, np.zeros((5, 1, 8, 8), np.float32), np.zeros((8, 8, 3), np.uint8), model, media_ts=now)
 
 
 def test_live_queue_absorbs_a_burst_and_drops_oldest_beyond_it() -> None:

@@ -118,12 +118,14 @@ def test_in_flight_windows_of_the_old_model_are_dropped(tmp_path: Path) -> None:
         old = pipe._cams["a"].model  # the model a window in flight was cut for
         pipe.set_camera_model("a", other, version="other")
         data = np.zeros((5, 1, 128, 128), np.float32)
-        window = Window("a", 7, time.time(), data, np.zeros((8, 8, 3), np.uint8), old)
+        now = time.time()
+        window = Window("a", 7, now, data, np.zeros((8, 8, 3), np.uint8), old, media_ts=now)
         pipe._on_scores([window], shipped.score(data[None]), 1.0)
         # Only the swap's own camera message: the old model's window is neither scored nor emitted.
         assert got == [CameraMessage("a", "armed", "other", None)]
         new = pipe._cams["a"].model
-        pipe._on_scores([Window("a", 8, time.time(), data, window.frame, new)], other.score(data[None]), 1.0)
+        pipe._on_scores([Window("a", 8, now + 0.1, data, window.frame, new, media_ts=now + 0.1)],
+                        other.score(data[None]), 1.0)
         assert [m.model for m in got if isinstance(m, ScoreMessage)] == ["other"]
     finally:
         store.close()

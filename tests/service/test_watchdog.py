@@ -183,7 +183,7 @@ def fake_scores(n: int) -> FrameScores:
 
 def window(i: int, scorer: FlakyScorer) -> Window:
     return Window("c", i, float(i), np.zeros((5, 1, 2, 2), np.float32), np.zeros((2, 2, 3), np.uint8),
-                  ServedModel(scorer, "flaky", None))  # type: ignore[arg-type]
+                  ServedModel(scorer, "flaky", None), media_ts=float(i))  # type: ignore[arg-type]
 
 
 class FlakyScorer:
