@@ -2,8 +2,9 @@
 a folder of videos (each file a segment).
 
 `record(source, footage_root, ...)` keeps the frames the service's capture would keep of the same source: a
-stream is timed by its presentation time and decimated to the camera's fps (model.clock), so a burst of buffered
-frames at connect is not cut down to one, and a new segment starts wherever capture restarts its history.
+stream is timed by its presentation time and decimated to the camera's fps (model.clock), so the frames of a
+burst delivered at connect keep their content spacing, and a new segment starts wherever capture restarts its
+history.
 """
 from __future__ import annotations
 

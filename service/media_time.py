@@ -23,8 +23,8 @@ class MediaTimeline:
     A session starts at its first kept frame's wall time, or one period after the previous session's last frame
     if that is later. So the timeline never goes backwards, and an outage counts as the content time that passed:
     the wall gap, less how far the previous session's content ran ahead of the wall clock (the burst it started
-    with, whose frames were older than their arrival). Anchoring each session to the wall clock keeps that lead
-    to one session's burst instead of adding up the bursts of every reconnect."""
+    with, whose frames were older than their arrival). Anchoring each session to the wall clock bounds that lead
+    by the current session's burst, however many reconnects came before."""
 
     def __init__(self) -> None:
         self._base: float | None = None  # content time 0 of the current session on the timeline
@@ -41,7 +41,7 @@ class MediaTimeline:
             first = wall if self.last is None else max(self.last + period, wall)
             self._base = first - t
         media = self._base + t
-        if self.last is not None and media < self.last:  # a session's content time never goes back; be sure
+        if self.last is not None and media < self.last:  # StreamClock is monotone within a session: a guard only
             media = self.last
         self.last = media
         return media
