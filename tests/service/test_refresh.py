@@ -65,6 +65,16 @@ NO_ALERTS = {"on_threshold": 1e9, "off_threshold": 1e9}
 
 
 @pytest.mark.timeout(300)
+def first_refresh_outcome(ws: Any, c: Any, camera_id: str, timeout_s: float = 150) -> dict[str, Any]:
+    """The first `camera` message of the subscribed camera that reports a refresh's outcome (last_refresh)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert time.monotonic() < deadline, c.get(f"/v1/cameras/{camera_id}").json()
+        msg: dict[str, Any] = json.loads(ws.recv(timeout=60))
+        if msg["type"] == "camera" and (msg["learning"] or {}).get("last_refresh"):
+            return msg
+
+
 def test_refresh_activates_a_new_version_while_armed_and_rollback_and_restart_keep_the_clock(
         tmp_path: Path, serve_service: Callable[..., Any]) -> None:
     rtsp = RtspServer(pattern="ball").start()
@@ -134,12 +144,7 @@ def test_a_refresh_that_fails_leaves_the_camera_armed_on_its_model(tmp_path: Pat
         with connect(f"{srv.ws_url}?cameras=still", open_timeout=5) as ws:
             assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
             assert c.post("/v1/cameras/still/models/v0001/activate").status_code == 200
-            deadline = time.monotonic() + 150
-            while True:
-                assert time.monotonic() < deadline, c.get("/v1/cameras/still").json()
-                msg = json.loads(ws.recv(timeout=60))
-                if msg["type"] == "camera" and (msg["learning"] or {}).get("last_refresh"):
-                    break
+            msg = first_refresh_outcome(ws, c, "still")
         assert msg["mode"] == "armed" and msg["model"] == "v0001"
         last = msg["learning"]["last_refresh"]
         assert not last["activated"] and "refresh failed" in last["error"] and "frozen" in last["error"], last
@@ -259,12 +264,7 @@ def test_a_refresh_that_loses_heldout_psnr_is_rejected(tmp_path: Path, serve_ser
         with connect(f"{srv.ws_url}?cameras=gate", open_timeout=5) as ws:
             assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
             armed_on_own_model(c, service, "gate", last_frame_weights(tmp_path / "own.pt", diverging))
-            deadline = time.monotonic() + 150
-            while True:
-                assert time.monotonic() < deadline, c.get("/v1/cameras/gate").json()
-                msg = json.loads(ws.recv(timeout=60))
-                if msg["type"] == "camera" and (msg["learning"] or {}).get("last_refresh"):
-                    break
+            msg = first_refresh_outcome(ws, c, "gate")
         assert msg["mode"] == "armed" and msg["model"] == "v0001"
         last = msg["learning"]["last_refresh"]
         assert not last["activated"] and last["error"].startswith("refresh rejected: held-out PSNR"), last
