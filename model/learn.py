@@ -92,7 +92,6 @@ class Budget:
         self.timed_steps = 0  # plain steps seen, the warm-up ones included
         self.step_s: deque[float] = deque(maxlen=self.RATE_STEPS)  # the recent plain steps, after warm-up
         self.val_s: float | None = None  # the latest step followed by a validation and checkpoint
-        self.heldout_psnr: float | None = None
 
     @property
     def steps(self) -> int | None:
@@ -128,7 +127,7 @@ class Budget:
         return minutes >= self.train_minutes
 
     def validated(self, step: int, psnr: float) -> None:
-        self.validated_step, self.heldout_psnr = step, psnr
+        self.validated_step = step
         self.progress.update(force=True, heldout_psnr=rounded(finite_psnr(psnr)))
 
 

@@ -306,9 +306,10 @@ class CaptureWorker(SupervisedThread):
               catching_up: bool = False) -> None:
         """One kept frame at content time `t` of the session (`period`: the decimated frame period) into the ring,
         and the window ending at it to inference."""
+        wall = self._clock()  # its capture time: the footage tap and the window get the same one
         tap = self.tap
         if tap is not None and not cancel.is_set():
-            tap(frame, self._clock(), len(self.ring) == 0)
+            tap(frame, wall, len(self.ring) == 0)
         model = self.model
         pre = model.scorer.preprocess(frame)
         with self._lock:  # restart() clears the ring and set_model() swaps it under this lock: no stale frame
@@ -319,7 +320,6 @@ class CaptureWorker(SupervisedThread):
                 pre = model.scorer.preprocess(frame)
             index = self.frames_captured
             self.frames_captured += 1
-            wall = self._clock()
             window = self.ring.push(pre, frame, index, wall, model,
                                     media_ts=self._timeline.stamp(t, wall, period))
             self._waiting = window is not None and not self.live

@@ -16,7 +16,6 @@ removes its folder and models.
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from model import ModelConfig, WeightsError, recipe_model
+from model.footage import write_json_atomic
 
 from . import training_run
 from .camera_records import CameraRecords
@@ -35,7 +35,6 @@ from .frames import CameraStatus
 from .learning_view import learning_view
 from .recording import FootageRecording
 from .refresh import Refresher, RefreshHost
-from .registry import write_atomic
 from .settings import CameraSettings, LearningSettings
 from .training_run import read_json
 
@@ -357,7 +356,7 @@ class Learning:
 
     def _save(self, job: Job) -> None:
         job.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(job.folder / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(job.saved(), indent=1)))
+        write_json_atomic(job.folder / STATE_FILE, job.saved())
 
     def _resume(self, camera_id: str) -> None:
         folder = self.records.folder(camera_id)

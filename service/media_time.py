@@ -40,9 +40,7 @@ class MediaTimeline:
         if self._base is None:
             first = wall if self.last is None else max(self.last + period, wall)
             self._base = first - t
-        media = self._base + t
-        if self.last is not None and media < self.last:  # StreamClock is monotone within a session: a guard only
-            media = self.last
+        media = self._base + t  # t never goes back within a session (StreamClock, a file's pacing)
         self.last = media
         return media
 

@@ -61,7 +61,6 @@ class CleanFootage:
         self._exclusions: dict[str, tuple[float, float]] = {}  # event id -> (from, to): to is inf while open
         self._cut = False  # a frame was left out: the next written one starts a new segment
         self.excluded = 0  # frames left out for an alert or a scene change (with the margins)
-        self.unscored = 0  # frames dropped because their score did not come in time
         self.error: str | None = None  # the last write error, until a frame is written again
         self._broken = False  # the writer failed: frames are dropped until recover() opens a new one
         self._closed = False
@@ -83,8 +82,7 @@ class CleanFootage:
                 return
             self._pending.append(_Pending(ts, img, fresh))
             while len(self._pending) > self.max_pending:
-                self._pending.popleft()
-                self.unscored += 1
+                self._pending.popleft()  # its score never came: not known to be clean
                 self._cut = True
             self._commit()
 

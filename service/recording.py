@@ -52,7 +52,10 @@ class FootageRecording:
 
     def segments(self) -> int:
         with self.lock:
-            return len(Footage(self.root).segment_dirs()) or int(self.writer.frames > 0)
+            return self._segments_on_disk() or int(self.writer.frames > 0)
+
+    def _segments_on_disk(self) -> int:
+        return len(Footage(self.root).segment_dirs())
 
     def close(self) -> Recorded:
         with self.lock:
@@ -63,4 +66,4 @@ class FootageRecording:
             stopped = self.stopped
             if stopped is None and w.full_reason is not None and w.full_reason.startswith("disk cap"):
                 stopped = f"recording stopped: {w.full_reason}"
-            return Recorded(w.frames, len(Footage(self.root).segment_dirs()), stopped, w.static_reason)
+            return Recorded(w.frames, self._segments_on_disk(), stopped, w.static_reason)

@@ -18,7 +18,6 @@ then the old model stays, and the reason is in the camera's last_error, its `lea
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from model import Footage, ModelConfig, WeightsError, sha256_file
+from model.footage import write_json_atomic
 
 from . import training_run
 from .camera_records import CameraRecords
@@ -37,7 +37,7 @@ from .frames import CameraMessage, EventMessage, ModelStatus, ScoreMessage
 from .learning_view import finite_or_none, finite_values, learning_view
 from .recent_footage import CleanFootage
 from .refresh_state import RefreshState, is_due, judge, next_refresh_at, observe_active
-from .registry import ModelEntry, ModelRegistry, write_atomic
+from .registry import ModelEntry, ModelRegistry
 from .settings import CameraSettings, LearningSettings
 from .training_run import read_json
 
@@ -265,7 +265,8 @@ class Refresher:
             log.error("camera %s: %s", camera_id, error)
             self.host.report_error(camera_id, error)
         cam.reported = error
-        recent.recover()
+        if error is not None:
+            recent.recover()
 
     def _on_message(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Inference thread: scores move the recent footage's horizon; alerts and scene changes are left out."""
@@ -429,7 +430,7 @@ class Refresher:
 
     def _save(self, camera_id: str, state: RefreshState) -> None:
         with self.lock:
-            text = json.dumps(asdict(state), indent=1)
+            data = asdict(state)
         folder = self._folder(camera_id)
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / REFRESH_FILE, lambda tmp: Path(tmp).write_text(text))
+        write_json_atomic(folder / REFRESH_FILE, data)
