@@ -15,7 +15,7 @@ from .clip import (
 from .clock import STREAM_FALLBACK_FPS, Decimator, StreamClock, native_fps, presentation_s, stream_fps
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
 from .data import preprocess_frame
-from .footage import Footage, FootageWriter
+from .footage import Footage, FootageWriter, write_json_atomic
 from .predictor import Predictor, load_predictor
 from .recipes import recipe_model
 from .scene import SceneChangeDetector, SceneParams
@@ -28,5 +28,5 @@ __all__ = [
     "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamClock", "WeightsError",
     "clip_event", "default_weights_path", "get_preset", "load_predictor", "native_fps", "preprocess_frame",
     "presentation_s", "recipe_model", "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "weights_of",
-    "window_from_buffer", "windows_from_frames",
+    "window_from_buffer", "windows_from_frames", "write_json_atomic",
 ]

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from model import ModelConfig, WeightsError, recipe_model
-from model.footage import write_json_atomic
+from model import ModelConfig, WeightsError, recipe_model, write_json_atomic
 
 from . import training_run
 from .camera_records import CameraRecords

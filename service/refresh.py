@@ -27,8 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from model import Footage, ModelConfig, WeightsError, sha256_file
-from model.footage import write_json_atomic
+from model import Footage, ModelConfig, WeightsError, sha256_file, write_json_atomic
 
 from . import training_run
 from .camera_records import CameraRecords
