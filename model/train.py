@@ -170,6 +170,8 @@ def place_data(data: Data, device: torch.device) -> None:
 def build_models(cfg: TrainConfig, run: Plan, device: torch.device) -> Models:
     config = run.model
     generator = Generator(config).to(device)
+    if device.type == "cpu":  # oneDNN's fast layout on a CPU, as for inference (model/predictor.py)
+        generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     discriminator = PatchDiscriminator(config.channels, config.disc_widths).to(device)
     flownet: FlowNet | None = None
     if run.loss_weights.flow > 0:
@@ -204,6 +206,8 @@ def train_step(models: Models, batch: torch.Tensor, weights: LossWeights, k: int
     """One update of G and one of D; returns the loss terms (tensors on the device, not synced)."""
     generator, discriminator = models.generator, models.discriminator
     past = batch[:, :k].flatten(1, 2)  # (B, k*C, H, W)
+    if batch.device.type == "cpu":
+        past = past.contiguous(memory_format=torch.channels_last)
     real, last = batch[:, k], batch[:, k - 1]
 
     # generator step: intensity + gradient + flow + adversarial. D is frozen here so that the generator's

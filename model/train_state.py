@@ -136,10 +136,16 @@ def resume(cfg: TrainConfig, config: ModelConfig, models: Models, last_path: Pat
 
 # ---- save: checkpoints (last.pt, best.pt) -------------------------------------------------------------
 
+def dense(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict in the default memory layout: training on a CPU keeps the generator channels_last, and a
+    weights file should not depend on where it was trained."""
+    return {name: t.contiguous() for name, t in state.items()}
+
+
 def weights_blob(config: ModelConfig, models: Models, meta: dict[str, Any], step: int,
                  calibration: Calibration | None = None) -> dict[str, Any]:
     flownet = models.flownet
-    return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": models.shipped.state_dict(),
+    return {"format": WEIGHTS_FORMAT, "model_config": config.to_dict(), "generator": dense(models.shipped.state_dict()),
             "flownet_config": None if flownet is None else flownet.config.to_dict(),
             "flownet": None if flownet is None else flownet.state_dict(),
             "calibration": None if calibration is None else calibration.to_dict(),
@@ -153,5 +159,5 @@ def save_checkpoint(path: Path, cfg: TrainConfig, config: ModelConfig, models: M
             models.discriminator.state_dict(), "opt_g": models.opt_g.state_dict(), "opt_d": models.opt_d.state_dict(),
             "rng": _rng_state(), "args": {k: str(v) for k, v in asdict(cfg).items()}}
     if models.ema is not None:
-        ckpt["generator_train"] = models.generator.state_dict()
+        ckpt["generator_train"] = dense(models.generator.state_dict())
     atomic_save(ckpt, path)
