@@ -303,8 +303,9 @@ def train(cfg: TrainConfig, data: Data | None = None, control: LoopControl | Non
     run = plan(cfg)
     config, weights, k = run.model, run.loss_weights, run.model.num_frames
     device, device_precision = pick_device(cfg.device)
-    # "auto" on a CPU is fp32: bf16 autocast trains 1.4x slower on a CPU without AMX (lite, one thread: 2.2
-    # against 3.0 it/s on this project's CPU). On a GPU it is the device's autocast type.
+    # "auto" on a CPU is fp32: bf16 autocast's speed depends on the CPU (a step twice as fast with AVX-512 bf16,
+    # several times slower without), and where it was faster it did not detect better
+    # (docs/research/camera-training.md). On a GPU it is the device's autocast type.
     precision = cfg.precision if cfg.precision != "auto" else "fp32" if device.type == "cpu" else device_precision
     amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=precision != "fp32")
