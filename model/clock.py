@@ -3,11 +3,13 @@
 A camera's footage must be the same frames whichever records it: the service (its capture keeps frames for
 scoring and hands them to the footage recorder) or `ffp learn SOURCE` (offline). Both time a stream's frames
 with `StreamClock` (its presentation time, not the arrival time), a video file's by their count at
-`native_fps`, and keep them with `Decimator`.
+`native_fps`, and keep them with `Decimator`; `FrameKeeper` joins the two with the rule of where the frame
+history (and so a footage segment) starts afresh, so both apply it alike.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 STREAM_FALLBACK_FPS = 25.0  # when a stream does not say (many RTSP cameras report 0 or 90000)
 
@@ -134,3 +136,74 @@ class Decimator:
         period give or take one source frame, with half a period to spare. A longer one is a break (frames
         lost, a camera that froze): the predictor's history must not span it."""
         return 1.5 * self.period + frame_s
+
+
+@dataclass(frozen=True)
+class KeptFrame:
+    """A frame FrameKeeper keeps: its content time in the session, why the frame history starts afresh at it (None:
+    it continues the history), and the content time of the frame kept before it in the session's unbroken
+    timeline (None at the session's first kept frame and after the timeline broke)."""
+
+    t: float
+    restart: str | None
+    previous: float | None
+
+
+class FrameKeeper:
+    """Which frames of a source are kept at `fps`, and at which the frame history restarts: the per-frame rule of
+    the service's capture and of `ffp learn`, so that both keep the same frames and cut their history at the same
+    places.
+
+    A session (from a connect to an outage, or a file's run from its start) times its frames on a StreamClock of
+    its own, or by a file's paced media time (`keep`). The history must not span a break: an outage, a broken
+    timeline (`StreamClock.jumped`) or a gap between two kept frames longer than `Decimator.max_gap`. Decimation
+    carries on across sessions (a looped file's media time runs on) and restarts after an outage."""
+
+    OUTAGE = "outage"
+    BROKEN = "the stream's timeline broke"
+    GAP = "a gap in the stream"
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.decimator = Decimator(fps)
+        self.clock: StreamClock | None = None  # the current session's; None before the first and after an outage
+        self.last_kept: float | None = None  # content time of the frame kept last in the session's timeline
+        self._frame_s = 0.0  # the session's source frame period
+        self._restart: str | None = None  # why the history restarts at the next kept frame
+
+    def start(self, frame_s: float) -> StreamClock:
+        """A new session of a source whose frames are `frame_s` apart: its content time starts again at 0."""
+        self.clock = StreamClock(frame_s)
+        self._frame_s = frame_s
+        self.last_kept = None
+        return self.clock
+
+    def outage(self) -> None:
+        """The source was lost: the next session starts decimation and the history afresh."""
+        self.decimator = Decimator(self.fps)
+        self.clock = None
+        self.last_kept = None
+        self._restart = self.OUTAGE
+
+    def read(self, arrival: float, pts: float | None) -> KeptFrame | None:
+        """A frame of a live stream read at `arrival` (monotonic s) with presentation time `pts` (s, None when it
+        has none), timed by the session's clock: the frame kept, or None when it is decimated away."""
+        if self.clock is None:
+            raise RuntimeError("FrameKeeper.read outside a session: call start() first")
+        t = self.clock.time(arrival, pts)
+        if self.clock.jumped:
+            self.last_kept = None
+            self._restart = self._restart or self.BROKEN
+        return self.keep(t)
+
+    def keep(self, t: float) -> KeptFrame | None:
+        """A frame at content time `t` of the session: the frame kept, or None when it is decimated away."""
+        if self.clock is None:
+            raise RuntimeError("FrameKeeper.keep outside a session: call start() first")
+        if not self.decimator.keep(t):
+            return None
+        previous, restart = self.last_kept, self._restart
+        if previous is not None and t - previous > self.decimator.max_gap(self._frame_s):
+            restart = restart or self.GAP
+        self.last_kept, self._restart = t, None
+        return KeptFrame(t, restart, previous)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .clock import Decimator, StreamClock, native_fps, presentation_s
+from .clock import Decimator, FrameKeeper, native_fps, presentation_s
 from .config import ModelConfig
 from .data import DataError, VideoSource, find_videos
 from .footage import FootageWriter
@@ -95,34 +95,24 @@ def _stream_reads(url: str, seconds: float, retries: int = 3) -> Iterator[Stream
 
 def kept_stream_frames(reads: Iterable[StreamRead | None],
                        fps: float) -> Iterator[tuple[np.ndarray, float, str | None]]:
-    """The frames of a live stream that the service's capture keeps at `fps`: each session (from a connect to
-    an outage, None) timed by its presentation time (StreamClock) and decimated on it (Decimator), as
-    (frame, time in s from the first session's start, why a new footage segment starts at it or None). A
-    segment ends where the capture restarts the predictor's history: an outage, a broken timeline, a gap."""
-    clock: StreamClock | None = None
-    decimator = Decimator(fps)
+    """The frames of a live stream that the service's capture keeps at `fps`, by the same FrameKeeper: each session
+    (from a connect to an outage, None) timed by its presentation time and decimated on it, as (frame, time in s
+    from the first session's start, why a new footage segment starts at it or None). A segment ends where the
+    capture restarts the predictor's history: an outage, a broken timeline, a gap."""
+    keeper = FrameKeeper(fps)
     start: float | None = None
     offset = 0.0  # the session's first frame, in seconds from the first session's
-    last_kept: float | None = None
-    reason: str | None = None
     for read in reads:
         if read is None:
-            clock, reason = None, "outage"
+            keeper.outage()
             continue
-        if clock is None:
-            clock, decimator, last_kept = StreamClock(read.frame_s), Decimator(fps), None
+        if keeper.clock is None:
+            keeper.start(read.frame_s)
             start = read.arrival if start is None else start
             offset = read.arrival - start
-        t = clock.time(read.arrival, read.pts)
-        if clock.jumped:
-            last_kept, reason = None, reason or "the stream's timeline broke"
-        if not decimator.keep(t):
-            continue
-        if last_kept is not None and t - last_kept > decimator.max_gap(read.frame_s):
-            reason = reason or "a gap in the stream"
-        last_kept = t
-        yield read.frame, offset + t, reason
-        reason = None
+        kept = keeper.read(read.arrival, read.pts)
+        if kept is not None:
+            yield read.frame, offset + kept.t, kept.restart
 
 
 def record(source: str, footage_root: Path, config: ModelConfig, *, fps: float, footage_minutes: float,

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from model import Decimator, StreamClock, native_fps
+from model import FrameKeeper, native_fps
 
 from .frames import CameraState, ServedModel, Window
 from .media_time import MediaTimeline
@@ -175,10 +175,10 @@ class CaptureWorker(SupervisedThread):
     def _run(self, cancel: threading.Event) -> None:
         # Pacing (start, media time) and decimation survive file loops and are reset on reconnect.
         pace: list[float] = []
-        decimator = Decimator(self.cam.fps)
+        keeper = FrameKeeper(self.cam.fps)
         try:
             while not cancel.is_set():
-                outcome = self._session(cancel, pace, decimator)
+                outcome = self._session(cancel, pace, keeper)
                 if outcome == "ended" or cancel.is_set():
                     break
                 if outcome == "loop":
@@ -187,7 +187,7 @@ class CaptureWorker(SupervisedThread):
                     self._reset_history(cancel)
                     continue
                 pace.clear()
-                decimator = Decimator(self.cam.fps)
+                keeper.outage()
                 with self._lock:
                     if cancel.is_set():
                         break
@@ -202,7 +202,7 @@ class CaptureWorker(SupervisedThread):
                     self.last_error = self._redact(f"internal error: {type(e).__name__}: {e}")
                     self._set_state_locked("stalled")
 
-    def _session(self, cancel: threading.Event, pace: list[float], decimator: Decimator) -> str:
+    def _session(self, cancel: threading.Event, pace: list[float], keeper: FrameKeeper) -> str:
         """Open the source and read until it fails ("failed"), a file ends ("ended") or loops ("loop")."""
         try:
             src = self._factory(self.spec, self.cam)
@@ -211,7 +211,7 @@ class CaptureWorker(SupervisedThread):
             return "failed"
         try:
             while True:
-                outcome = self._read_loop(src, cancel, pace, decimator)
+                outcome = self._read_loop(src, cancel, pace, keeper)
                 rewind = getattr(src, "rewind", None)
                 if outcome != "loop" or cancel.is_set() or rewind is None or not rewind():
                     return outcome
@@ -222,8 +222,8 @@ class CaptureWorker(SupervisedThread):
             except Exception:  # closing a broken stream may fail too; nothing to do about it
                 log.debug("camera %s: close failed", self.cam.id, exc_info=True)
 
-    def _read_loop(self, src: FrameSource, cancel: threading.Event, pace: list[float], decimator: Decimator) -> str:
-        period = decimator.period
+    def _read_loop(self, src: FrameSource, cancel: threading.Event, pace: list[float], keeper: FrameKeeper) -> str:
+        period = keeper.decimator.period
         native = native_fps(src.fps)
         is_file = self.spec.kind == "file"
         if not is_file or not pace:  # content time starts again at 0: a new StreamClock, or a file's new pacing
@@ -234,11 +234,9 @@ class CaptureWorker(SupervisedThread):
             pace[:] = [time.monotonic(), 0.0]
         # The predictor was trained on evenly spaced frames: a window across a hiccup of a live stream (frames
         # lost in the network, a camera that froze for less than stall_after_s) shows every moving thing
-        # jumping, a false alarm. Kept frames are `period` apart give or take one source frame (decimation);
-        # a longer gap restarts the history, so the first k frames after it are not scored.
-        max_gap = decimator.max_gap(1.0 / native)
-        clock = StreamClock(1.0 / native)  # live sources: content time of this session's frames
-        last_kept: float | None = None
+        # jumping, a false alarm. The keeper says where the history restarts (a gap, a broken timeline, an
+        # outage), so the first k frames after it are not scored.
+        clock = keeper.start(1.0 / native)  # live sources: content time of this session's frames
         last_kept_at = 0.0  # monotonic arrival of the frame kept last
         got = 0
         while not cancel.is_set():
@@ -266,12 +264,10 @@ class CaptureWorker(SupervisedThread):
                 if delay > 0 and cancel.wait(delay):
                     return "failed"
                 fresh = time.monotonic()
+                kept = keeper.keep(t)
             else:
-                t = clock.time(now_mono, getattr(src, "pts_s", None))
+                kept = keeper.read(now_mono, getattr(src, "pts_s", None))
                 fresh = clock.fresh_at(now_mono)
-                if clock.jumped:
-                    last_kept = None
-                    self._reset_history(cancel)
             with self._lock:
                 if cancel.is_set():
                     return "failed"
@@ -282,16 +278,16 @@ class CaptureWorker(SupervisedThread):
                     self._set_state_locked("live")
                 self._backoff.reset()
             self.read_rate.add()
-            if not decimator.keep(t):
+            if kept is None:
                 continue  # decimated: never preprocessed
             # Faster than real time: content advanced half a period more than the wall clock since the frame
             # kept last, i.e. this frame was buffered (the burst at connect, or a reader that fell behind).
-            catching_up = (not is_file and last_kept is not None
-                           and (t - last_kept) - (now_mono - last_kept_at) > period / 2)
-            if last_kept is not None and t - last_kept > max_gap:
+            catching_up = (not is_file and kept.previous is not None
+                           and (kept.t - kept.previous) - (now_mono - last_kept_at) > period / 2)
+            if kept.restart is not None:
                 self._reset_history(cancel)
-            last_kept, last_kept_at = t, now_mono
-            self._keep(frame, cancel, t, period, catching_up)
+            last_kept_at = now_mono
+            self._keep(frame, cancel, kept.t, period, catching_up)
         return "failed"
 
     def _reset_history(self, cancel: threading.Event) -> None:
