@@ -12,7 +12,7 @@ from .clip import (
     window_from_buffer,
     windows_from_frames,
 )
-from .clock import STREAM_FALLBACK_FPS, Decimator, FrameKeeper, StreamClock, native_fps, presentation_s, stream_fps
+from .clock import STREAM_FALLBACK_FPS, FrameKeeper, native_fps, presentation_s, stream_fps
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
 from .data import preprocess_frame
 from .footage import Footage, FootageWriter, write_json_atomic
@@ -23,9 +23,9 @@ from .scoring import METRICS, Calibration, CausalSmoother, FrameScorer, FrameSco
 
 __all__ = [
     "CLIP_CAMERA", "CLIP_FALLBACK_FPS", "METRICS", "PRESETS", "STREAM_FALLBACK_FPS", "WEIGHTS_FORMAT", "AlertEngine",
-    "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "Decimator", "EventType", "EventUpdate",
+    "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "EventType", "EventUpdate",
     "Footage", "FootageWriter", "FrameKeeper", "FrameScorer", "FrameScores", "LossWeights", "ModelConfig", "Predictor",
-    "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamClock", "WeightsError",
+    "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "WeightsError",
     "clip_event", "default_weights_path", "get_preset", "load_predictor", "native_fps", "preprocess_frame",
     "presentation_s", "recipe_model", "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "weights_of",
     "window_from_buffer", "windows_from_frames", "write_json_atomic",
