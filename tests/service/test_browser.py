@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's chromium driven by chromium-driver through selenium, against the
 real service (uvicorn) with the demo clip as a looped camera, the shipped weights, the demo's alert settings
-and an API key.
+and an API key; and, with model refresh on, a camera whose refresh trains beside one with none.
 
 Skips, with the reason, where chromium, chromedriver or selenium is missing; fails instead when CI is set
 (`.ci/run` installs them). Screenshots go to $FFP_ARTIFACTS or tests/artifacts/browser (git-ignored); the
@@ -8,8 +8,11 @@ folder is printed.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,11 @@ import httpx
 import pytest
 import yaml
 from live_server import LiveServer, serve
+from test_registry import weights_file
 
 from service.api import create_app
+from service.refresh_state import DAY_S
+from service.registry import ModelRegistry
 from service.settings import load_settings
 from service.wiring import build_service
 
@@ -65,6 +71,47 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
     settings = load_settings(None, data_dir=tmp_path / "data", api_key=KEY, alerts=alerts,
                              cameras=[{"id": "demo", "url": str(DEMO_CLIP), "fps": 10, "loop": True}])
     with serve(create_app(build_service(settings)), timeout=120) as srv:  # loads the shipped weights
+        yield srv
+
+
+REFRESH_DAYS = 7.0
+UNREACHABLE = "rtsp://127.0.0.1:9/stream"  # the badges need no picture: no capture or scoring load
+REFRESH_STARTED = time.time() - 3600.0  # the running refresh's attempt: the clock's latest start
+REFRESH_PROGRESS = {"step": 40, "steps_planned": 100, "minutes": 4.0, "eta_s": 360.0}  # 4 of 10 min: 40 %
+
+
+def stand_in_training(calls: list[Path]) -> Callable[..., subprocess.Popen[bytes]]:
+    """training_run.launch with a process that only waits (in its own group, as the real one, for the service's
+    stop to end it): the run's progress.json, written beforehand, stays what the service reads."""
+    def launch(settings: Any, footage: Path, run_dir: Path, train_minutes: float, **kw: Any) -> subprocess.Popen[bytes]:
+        calls.append(run_dir)
+        return subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL, start_new_session=True)
+    return launch
+
+
+@pytest.fixture
+def refreshing_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    """Refresh on; camera `yard` armed on a model of its own whose refresh was training when the service last
+    stopped (its refresh.json and run folder on disk: the service resumes it), camera `gate` on the shipped
+    model (no refresh). Both unreachable."""
+    data = tmp_path / "data"
+    registry = ModelRegistry(data)
+    version = registry.add("yard", weights_file(tmp_path / "own.pt")).version
+    registry.activate("yard", version)
+    yard = data / "cameras" / "yard"
+    run = yard / "runs" / "run-0002"
+    run.mkdir(parents=True)
+    (run / "progress.json").write_text(json.dumps(REFRESH_PROGRESS))
+    (yard / "refresh.json").write_text(json.dumps({
+        "version": version, "since": REFRESH_STARTED - DAY_S, "last_attempt": REFRESH_STARTED, "run": run.name,
+        "base": version, "pid": None, "frames": 600, "segments": 1, "train_minutes": 10.0}))
+    calls: list[Path] = []
+    monkeypatch.setattr("service.training_run.launch", stand_in_training(calls))
+    settings = load_settings(None, data_dir=data, learning={"refresh_days": REFRESH_DAYS},
+                             cameras=[{"id": "yard", "url": UNREACHABLE, "fps": 5},
+                                      {"id": "gate", "url": UNREACHABLE, "fps": 5}])
+    with serve(create_app(build_service(settings)), timeout=120) as srv:
+        assert calls == [run]  # the refresh was resumed, in its own run folder
         yield srv
 
 
@@ -195,5 +242,54 @@ def test_dashboard_in_chromium(browser: Any, server: LiveServer, artifacts: Path
             assert api.get("/v1/cameras/gate").status_code == 404
     except Exception:
         drv.save_screenshot(str(artifacts / "failure.png"))
+        print("browser console:", drv.get_log("browser"))  # shown with the failure
+        raise
+
+
+
+@pytest.mark.timeout(300)
+def test_refresh_badge_and_next_refresh_in_chromium(browser: Any, refreshing_server: LiveServer,
+                                                    artifacts: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    drv, url = browser, refreshing_server.url
+    expected_next = REFRESH_STARTED + REFRESH_DAYS * DAY_S
+    with httpx.Client(base_url=url, timeout=20) as api:  # what the dashboard is given
+        yard, gate = api.get("/v1/cameras/yard").json(), api.get("/v1/cameras/gate").json()
+    assert yard["mode"] == "armed" and yard["learning"]["refresh"], yard
+    assert yard["learning"]["next_refresh"] == pytest.approx(expected_next), yard
+    assert gate["mode"] == "armed" and gate["learning"] is None, gate
+
+    def text(selector: str) -> str:
+        return str(drv.find_element(By.CSS_SELECTOR, selector).text).lower()  # the badge's CSS upper-cases it
+
+    try:
+        # The grid: the refreshing camera's badge says so, with the refresh's progress bar; the other's does not.
+        drv.get(url + "/")
+        wait(drv, "the refresh badge", lambda d: text("article.tile[data-camera='yard'] .badge.mode")
+             == "armed · refreshing 40%")
+        assert drv.find_element(By.CSS_SELECTOR, "article.tile[data-camera='yard'] .progress").is_displayed()
+        assert text("article.tile[data-camera='gate'] .badge.mode") == "armed"
+        assert not drv.find_element(By.CSS_SELECTOR, "article.tile[data-camera='gate'] .progress").is_displayed()
+        drv.save_screenshot(str(artifacts / "refresh-grid.png"))
+
+        # The refreshing camera's page: the badge, the refresh's text and when the next refresh is due.
+        drv.get(url + "/#/camera/yard")
+        wait(drv, "the next refresh", lambda d: d.find_elements(By.CSS_SELECTOR, "#cam-status .field-next_refresh"))
+        shown = drv.find_element(By.CSS_SELECTOR, "#cam-status .field-next_refresh").text
+        assert shown == js(drv, "return new Date(arguments[0] * 1000).toLocaleString()", expected_next)
+        assert text("#cam-learning .badge.mode") == "armed · refreshing 40%"
+        assert text("#cam-learning .learning-text") == "refreshing 40%"
+        drv.save_screenshot(str(artifacts / "refresh-camera.png"))
+
+        # The other camera's page: no refresh, no next refresh.
+        drv.get(url + "/#/camera/gate")
+        wait(drv, "the gate camera's page", lambda d: d.find_element(By.ID, "cam-title").text == "gate"
+             and d.find_elements(By.CSS_SELECTOR, "#cam-status .field-state"))
+        assert text("#cam-learning .badge.mode") == "armed"
+        assert not drv.find_elements(By.CSS_SELECTOR, "#cam-status .field-next_refresh")
+        assert console_errors(drv) == []
+    except Exception:
+        drv.save_screenshot(str(artifacts / "refresh-failure.png"))
         print("browser console:", drv.get_log("browser"))  # shown with the failure
         raise
