@@ -199,9 +199,11 @@ class Learning:
     def delete_camera(self, camera_id: str) -> None:
         """Cancel the camera's job, stop it, and remove its record, footage, runs and models. KeyError: unknown."""
         self.pipeline.get_camera(camera_id)  # KeyError -> 404 before anything is removed
-        with self._lock:
-            job = self._jobs.pop(camera_id, None)
-        with self.refresher.exclusive():  # no refresh poll sees the camera half removed (and records it again)
+        # No poll, of a refresh or of the job, sees the camera half removed (and records, saves or arms it again):
+        # one that began first ends first, and what it made is removed below.
+        with self.refresher.exclusive():
+            with self._lock:
+                job = self._jobs.pop(camera_id, None)
             self.refresher.forget(camera_id)
             self.pipeline.set_tap(camera_id, None)
             self.pipeline.remove_camera(camera_id)
@@ -298,6 +300,13 @@ class Learning:
         self.pipeline.publish_camera(job.camera_id)
 
     def _poll(self, job: Job) -> None:
+        with self.refresher.exclusive():  # a delete waits for the poll, and a poll after it finds no job
+            with self._lock:
+                if self._jobs.get(job.camera_id) is not job:
+                    return  # deleted (or relearnt) since its job was read
+            self._poll_job(job)
+
+    def _poll_job(self, job: Job) -> None:
         recording = job.recording
         if job.phase == "recording" and recording is not None and recording.full:
             self._finish_recording(job)

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol, get_args
+from typing import Protocol, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .frames import CameraMessage, CameraMode, CameraState, CameraStatus, EventMessage, ScoreMessage
-
-if TYPE_CHECKING:  # the pipeline imports torch; these are only its callback types
-    from .pipeline import BatchListener, Listener
+from .listeners import BatchListener, Listener
 
 CAMERA_STATES: tuple[str, ...] = get_args(CameraState)
 CAMERA_MODES: tuple[str, ...] = get_args(CameraMode)

@@ -52,7 +52,7 @@ class Camera:
         self.i += 1
         self.last_ts = ts
         before = len(self.got)
-        self.pipe._on_scores([w], scores(anomaly), 1.0)
+        self.pipe._alerting.on_scores([w], scores(anomaly), 1.0)
         return [m for m in self.got[before:] if isinstance(m, EventMessage)]
 
 

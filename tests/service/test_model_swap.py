@@ -120,11 +120,11 @@ def test_in_flight_windows_of_the_old_model_are_dropped(tmp_path: Path) -> None:
         data = np.zeros((5, 1, 128, 128), np.float32)
         now = time.time()
         window = Window("a", 7, now, data, np.zeros((8, 8, 3), np.uint8), old, media_ts=now)
-        pipe._on_scores([window], shipped.score(data[None]), 1.0)
+        pipe._alerting.on_scores([window], shipped.score(data[None]), 1.0)
         # Only the swap's own camera message: the old model's window is neither scored nor emitted.
         assert got == [CameraMessage("a", "armed", "other", None)]
         new = pipe._cams["a"].model
-        pipe._on_scores([Window("a", 8, now + 0.1, data, window.frame, new, media_ts=now + 0.1)],
+        pipe._alerting.on_scores([Window("a", 8, now + 0.1, data, window.frame, new, media_ts=now + 0.1)],
                         other.score(data[None]), 1.0)
         assert [m.model for m in got if isinstance(m, ScoreMessage)] == ["other"]
     finally:

@@ -2,7 +2,7 @@
 the clock an argument): views answer while a refresh does slow work, a camera without a model of its own has no
 refresh view, write errors of the recent footage are reported once and recovered from, a refresh whose training
 cannot start ends, resuming survives one camera's broken registry and a stop between registering and saving, a
-delete never meets a poll half done, a PATCH records the recent footage anew."""
+delete never meets a poll half done (a refresh's or a learning job's), a PATCH records the recent footage anew."""
 from __future__ import annotations
 
 import json
@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from test_registry import weights_file
 
+from service import training_run
 from service.frames import ModelStatus
-from service.learning import Learning
+from service.learning import Job, Learning
 from service.refresh_state import DAY_S
 from service.registry import ModelRegistry
 from service.settings import CameraSettings, LearningSettings
@@ -294,6 +295,60 @@ def test_a_delete_never_meets_a_poll_half_done(tmp_path: Path, made: Any) -> Non
         time.sleep(0.01)
     assert "cam" not in host.taps and "cam" not in learning.refresher._cams
     assert not (tmp_path / "data/cameras/cam").exists()
+
+
+class WatchedLock:
+    """A lock that says when a thread has to wait for it (another thread holds it)."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock, self.waited = lock, threading.Event()
+
+    def __enter__(self) -> None:
+        if not self.lock.acquire(blocking=False):
+            self.waited.set()
+            self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_a_delete_never_meets_a_learning_jobs_poll_half_done(tmp_path: Path, made: Any,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delete comes after the job's poll read that its training ended, before it registers the model: it
+    waits for the poll, then removes all the poll made (no model, state or folder of the camera is left)."""
+    host, learning = made(refresh_days=None)
+    data = tmp_path / "data"
+    ended_run(data, "cam", 1)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    learning._jobs["cam"] = Job("cam", data / "cameras/cam", footage_minutes=0.01, train_minutes=0.1,
+                                frames_wanted=3, fps=5.0, run="run-0001", phase="training", proc=proc)
+    exclusive = WatchedLock(learning.refresher.exclusive())
+    monkeypatch.setattr(learning.refresher, "exclusive", lambda: exclusive)
+    read, go = threading.Event(), threading.Event()
+    real_poll = training_run.poll
+
+    def poll_then_wait(*args: Any) -> Any:
+        out = real_poll(*args)
+        read.set()
+        assert go.wait(GUARD_S)
+        return out
+    monkeypatch.setattr("service.training_run.poll", poll_then_wait)
+    learning.start()
+    assert read.wait(GUARD_S)  # the learning thread read that the training ended, and waits
+    deleted = threading.Event()
+    delete = threading.Thread(target=lambda: (learning.delete_camera("cam"), deleted.set()), daemon=True)
+    delete.start()
+    deadline = time.monotonic() + GUARD_S
+    while not (deleted.is_set() or exclusive.waited.is_set()):  # the delete is done, or waits for the poll
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    go.set()
+    delete.join(GUARD_S)
+    assert deleted.is_set()
+    learning.stop()  # the learning thread has finished its poll
+    assert not (data / "cameras/cam").exists(), sorted(p.name for p in (data / "cameras/cam").rglob("*"))
+    assert host.registry.versions("cam") == [] and learning.phase("cam") is None and host.errors == []
 
 
 def test_a_relearn_deletes_the_recent_footage_and_a_patch_records_it_anew(tmp_path: Path, made: Any) -> None:
