@@ -199,8 +199,8 @@ class Learning:
     def delete_camera(self, camera_id: str) -> None:
         """Cancel the camera's job, stop it, and remove its record, footage, runs and models. KeyError: unknown."""
         self.pipeline.get_camera(camera_id)  # KeyError -> 404 before anything is removed
-        # No poll, of a refresh or of the job, sees the camera half removed (and records, saves or arms it again):
-        # one that began first ends first, and what it made is removed below.
+        # No poll, of a refresh or of the job, nor a learn sees the camera half removed (and records, saves or arms
+        # it again): one that began first ends first, and what it made is removed below.
         with self.refresher.exclusive():
             with self._lock:
                 job = self._jobs.pop(camera_id, None)
@@ -216,21 +216,24 @@ class Learning:
               train_minutes: float | None = None) -> dict[str, Any]:
         """Start (or restart) learning: fresh footage, then a fresh run. KeyError: unknown camera; LearningBusy:
         it is learning or training already."""
-        cam = self.pipeline.camera_settings(camera_id)
-        folder = self.records.folder(camera_id)
-        fm = footage_minutes or self.settings.footage_minutes
-        job = Job(camera_id, folder, fm, train_minutes or self.settings.train_minutes,
-                  max(1, round(fm * 60 * cam.fps)), cam.fps, training_run.next_run(folder))
-        with self._lock:  # from here on the camera is busy: no refresh records it or starts
-            old = self._jobs.get(camera_id)
-            if old is not None and old.phase in ("recording", "training"):
-                raise LearningBusy(f"camera {camera_id!r} is {old.phase} already")
-            self._jobs[camera_id] = job
-        self.refresher.release(camera_id, "the camera relearns")  # before the job is saved: never both on disk
-        shutil.rmtree(job.footage, ignore_errors=True)  # a new view: nothing of the old footage is learnt
-        self._save(job)
-        with job.lock:
-            self._open_writer(job)
+        # A delete never meets it half done (a tap for a camera gone, its folder made again): one that began first
+        # ends first, and the camera is read under the lock (KeyError); one after it removes the job made here.
+        with self.refresher.exclusive():
+            cam = self.pipeline.camera_settings(camera_id)  # KeyError -> 404
+            folder = self.records.folder(camera_id)
+            fm = footage_minutes or self.settings.footage_minutes
+            job = Job(camera_id, folder, fm, train_minutes or self.settings.train_minutes,
+                      max(1, round(fm * 60 * cam.fps)), cam.fps, training_run.next_run(folder))
+            with self._lock:  # from here on the camera is busy: no refresh records it or starts
+                old = self._jobs.get(camera_id)
+                if old is not None and old.phase in ("recording", "training"):
+                    raise LearningBusy(f"camera {camera_id!r} is {old.phase} already")
+                self._jobs[camera_id] = job
+            self.refresher.release(camera_id, "the camera relearns")  # before the job is saved: never both on disk
+            shutil.rmtree(job.footage, ignore_errors=True)  # a new view: nothing of the old footage is learnt
+            self._save(job)
+            with job.lock:
+                self._open_writer(job)
         log.info("camera %s: learning (%d frames of footage, then %g min of training in %s)", camera_id,
                  job.frames_wanted, job.train_minutes, job.run)
         self.pipeline.publish_camera(camera_id)

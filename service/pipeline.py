@@ -192,8 +192,7 @@ class Pipeline:
 
     def report_error(self, camera_id: str, error: str) -> None:
         """A camera's error that is not its capture's (footage refused, training failed): its last_error."""
-        with self._cams_lock:
-            c = self._cams.get(camera_id)
+        c = self._camera(camera_id)
         if c is not None:
             c.worker.last_error = error
 

@@ -99,8 +99,8 @@ class Refresher:
         return self.settings.refresh_days is not None
 
     def exclusive(self) -> threading.RLock:
-        """Held, no refresh operation runs; learning holds it to poll a camera's job and to remove a camera, so
-        that no poll, a refresh's or a job's, sees a camera half removed."""
+        """Held, no refresh operation runs; learning holds it to start a camera's job, to poll it and to remove a
+        camera, so that no poll (a refresh's or a job's) nor a job's start sees a camera half removed."""
         return self._ops
 
     # -- lifecycle ------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 the clock an argument): views answer while a refresh does slow work, a camera without a model of its own has no
 refresh view, write errors of the recent footage are reported once and recovered from, a refresh whose training
 cannot start ends, resuming survives one camera's broken registry and a stop between registering and saving, a
-delete never meets a poll half done (a refresh's or a learning job's), a PATCH records the recent footage anew."""
+delete never meets a poll half done (a refresh's or a learning job's) nor a learn half done, a PATCH records the
+recent footage anew."""
 from __future__ import annotations
 
 import json
@@ -349,6 +350,83 @@ def test_a_delete_never_meets_a_learning_jobs_poll_half_done(tmp_path: Path, mad
     learning.stop()  # the learning thread has finished its poll
     assert not (data / "cameras/cam").exists(), sorted(p.name for p in (data / "cameras/cam").rglob("*"))
     assert host.registry.versions("cam") == [] and learning.phase("cam") is None and host.errors == []
+
+
+def learn_in_thread(learning: Learning, camera_id: str) -> tuple[threading.Thread, list[object]]:
+    """learn(camera_id) started in another thread, and the list that gets its view or its KeyError."""
+    learnt: list[object] = []
+
+    def learn() -> None:
+        try:
+            learnt.append(learning.learn(camera_id))
+        except KeyError as e:
+            learnt.append(e)
+    thread = threading.Thread(target=learn, daemon=True)
+    thread.start()
+    return thread, learnt
+
+
+def test_a_delete_never_meets_a_learn_half_done(tmp_path: Path, made: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delete comes after learn read the camera's settings, before it made its job: it waits for learn, then
+    removes all learn made (no job, footage tap, state or folder of the camera is left)."""
+    host, learning = made(refresh_days=None)
+    exclusive = WatchedLock(learning.refresher.exclusive())
+    monkeypatch.setattr(learning.refresher, "exclusive", lambda: exclusive)
+    read, go = threading.Event(), threading.Event()
+    real_next_run = training_run.next_run
+
+    def next_run_then_wait(folder: Path) -> str:  # learn calls it between its read and its job's insert
+        read.set()
+        assert go.wait(GUARD_S)
+        return real_next_run(folder)
+    monkeypatch.setattr("service.training_run.next_run", next_run_then_wait)
+    learner, learnt = learn_in_thread(learning, "cam")
+    assert read.wait(GUARD_S)
+    deleted = threading.Event()
+    delete = threading.Thread(target=lambda: (learning.delete_camera("cam"), deleted.set()), daemon=True)
+    delete.start()
+    deadline = time.monotonic() + GUARD_S
+    while not (deleted.is_set() or exclusive.waited.is_set()):  # the delete is done, or waits for learn
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    go.set()
+    learner.join(GUARD_S)
+    delete.join(GUARD_S)
+    assert learnt and deleted.is_set()
+    assert "cam" not in host.taps and learning.phase("cam") is None
+    folder = tmp_path / "data/cameras/cam"
+    assert not folder.exists(), sorted(p.name for p in folder.rglob("*"))
+
+
+def test_learn_waits_for_a_delete_and_finds_no_camera(tmp_path: Path, made: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """learn called while a delete removes the camera: it waits for the delete, then answers KeyError (the API's
+    404) and makes nothing."""
+    host, learning = made(refresh_days=None)
+    exclusive = WatchedLock(learning.refresher.exclusive())
+    monkeypatch.setattr(learning.refresher, "_ops", exclusive)  # exclusive() and every refresh operation
+    removing, go = threading.Event(), threading.Event()
+    real_remove = host.remove_camera
+
+    def remove_then_wait(camera_id: str) -> None:  # the delete holds the exclusive lock here
+        removing.set()
+        assert go.wait(GUARD_S)
+        real_remove(camera_id)
+    monkeypatch.setattr(host, "remove_camera", remove_then_wait)
+    delete = threading.Thread(target=learning.delete_camera, args=("cam",), daemon=True)
+    delete.start()
+    assert removing.wait(GUARD_S)
+    learner, learnt = learn_in_thread(learning, "cam")
+    deadline = time.monotonic() + GUARD_S
+    while not (learnt or exclusive.waited.is_set()):  # learn is done, or waits for the delete
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    go.set()
+    delete.join(GUARD_S)
+    learner.join(GUARD_S)
+    assert len(learnt) == 1 and isinstance(learnt[0], KeyError), learnt
+    assert "cam" not in host.taps and learning.phase("cam") is None
+    assert not (tmp_path / "data/cameras/cam").exists()
 
 
 def test_a_relearn_deletes_the_recent_footage_and_a_patch_records_it_anew(tmp_path: Path, made: Any) -> None:
