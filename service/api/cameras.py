@@ -36,7 +36,8 @@ def host_policy(settings: Settings, request: Request) -> HostPolicy:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CameraPublic,
-             responses={409: {"description": "A camera with this id exists, or max_cameras are running."},
+             responses={409: {"description": "A camera with this id exists, max_cameras are running, or a DELETE of "
+                                             "this id came while it was being added."},
                         422: {"description": "Invalid camera: bad id, unsupported URL scheme, a URL longer than "
                                              "max_url_length, a host the camera host policy refuses, or a local "
                                              "path outside media_dir."}})
@@ -54,6 +55,9 @@ async def add_camera(body: CameraCreate, request: Request, pipeline: PipelineDep
         raise HTTPException(status.HTTP_409_CONFLICT, f"camera {body.id!r} already exists") from None
     except CameraLimit as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    except KeyError:  # a DELETE of the same id landed between adding it and answering
+        raise HTTPException(status.HTTP_409_CONFLICT, f"camera {body.id!r} was deleted while it was being added") \
+            from None
     except ValueError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, redact_text(str(e))) from None
     return CameraPublic.from_status(st)

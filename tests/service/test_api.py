@@ -168,3 +168,28 @@ def test_clip_events_have_the_live_fields_and_their_images(client: httpx.Client,
         head, data = inline[key].split(",", 1)
         assert head == "data:image/jpeg;base64"
         assert np.abs(jpeg(base64.b64decode(data)).astype(int) - linked[key]).mean() < 1  # the same picture
+
+
+@pytest.mark.timeout(30)
+def test_a_camera_deleted_while_it_is_being_added_is_a_409_not_a_500(tmp_path: Path, clip_predictor,  # type: ignore[no-untyped-def]
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from live_server import serve
+
+    from service.api import create_app
+    from service.settings import load_settings
+    from service.wiring import build_service
+
+    service = build_service(load_settings(None, data_dir=tmp_path / "data", api_key=KEY), predictor=clip_predictor)
+    learning = service.pipeline.learning
+    add = learning.add_camera
+
+    def add_then_deleted(settings, **kw):  # type: ignore[no-untyped-def]
+        add(settings, **kw)
+        learning.delete_camera(settings.id)  # the DELETE of another client, before the answer is built
+
+    monkeypatch.setattr(learning, "add_camera", add_then_deleted)
+    with serve(create_app(service)) as srv, api_client(srv, KEY) as c:
+        r = c.post("/v1/cameras", json={"id": "gone", "url": "rtsp://127.0.0.1:9/stream", "open_timeout_s": 1})
+        assert r.status_code == 409 and "deleted while it was being added" in r.json()["detail"], r.text
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/v1/cameras").json() == []
