@@ -47,9 +47,12 @@ class CameraRecords:
         (self.folder(camera_id) / RECORD_FILE).unlink(missing_ok=True)
 
     def load(self) -> list[CameraSettings]:
-        """Every recorded camera, by id; a damaged record is logged and skipped (never a reason not to start)."""
+        """Every recorded camera, by id; a damaged record is logged and skipped (never a reason not to start).
+        Only the folders named as cameras are: a deleted camera's tombstone (service.tombstones) is not one."""
         out = []
         for path in sorted(self.root.glob(f"*/{RECORD_FILE}")):
+            if not SLUG.match(path.parent.name):
+                continue
             try:
                 out.append(CameraSettings.model_validate(json.loads(path.read_text())))
             except (OSError, ValueError, ValidationError) as e:

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 from model import ModelConfig, WeightsError, recipe_model, write_json_atomic
 
-from . import training_run
+from . import tombstones, training_run
 from .camera_records import CameraRecords
 from .frames import CameraStatus
 from .learning_view import learning_view
@@ -129,7 +129,10 @@ class Learning:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bring back the cameras added over the API, resume their jobs, start polling."""
+        """Remove what deletes stopped by a crash left, bring back the cameras added over the API, resume their
+        jobs, start polling."""
+        tombstones.sweep(self.records.root)
+        tombstones.sweep(self.pipeline.registry.root)
         known = {c.id for c in self.pipeline.list_cameras()}
         for cam in self.records.load():
             if cam.id not in known:
@@ -186,7 +189,8 @@ class Learning:
         """PATCH: new URL, fps or alert settings; the camera keeps its mode, models and job. Its recent footage
         (refresh) is recorded anew with them; at another fps, what was recorded goes."""
         old_fps = self.pipeline.camera_settings(cam.id).fps
-        self.pipeline.update_camera(cam, trusted=trusted)
+        with self.refresher.exclusive():  # no learn nor poll gives the camera a tap while it is dropped and re-added
+            self.pipeline.update_camera(cam, trusted=trusted)
         if (self.records.folder(cam.id) / "camera.json").is_file():
             self.records.save(cam)
         self.refresher.restart_recording(cam.id, discard=cam.fps != old_fps)
@@ -200,17 +204,20 @@ class Learning:
         """Cancel the camera's job, stop it, and remove its record, footage, runs and models. KeyError: unknown."""
         self.pipeline.get_camera(camera_id)  # KeyError -> 404 before anything is removed
         # No poll, of a refresh or of the job, nor a learn sees the camera half removed (and records, saves or arms
-        # it again): one that began first ends first, and what it made is removed below.
+        # it again): one that began first ends first, and what it made goes below. The job stops and its folders
+        # move aside under the lock too: once it is released, a camera added again with the id owns those paths,
+        # and neither the old job's writes nor the removal of its files can touch what that camera writes there.
         with self.refresher.exclusive():
             with self._lock:
                 job = self._jobs.pop(camera_id, None)
             self.refresher.forget(camera_id)
             self.pipeline.set_tap(camera_id, None)
             self.pipeline.remove_camera(camera_id)
-        if job is not None:
-            self._halt(job)
-        shutil.rmtree(self.records.folder(camera_id), ignore_errors=True)
-        self.pipeline.registry.remove_camera(camera_id)
+            if job is not None:
+                self._halt(job)
+            tombs = [tombstones.entomb(self.records.folder(camera_id)),
+                     self.pipeline.registry.entomb_camera(camera_id)]
+        tombstones.remove(tombs)
 
     def learn(self, camera_id: str, footage_minutes: float | None = None,
               train_minutes: float | None = None) -> dict[str, Any]:

@@ -180,15 +180,15 @@ class Pipeline:
             return self._cams[camera_id].cam
 
     def set_tap(self, camera_id: str, tap: FrameTap | None) -> None:
-        """Give every kept frame of the camera to `tap` (footage recording), also across update_camera."""
+        """Give every kept frame of the camera to `tap` (footage recording), also across update_camera; None:
+        to nobody. KeyError: unknown camera (a tap kept for it would record a camera added later with its id)."""
         with self._cams_lock:
+            c = self._cams[camera_id]
             if tap is None:
                 self._taps.pop(camera_id, None)
             else:
                 self._taps[camera_id] = tap
-            c = self._cams.get(camera_id)
-        if c is not None:
-            c.worker.tap = tap
+        c.worker.tap = tap
 
     def report_error(self, camera_id: str, error: str) -> None:
         """A camera's error that is not its capture's (footage refused, training failed): its last_error."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from model import WEIGHTS_FORMAT, Predictor, WeightsError, load_predictor, safe_torch_load, sha256_file, weights_of
 
+from . import tombstones
 from .settings import SLUG
 
 REGISTRY_FILE = "registry.json"
@@ -188,10 +189,10 @@ class ModelRegistry:
 
     def remove_camera(self, camera: str) -> None:
         """Delete every version of the camera's models (nothing to do for an unknown camera)."""
+        tombstones.remove([self.entomb_camera(camera)])
+
+    def entomb_camera(self, camera: str) -> Path | None:
+        """Move the camera's models aside (service.tombstones), for the caller to remove: from here on the camera
+        has none, and a reader saw the whole registry or sees none, never half a deleted folder."""
         with self._lock:
-            folder = self.folder(camera)
-            if folder.is_dir():
-                # Rename first: a reader sees the whole registry or none, never half a deleted folder.
-                trash = folder.with_name(f".{camera}.removed-{os.getpid()}-{threading.get_ident()}")
-                os.replace(folder, trash)
-                shutil.rmtree(trash, ignore_errors=True)
+            return tombstones.entomb(self.folder(camera))
