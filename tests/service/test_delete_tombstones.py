@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_refresh_host import GUARD_S, Host, WatchedLock, in_thread, learn_in_thread, settings
+from learning_host import GUARD_S, Host, WatchedLock, in_thread, learn_in_thread, settings
 from test_registry import weights_file
 
 from service import training_run
