@@ -20,6 +20,19 @@ def frame(value: int) -> np.ndarray:
     return np.full((96, 128, 3), value, np.uint8)
 
 
+def recent_footage(root: Path, *, max_frames: int = 10_000, margin_s: float = 0.0,
+                   hold_s: float = 0.0) -> CleanFootage:
+    return CleanFootage(root, CONFIG, fps=10, max_frames=max_frames, max_bytes=1 << 30, margin_s=margin_s,
+                        hold_s=hold_s)
+
+
+def feed(rec: CleanFootage, frames: range) -> None:
+    """Frames i at i / 10 s, none fresh, each scored at once."""
+    for i in frames:
+        rec.tap(frame(i), i / 10, fresh=False)
+        rec.scored(i / 10)
+
+
 def stored_values(root: Path) -> list[list[int]]:
     return [[int(f[0, 0]) for f in seg] for seg in Footage(root).segments()]
 
@@ -50,7 +63,7 @@ def test_verdict_on_held_out_psnr() -> None:
 
 def test_recent_footage_leaves_out_alerts_with_margins_and_cuts_segments(tmp_path: Path) -> None:
     root = tmp_path / "recent"
-    rec = CleanFootage(root, CONFIG, fps=10, max_frames=10_000, max_bytes=1 << 30, margin_s=1.0, hold_s=2.5)
+    rec = recent_footage(root, margin_s=1.0, hold_s=2.5)
     for i in range(200):
         ts = i / 10
         rec.tap(frame(i), ts, fresh=i == 0)
@@ -68,7 +81,7 @@ def test_recent_footage_leaves_out_alerts_with_margins_and_cuts_segments(tmp_pat
 
 def test_an_open_exclusion_holds_everything_after_it(tmp_path: Path) -> None:
     root = tmp_path / "recent"
-    rec = CleanFootage(root, CONFIG, fps=10, max_frames=10_000, max_bytes=1 << 30, margin_s=0.5, hold_s=4.0)
+    rec = recent_footage(root, margin_s=0.5, hold_s=4.0)
     for i in range(100):
         rec.tap(frame(i), i / 10, fresh=False)
         rec.scored(i / 10)
@@ -81,10 +94,8 @@ def test_an_open_exclusion_holds_everything_after_it(tmp_path: Path) -> None:
 
 def test_rolling_window_drops_its_oldest_frames_and_is_then_enough(tmp_path: Path) -> None:
     root = tmp_path / "recent"
-    rec = CleanFootage(root, CONFIG, fps=10, max_frames=40, max_bytes=1 << 30, margin_s=0.0, hold_s=0.0)
-    for i in range(30):
-        rec.tap(frame(i), i / 10, fresh=False)
-        rec.scored(i / 10)
+    rec = recent_footage(root, max_frames=40)
+    feed(rec, range(30))
     assert not rec.enough() and rec.frames == 30
     for i in range(30, 130):
         rec.tap(frame(i), i / 10, fresh=i == 90)  # a gap at 9 s: a new segment
@@ -133,10 +144,8 @@ def test_finished_runs_are_pruned_but_the_latest_and_a_running_one(tmp_path: Pat
 
 def test_closed_recent_footage_ignores_frames_capture_still_taps(tmp_path: Path) -> None:
     root = tmp_path / "recent"
-    rec = CleanFootage(root, CONFIG, fps=10, max_frames=10_000, max_bytes=1 << 30, margin_s=0.0, hold_s=0.0)
-    for i in range(10):
-        rec.tap(frame(i), i / 10, fresh=False)
-        rec.scored(i / 10)
+    rec = recent_footage(root)
+    feed(rec, range(10))
     rec.close()
     before = stored_values(root)
     for i in range(10, 20):  # capture stops after the recording: its frames go nowhere
@@ -149,22 +158,17 @@ def test_closed_recent_footage_ignores_frames_capture_still_taps(tmp_path: Path)
 
 def test_recent_footage_recovers_from_a_write_error(tmp_path: Path) -> None:
     root = tmp_path / "recent"
-    rec = CleanFootage(root, CONFIG, fps=10, max_frames=10_000, max_bytes=1 << 30, margin_s=0.0, hold_s=0.0)
-    rec.tap(frame(0), 0.0, fresh=False)
-    rec.scored(0.0)
+    rec = recent_footage(root)
+    feed(rec, range(1))
 
     def full_disk(img: np.ndarray, ts: float) -> None:
         raise OSError(28, "No space left on device")
     rec.writer.append_prepared = full_disk  # type: ignore[method-assign]
-    for i in range(1, 5):
-        rec.tap(frame(i), i / 10, fresh=False)
-        rec.scored(i / 10)
+    feed(rec, range(1, 5))
     assert rec.error is not None and "No space left" in rec.error
     rec.recover()  # the learning thread's poll: a new writer, a new segment
     assert rec.error is not None  # until a frame is written again
-    for i in range(5, 8):
-        rec.tap(frame(i), i / 10, fresh=False)
-        rec.scored(i / 10)
+    feed(rec, range(5, 8))
     assert rec.error is None
     rec.close()
     assert stored_values(root) == [[0], [5, 6, 7]]
