@@ -45,8 +45,8 @@ class StreamClock:
 
     A session's first frame may have no presentation time at all: over RTSP, FFmpeg's RTP demuxer stamps the
     first frame N/A and measures the stream from the second one (its start_time), and OpenCV reports both as
-    0 ms. So when the second frame repeats the first one's time, the first was the frame before it: its time
-    is the second's less one source frame (`frame_s`), instead of a duplicate that decimation would drop.
+    0 ms. When the second frame repeats the first one's time, the first frame is timed one source frame
+    (`frame_s`) before the second: two frames at one time would make decimation drop one of them.
     """
 
     STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
@@ -78,7 +78,7 @@ class StreamClock:
         if self.use_pts and pts is not None and pts >= 0:  # NaN fails >= as well
             if not self._pts_seen:
                 self._pts_seen, self._pts0, self._last_pts = True, pts, pts
-            elif self._frames == 2 and pts == self._last_pts:  # the first frame's time was unknown (see above)
+            elif self._frames == 2 and pts == self._last_pts:  # the first frame had no time of its own (see above)
                 self._pts0, self._pts_changed_at = pts - self.frame_s, arrival
             elif pts > self._last_pts:
                 self._last_pts, self._pts_changed_at = pts, arrival

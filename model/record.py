@@ -1,10 +1,10 @@
 """Record a source into a footage folder (model.footage) for `ffp learn`: a live stream (URL), a video file or
 a folder of videos (each file a segment).
 
-`record(source, footage_root, ...)` keeps the frames the service's capture would keep of the same source: a
-stream is timed by its presentation time and decimated to the camera's fps (model.clock), so the frames of a
-burst delivered at connect keep their content spacing, and a new segment starts wherever capture restarts its
-history.
+`record(source, footage_root, ...)` keeps the frames the service's capture keeps of the same source: a stream
+goes through capture's FrameKeeper (model.clock: timed by its presentation time, so a burst delivered at connect
+keeps its content spacing, and decimated to the camera's fps), and a new segment starts wherever capture restarts
+its history.
 """
 from __future__ import annotations
 

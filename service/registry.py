@@ -187,12 +187,9 @@ class ModelRegistry:
                 self._write(camera, data)
         return entry
 
-    def remove_camera(self, camera: str) -> None:
-        """Delete every version of the camera's models (nothing to do for an unknown camera)."""
-        tombstones.remove([self.entomb_camera(camera)])
-
     def entomb_camera(self, camera: str) -> Path | None:
-        """Move the camera's models aside (service.tombstones), for the caller to remove: from here on the camera
-        has none, and a reader saw the whole registry or sees none, never half a deleted folder."""
+        """Move the camera's models aside (service.tombstones), for the caller to remove; None for a camera without
+        any. From here on the camera has none, and a reader saw the whole registry or sees none, never half a
+        deleted folder."""
         with self._lock:
             return tombstones.entomb(self.folder(camera))

@@ -20,8 +20,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 PREFIX = ".deleted-"
-# also the registry's trash of earlier versions (.{id}.removed-{pid}-{thread}), so that a crash's leftovers go too
-TOMBSTONE = re.compile(r"^(\.deleted-[a-z0-9][a-z0-9_-]*-[0-9a-f]+|\.[a-z0-9][a-z0-9_-]*\.removed-\d+-\d+)$")
+TOMBSTONE = re.compile(r"^\.deleted-[a-z0-9][a-z0-9_-]*-[0-9a-f]+$")
 
 
 def entomb(folder: Path) -> Path | None:

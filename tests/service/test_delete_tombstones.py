@@ -77,7 +77,6 @@ def test_tombstones_a_crash_left_are_not_cameras_and_go_at_start(tmp_path: Path,
     (data / "models/gone/registry.json").write_text('{"active": null, "versions": []}')
     (data / "cameras/gone").rename(data / "cameras/.deleted-gone-0123abcd")  # a delete stopped by a crash
     (data / "models/gone").rename(data / "models/.deleted-gone-4567ef01")
-    (data / "models/.gone.removed-12-34").mkdir()  # the registry's own trash of earlier versions
     assert [c.id for c in records.load()] == ["kept"]
     learning.start()
     host: Host = learning.pipeline  # type: ignore[assignment]

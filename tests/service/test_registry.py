@@ -14,6 +14,7 @@ from model import METRICS, WEIGHTS_FORMAT, Calibration, WeightsError
 from model.checkpoint import atomic_save
 from model.config import ScoreConfig, get_preset
 from model.unet import Generator
+from service import tombstones
 from service.registry import ModelRegistry
 
 pytestmark = pytest.mark.timeout(60)
@@ -117,10 +118,10 @@ def test_remove_camera(tmp_path: Path) -> None:
     reg.add("a", w)
     reg.add("b", w)
     reg.activate("a", "v0001")
-    reg.remove_camera("a")
+    tombstones.remove([reg.entomb_camera("a")])
     assert reg.versions("a") == [] and reg.active("a") is None and not (tmp_path / "models/a").exists()
     assert [e.version for e in reg.versions("b")] == ["v0001"]
-    reg.remove_camera("a")  # nothing left: no error
+    assert reg.entomb_camera("a") is None  # nothing left: no error
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["b"]
 
 

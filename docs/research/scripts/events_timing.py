@@ -28,7 +28,7 @@ from model.predictor import load_predictor
 MARGIN, GAP, STEP, FPS, MAX_SHARE = 0.5, 1.5, 0.05, 10.0, 0.20
 HALF_LIVES = (1.0, 1.5, 2.0)
 MIN_DURATIONS = (0.1, 0.2, 0.3, 0.4)
-# Constraint 2c's reference: the shipped alert timing (half-life in frames, min_duration_s), one of the grid's
+# Constraint 2c's reference: the shipped alert timing (half-life in frames, min_duration_s), one of the grid's cells
 SHIPPED_TIMING = (AlertParams().smoothing_half_life_frames, AlertParams().min_duration_s)
 
 
