@@ -15,7 +15,8 @@ STREAM_FALLBACK_FPS = 25.0  # when a stream does not say (many RTSP cameras repo
 
 
 def stream_fps(reported: float) -> float | None:
-    """The frame rate a stream reports (OpenCV's CAP_PROP_FPS), or None when it is missing or implausible."""
+    """The frame rate a source reports (its container's, or OpenCV's CAP_PROP_FPS), or None when it is missing
+    or implausible."""
     return reported if math.isfinite(reported) and 0.5 <= reported <= 240 else None
 
 
@@ -44,9 +45,9 @@ class StreamClock:
     (presentation time went backwards or vanished): the frame history must not span it.
 
     A session's first frame may have no presentation time at all: over RTSP, FFmpeg's RTP demuxer stamps the
-    first frame N/A and measures the stream from the second one (its start_time), and OpenCV reports both as
-    0 ms. When the second frame repeats the first one's time, the first frame is timed one source frame
-    (`frame_s`) before the second: two frames at one time would make decimation drop one of them.
+    first frame N/A. It is then timed one source frame (`frame_s`) before the second: two frames at one time
+    would make decimation drop one of them. (OpenCV reports the N/A as 0 ms and measures the stream from the
+    second frame, so there the first two frames both read 0 ms: the same rule applies.)
     """
 
     STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
@@ -75,9 +76,12 @@ class StreamClock:
             self._arrival0 = self._pts_changed_at = arrival
         self.jumped = False
         self._frames += 1
+        if self.use_pts and pts is None and self._frames == 1:  # timed when the second frame comes (see above)
+            return self.last
         if self.use_pts and pts is not None and pts >= 0:  # NaN fails >= as well
             if not self._pts_seen:
-                self._pts_seen, self._pts0, self._last_pts = True, pts, pts
+                first_untimed = self._frames == 2
+                self._pts_seen, self._pts0, self._last_pts = True, pts - first_untimed * self.frame_s, pts
             elif self._frames == 2 and pts == self._last_pts:  # the first frame had no time of its own (see above)
                 self._pts0, self._pts_changed_at = pts - self.frame_s, arrival
             elif pts > self._last_pts:
@@ -91,16 +95,17 @@ class StreamClock:
         if self.use_pts:  # no presentation time (or stuck): arrival time for the rest of the session
             self.use_pts = False
             self.jumped = self._pts_seen
-            self._offset = self.last - (arrival - self._arrival0)
+            # carry on from the last time; a session that never had one is timed from its first frame's arrival
+            self._offset = self.last - (arrival - self._arrival0) if self._pts_seen else 0.0
         self.last = max(self.last, arrival - self._arrival0 + self._offset)
         return self.last
 
     def fresh_at(self, arrival: float) -> float:
         """When the frame just timed would have arrived had the stream kept up: its arrival minus how much
         later than the stream's usual delay its content came. Frame age (and so stall detection) counts from
-        here, not from the read. A frozen server still yields frames: at each read timeout OpenCV hands out
-        the decoder's last buffered frame with ok=True and a presentation time 40 ms on, after a second or
-        more. Their content falls behind arrival time, so fresh_at stands still and the age grows."""
+        here, not from the read. A source may still yield frames after its server froze (OpenCV's FFmpeg
+        backend hands out the decoder's last buffered frame at each read timeout, 40 ms of content on, after a
+        second or more). Their content falls behind arrival time, so fresh_at stands still and the age grows."""
         if not self.use_pts or self._arrival0 is None:
             return arrival
         delay = arrival - self._arrival0 - self.last
@@ -116,7 +121,7 @@ class Decimator:
     jitters) moves the next slot to half a period after it rather than one period after the missed slot: two
     kept frames are never less than half a period apart."""
 
-    SLACK_S = 1e-6  # times from OpenCV's milliseconds are not exact multiples of a period
+    SLACK_S = 1e-6  # times in milliseconds or time-base units are not exact multiples of a period
 
     def __init__(self, fps: float) -> None:
         if not fps > 0:

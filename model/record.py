@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .clock import Decimator, FrameKeeper, native_fps, presentation_s
+from .clock import Decimator, FrameKeeper, native_fps
 from .config import ModelConfig
 from .data import DataError, VideoSource, find_videos
 from .footage import FootageWriter
+from .stream import LiveStream, StreamError
 
 
 def is_url(source: str) -> bool:
@@ -63,11 +64,10 @@ class StreamRead:
     frame_s: float
 
 
-def _stream_reads(url: str, seconds: float, retries: int = 3) -> Iterator[StreamRead | None]:
-    """The frames of a live stream for `seconds`; None marks an outage, after which it reconnects (at most
-    `retries` times). A stream that never opens is an error."""
-    import cv2
-
+def _stream_reads(url: str, seconds: float, retries: int = 3, timeout_s: float = 10.0
+                  ) -> Iterator[StreamRead | None]:
+    """The frames of a live stream for `seconds`, read as the service's capture reads them (model.stream); None
+    marks an outage, after which it reconnects (at most `retries` times). A stream that never opens is an error."""
     start = time.monotonic()
     opened = False
     for attempt in range(retries + 1):
@@ -76,21 +76,22 @@ def _stream_reads(url: str, seconds: float, retries: int = 3) -> Iterator[Stream
         if attempt:
             yield None
             time.sleep(1.0)
-        cap = cv2.VideoCapture(url)
         try:
-            if cap.isOpened():
-                opened = True
-                frame_s = 1.0 / native_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
-                while time.monotonic() - start < seconds:
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
-                    yield StreamRead(frame, time.monotonic(), presentation_s(float(cap.get(cv2.CAP_PROP_POS_MSEC))),
-                                     frame_s)
-            elif not opened:
-                raise DataError(f"cannot open stream {url}")
+            stream = LiveStream(url, open_timeout_s=timeout_s, read_timeout_s=timeout_s)
+        except StreamError as e:
+            if not opened:
+                raise DataError(f"{e}: {url}") from None
+            continue
+        opened = True
+        frame_s = 1.0 / native_fps(stream.fps)
+        try:
+            while time.monotonic() - start < seconds:
+                frame = stream.read()
+                yield StreamRead(frame, time.monotonic(), stream.pts_s, frame_s)
+        except StreamError:
+            pass
         finally:
-            cap.release()
+            stream.close()
 
 
 def kept_stream_frames(reads: Iterable[StreamRead | None],

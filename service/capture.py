@@ -8,8 +8,8 @@ Files are paced at their native fps, so a file behaves like the recording of a c
 The worker reconnects by itself after a source fault. The watchdog (service.watchdog) handles the rest through
 `diagnose`/`restart`/`fail`: a thread that died of a bug, and a stall (no new frame for stall_after_s while the
 source is open). Frame age counts from when the content of the last frame was due (`StreamClock.fresh_at`),
-not from the last successful read: a frozen server keeps OpenCV's read blocked up to its read timeout and then
-still returns the decoder's buffered frames with ok=True, which must not count as a live picture.
+not from the last successful read: a source that still hands out buffered frames after its server froze
+must not count as a live picture.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from .media_time import MediaTimeline
 from .meters import RateMeter
 from .ring import RingBuffer
 from .settings import CameraSettings
-from .sources import FrameSource, SourceError, SourceFactory, open_opencv_source
+from .sources import FrameSource, SourceError, SourceFactory, open_source
 from .supervised import SupervisedThread
 from .urls import SourceSpec, redact_text, redact_url
 
@@ -65,7 +65,7 @@ class Backoff:
 
 class CaptureWorker(SupervisedThread):
     def __init__(self, cam: CameraSettings, spec: SourceSpec, ring: RingBuffer, model: ServedModel, sink: WindowSink, *,
-                 source_factory: SourceFactory = open_opencv_source, backoff: Backoff | None = None,
+                 source_factory: SourceFactory = open_source, backoff: Backoff | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(f"camera {cam.id}", kind="capture", thread_name=f"capture-{cam.id}")
         self.cam = cam

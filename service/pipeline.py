@@ -40,7 +40,7 @@ from .recorder import EventRecorder
 from .registry import ModelEntry, ModelRegistry
 from .ring import RingBuffer
 from .settings import AlertSettings, CameraSettings, Settings
-from .sources import SourceFactory, open_opencv_source
+from .sources import SourceFactory, open_source
 from .store import EventStore
 from .urls import redact_url, resolve_source
 from .watchdog import Supervised, Watchdog
@@ -60,7 +60,7 @@ class CameraLimit(Exception):
 class Pipeline:
     def __init__(self, settings: Settings, predictor: Predictor, store: EventStore, *,
                  clock: Callable[[], float] = time.time,
-                 source_factory: SourceFactory = open_opencv_source) -> None:
+                 source_factory: SourceFactory = open_source) -> None:
         self.settings, self.predictor, self.store = settings, predictor, store
         self.registry = ModelRegistry(settings.data_dir)
         self._recorder = EventRecorder(store, settings.data_dir, max_events=settings.retention_max_events,

@@ -1,14 +1,13 @@
-"""Frame sources: what a CaptureWorker reads from. The default opens OpenCV's FFmpeg backend; tests pass a
-fake factory the way httpx takes a transport."""
+"""Frame sources: what a CaptureWorker reads from. Network cameras are read through PyAV (model.stream), files
+and webcams through OpenCV; tests pass a fake factory the way httpx takes a transport."""
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from model import presentation_s, stream_fps
+from model import LiveStream, StreamError, presentation_s, stream_fps
 
 from .settings import CameraSettings
 from .urls import SourceSpec, redact_text
@@ -34,27 +33,43 @@ class FrameSource(Protocol):
 SourceFactory = Callable[[SourceSpec, CameraSettings], FrameSource]
 
 
+class NetworkSource:
+    """A network camera: model.LiveStream with the camera's open/read timeouts, errors redacted."""
+
+    def __init__(self, spec: SourceSpec, cam: CameraSettings) -> None:
+        try:
+            self._stream = LiveStream(str(spec.target), open_timeout_s=cam.open_timeout_s,
+                                      read_timeout_s=cam.read_timeout_s)
+        except StreamError as e:
+            raise SourceError(f"{redact_text(str(e))}: {redact_text(str(spec.target))}") from None
+        self.fps: float | None = self._stream.fps
+        self.pts_s: float | None = None
+
+    def read(self) -> np.ndarray:
+        try:
+            frame = self._stream.read()
+        except StreamError as e:
+            raise SourceError(redact_text(str(e))) from None
+        self.pts_s = self._stream.pts_s
+        return frame
+
+    def close(self) -> None:
+        self._stream.close()
+
+
 class OpenCVSource:
-    """cv2.VideoCapture with explicit open/read timeouts (OpenCV's defaults block ~30-90 s on a dead camera)."""
+    """A video file or a webcam through cv2.VideoCapture."""
 
     def __init__(self, spec: SourceSpec, cam: CameraSettings) -> None:
         import cv2
 
         self._cv2 = cv2
         self._spec = spec
-        if spec.kind == "webcam":
-            cap = cv2.VideoCapture(int(spec.target))
-        else:
-            # RTSP over TCP: UDP loses packets under load and smears frames. OpenCV reads this variable at
-            # each open, so it is the only per-process knob; a value the operator set wins.
-            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cam.open_timeout_s * 1000),
-                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cam.read_timeout_s * 1000)]
-            cap = cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG, params)
+        cap = cv2.VideoCapture(int(spec.target)) if spec.kind == "webcam" else cv2.VideoCapture(
+            str(spec.target), cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open {spec.kind} source" + (
-                f" {redact_text(str(spec.target))}" if spec.kind != "file" else ""))
+            raise SourceError(f"cannot open {spec.kind} source")
         self._cap = cap
         self.fps: float | None = stream_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
         self.pts_s: float | None = None
@@ -62,22 +77,21 @@ class OpenCVSource:
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
         if ok and frame is not None:
-            if self._spec.kind != "file":  # a file is timed by its frame count (capture paces it)
+            if self._spec.kind == "webcam":  # a file is timed by its frame count (capture paces it)
                 self.pts_s = presentation_s(float(self._cap.get(self._cv2.CAP_PROP_POS_MSEC)))
             return frame
         if self._spec.kind == "file":
             return None
-        raise SourceError("stream read failed (disconnected or timed out)")
+        raise SourceError("webcam read failed")
 
     def rewind(self) -> bool:
-        """Back to a file's first frame (a looped file): seeking, not reopening, because OpenCV opens every
-        FFmpeg source under one process-wide lock, which a network camera's open holds for up to its
-        open_timeout_s (a frozen server): a reopen would wait for it. False when the seek failed."""
+        """Back to a file's first frame (a looped file) without reopening it; False when the seek failed."""
         return self._spec.kind == "file" and bool(self._cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0))
 
     def close(self) -> None:
         self._cap.release()
 
 
-def open_opencv_source(spec: SourceSpec, cam: CameraSettings) -> FrameSource:
-    return OpenCVSource(spec, cam)
+def open_source(spec: SourceSpec, cam: CameraSettings) -> FrameSource:
+    """The default SourceFactory: PyAV for network cameras, OpenCV for files and webcams."""
+    return NetworkSource(spec, cam) if spec.kind == "network" else OpenCVSource(spec, cam)

@@ -18,7 +18,7 @@ from model import Predictor, WeightsError, load_predictor
 
 from .pipeline import Pipeline
 from .settings import Settings
-from .sources import SourceFactory, open_opencv_source
+from .sources import SourceFactory, open_source
 from .store import EventStore
 
 
@@ -53,7 +53,7 @@ def default_torch_threads() -> int:
 
 def build_service(settings: Settings, *, predictor: Predictor | None = None, store: EventStore | None = None,
                   clock: Callable[[], float] = time.time,
-                  source_factory: SourceFactory = open_opencv_source) -> Service:
+                  source_factory: SourceFactory = open_source) -> Service:
     """Apply the settings and assemble the parts. `predictor` (default: settings.weights loaded on
     settings.device in settings.precision) and `store` (default: an EventStore in settings.data_dir) are used as
     given. Raises ServiceError when the weights or the data dir are unusable.

@@ -49,8 +49,13 @@ def test_stream_clock_falls_back_to_arrival_time_and_never_runs_backwards() -> N
 
 
 def test_stream_clock_places_a_first_frame_without_time_one_frame_before_the_second() -> None:
-    """OpenCV over RTSP: 0 ms for the first frame (FFmpeg stamps it N/A) and for the second (the stream's start);
-    the third is one frame on. No frame gets a duplicate time, so none is decimated away."""
+    """Over RTSP FFmpeg stamps a session's first frame N/A. model.stream gives it no time; OpenCV (a webcam's
+    source) reports 0 ms for it and for the second (the stream's start). Either way the first frame is one frame
+    before the second: no frame gets a duplicate time, so none is decimated away."""
+    c = StreamClock(0.1)
+    assert [c.time(3.0 + 0.01 * i, pts) for i, pts in enumerate([None, 7.04, 7.14, 7.24])] == pytest.approx(
+        [0.0, 0.1, 0.2, 0.3])
+    assert not c.jumped and c.use_pts
     c = StreamClock(0.1)
     assert [c.time(3.0 + 0.01 * i, ms / 1000) for i, ms in enumerate([0, 0, 100, 200])] == pytest.approx(
         [0.0, 0.1, 0.2, 0.3])

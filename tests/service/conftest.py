@@ -25,7 +25,7 @@ import torch
 from timing import TIME_SCALE, scaled
 from torch import nn
 
-from model import Calibration, Predictor, windows_from_frames
+from model import Calibration, LiveStream, Predictor, windows_from_frames
 from model.config import ScoreConfig, get_preset
 from model.unet import Generator
 from service.frames import EventMessage, ScoreMessage
@@ -172,20 +172,11 @@ def untrained_predictor(calibration: Calibration | None = None, precision: str =
 
 
 def _read_frames(url: str, n: int, every: int) -> list[np.ndarray]:
-    import cv2
-
-    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000,
-                                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000])
-    frames = []
+    stream = LiveStream(url, open_timeout_s=5, read_timeout_s=5)  # as a camera reads it
     try:
-        for i in range(n * every):
-            ok, f = cap.read()
-            assert ok, "cannot read the calibration stream"
-            if i % every == 0:
-                frames.append(f)
+        frames = [stream.read() for _ in range(n * every)][::every]
     finally:
-        cap.release()
+        stream.close()
     return frames
 
 

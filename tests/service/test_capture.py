@@ -19,7 +19,7 @@ from service.frames import ServedModel, Window
 from service.inference import InferenceWorker
 from service.ring import RingBuffer
 from service.settings import CameraSettings
-from service.sources import SourceError, open_opencv_source
+from service.sources import SourceError, open_source
 from service.urls import SourceSpec, resolve_source
 
 pytestmark = pytest.mark.timeout(20)
@@ -230,7 +230,7 @@ def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..
     scored: list[Window] = []
     inf = InferenceWorker(lambda b, s, ms: scored.extend(b), max_batch=4)
     cam = CameraSettings(id="f", url=str(clip), fps=50)
-    w = make_worker(cam, open_opencv_source, inf,
+    w = make_worker(cam, open_source, inf,
                     resolve_source(cam.url, trusted=True, media_dir=None), slow_model(0.05))  # slower than 50 fps
     inf.register("f")
     inf.start()
@@ -246,9 +246,8 @@ def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..
 
 def test_a_looped_file_rewinds_without_reopening(tmp_path: Path, write_video: Callable[..., Path],
                                                  no_thread_leak: None) -> None:
-    """OpenCV opens every FFmpeg source under one process-wide lock, which a frozen network camera's open holds
-    for its whole open timeout: a looped file that reopened at each loop would stop for as long. It seeks back
-    instead: opened once, every loop starts at the first frame again, and no window spans the seam."""
+    """A looped file seeks back instead of reopening at each loop: opened once, every loop starts at the first
+    frame again, and no window spans the seam."""
     n = 12
     clip = write_video(tmp_path / "l.avi", [np.full((48, 64, 3), 8 * i, np.uint8) for i in range(n)], fps=100)
     cam = CameraSettings(id="l", url=str(clip), fps=100, loop=True)
@@ -256,7 +255,7 @@ def test_a_looped_file_rewinds_without_reopening(tmp_path: Path, write_video: Ca
 
     def factory(s: SourceSpec, c: CameraSettings) -> object:
         opened.append(1)
-        return open_opencv_source(s, c)
+        return open_source(s, c)
 
     sink = ListSink()
     w = make_worker(cam, factory, sink, resolve_source(cam.url, trusted=True, media_dir=None))
@@ -336,7 +335,8 @@ def test_gap_in_live_stream_restarts_the_history(no_thread_leak: None) -> None:
 
 class FrozenSource(PtsSource):
     """A 25 fps stream whose server freezes after `live` frames: from then on each read blocks for the read
-    timeout and still returns a frame, 40 ms of content on (the decoder's buffered ones, as OpenCV does)."""
+    timeout and still returns a frame, 40 ms of content on (the decoder's buffered ones, as OpenCV's FFmpeg
+    backend does)."""
 
     def __init__(self, live: int, read_timeout_s: float) -> None:
         super().__init__()
@@ -395,9 +395,10 @@ def test_ring_cuts_the_windows_a_clip_gets(stride: int) -> None:
 GREY_STEP = 6  # grey level step between the frames of grey_level_clip
 
 
-def grey_level_clip(tmp_path: Path, native: int, n: int = 40) -> Path:
+def grey_level_clip(tmp_path: Path, native: int, n: int = 40, bframes: int = 0) -> Path:
     """tmp_path/media/clip.mp4: n frames at `native` fps, frame i all grey level GREY_STEP * i (which frames a
-    window or a recording holds is visible), H.264 with a key frame every 10."""
+    window or a recording holds is visible), H.264 with a key frame every 10 and `bframes` B-frames (frames
+    decoded out of presentation order, as many cameras' main-profile streams have)."""
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg is required")
     import cv2
@@ -408,7 +409,7 @@ def grey_level_clip(tmp_path: Path, native: int, n: int = 40) -> Path:
     media.mkdir()
     clip = media / "clip.mp4"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-framerate", str(native), "-i", str(tmp_path / "%03d.png"),
-                    "-c:v", "libx264", "-x264-params", "keyint=10:bframes=0", "-pix_fmt", "yuv420p", str(clip)],
+                    "-c:v", "libx264", "-x264-params", f"keyint=10:bframes={bframes}", "-pix_fmt", "yuv420p", str(clip)],
                    check=True)
     return clip
 
@@ -417,21 +418,23 @@ def grey_index(frame: np.ndarray) -> int:
     return round(float(frame.mean()) / GREY_STEP)
 
 
-@pytest.mark.parametrize("native", [10, 25])
-def test_rtsp_stream_gets_the_windows_of_its_file_from_the_first_on(tmp_path: Path, native: int,
+@pytest.mark.parametrize("native, bframes", [(10, 0), (25, 0), (25, 2)])
+def test_rtsp_stream_gets_the_windows_of_its_file_from_the_first_on(tmp_path: Path, native: int, bframes: int,
                                                                     no_thread_leak: None) -> None:
     """A clip served by a real RTSP server and the same file as a camera keep the same frames at 10 fps and so
     cut the same windows, the first ones included. Over RTSP, FFmpeg gives a session's first frame no
-    timestamp and OpenCV reports that as 0 ms, the second frame's time too: read as a time, the second frame
-    is a duplicate of the first and decimation drops it."""
+    timestamp: timed as 0, the second frame would be a duplicate of it and decimation would drop it. With
+    B-frames the stream's first presentation time is not its first decoded frame's: read relative to the
+    stream's start (as OpenCV reports it) the first frames' times are negative, and a camera timed them on
+    arrival, keeping other frames of the burst delivered at connect."""
     require_rtsp()
-    clip = grey_level_clip(tmp_path, native)
+    clip = grey_level_clip(tmp_path, native, bframes=bframes)
     server = RtspServer(files=clip.parent).start()
     file_sink, live_sink = ListSink(), ListSink()
     file_cam = CameraSettings(id="f", url=str(clip), fps=10)
-    workers = [make_worker(file_cam, open_opencv_source, file_sink,
+    workers = [make_worker(file_cam, open_source, file_sink,
                            resolve_source(file_cam.url, trusted=True, media_dir=None)),
-               make_worker(CameraSettings(id="l", url=server.url_of("clip"), fps=10), open_opencv_source, live_sink)]
+               make_worker(CameraSettings(id="l", url=server.url_of("clip"), fps=10), open_source, live_sink)]
     m = 8  # windows compared: the stream ends (and the camera reconnects) after 12 (25 fps) or 36 (10 fps)
     try:
         for w in workers:
@@ -454,7 +457,7 @@ def test_ffp_learn_records_the_frames_a_camera_keeps_of_an_rtsp_stream(tmp_path:
     clip = grey_level_clip(tmp_path, native=25)
     server = RtspServer(files=clip.parent).start()
     tapped: list[int] = []
-    worker = make_worker(CameraSettings(id="l", url=server.url_of("clip"), fps=10), open_opencv_source, ListSink())
+    worker = make_worker(CameraSettings(id="l", url=server.url_of("clip"), fps=10), open_source, ListSink())
     worker.tap = lambda frame, ts, fresh: tapped.append(grey_index(frame))
     m = 12  # frames compared, within one playback of the clip (16 frames kept at 10 fps)
     try:
@@ -480,7 +483,7 @@ def test_ffp_learn_records_the_frames_a_file_camera_keeps(tmp_path: Path, write_
     clip = write_video(tmp_path / "clip.avi", [np.full((48, 64, 3), GREY_STEP * i, np.uint8) for i in range(n)],
                        fps=reported)
     cam = CameraSettings(id="f", url=str(clip), fps=10)
-    worker = make_worker(cam, open_opencv_source, ListSink(), resolve_source(cam.url, trusted=True, media_dir=None))
+    worker = make_worker(cam, open_source, ListSink(), resolve_source(cam.url, trusted=True, media_dir=None))
     tapped: list[int] = []
     worker.tap = lambda frame, ts, fresh: tapped.append(grey_index(frame))
     try:

@@ -1,0 +1,82 @@
+"""A live network stream (RTSP, HTTP, ...) decoded by FFmpeg through PyAV: BGR frames and their presentation times.
+
+Live streams are not opened with OpenCV, whose FFmpeg backend opens every source under one process-wide lock: an
+unreachable or frozen camera held it for its whole open timeout, and meanwhile no other camera could connect and
+no uploaded clip could be opened. PyAV opens each container on its own and releases the GIL while it waits.
+
+Presentation times are the frames' own (pts x time base, in seconds), in presentation order; a frame without one
+(FFmpeg's RTP demuxer stamps a session's first frame N/A) has `pts_s` None. model.clock.StreamClock reads them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .clock import stream_fps
+
+# Consecutive packets a decoder may refuse (a corrupted or lost packet) before the stream counts as broken.
+MAX_BAD_PACKETS = 25
+
+
+class StreamError(RuntimeError):
+    """The stream could not be opened, stopped sending (read timeout), ended or could not be decoded."""
+
+
+def _options(url: str) -> dict[str, str]:
+    # RTSP over TCP: UDP loses packets under load and smears frames.
+    return {"rtsp_transport": "tcp"} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
+
+
+class LiveStream:
+    """One connection to a live stream. `read()` blocks for the next frame, at most `read_timeout_s` without
+    data; any failure raises StreamError and the stream is then done (reconnect by opening a new one)."""
+
+    def __init__(self, url: str, *, open_timeout_s: float, read_timeout_s: float) -> None:
+        import av
+
+        self._av = av
+        try:
+            self._container: Any = av.open(url, options=_options(url), timeout=(open_timeout_s, read_timeout_s))
+        except Exception as e:  # noqa: BLE001 - PyAV raises FFmpeg's errors and OSError alike
+            raise StreamError(f"cannot open stream: {_reason(e)}") from None
+        try:
+            self._stream = self._container.streams.video[0]
+        except IndexError:
+            self._container.close()
+            raise StreamError("the stream has no video") from None
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps: float | None = stream_fps(float(rate)) if rate else None
+        self.pts_s: float | None = None  # presentation time of the frame read last
+        self._packets = self._container.demux(self._stream)
+        self._pending: list[Any] = []  # frames decoded but not handed out yet (a packet may give several)
+
+    def read(self) -> np.ndarray:
+        """The next frame as a BGR array (a fresh one per call)."""
+        bad = 0
+        while not self._pending:
+            try:
+                packet = next(self._packets)
+            except StopIteration:
+                raise StreamError("the stream ended") from None
+            except Exception as e:  # noqa: BLE001 - a read timeout, a dropped connection
+                raise StreamError(f"stream read failed: {_reason(e)}") from None
+            try:
+                self._pending = list(packet.decode())
+                bad = 0
+            except self._av.error.InvalidDataError as e:
+                bad += 1
+                if bad > MAX_BAD_PACKETS:
+                    raise StreamError(f"undecodable stream: {_reason(e)}") from None
+        frame = self._pending.pop(0)
+        self.pts_s = float(frame.time) if frame.time is not None else None
+        return np.asarray(frame.to_ndarray(format="bgr24"))
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def _reason(e: Exception) -> str:
+    """FFmpeg's words for an error, without the URL PyAV appends (it may carry credentials)."""
+    strerror = getattr(e, "strerror", None)
+    return str(strerror) if strerror else type(e).__name__

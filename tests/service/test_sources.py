@@ -1,0 +1,104 @@
+"""Frame sources: a network camera that hangs while connecting holds up no other source, and its errors are
+redacted."""
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import RtspServer
+
+from service.settings import CameraSettings
+from service.sources import SourceError, open_source
+from service.urls import resolve_source
+
+
+@contextmanager
+def silent_server() -> Iterator[tuple[int, threading.Event]]:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers (a camera frozen before its first
+    reply); the event is set once a client connected. Leaving the block closes every connection."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    connected = threading.Event()
+
+    def accept() -> None:
+        try:
+            while True:
+                accepted.append(srv.accept()[0])
+                connected.set()
+        except OSError:  # the listening socket closed
+            pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1], connected
+    finally:
+        srv.close()
+        for conn in accepted:
+            conn.close()
+        thread.join(5)
+
+
+def open_in_thread(url: str, open_timeout_s: float) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+    cam = CameraSettings(id="hung", url=url, open_timeout_s=open_timeout_s)
+
+    def run() -> None:
+        try:
+            open_source(resolve_source(url, trusted=True, media_dir=None), cam).close()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def read_one(url: str) -> np.ndarray | None:
+    cam = CameraSettings(id="other", url=url)
+    src = open_source(resolve_source(url, trusted=True, media_dir=None), cam)
+    try:
+        return src.read()
+    finally:
+        src.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_camera_hanging_in_its_open_holds_up_no_other_source(tmp_path: Path, rtsp_server: RtspServer,
+                                                               write_video: Callable[..., Path]) -> None:
+    """While one camera's connect hangs (its server accepted and says nothing) for up to its open timeout, a
+    file (a file camera, an uploaded clip) and another network camera open and deliver frames. OpenCV's FFmpeg
+    backend opens every source under one process-wide lock, so there they all waited for the timeout."""
+    clip = write_video(tmp_path / "c.avi", [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(3)], fps=10)
+    with silent_server() as (port, connected):
+        hung, errors = open_in_thread(f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", open_timeout_s=40)
+        assert connected.wait(10), "the hung camera never connected"
+        file_frame = read_one(str(clip))
+        rtsp_frame = read_one(rtsp_server.url)
+        still_hung = hung.is_alive()
+    hung.join(20)  # the server closed the connection: the open fails now
+    assert file_frame is not None and file_frame.shape == (48, 64, 3)
+    assert rtsp_frame is not None and rtsp_frame.ndim == 3
+    assert still_hung, "the hung camera's open had returned before the other sources were read"
+    assert not hung.is_alive() and len(errors) == 1 and isinstance(errors[0], SourceError), errors
+    assert "hunter2" not in str(errors[0]) and "cannot open" in str(errors[0]), errors[0]
+
+
+def test_a_network_camera_whose_server_stops_sending_fails_its_read_after_the_read_timeout(
+        rtsp_server: RtspServer) -> None:
+    """A frozen server (its process stopped: the connection stays open, nothing comes) ends the read with a
+    SourceError after read_timeout_s, so capture reconnects; the read never blocks for good."""
+    cam = CameraSettings(id="cam", url=rtsp_server.url, read_timeout_s=1.0)
+    src = open_source(resolve_source(cam.url, trusted=True, media_dir=None), cam)
+    try:
+        assert src.read() is not None
+        with rtsp_server.frozen(), pytest.raises(SourceError, match="read failed"):
+            for _ in range(1000):  # the frames already buffered, then the timeout
+                src.read()
+    finally:
+        src.close()
