@@ -409,8 +409,8 @@ def grey_level_clip(tmp_path: Path, native: int, n: int = 40, bframes: int = 0) 
     media.mkdir()
     clip = media / "clip.mp4"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-framerate", str(native), "-i", str(tmp_path / "%03d.png"),
-                    "-c:v", "libx264", "-x264-params", f"keyint=10:bframes={bframes}", "-pix_fmt", "yuv420p", str(clip)],
-                   check=True)
+                    "-c:v", "libx264", "-x264-params", f"keyint=10:bframes={bframes}", "-pix_fmt", "yuv420p",
+                    str(clip)], check=True)
     return clip
 
 
