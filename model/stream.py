@@ -9,6 +9,8 @@ Presentation times are the frames' own (pts x time base, in seconds), in present
 """
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import numpy as np
@@ -36,10 +38,12 @@ class LiveStream:
         import av
 
         self._av = av
+        self._read_timeout_s = read_timeout_s
+        t0 = time.monotonic()
         try:
             self._container: Any = av.open(url, options=_options(url), timeout=(open_timeout_s, read_timeout_s))
         except Exception as e:  # noqa: BLE001 - PyAV raises FFmpeg's errors and OSError alike
-            raise StreamError(f"cannot open stream: {_reason(e)}") from None
+            raise StreamError(f"cannot open stream: {_reason(e, time.monotonic() - t0, open_timeout_s)}") from None
         try:
             self._stream = self._container.streams.video[0]
         except IndexError:
@@ -55,19 +59,21 @@ class LiveStream:
         """The next frame as a BGR array (a fresh one per call)."""
         bad = 0
         while not self._pending:
+            t0 = time.monotonic()
             try:
                 packet = next(self._packets)
             except StopIteration:
                 raise StreamError("the stream ended") from None
             except Exception as e:  # noqa: BLE001 - a read timeout, a dropped connection
-                raise StreamError(f"stream read failed: {_reason(e)}") from None
+                reason = _reason(e, time.monotonic() - t0, self._read_timeout_s)
+                raise StreamError(f"stream read failed: {reason}") from None
             try:
                 self._pending = list(packet.decode())
                 bad = 0
             except self._av.error.InvalidDataError as e:
                 bad += 1
                 if bad > MAX_BAD_PACKETS:
-                    raise StreamError(f"undecodable stream: {_reason(e)}") from None
+                    raise StreamError(f"undecodable stream: {_reason(e, 0.0, math.inf)}") from None
         frame = self._pending.pop(0)
         self.pts_s = float(frame.time) if frame.time is not None else None
         return np.asarray(frame.to_ndarray(format="bgr24"))
@@ -76,7 +82,11 @@ class LiveStream:
         self._container.close()
 
 
-def _reason(e: Exception) -> str:
-    """FFmpeg's words for an error, without the URL PyAV appends (it may carry credentials)."""
+def _reason(e: Exception, waited_s: float, timeout_s: float) -> str:
+    """Why a call failed: a timeout when it lasted its timeout (FFmpeg then reports whatever the interrupted
+    call saw, often "Invalid data found"), else FFmpeg's words, without the URL PyAV appends (it may carry
+    credentials)."""
+    if waited_s >= 0.95 * timeout_s:
+        return f"no answer within {timeout_s:g} s"
     strerror = getattr(e, "strerror", None)
     return str(strerror) if strerror else type(e).__name__

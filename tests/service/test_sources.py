@@ -97,8 +97,16 @@ def test_a_network_camera_whose_server_stops_sending_fails_its_read_after_the_re
     src = open_source(resolve_source(cam.url, trusted=True, media_dir=None), cam)
     try:
         assert src.read() is not None
-        with rtsp_server.frozen(), pytest.raises(SourceError, match="read failed"):
+        with rtsp_server.frozen(), pytest.raises(SourceError, match="read failed: no answer within 1 s"):
             for _ in range(1000):  # the frames already buffered, then the timeout
                 src.read()
     finally:
         src.close()
+
+
+def test_a_camera_that_never_answers_fails_its_open_after_the_open_timeout_saying_so() -> None:
+    with silent_server() as (port, _):
+        hung, errors = open_in_thread(f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", open_timeout_s=1.0)
+        hung.join(20)
+    assert not hung.is_alive() and len(errors) == 1 and isinstance(errors[0], SourceError), errors
+    assert str(errors[0]) == f"cannot open stream: no answer within 1 s: rtsp://***@127.0.0.1:{port}/cam"
