@@ -18,17 +18,18 @@ from .data import preprocess_frame
 from .footage import Footage, FootageWriter, write_json_atomic
 from .predictor import Predictor, load_predictor
 from .recipes import recipe_model
+from .redact import redact_text, redact_url
 from .scene import SceneChangeDetector, SceneParams
 from .scoring import METRICS, Calibration, CausalSmoother, FrameScorer, FrameScores, Scorer
 from .stream import LiveStream, StreamError
 
 __all__ = [
     "CLIP_CAMERA", "CLIP_FALLBACK_FPS", "METRICS", "PRESETS", "STREAM_FALLBACK_FPS", "WEIGHTS_FORMAT", "AlertEngine",
-    "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "EventType", "EventUpdate",
-    "Footage", "FootageWriter", "FrameKeeper", "FrameScorer", "FrameScores", "LiveStream", "LossWeights", "ModelConfig",
-    "Predictor",
-    "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamError", "WeightsError",
-    "clip_event", "default_weights_path", "get_preset", "load_predictor", "native_fps", "preprocess_frame",
-    "presentation_s", "recipe_model", "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "weights_of",
-    "window_from_buffer", "windows_from_frames", "write_json_atomic",
+    "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "EventType", "EventUpdate", "Footage",
+    "FootageWriter", "FrameKeeper", "FrameScorer", "FrameScores", "LiveStream", "LossWeights", "ModelConfig",
+    "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamError",
+    "WeightsError", "clip_event", "default_weights_path", "get_preset", "load_predictor", "native_fps",
+    "preprocess_frame", "presentation_s", "recipe_model", "redact_text", "redact_url", "safe_torch_load",
+    "score_frames", "sha256_file", "stream_fps", "weights_of", "window_from_buffer", "windows_from_frames",
+    "write_json_atomic",
 ]

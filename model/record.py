@@ -19,6 +19,7 @@ from .clock import Decimator, FrameKeeper, native_fps
 from .config import ModelConfig
 from .data import DataError, VideoSource, find_videos
 from .footage import FootageWriter
+from .redact import redact_url
 from .stream import LiveStream, StreamError
 
 
@@ -80,7 +81,7 @@ def _stream_reads(url: str, seconds: float, retries: int = 3, timeout_s: float =
             stream = LiveStream(url, open_timeout_s=timeout_s, read_timeout_s=timeout_s)
         except StreamError as e:
             if not opened:
-                raise DataError(f"{e}: {url}") from None
+                raise DataError(f"{e}: {redact_url(url)}") from None
             continue
         opened = True
         frame_s = 1.0 / native_fps(stream.fps)

@@ -5,7 +5,8 @@ streams, but local files and devices only under `media_dir` (resolved, symlinks 
 API client cannot make the service open /etc/passwd or an arbitrary /dev node (FFmpeg reads anything), and
 network URLs only to hosts its `HostPolicy` allows (never a cloud metadata service or the service itself).
 
-Redaction: every URL shown anywhere (API, stats, logs, last_error) loses its userinfo and its query values.
+Redaction (model.redact, re-exported here): every URL shown anywhere (API, stats, logs, last_error) loses its
+userinfo and its query values.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
+
+from model import redact_text as redact_text  # re-exported: the service's URL rules in one module
+from model import redact_url as redact_url
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
@@ -206,34 +210,3 @@ def check_host_entry(entry: str) -> str:
 
 
 _HOST_NAME = re.compile(r"^\.?[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*\.?$")
-
-
-# -- redaction ----------------------------------------------------------------------------------------------
-
-_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+")
-
-
-def redact_url(url: str) -> str:
-    """The URL without its userinfo and with every query value replaced by ***: never log the raw URL.
-
-    The userinfo ends at the last '@', not where a URL parser would end the authority: a password holding '#',
-    '/', '?' or an unencoded '@' must not spill into the host or path shown. A path containing '@' is redacted
-    up to it as well (safe side)."""
-    m = _SCHEME.match(url)
-    if m is None or not url[m.end():].startswith("//"):
-        return url
-    head, rest = url[:m.end() + 2], url[m.end() + 2:]
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    path, sep, query = rest.partition("?")
-    if not sep:
-        return head + rest
-    query, hsep, fragment = query.partition("#")
-    pairs = [p.partition("=") for p in query.split("&")]
-    query = "&".join(k + ("=***" if eq else "") for k, eq, _ in pairs)
-    return head + path + "?" + query + hsep + ("***" if fragment else "")
-
-
-def redact_text(text: str) -> str:
-    """Redact every URL embedded in free text (error messages from FFmpeg/OpenCV, log lines)."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)

@@ -74,7 +74,8 @@ def test_a_video_file_is_timed_by_frame_count_at_its_native_rate(tmp_path: Path,
 
 
 def test_a_stream_that_never_opens_is_an_error_not_empty_footage(tmp_path: Path) -> None:
-    """`ffp learn URL` on a camera that refuses the connection says so, and records nothing."""
+    """`ffp learn URL` on a camera that refuses the connection says so, without the URL's credentials, and
+    records nothing."""
     import socket
 
     from model.data import DataError
@@ -82,8 +83,9 @@ def test_a_stream_that_never_opens_is_an_error_not_empty_footage(tmp_path: Path)
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(DataError, match="cannot open stream"):
-        record(f"rtsp://127.0.0.1:{port}/cam", tmp_path / "footage", get_preset("lite", num_frames=4), fps=10,
-               footage_minutes=0.1, max_bytes=10**8)
+    with pytest.raises(DataError, match="cannot open stream") as err:
+        record(f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", tmp_path / "footage", get_preset("lite", num_frames=4),
+               fps=10, footage_minutes=0.1, max_bytes=10**8)
+    assert str(err.value).endswith(f": rtsp://***@127.0.0.1:{port}/cam"), err.value  # no credentials
     footage = tmp_path / "footage"
     assert not footage.exists() or not list(Footage(footage).segments())
