@@ -26,8 +26,16 @@ class StreamError(RuntimeError):
 
 
 def _options(url: str) -> dict[str, str]:
+    if _is_http(url):
+        # The host connected to is the host the URL names (the service checks it against its host policy):
+        # a redirect could lead anywhere, a cloud metadata service included.
+        return {"max_redirects": "0"}
     # RTSP over TCP: UDP loses packets under load and smears frames.
     return {"rtsp_transport": "tcp"} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
+
+
+def _is_http(url: str) -> bool:
+    return url.lower().startswith(("http://", "https://"))
 
 
 class LiveStream:
@@ -43,7 +51,9 @@ class LiveStream:
         try:
             self._container: Any = av.open(url, options=_options(url), timeout=(open_timeout_s, read_timeout_s))
         except Exception as e:  # noqa: BLE001 - PyAV raises FFmpeg's errors and OSError alike
-            raise StreamError(f"cannot open stream: {_reason(e, time.monotonic() - t0, open_timeout_s)}") from None
+            hint = " (HTTP redirects are not followed: give the URL the camera redirects to)" if _is_http(url) else ""
+            reason = _reason(e, time.monotonic() - t0, open_timeout_s)
+            raise StreamError(f"cannot open stream: {reason}{hint}") from None
         try:
             self._stream = self._container.streams.video[0]
         except IndexError:

@@ -6,6 +6,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,31 @@ def test_a_camera_that_never_answers_fails_its_open_after_the_open_timeout_sayin
         hung.join(20)
     assert not hung.is_alive() and len(errors) == 1 and isinstance(errors[0], SourceError), errors
     assert str(errors[0]) == f"cannot open stream: no answer within 1 s: rtsp://***@127.0.0.1:{port}/cam"
+
+
+def test_an_http_camera_is_not_redirected_to_another_address() -> None:
+    """The host policy checks the URL a camera names; a redirect to another address (a cloud metadata service)
+    is not followed: the open fails saying why, and the redirect's target is never requested."""
+    requested: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", "/latest/meta-data/")  # a path of this server: its log shows a follow
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with pytest.raises(SourceError, match="redirects are not followed"):
+            read_one(f"http://127.0.0.1:{server.server_address[1]}/video")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert requested == ["/video"]
