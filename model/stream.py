@@ -1,8 +1,8 @@
 """A live network stream (RTSP, HTTP, ...) decoded by FFmpeg through PyAV: BGR frames and their presentation times.
 
-Live streams are not opened with OpenCV, whose FFmpeg backend opens every source under one process-wide lock: an
-unreachable or frozen camera held it for its whole open timeout, and meanwhile no other camera could connect and
-no uploaded clip could be opened. PyAV opens each container on its own and releases the GIL while it waits.
+Not OpenCV: its FFmpeg backend opens every source under one process-wide lock, so an unreachable or frozen camera
+would hold up every other camera's connect and every uploaded clip's open for its whole open timeout. PyAV opens
+each container on its own and releases the GIL while it waits.
 
 Presentation times are the frames' own (pts x time base, in seconds), in presentation order; a frame without one
 (FFmpeg's RTP demuxer stamps a session's first frame N/A) has `pts_s` None. model.clock.StreamClock reads them.
