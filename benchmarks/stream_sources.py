@@ -2,8 +2,10 @@
 
     python benchmarks/stream_sources.py [--frames 300]
 
-1. Decoding cost: ../shared/fixtures/vtest.avi (768x576) encoded as H.264 and served in real time by the
+1. Decoding cost: ../shared/fixtures/vtest.avi (768x576, 10 fps) encoded as H.264 and served in real time by the
    GStreamer RTSP server of the tests; each reader reads --frames frames; this process's CPU seconds per frame.
+   Then the same footage as a typical camera's main stream (1920x1080 at 25 fps, upscaled) with the service's
+   reader: what one such camera costs to decode, all frames being decoded whatever the camera's scoring fps.
 2. A camera hanging in its connect (a TCP server that accepts and never answers) while, from another thread, a
    video file is opened and read (a file camera, an uploaded clip) and another RTSP camera connects and delivers
    its first frame: how long each waited, with the hung camera's open timeout at 10 s.
@@ -62,16 +64,17 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def decode_cost(url: str, frames: int) -> None:
-    for name, reader in READERS.items():
+def decode_cost(url: str, frames: int, readers: dict[str, Callable[[str], Callable[[], np.ndarray]]]) -> None:
+    for name, reader in readers.items():
         read = reader(url)
         read()
         c0, t0 = cpu_s(), time.monotonic()
         for _ in range(frames):
             read()
         cpu, wall = cpu_s() - c0, time.monotonic() - t0
-        print(f"decode  {name:6s} {frames} frames in {wall:5.1f} s: {1000 * cpu / frames:5.2f} ms CPU per frame "
-              f"({cpu / wall:.2f} cores)", flush=True)
+        shape = "x".join(str(v) for v in read().shape[1::-1])
+        print(f"decode  {name:6s} {shape} {frames} frames in {wall:5.1f} s: {1000 * cpu / frames:5.2f} ms CPU per "
+              f"frame ({cpu / wall:.2f} cores)", flush=True)
 
 
 def hung_camera(url: str) -> None:
@@ -111,10 +114,13 @@ def main() -> None:
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as tmp:
         media = Path(tmp)
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(VTEST), "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                        str(media / "vtest.mp4")], check=True)
+        encode = ["ffmpeg", "-loglevel", "error", "-i", str(VTEST), "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+        subprocess.run([*encode, str(media / "vtest.mp4")], check=True)
+        subprocess.run([*encode, "-vf", "scale=1920:1080,fps=25", "-x264-params", "bframes=0:keyint=50",
+                        str(media / "hd.mp4")], check=True)
         with rtsp_files(media) as base:
-            decode_cost(f"{base}/vtest", a.frames)
+            decode_cost(f"{base}/vtest", a.frames, READERS)
+            decode_cost(f"{base}/hd", a.frames, {"pyav": pyav_reader})
             hung_camera(f"{base}/vtest")
 
 
