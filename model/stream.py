@@ -61,6 +61,7 @@ class LiveStream:
             raise StreamError("the stream has no video") from None
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps: float | None = stream_fps(float(rate)) if rate else None
+        self.codec: str | None = self._stream.codec_context.name  # FFmpeg's name: h264, hevc, mjpeg ...
         self.pts_s: float | None = None  # presentation time of the frame read last
         self._packets = self._container.demux(self._stream)
         self._pending: list[Any] = []  # frames decoded but not handed out yet (a packet may give several)

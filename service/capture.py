@@ -24,7 +24,7 @@ import numpy as np
 
 from model import FrameKeeper, native_fps
 
-from .frames import CameraState, ServedModel, Window
+from .frames import CameraState, ServedModel, StreamInfo, Window
 from .media_time import MediaTimeline
 from .meters import RateMeter
 from .ring import RingBuffer
@@ -84,6 +84,7 @@ class CaptureWorker(SupervisedThread):
         self.latest_frame: np.ndarray | None = None  # the last frame read (BGR), decimated or not: the live picture
         self.frames_read = 0
         self.frames_captured = 0  # kept after decimation, preprocessed and pushed
+        self.stream: StreamInfo | None = None  # what the source sends (its latest session's first frame)
         self.history_resets = 0  # the k-frame history restarted: a gap in a live stream, a file's loop seam
         self._waiting = False  # blocked on inference (a file): not a stall
         self.tap: FrameTap | None = None
@@ -254,6 +255,10 @@ class CaptureWorker(SupervisedThread):
                     return "ended"
                 return "loop"
             got += 1
+            if got == 1:
+                info = StreamInfo(int(frame.shape[1]), int(frame.shape[0]), src.fps, getattr(src, "codec", None))
+                with self._lock:
+                    self.stream = info
             now_mono = time.monotonic()
             if is_file:
                 # Pace at the native rate; media time keeps running across loops, so decimation stays even. The

@@ -57,6 +57,17 @@ class ModelStatus:
 
 
 @dataclass(frozen=True)
+class StreamInfo:
+    """What a camera sends, as its latest session's first frame showed: every frame is decoded, so its size and
+    rate are what decoding costs."""
+
+    width: int
+    height: int
+    fps: float | None  # the rate the source reports, None when it reports none (or an implausible one)
+    codec: str | None  # FFmpeg's codec name for a network camera, the FourCC of a file or webcam
+
+
+@dataclass(frozen=True)
 class CameraStatus:
     id: str
     url: str  # redacted: never holds credentials
@@ -75,6 +86,7 @@ class CameraStatus:
     model: ModelStatus | None = None
     mode: CameraMode = "armed"
     learning: Mapping[str, Any] | None = None  # service.learning: footage and training progress, None if never
+    stream: StreamInfo | None = None  # None before the first frame
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -259,7 +259,7 @@ class Pipeline:
             last_error=w.last_error, frames_captured=w.frames_captured,
             frames_scored=int(inf["frames_scored"]), frames_skipped=int(inf["frames_skipped"]),  # type: ignore[call-overload]
             history_resets=w.history_resets, on_threshold=c.engine.params.on_threshold, model=c.model_status(),
-            mode=self.mode(camera_id), learning=self.learning.view(camera_id))
+            mode=self.mode(camera_id), learning=self.learning.view(camera_id), stream=w.stream)
 
     def latest_frame(self, camera_id: str) -> np.ndarray | None:
         """The camera's last decoded frame (BGR), None before its first one; KeyError for an unknown id."""

@@ -19,6 +19,7 @@ class SourceError(RuntimeError):
 
 class FrameSource(Protocol):
     fps: float | None  # native frame rate when known
+    codec: str | None  # what the frames are coded in, when known
     # A source may also have `pts_s: float | None`, the presentation time of the frame read last (capture
     # decimates live streams on it; see model.clock.StreamClock). Sources without it are timed on arrival.
 
@@ -43,6 +44,7 @@ class NetworkSource:
         except StreamError as e:
             raise SourceError(f"{redact_text(str(e))}: {redact_text(str(spec.target))}") from None
         self.fps: float | None = self._stream.fps
+        self.codec: str | None = self._stream.codec
         self.pts_s: float | None = None
 
     def read(self) -> np.ndarray:
@@ -72,6 +74,8 @@ class OpenCVSource:
             raise SourceError(f"cannot open {spec.kind} source")
         self._cap = cap
         self.fps: float | None = stream_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC) or 0)
+        self.codec: str | None = "".join(chr((fourcc >> 8 * i) & 0xFF) for i in range(4)).strip().lower() or None
         self.pts_s: float | None = None
 
     def read(self) -> np.ndarray | None:

@@ -111,6 +111,14 @@ class ModelList(BaseModel):
     versions: list[ModelVersionPublic] = Field(description="Oldest first.")
 
 
+class StreamPublic(BaseModel):
+    width: int
+    height: int
+    fps: float | None = Field(description="The frame rate the camera reports (None: none, or an implausible one).")
+    codec: str | None = Field(description="FFmpeg's codec name for a network camera (h264, hevc, mjpeg ...), the "
+                                          "FourCC of a file or webcam.")
+
+
 class CameraPublic(BaseModel):
     id: str
     url: str = Field(description="The source URL with any user:password removed.")
@@ -134,6 +142,9 @@ class CameraPublic(BaseModel):
         "armed", description="learning: recording footage; training: its own model trains; armed: a model alerts "
                              "on it (its own, or the shipped one with use_shipped); unarmed: scores without alerts.")
     learning: LearningPublic | None = Field(None, description="Its latest learning (None: never asked to learn).")
+    stream: StreamPublic | None = Field(None, description="What the camera sends, from its latest session's first "
+                                        "frame (None before one): every frame is decoded, so a large, fast stream "
+                                        "costs CPU whatever fps_target is; prefer a camera's sub-stream.")
 
     @classmethod
     def from_status(cls, status: Any) -> CameraPublic:

@@ -494,6 +494,11 @@ function renderCameraPage() {
     dl.append(el("dt", "", label), el("dd", `field-${key}`, String(v)));
   }
   if (cam.status.model) dl.append(el("dt", "", "model"), el("dd", "field-model", cam.status.model.version));
+  const st = cam.status.stream;
+  if (st) {
+    const rate = st.fps === null ? "" : ` · ${st.fps} fps`;
+    dl.append(el("dt", "", "stream"), el("dd", "field-stream", `${st.width}x${st.height} ${st.codec || "?"}${rate}`));
+  }
   const nextRefresh = cam.status.learning && cam.status.learning.next_refresh;
   if (nextRefresh) {
     dl.append(el("dt", "", "next refresh"), el("dd", "field-next_refresh", new Date(nextRefresh * 1000).toLocaleString()));

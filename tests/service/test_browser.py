@@ -205,6 +205,7 @@ def test_dashboard_in_chromium(browser: Any, server: LiveServer, artifacts: Path
         wait(drv, "the camera page", lambda d: d.find_element(By.ID, "view-camera").is_displayed())
         wait(drv, "the MJPEG stream", image_shown("#cam-stream"))
         assert drv.find_element(By.CSS_SELECTOR, "#cam-status .field-state").text in ("live", "stalled")
+        assert drv.find_element(By.CSS_SELECTOR, "#cam-status .field-stream").text == "360x240 h264 · 10 fps"
         wait(drv, "the camera's events", lambda d: d.find_elements(By.CSS_SELECTOR, "#cam-events li.event"))
         drv.save_screenshot(str(artifacts / "camera.png"))
         drv.get(server.url + "/#/")

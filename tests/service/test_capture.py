@@ -15,7 +15,7 @@ from timing import scaled
 from model import Footage, FrameScores, recipe_model
 from model.record import record
 from service.capture import Backoff, CaptureWorker
-from service.frames import ServedModel, Window
+from service.frames import ServedModel, StreamInfo, Window
 from service.inference import InferenceWorker
 from service.ring import RingBuffer
 from service.settings import CameraSettings
@@ -242,6 +242,7 @@ def test_file_camera_never_drops_frames(tmp_path: Path, write_video: Callable[..
     assert w.frames_captured == n
     assert [x.frame_index for x in scored] == list(range(K1 - 1, n))
     assert inf.camera_stats("f")["frames_skipped"] == 0
+    assert w.stream == StreamInfo(width=64, height=48, fps=50.0, codec="mjpg")  # what the file holds
 
 
 def test_a_looped_file_rewinds_without_reopening(tmp_path: Path, write_video: Callable[..., Path],

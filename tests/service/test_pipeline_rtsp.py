@@ -10,6 +10,7 @@ from conftest import Collector
 from timing import scaled
 
 from model import Calibration, Predictor
+from service.frames import StreamInfo
 from service.pipeline import CameraExists, Pipeline
 from service.settings import AlertSettings, CameraSettings, Settings
 from service.store import EventStore
@@ -48,6 +49,7 @@ def test_injected_anomaly_makes_start_and_end_events(tmp_path: Path, predictor: 
         assert max(m.smoothed or 0 for m in normal) < ALERTS.off_threshold, [m.smoothed for m in normal]
         assert pipe.get_camera("cam").state == "live"
         assert pipe.get_camera("cam").history_resets == 0  # an unbroken stream: decimated on its timestamps
+        assert pipe.get_camera("cam").stream == StreamInfo(width=320, height=240, fps=25.0, codec="h264")
         assert got.events() == []
 
         rtsp_server.switch("snow")

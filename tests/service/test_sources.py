@@ -90,6 +90,17 @@ def test_a_camera_hanging_in_its_open_holds_up_no_other_source(tmp_path: Path, r
     assert "hunter2" not in str(errors[0]) and "cannot open" in str(errors[0]), errors[0]
 
 
+def test_a_network_camera_says_what_it_sends(rtsp_server: RtspServer) -> None:
+    cam = CameraSettings(id="cam", url=rtsp_server.url)
+    src = open_source(resolve_source(cam.url, trusted=True, media_dir=None), cam)
+    try:
+        frame = src.read()
+    finally:
+        src.close()
+    assert frame is not None and frame.shape == (240, 320, 3)
+    assert (src.codec, src.fps) == ("h264", 25.0)
+
+
 def test_a_network_camera_whose_server_stops_sending_fails_its_read_after_the_read_timeout(
         rtsp_server: RtspServer) -> None:
     """A frozen server (its process stopped: the connection stays open, nothing comes) ends the read with a
