@@ -42,14 +42,17 @@ class LiveStream:
     """One connection to a live stream. `read()` blocks for the next frame, at most `read_timeout_s` without
     data; any failure raises StreamError and the stream is then done (reconnect by opening a new one)."""
 
-    def __init__(self, url: str, *, open_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(self, url: str, *, open_timeout_s: float, read_timeout_s: float, formats: str | None = None
+                 ) -> None:
+        """`formats`: FFmpeg's names of the demuxers the stream may use, comma-separated (None: any)."""
         import av
 
         self._av = av
         self._read_timeout_s = read_timeout_s
         t0 = time.monotonic()
         try:
-            self._container: Any = av.open(url, options=_options(url), timeout=(open_timeout_s, read_timeout_s))
+            options = _options(url) | ({"format_whitelist": formats} if formats else {})
+            self._container: Any = av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
         except Exception as e:  # noqa: BLE001 - PyAV raises FFmpeg's errors and OSError alike
             hint = " (HTTP redirects are not followed: give the URL the camera redirects to)" if _is_http(url) else ""
             reason = _reason(e, time.monotonic() - t0, open_timeout_s)

@@ -16,6 +16,7 @@ footage through a tap on its capture and trains its own model; the camera's mode
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -126,9 +127,14 @@ class Pipeline:
 
     # -- cameras ------------------------------------------------------------------------------------------
 
-    def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus:
-        """Untrusted (API) cameras count against max_cameras; trusted ones (the settings file) are not refused."""
+    def add_camera(self, cam: CameraSettings, *, trusted: bool = False,
+                   source_trusted: bool | None = None) -> CameraStatus:
+        """Untrusted (API) cameras count against max_cameras; trusted ones (the settings file) are not refused.
+        `source_trusted`: where its URL came from when that differs from `trusted` (a camera re-added by
+        update_camera keeps its URL's origin)."""
         spec = resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
+        if source_trusted is not None:
+            spec = dataclasses.replace(spec, trusted=source_trusted)
         model, entry, error = self.models.registered(cam.id)
         with self._cams_lock:
             if cam.id in self._cams:
@@ -156,7 +162,8 @@ class Pipeline:
         with self._cams_lock:
             old = self._cams[cam.id]
         self._drop_camera(cam.id)  # its tap (footage recording) stays for the new worker
-        self.add_camera(cam, trusted=True)  # checked above; the camera's slot was counted already
+        # checked above; the camera's slot was counted already. A URL from the API is an untrusted source.
+        self.add_camera(cam, trusted=True, source_trusted=trusted and old.worker.spec.trusted)
         if old.entry is None and old.model is not self.models.shipped:  # set directly, not from the registry
             self.set_camera_model(cam.id, old.model.scorer, version=old.model.version, sha256=old.model.sha256)  # type: ignore[arg-type]
         log.info("camera %s updated (%s)", cam.id, redact_url(cam.url))

@@ -31,6 +31,7 @@ class SourceSpec:
 
     kind: Literal["network", "file", "webcam"]
     target: str | int  # URL, absolute path, or device index
+    trusted: bool = True  # from the settings file; False: added over the API
 
 
 def _split_scheme(url: str) -> str | None:
@@ -63,7 +64,7 @@ def resolve_source(url: str, *, trusted: bool, media_dir: Path | None) -> Source
     check_scheme(url)
     scheme = _split_scheme(url)
     if scheme in NETWORK_SCHEMES:
-        return SourceSpec("network", url)
+        return SourceSpec("network", url, trusted)
     if scheme == "webcam":
         index = int(url.split(":", 1)[1])
         if not trusted:

@@ -13,7 +13,9 @@ from model import Calibration, Predictor
 from service.frames import StreamInfo
 from service.pipeline import CameraExists, Pipeline
 from service.settings import AlertSettings, CameraSettings, Settings
+from service.sources import FrameSource, SourceError
 from service.store import EventStore
+from service.urls import SourceSpec
 
 pytestmark = pytest.mark.timeout(40)
 ALERTS = AlertSettings(on_threshold=4.0, off_threshold=2.5, min_duration_s=0.3, hold_s=0.5, cooldown_s=1.0)
@@ -122,6 +124,39 @@ def test_add_remove_cameras_and_url_rules(tmp_path: Path, make_predictor: Callab
             pipe.get_camera("other")
         wait_for(lambda: pipe.get_camera("cam").reconnects >= 1, what="reconnect attempts")
         assert "pw" not in str(pipe.stats())
+    finally:
+        pipe.stop()
+        store.close()
+
+
+def test_a_camera_keeps_where_its_url_came_from_across_a_patch(
+        tmp_path: Path, make_predictor: Callable[[Calibration | None], Predictor], no_thread_leak: None) -> None:
+    """The settings file's cameras are trusted sources, the API's are not (service.sources restricts what an
+    untrusted HTTP camera may stream). A PATCH re-adds the camera: an unchanged URL keeps its origin, a URL given
+    over the API is untrusted whatever camera it replaces."""
+    seen: dict[str, list[bool]] = {}
+
+    def factory(spec: SourceSpec, cam: CameraSettings) -> FrameSource:
+        seen.setdefault(cam.id, []).append(spec.trusted)
+        raise SourceError("unreachable on purpose")
+
+    settings = Settings(data_dir=tmp_path, cameras=[CameraSettings(id="conf", url="http://127.0.0.1:9/a")])
+    store = EventStore.open(tmp_path)
+    pipe = Pipeline(settings, make_predictor(None), store, source_factory=factory)
+    pipe.start()
+    try:
+        pipe.add_camera(CameraSettings(id="api", url="http://127.0.0.1:9/b"))
+        wait_for(lambda: "conf" in seen and "api" in seen, what="both cameras opening")
+        assert (seen["conf"][0], seen["api"][0]) == (True, False)
+        seen.clear()
+        pipe.update_camera(CameraSettings(id="api", url="http://127.0.0.1:9/b", fps=5), trusted=True)  # URL kept
+        pipe.update_camera(CameraSettings(id="conf", url="http://127.0.0.1:9/a", fps=5), trusted=True)
+        wait_for(lambda: "conf" in seen and "api" in seen, what="both cameras opening again")
+        assert (seen["conf"][0], seen["api"][0]) == (True, False)
+        seen.clear()
+        pipe.update_camera(CameraSettings(id="conf", url="http://127.0.0.1:9/c"), trusted=False)  # a new URL
+        wait_for(lambda: "conf" in seen, what="the settings camera opening its new URL")
+        assert seen["conf"][0] is False
     finally:
         pipe.stop()
         store.close()

@@ -2,7 +2,9 @@
 redacted."""
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +18,8 @@ from conftest import RtspServer
 from service.settings import CameraSettings
 from service.sources import SourceError, open_source
 from service.urls import resolve_source
+
+DEMO = Path(__file__).resolve().parents[2] / "service" / "demo" / "ped2_demo.mp4"
 
 
 @contextmanager
@@ -60,9 +64,9 @@ def open_in_thread(url: str, open_timeout_s: float) -> tuple[threading.Thread, l
     return thread, errors
 
 
-def read_one(url: str) -> np.ndarray | None:
+def read_one(url: str, trusted: bool = True) -> np.ndarray | None:
     cam = CameraSettings(id="other", url=url)
-    src = open_source(resolve_source(url, trusted=True, media_dir=None), cam)
+    src = open_source(resolve_source(url, trusted=trusted, media_dir=None), cam)
     try:
         return src.read()
     finally:
@@ -150,3 +154,54 @@ def test_an_http_camera_is_not_redirected_to_another_address() -> None:
         server.server_close()
         thread.join(5)
     assert requested == ["/video"]
+
+
+@contextmanager
+def http_files(files: dict[str, tuple[bytes, str]]) -> Iterator[tuple[str, list[str]]]:
+    """Serve {path: (body, content type)} on 127.0.0.1 -> (base URL, the paths requested, in order)."""
+    requested: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            if self.path not in files:
+                self.send_error(404)
+                return
+            body, content_type = files[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the client may stop reading once it has a frame
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_an_http_camera_added_over_the_api_may_not_be_a_playlist(tmp_path: Path) -> None:
+    """A playlist (HLS) makes FFmpeg fetch its segments from whatever hosts it names, past the host policy that
+    checked the camera's URL: a camera added over the API may not be one (its segment is never requested); one
+    from the settings file may, and an API camera's plain video stream plays."""
+    segment = tmp_path / "seg.ts"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(DEMO), "-c", "copy", "-f", "mpegts", str(segment)],
+                   check=True)
+    playlist = b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n/seg.ts\n#EXT-X-ENDLIST\n"
+    files = {"/live.m3u8": (playlist, "application/vnd.apple.mpegurl"), "/seg.ts": (segment.read_bytes(), "video/mp2t")}
+    with http_files(files) as (base, requested):
+        with pytest.raises(SourceError, match="not a playlist"):
+            read_one(f"{base}/live.m3u8", trusted=False)
+        assert requested == ["/live.m3u8"]
+        assert read_one(f"{base}/live.m3u8", trusted=True) is not None
+        assert "/seg.ts" in requested
+        assert read_one(f"{base}/seg.ts", trusted=False) is not None
