@@ -49,9 +49,9 @@ def test_stream_clock_falls_back_to_arrival_time_and_never_runs_backwards() -> N
 
 
 def test_stream_clock_places_a_first_frame_without_time_one_frame_before_the_second() -> None:
-    """Over RTSP FFmpeg stamps a session's first frame N/A. model.stream gives it no time; OpenCV (a webcam's
-    source) reports 0 ms for it and for the second (the stream's start). Either way the first frame is one frame
-    before the second: no frame gets a duplicate time, so none is decimated away."""
+    """Over RTSP FFmpeg stamps a session's first frame N/A: model.stream gives it no time, OpenCV's reader the
+    second frame's (0 ms for both). Either way the first frame is one frame before the second: no frame gets a
+    duplicate time, so none is decimated away."""
     c = StreamClock(0.1)
     assert [c.time(3.0 + 0.01 * i, pts) for i, pts in enumerate([None, 7.04, 7.14, 7.24])] == pytest.approx(
         [0.0, 0.1, 0.2, 0.3])

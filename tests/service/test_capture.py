@@ -426,8 +426,8 @@ def test_rtsp_stream_gets_the_windows_of_its_file_from_the_first_on(tmp_path: Pa
     cut the same windows, the first ones included. Over RTSP, FFmpeg gives a session's first frame no
     timestamp: timed as 0, the second frame would be a duplicate of it and decimation would drop it. With
     B-frames the stream's first presentation time is not its first decoded frame's: read relative to the
-    stream's start (as OpenCV reports it) the first frames' times are negative, and a camera timed them on
-    arrival, keeping other frames of the burst delivered at connect."""
+    stream's start, the first frames' times would be negative and the camera would time them on arrival,
+    keeping other frames of the burst delivered at connect."""
     require_rtsp()
     clip = grey_level_clip(tmp_path, native, bframes=bframes)
     server = RtspServer(files=clip.parent).start()

@@ -77,8 +77,8 @@ def read_one(url: str, trusted: bool = True) -> np.ndarray | None:
 def test_a_camera_hanging_in_its_open_holds_up_no_other_source(tmp_path: Path, rtsp_server: RtspServer,
                                                                write_video: Callable[..., Path]) -> None:
     """While one camera's connect hangs (its server accepted and says nothing) for up to its open timeout, a
-    file (a file camera, an uploaded clip) and another network camera open and deliver frames. OpenCV's FFmpeg
-    backend opens every source under one process-wide lock, so there they all waited for the timeout."""
+    file (a file camera, an uploaded clip) and another network camera open and deliver frames: the connect
+    holds no lock that other sources take (OpenCV's FFmpeg backend opens every source under one)."""
     clip = write_video(tmp_path / "c.avi", [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(3)], fps=10)
     with silent_server() as (port, connected):
         hung, errors = open_in_thread(f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", open_timeout_s=40)
