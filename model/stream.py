@@ -25,11 +25,16 @@ class StreamError(RuntimeError):
     """The stream could not be opened, stopped sending (read timeout), ended or could not be decoded."""
 
 
-def _options(url: str) -> dict[str, str]:
+# What an HTTP stream may be when playlists are refused: a video stream or file, not a playlist (HLS, DASH), whose
+# segment URLs FFmpeg would fetch from whatever hosts it names.
+NO_PLAYLIST_FORMATS = "mjpeg,mpjpeg,mov,mp4,matroska,webm,mpegts,flv,avi,h264,hevc,asf"
+
+
+def _options(url: str, playlists: bool) -> dict[str, str]:
     if _is_http(url):
         # The host connected to is the host the URL names (the service checks it against its host policy):
         # a redirect could lead anywhere, a cloud metadata service included.
-        return {"max_redirects": "0"}
+        return {"max_redirects": "0"} | ({} if playlists else {"format_whitelist": NO_PLAYLIST_FORMATS})
     # RTSP over TCP: UDP loses packets under load and smears frames.
     return {"rtsp_transport": "tcp"} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
 
@@ -42,19 +47,20 @@ class LiveStream:
     """One connection to a live stream. `read()` blocks for the next frame, at most `read_timeout_s` without
     data; any failure raises StreamError and the stream is then done (reconnect by opening a new one)."""
 
-    def __init__(self, url: str, *, open_timeout_s: float, read_timeout_s: float, formats: str | None = None
-                 ) -> None:
-        """`formats`: FFmpeg's names of the demuxers the stream may use, comma-separated (None: any)."""
+    def __init__(self, url: str, *, open_timeout_s: float, read_timeout_s: float, playlists: bool = True) -> None:
+        """`playlists`: an HTTP stream may be a playlist (HLS, DASH) whose segments come from other hosts."""
         import av
 
         self._av = av
         self._read_timeout_s = read_timeout_s
         t0 = time.monotonic()
         try:
-            options = _options(url) | ({"format_whitelist": formats} if formats else {})
-            self._container: Any = av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
+            self._container: Any = av.open(url, options=_options(url, playlists),
+                                           timeout=(open_timeout_s, read_timeout_s))
         except Exception as e:  # noqa: BLE001 - PyAV raises FFmpeg's errors and OSError alike
-            hint = " (HTTP redirects are not followed: give the URL the camera redirects to)" if _is_http(url) else ""
+            hint = "" if not _is_http(url) else (
+                " (HTTP redirects are not followed: give the URL the camera redirects to"
+                + ("" if playlists else "; a video stream or file, not a playlist") + ")")
             reason = _reason(e, time.monotonic() - t0, open_timeout_s)
             raise StreamError(f"cannot open stream: {reason}{hint}") from None
         try:

@@ -34,23 +34,19 @@ class FrameSource(Protocol):
 SourceFactory = Callable[[SourceSpec, CameraSettings], FrameSource]
 
 
-# What an HTTP camera added over the API may send: a video stream or file, not a playlist (HLS, DASH), whose
-# segment URLs FFmpeg would fetch from any host, past the host policy that checked the camera's URL.
-API_HTTP_FORMATS = "mjpeg,mpjpeg,mov,mp4,matroska,webm,mpegts,flv,avi,h264,hevc,asf"
-
 
 class NetworkSource:
     """A network camera: model.LiveStream with the camera's open/read timeouts, errors redacted."""
 
     def __init__(self, spec: SourceSpec, cam: CameraSettings) -> None:
         url = str(spec.target)
-        restricted = not spec.trusted and url.lower().startswith(("http://", "https://"))
         try:
+            # A camera added over the API may not be a playlist: the host policy checked its URL, not the hosts
+            # of the segments FFmpeg would fetch.
             self._stream = LiveStream(url, open_timeout_s=cam.open_timeout_s, read_timeout_s=cam.read_timeout_s,
-                                      formats=API_HTTP_FORMATS if restricted else None)
+                                      playlists=spec.trusted)
         except StreamError as e:
-            why = " (a camera added over the API may stream video or MJPEG, not a playlist)" if restricted else ""
-            raise SourceError(f"{redact_text(str(e))}{why}: {redact_text(url)}") from None
+            raise SourceError(f"{redact_text(str(e))}: {redact_text(url)}") from None
         self.fps: float | None = self._stream.fps
         self.codec: str | None = self._stream.codec
         self.pts_s: float | None = None
