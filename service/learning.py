@@ -1,7 +1,10 @@
 """Learning: each camera learns its own model, from its own stream, in the background.
 
-    learning  the camera's kept frames (its fps, before the scorer's preprocessing) are recorded as footage
+    recording the camera's kept frames (its fps, before the scorer's preprocessing) are recorded as footage
               (model.footage) under data_dir/cameras/{id}/footage/, until footage_minutes or the disk cap;
+    queued    the footage waits for a training slot: at most `learning.training_slots` training processes run
+              at once (a camera's learning and the refreshes together), so that each gets the CPU and memory its
+              budget assumes; cameras take their turn in the order their footage was complete, before refreshes;
     training  `python -m model.learn` trains on it in a process of its own (niced, its own process group,
               learning.threads torch threads) in a fresh run folder data_dir/cameras/{id}/runs/run-NNNN/;
               progress.json is polled;
@@ -10,27 +13,26 @@
 Recording is service.recording, the training process service.training_run; this module drives a camera's job
 through its phases, and polls the cameras' model refreshes (service.refresh) beside them. A frozen or uniform
 stream is refused after recording (the camera's last_error says why). The job's state is kept in
-data_dir/cameras/{id}/learning.json: a restarted service goes on recording, or resumes the training
-from its last checkpoint. Deleting a camera cancels its job (the training's process group is killed) and
-removes its folder and models.
+data_dir/cameras/{id}/learning.json: a restarted service goes on recording, or resumes the training from its
+last checkpoint (first in the queue for a slot again). Deleting a camera cancels its job (the training's process
+group is killed) and removes its folder and models.
 """
 from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from model import ModelConfig, WeightsError, recipe_model, write_json_atomic
 
 from . import tombstones, training_run
 from .camera_records import CameraRecords
 from .frames import CameraStatus
+from .learning_job import BUSY, Job, Phase
 from .learning_view import learning_view
 from .recording import FootageRecording
 from .refresh import Refresher, RefreshHost
@@ -38,7 +40,6 @@ from .settings import CameraSettings, LearningSettings
 from .training_run import read_json
 
 log = logging.getLogger(__name__)
-Phase = Literal["recording", "training", "done", "failed"]
 STATE_FILE = "learning.json"
 
 
@@ -61,53 +62,8 @@ class LearningBusy(Exception):
     """The camera is learning or training already (the API answers 409)."""
 
 
-@dataclass
-class Job:
-    """One camera's learning: what it was asked for, where it stands, and its running parts."""
-
-    camera_id: str
-    folder: Path
-    footage_minutes: float
-    train_minutes: float
-    frames_wanted: int
-    fps: float
-    run: str
-    phase: Phase = "recording"
-    error: str | None = None
-    stopped: str | None = None  # why recording ended before frames_wanted (the disk cap)
-    pid: int | None = None
-    frames_recorded: int = 0
-    segments: int = 0
-    progress: dict[str, Any] = field(default_factory=dict)
-    recording: FootageRecording | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def footage(self) -> Path:
-        return self.folder / "footage"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.folder / "runs" / self.run
-
-    def saved(self) -> dict[str, Any]:
-        return {"phase": self.phase, "footage_minutes": self.footage_minutes, "train_minutes": self.train_minutes,
-                "frames_wanted": self.frames_wanted, "fps": self.fps, "run": self.run, "error": self.error,
-                "stopped": self.stopped, "pid": self.pid, "frames_recorded": self.frames_recorded,
-                "segments": self.segments}
-
-    def view(self) -> dict[str, Any]:
-        """What GET /v1/cameras/{id} shows as `learning`."""
-        recorded = self.recording.frames if self.recording is not None else self.frames_recorded
-        eta = self.progress.get("eta_s")
-        if self.phase == "recording":
-            eta = round(max(0, self.frames_wanted - recorded) / self.fps + self.train_minutes * 60, 1)
-        elif self.phase != "training":
-            eta = None
-        return learning_view(self.phase, frames_recorded=recorded, frames_wanted=self.frames_wanted,
-                             segments=self.segments, footage_minutes=self.footage_minutes, progress=self.progress,
-                             train_minutes=self.train_minutes, eta_s=eta, error=self.error, stopped=self.stopped)
+class NotLearning(Exception):
+    """The camera has no learning to cancel (the API answers 409)."""
 
 
 class Learning:
@@ -123,8 +79,9 @@ class Learning:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._config: ModelConfig | None = None
+        self.clock = clock
         self.refresher = Refresher(settings, self.records, pipeline, self._model_config, self._busy, self._lock,
-                                   device=device, clock=clock)
+                                   may_train=self._may_refresh, device=device, clock=clock)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -143,6 +100,8 @@ class Learning:
         for c in self.pipeline.list_cameras():
             self._resume(c.id)
         self.refresher.start()
+        self._start_queued()  # resumed trainings go on at once, as far as the slots allow: learning first
+        self.refresher.start_waiting()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="learning", daemon=True)
         self._thread.start()
@@ -169,6 +128,10 @@ class Learning:
                     self._poll(job)
                 except Exception:  # a bug in one job must not stop the others' polling
                     log.exception("camera %s: learning poll failed", job.camera_id)
+            try:
+                self._start_queued()
+            except Exception:
+                log.exception("queued trainings not started")
             for camera_id in self.pipeline.camera_ids():
                 try:
                     self.refresher.poll(camera_id)
@@ -233,7 +196,7 @@ class Learning:
                       max(1, round(fm * 60 * cam.fps)), cam.fps, training_run.next_run(folder))
             with self._lock:  # from here on the camera is busy: no refresh records it or starts
                 old = self._jobs.get(camera_id)
-                if old is not None and old.phase in ("recording", "training"):
+                if old is not None and old.phase in BUSY:
                     raise LearningBusy(f"camera {camera_id!r} is {old.phase} already")
                 self._jobs[camera_id] = job
             self.refresher.release(camera_id, "the camera relearns")  # before the job is saved: never both on disk
@@ -246,11 +209,31 @@ class Learning:
         self.pipeline.publish_camera(camera_id)
         return job.view()
 
+    def cancel(self, camera_id: str) -> dict[str, Any]:
+        """Stop the camera's learning (recording, queued or training): its footage and run folder go; its models,
+        and its mode as it was before, stay. KeyError: unknown camera; NotLearning: nothing to cancel."""
+        with self.refresher.exclusive():  # no poll meets the job half stopped
+            self.pipeline.camera_settings(camera_id)  # KeyError -> 404
+            with self._lock:
+                job = self._jobs.get(camera_id)
+                if job is None or job.phase not in BUSY:
+                    raise NotLearning(f"camera {camera_id!r} is not learning")
+                job.phase, job.pid, job.error = "cancelled", None, None
+            self.pipeline.set_tap(camera_id, None)
+            self._halt(job)
+            self._save(job)
+            shutil.rmtree(job.footage, ignore_errors=True)
+            shutil.rmtree(job.run_dir, ignore_errors=True)
+        log.info("camera %s: learning cancelled", camera_id)
+        self.pipeline.publish_camera(camera_id)
+        with job.lock:
+            return job.view()
+
     # -- what the pipeline asks -----------------------------------------------------------------------------
 
     def _busy(self, camera_id: str) -> bool:
-        """A job records or trains the camera: it owns its footage tap, and no refresh runs."""
-        return self.phase(camera_id) in ("recording", "training")
+        """A job records, waits to train or trains the camera: it owns its footage tap, and no refresh runs."""
+        return self.phase(camera_id) in BUSY
 
     def phase(self, camera_id: str) -> Phase | None:
         with self._lock:
@@ -266,8 +249,9 @@ class Learning:
         if job is None and refresh is None:
             return None
         if job is not None:
+            eta, place = self._schedule().get(camera_id, (None, None))
             with job.lock:
-                base = job.view()
+                base = job.view(eta, place)
         else:  # armed with a model of its own that it did not learn here (a settings-file camera, an upload)
             base = learning_view("done")
         return {**base, **(refresh or {})}
@@ -297,7 +281,54 @@ class Learning:
         if done.static is not None:
             self._fail(job, f"footage refused: {done.static}")
             return
-        self._launch(job)
+        self._enqueue(job)
+
+    # -- the queue of training slots ------------------------------------------------------------------------
+
+    def _enqueue(self, job: Job) -> None:
+        job.phase, job.queued_at = "queued", self.clock()
+        self._save(job)
+        log.info("camera %s: footage complete (%d frames), queued for training", job.camera_id, job.frames_recorded)
+        self.pipeline.publish_camera(job.camera_id)
+
+    def _queued(self) -> list[Job]:
+        """The jobs waiting for a training slot, in their turn."""
+        with self._lock:
+            return sorted((j for j in self._jobs.values() if j.phase == "queued"), key=lambda j: j.queued_at)
+
+    def _running(self) -> int:
+        """Training processes running now: the jobs' and the refreshes'."""
+        with self._lock:
+            jobs = sum(1 for j in self._jobs.values() if j.proc is not None)
+        return jobs + len(self.refresher.running_left_s())
+
+    def _may_refresh(self) -> bool:
+        """A refresh may start its training: a slot is free and no camera waits for one (learning goes first)."""
+        return not self._queued() and self._running() < self.settings.training_slots
+
+    def _start_queued(self) -> None:
+        """Start the queued jobs' trainings, in turn, while slots are free."""
+        with self.refresher.exclusive():  # no delete or relearn between taking a job and starting it
+            free = self.settings.training_slots - self._running()
+            for job in self._queued()[:max(0, free)]:
+                try:
+                    self._launch(job)
+                except OSError as e:  # no process (memory, process limit): said, and the slot goes to the next
+                    self._fail(job, f"training cannot start: {e}")
+
+    def _schedule(self) -> dict[str, tuple[float, int | None]]:
+        """Each recording or queued job's ETA (seconds until armed) and place in the queue (queued ones): the
+        running trainings' time left, then the waiting ones in turn, each in the first slot to come free."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        running = [float(j.progress.get("eta_s") or j.budget_left_s()) for j in jobs if j.proc is not None]
+        waiting = self._queued() + sorted((j for j in jobs if j.phase == "recording"), key=Job.recording_left_s)
+        starts = training_run.queue_starts(
+            running + self.refresher.running_left_s(),
+            [(0.0 if j.phase == "queued" else j.recording_left_s(), j.budget_left_s()) for j in waiting],
+            self.settings.training_slots)
+        return {j.camera_id: (round(start + j.budget_left_s(), 1), i + 1 if j.phase == "queued" else None)
+                for i, (j, start) in enumerate(zip(waiting, starts, strict=True))}
 
     # -- training -------------------------------------------------------------------------------------------
 
@@ -385,7 +416,7 @@ class Learning:
             job = Job(camera_id, folder, float(saved["footage_minutes"]), float(saved["train_minutes"]),
                       int(saved["frames_wanted"]), float(saved["fps"]), str(saved["run"]), saved["phase"],
                       saved.get("error"), saved.get("stopped"), saved.get("pid"), int(saved.get("frames_recorded", 0)),
-                      int(saved.get("segments", 0)))
+                      int(saved.get("segments", 0)), queued_at=float(saved.get("queued_at", 0.0)))
         except (KeyError, TypeError, ValueError) as e:
             log.error("camera %s: learning state %s unreadable (%s): not resumed", camera_id, folder / STATE_FILE, e)
             return
@@ -399,6 +430,7 @@ class Learning:
             training_run.kill_stale(job.pid, job.run_dir)
             progress = read_json(job.run_dir / "progress.json")
             job.progress = progress or {}
-            self._launch(job)  # model.learn resumes from the run's last.pt
-            log.info("camera %s: training resumed in %s", camera_id, job.run_dir)
+            job.phase, job.pid = "queued", None  # model.learn resumes from the run's last.pt when its turn comes
+            self._save(job)
+            log.info("camera %s: training in %s resumes when a slot is free", camera_id, job.run_dir)
 

@@ -21,8 +21,8 @@ def finite_values(d: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def learning_view(phase: str, *, frames_recorded: int = 0, frames_wanted: int = 0, segments: int = 0,
                   footage_minutes: float = 0.0, progress: dict[str, Any] | None = None, train_minutes: float = 0.0,
-                  eta_s: float | None = None, error: str | None = None,
-                  stopped: str | None = None) -> dict[str, Any]:
+                  eta_s: float | None = None, error: str | None = None, stopped: str | None = None,
+                  queue_position: int | None = None) -> dict[str, Any]:
     """The learning fields; `progress`: the training's progress.json (step, steps_planned, minutes,
     heldout_psnr)."""
     p = progress or {}
@@ -30,4 +30,4 @@ def learning_view(phase: str, *, frames_recorded: int = 0, frames_wanted: int = 
             "segments": segments, "footage_minutes": footage_minutes, "step": p.get("step"),
             "steps_planned": p.get("steps_planned"), "minutes": p.get("minutes"), "train_minutes": train_minutes,
             "heldout_psnr": finite_or_none(p.get("heldout_psnr")), "eta_s": eta_s, "error": error,
-            "stopped": stopped}
+            "stopped": stopped, "queue_position": queue_position}

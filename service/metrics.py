@@ -82,7 +82,8 @@ class _Collector(Collector):
                                  "unarmed), 0 for the others.", labels=["camera", "mode"])
         progress = GaugeMetricFamily("ffp_camera_learning_progress", "How far the camera's learning is, 0 to 1: "
                                      "footage recorded of footage wanted while learning, training minutes of the "
-                                     "budget while training, 1 once done.", labels=["camera", "phase"])
+                                     "budget while training (0 while queued for a training slot), 1 once done.",
+                                     labels=["camera", "phase"])
         for c in cams:
             for m in CAMERA_MODES:
                 mode.add_metric([c.id, m], 1.0 if c.mode == m else 0.0)

@@ -209,7 +209,7 @@ class Pipeline:
         phase = self.learning.phase(camera_id)
         if phase == "recording":
             return "learning"
-        if phase == "training":
+        if phase in ("queued", "training"):
             return "training"
         return "armed" if c.armed else "unarmed"
 

@@ -6,7 +6,8 @@ trains it, its recent alert-free footage is kept rolling (service.recent_footage
 Its refresh is due `refresh_days` after the later of: the active model's creation, the moment another version
 became active (a rollback restarts the clock), the last refresh attempt (a failed one is not retried at once).
 That clock (service.refresh_state) is kept in data_dir/cameras/{id}/refresh.json, so a restart does not reset it.
-When due and the recent window is full, the footage moves into a fresh run folder and `python -m model.learn` trains
+When due, the recent window full and a training slot free (no camera waits for one to learn: service.learning's
+queue goes first), the footage moves into a fresh run folder and `python -m model.learn` trains
 on it exactly as learning does (service.training_run: same recipe, niced, threads), from the active model's file
 (`--init`), within `refresh_train_minutes`, and measures the active model on the same held-out tail (`--baseline`).
 
@@ -87,9 +88,11 @@ class Refresher:
 
     def __init__(self, settings: LearningSettings, records: CameraRecords, host: RefreshHost,
                  config: Callable[[], ModelConfig], busy: Callable[[str], bool], lock: threading.RLock, *,
-                 device: str = "auto", clock: Callable[[], float]) -> None:
+                 may_train: Callable[[], bool] = lambda: True, device: str = "auto",
+                 clock: Callable[[], float]) -> None:
         self.settings, self.records, self.host, self.config = settings, records, host, config
         self.busy, self.lock, self.device, self.clock = busy, lock, device, clock
+        self.may_train = may_train  # a training slot is free for a refresh (service.learning's queue)
         self._ops = threading.RLock()
         self._cams: dict[str, _Cam] = {}
         self._listening = False
@@ -130,13 +133,27 @@ class Refresher:
         training_run.kill_stale(st.pid, run_dir)
         progress = read_json(run_dir / "progress.json") or {}
         with self.lock:
-            cam.progress = progress
+            cam.progress, st.pid = progress, None  # no process until a training slot is free
         final = run_dir / "final.pt"
         if final.is_file():  # it had ended: stopped before its outcome was saved
             self._finish(camera_id, cam, training_run.Ended(final, None))
             return
-        self._launch(camera_id, cam)
-        log.info("camera %s: model refresh resumed in %s", camera_id, run_dir)
+        log.info("camera %s: model refresh in %s resumes when a training slot is free", camera_id, run_dir)
+
+    def start_waiting(self) -> None:
+        """Start the resumed refreshes' trainings while slots are free (the polls start the others later)."""
+        if not self.enabled:
+            return
+        with self._ops:
+            with self.lock:
+                cams = list(self._cams.items())
+            for camera_id, cam in cams:
+                if cam.proc is None and cam.state.run is not None and cam.state.pid is None and self.may_train():
+                    try:
+                        self._start(camera_id, cam)
+                    except Exception as e:  # noqa: BLE001 - one camera's bad state must not stop the service
+                        log.exception("camera %s: model refresh not resumed", camera_id)
+                        self._give_up(camera_id, f"refresh not resumed: {e}")
 
     def _give_up(self, camera_id: str, error: str) -> None:
         try:
@@ -205,6 +222,8 @@ class Refresher:
             cam = self._cam(camera_id)
             if cam.proc is not None:
                 self._poll_training(camera_id, cam)
+            elif cam.state.run is not None and cam.state.pid is None and self.may_train():  # resumed, waiting
+                self._start(camera_id, cam)
             entry = self._own_model(camera_id)
             with self.lock:
                 changed = observe_active(cam.state, None if entry is None else entry.version,
@@ -220,7 +239,8 @@ class Refresher:
             assert recent is not None and self.settings.refresh_days is not None
             self._surface_error(camera_id, cam, recent)
             if (cam.proc is None and cam.state.run is None and is_due(cam.state, self.settings.refresh_days,
-                                                                     self.clock()) and recent.enough()):
+                                                                     self.clock())
+                    and recent.enough() and self.may_train()):
                 self._begin(camera_id, cam, entry, recent)
 
     def _own_model(self, camera_id: str) -> ModelEntry | None:
@@ -292,15 +312,23 @@ class Refresher:
             st.run, st.base, st.frames, st.segments = run, entry.version, frames, segments
             st.last_attempt, st.train_minutes = self.clock(), self.settings.refresh_budget_minutes
             cam.progress = {}
+        if self._start(camera_id, cam):
+            log.info("camera %s: refreshing model %s from %d frames of recent footage in %s", camera_id,
+                     entry.version, frames, run)
+
+    def _start(self, camera_id: str, cam: _Cam) -> bool:
+        """Start (or resume) the refresh's training; one that cannot start ends with the reason."""
+        st = cam.state
         try:
             self._launch(camera_id, cam)
         except (OSError, KeyError, WeightsError) as e:
-            self._end(camera_id, cam, {"run": run, "base": entry.version, "frames": frames, "activated": False,
+            assert st.run is not None
+            footage = self._run_dir(camera_id, st.run) / "footage"
+            self._end(camera_id, cam, {"run": st.run, "base": st.base, "frames": st.frames, "activated": False,
                                        "error": f"refresh failed: its training cannot start: {e}"}, publish=True)
             shutil.rmtree(footage, ignore_errors=True)
-            return
-        log.info("camera %s: refreshing model %s from %d frames of recent footage in %s", camera_id, entry.version,
-                 frames, run)
+            return False
+        return True
 
     def _launch(self, camera_id: str, cam: _Cam) -> None:
         st = cam.state
@@ -382,6 +410,12 @@ class Refresher:
         if publish:
             self.host.publish_camera(camera_id)
 
+    def running_left_s(self) -> list[float]:
+        """The seconds each running refresh training has left (its progress's ETA, else its budget)."""
+        with self.lock:
+            cams = [c for c in self._cams.values() if c.proc is not None]
+            return [float(c.progress.get("eta_s") or 60 * (c.state.train_minutes or 0.0)) for c in cams]
+
     # -- what GET /v1/cameras/{id} shows --------------------------------------------------------------------
 
     def view(self, camera_id: str) -> dict[str, Any] | None:
@@ -401,9 +435,9 @@ class Refresher:
             "recent_excluded": None if recent is None else recent.excluded,
             "recent_error": None if recent is None else recent.error, "last_refresh": finite_values(st.last)}
         if st.run is not None:
-            out.update(learning_view("training", frames_recorded=st.frames, frames_wanted=st.frames,
-                                     segments=st.segments, progress=progress, train_minutes=st.train_minutes or 0.0,
-                                     eta_s=progress.get("eta_s")))
+            out.update(learning_view("queued" if st.pid is None else "training", frames_recorded=st.frames,
+                                     frames_wanted=st.frames, segments=st.segments, progress=progress,
+                                     train_minutes=st.train_minutes or 0.0, eta_s=progress.get("eta_s")))
         return out
 
     # -- state on disk --------------------------------------------------------------------------------------

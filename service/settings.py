@@ -6,6 +6,7 @@ Precedence: explicit kwargs > environment (FFP_PORT, FFP_INFERENCE__MAX_BATCH, F
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -226,6 +227,12 @@ class LearningSettings(_Model):
     train_minutes: float = Field(15.0, gt=0, description="Training budget, wall clock. With the footage and the "
                                  "final calibration, a camera is armed within 30 minutes of being added.")
     threads: int = Field(1, ge=1, le=64, description="Torch CPU threads of a training process.")
+    max_trainings: int | None = Field(None, ge=1, le=64, description="Training processes at once, cameras' "
+                                      "learning and model refreshes together (None: half the CPU cores divided by "
+                                      "threads, at least one: one on 2 cores). Each holds torch and its footage in "
+                                      "memory (about 0.7 GB with 4 minutes of footage) and gets the CPU its budget "
+                                      "was measured with; more cameras wait their turn, queued in the order their "
+                                      "footage was complete, with their place and ETA shown.")
     disk_cap_mb: float = Field(500.0, gt=0, description="Most footage one camera's learning may store (megabytes); "
                                "recording stops there and training takes what was recorded. With refresh_days, "
                                "its recent window has a cap of its own, and a refresh's copy of it: up to three "
@@ -252,6 +259,11 @@ class LearningSettings(_Model):
     @property
     def refresh_budget_minutes(self) -> float:
         return self.refresh_train_minutes or self.train_minutes / 3
+
+    @property
+    def training_slots(self) -> int:
+        """How many training processes may run at once: max_trainings, or half the cores' worth of threads."""
+        return self.max_trainings or max(1, (os.cpu_count() or 2) // 2 // self.threads)
 
 
 def _section(cls: type[_Model], description: str) -> Any:

@@ -12,6 +12,7 @@ stopping it (SIGTERM, then SIGKILL) also stops whatever it started, and a signal
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,21 @@ KILL_GRACE_S = 5.0  # a training process asked to stop (SIGTERM) gets this long 
 # Finished run folders kept per camera (their logs and weights, for a look at how a recent run went); the models
 # themselves are in the registry, so older runs are only disk.
 KEEP_RUNS = 3
+
+
+def queue_starts(running_left_s: Sequence[float], waiting: Sequence[tuple[float, float]], slots: int) -> list[float]:
+    """When each waiting training would start, in seconds from now. `running_left_s`: what the running trainings
+    have left; `waiting`: (ready in s, budget in s) of each waiting one, in their turn order. Each takes the first
+    of the `slots` to come free once it is ready; a running training beyond the slots frees none."""
+    free = sorted(running_left_s)[-slots:] if running_left_s else []
+    free += [0.0] * (slots - len(free))
+    heapq.heapify(free)
+    starts = []
+    for ready, budget in waiting:
+        start = max(heapq.heappop(free), ready)
+        starts.append(start)
+        heapq.heappush(free, start + budget)
+    return starts
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

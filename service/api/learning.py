@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from model import WeightsError
 
-from ..learning import LearningBusy
+from ..learning import LearningBusy, NotLearning
 from ..settings import CameraSettings
 from ..urls import redact_text
 from .cameras import NOT_FOUND, check_url, not_found
@@ -29,6 +29,20 @@ async def learn(camera_id: str, pipeline: PipelineDep, body: LearnRequest | None
     except KeyError:
         raise not_found(camera_id) from None
     except LearningBusy as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    return LearningPublic.model_validate(view)
+
+
+@router.delete("/{camera_id}/learn", response_model=LearningPublic,
+               responses={**NOT_FOUND, 409: {"description": "The camera is not learning."}})
+async def cancel_learning(camera_id: str, pipeline: PipelineDep) -> LearningPublic:
+    """Cancel the camera's learning (recording, queued or training): its footage and training run are deleted,
+    its models stay, and it scores as before it was asked to learn (its mode: armed or unarmed)."""
+    try:
+        view = await run_in_threadpool(pipeline.learning.cancel, camera_id)
+    except KeyError:
+        raise not_found(camera_id) from None
+    except NotLearning as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     return LearningPublic.model_validate(view)
 

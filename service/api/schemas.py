@@ -61,9 +61,10 @@ class CameraModelPublic(BaseModel):
 
 
 class LearningPublic(BaseModel):
-    """A camera's learning: footage recorded, then training in a process of its own."""
+    """A camera's learning: footage recorded, then training in a process of its own (queued while every training
+    slot is taken: `learning.max_trainings`)."""
 
-    phase: Literal["recording", "training", "done", "failed"]
+    phase: Literal["recording", "queued", "training", "done", "failed", "cancelled"]
     frames_recorded: int
     frames_wanted: int
     segments: int = Field(description="Stretches of continuous footage (an outage starts a new one).")
@@ -74,7 +75,10 @@ class LearningPublic(BaseModel):
     minutes: float | None = Field(description="Minutes trained so far.")
     train_minutes: float
     heldout_psnr: float | None = Field(description="Prediction PSNR (dB) on the held-out tail at the last check.")
-    eta_s: float | None = Field(description="Seconds until the camera is armed (recording and training).")
+    eta_s: float | None = Field(description="Seconds until the camera is armed (recording, queued and training: "
+                                "the wait for a training slot included).")
+    queue_position: int | None = Field(None, description="While queued: its place among the cameras waiting for a "
+                                       "training slot (1: next).")
     error: str | None = Field(description="Why learning failed (a frozen stream, training error).")
     stopped: str | None = Field(description="Why recording stopped before footage_minutes (the disk cap).")
     refresh: bool = Field(False, description="A refresh of the armed camera's own model trains now (the fields "
@@ -139,7 +143,8 @@ class CameraPublic(BaseModel):
                                        "alerts open an event (its alert settings).")
     model: CameraModelPublic | None = Field(None, description="The model that scores this camera.")
     mode: Literal["learning", "training", "armed", "unarmed"] = Field(
-        "armed", description="learning: recording footage; training: its own model trains; armed: a model alerts "
+        "armed", description="learning: recording footage; training: its own model trains (or waits for a "
+                             "training slot: learning.phase queued); armed: a model alerts "
                              "on it (its own, or the shipped one with use_shipped); unarmed: scores without alerts.")
     learning: LearningPublic | None = Field(None, description="Its latest learning (None: never asked to learn).")
     stream: StreamPublic | None = Field(None, description="What the camera sends, from its latest session's first "

@@ -262,20 +262,29 @@ function updateTile(cam) {
   updateScore(cam);
 }
 
-// The camera's mode: learning (footage recorded, with a progress bar), training (step and ETA), armed, unarmed;
+// The camera's mode: learning (footage recorded, with a progress bar), training (step and ETA; or queued for a
+// training slot, its place and ETA), armed, unarmed;
 // an armed camera whose model is being refreshed (learning.refresh_days) shows the refresh's progress.
 const refreshing = (s) => s.mode === "armed" && Boolean(s.learning && s.learning.refresh);
 
 function learningText(s) {
   const l = s.learning;
   if (!l) return "";
-  if (refreshing(s)) return `refreshing ${Math.round(100 * learningFraction(s))}%`;
+  if (refreshing(s)) {
+    return l.phase === "queued" ? "refresh queued" : `refreshing ${Math.round(100 * learningFraction(s))}%`;
+  }
   if (s.mode === "learning") return `recording ${l.frames_recorded} / ${l.frames_wanted} frames`;
+  if (s.mode === "training" && l.phase === "queued") {
+    const place = l.queue_position > 1 ? `${l.queue_position - 1} ahead` : "next";
+    return l.eta_s !== null ? `queued for training (${place}) · ${Math.ceil(l.eta_s / 60)} min left`
+                            : `queued for training (${place})`;
+  }
   if (s.mode === "training") {
     const step = l.steps_planned ? `step ${l.step ?? 0} / ${l.steps_planned}` : `step ${l.step ?? 0}`;
     return l.eta_s !== null ? `${step} · ${Math.ceil(l.eta_s / 60)} min left` : step;
   }
   if (l.phase === "failed") return `learning failed: ${l.error}`;
+  if (l.phase === "cancelled") return "learning cancelled";
   return l.stopped || "";
 }
 
@@ -510,7 +519,9 @@ function renderCameraPage() {
   bar.append(el("div", "progress-fill"));
   updateMode(badge, bar, cam.status);
   box.append(badge, el("span", "learning-text", learningText(cam.status)), bar);
-  $("cam-learn").disabled = cam.status.mode === "learning" || cam.status.mode === "training";
+  const learningNow = cam.status.mode === "learning" || cam.status.mode === "training";
+  $("cam-learn").disabled = learningNow;
+  $("cam-cancel-learning").hidden = !learningNow;
   const img = $("cam-stream");
   const hasFrame = cam.status.last_frame_age_s !== null;
   $("cam-placeholder").textContent = hasFrame ? "" : `${cam.status.state}: waiting for the first frame…`;
@@ -553,11 +564,12 @@ function disarmRemove() {
   $("cam-remove").classList.remove("confirm");
 }
 
-$("cam-learn").addEventListener("click", async () => {
+// Learn (POST) or cancel learning (DELETE): an error (409: learning already, or not learning) is shown below.
+async function learnRequest(method) {
   const id = currentCamera();
   $("cam-learn-error").hidden = true;
   try {
-    const r = await api(`/v1/cameras/${encodeURIComponent(id)}/learn`, { method: "POST" });
+    const r = await api(`/v1/cameras/${encodeURIComponent(id)}/learn`, { method });
     if (!r.ok) {
       $("cam-learn-error").textContent = await detail(r);
       $("cam-learn-error").hidden = false;
@@ -567,7 +579,9 @@ $("cam-learn").addEventListener("click", async () => {
   } catch (e) {
     ignoreAuth(e);
   }
-});
+}
+$("cam-learn").addEventListener("click", () => learnRequest("POST"));
+$("cam-cancel-learning").addEventListener("click", () => learnRequest("DELETE"));
 
 // -- add a camera ------------------------------------------------------------------------------------------
 

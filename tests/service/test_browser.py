@@ -141,9 +141,13 @@ def console_errors(drv: Any) -> list[str]:
 
 
 def wait(drv: Any, what: str, check: Callable[[Any], Any], timeout: float = LOAD_S) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(drv, timeout, poll_frequency=0.25).until(check, message=f"waited {timeout} s for {what}")
+    # The pages re-render on every status: an element found may be replaced before it is read.
+    return WebDriverWait(drv, timeout, poll_frequency=0.25,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                         ).until(check, message=f"waited {timeout} s for {what}")
 
 
 def js(drv: Any, script: str, *args: Any) -> Any:
@@ -231,11 +235,22 @@ def test_dashboard_in_chromium(browser: Any, server: LiveServer, artifacts: Path
             drv.save_screenshot(str(artifacts / "added-camera.png"))
             assert console_errors(drv) == []  # the whole session with the right key
 
-            # ... and remove it from its page (two clicks: the button asks to be clicked again).
+            # Its page: learning, it can be cancelled (and not learnt again meanwhile).
             drv.get(server.url + "/#/camera/gate")
             button = wait(drv, "the remove button", lambda d: d.find_element(By.ID, "cam-remove"))
+            wait(drv, "the learning badge", lambda d: d.find_element(By.CSS_SELECTOR, "#cam-learning .badge.mode")
+                 .text.lower() == "learning")
             assert not drv.find_element(By.ID, "cam-learn").is_enabled()  # learning already
-            assert drv.find_element(By.CSS_SELECTOR, "#cam-learning .badge.mode").text.lower() == "learning"
+            drv.find_element(By.ID, "cam-cancel-learning").click()
+            wait(drv, "learning cancelled", lambda d: d.find_element(By.CSS_SELECTOR, "#cam-learning .badge.mode")
+                 .text.lower() == "unarmed")  # added to learn: the shipped model does not alert on it
+            page = js(drv, "return [document.querySelector('#cam-learning .learning-text').textContent, "
+                           "document.getElementById('cam-learn').disabled, "
+                           "document.getElementById('cam-cancel-learning').hidden]")
+            assert page == ["learning cancelled", False, True], page  # it may learn again; nothing to cancel
+            assert api.get("/v1/cameras/gate").json()["learning"]["phase"] == "cancelled"
+
+            # ... and remove it (two clicks: the button asks to be clicked again).
             button.click()
             button.click()
             wait(drv, "the tile to go", lambda d: not d.find_elements(By.CSS_SELECTOR, gate)
@@ -292,5 +307,61 @@ def test_refresh_badge_and_next_refresh_in_chromium(browser: Any, refreshing_ser
         assert console_errors(drv) == []
     except Exception:
         drv.save_screenshot(str(artifacts / "refresh-failure.png"))
+        print("browser console:", drv.get_log("browser"))  # shown with the failure
+        raise
+
+
+@pytest.fixture
+def queue_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    """One training slot: camera `pier` was training when the service last stopped (4 of its 10 min spent), camera
+    `dock`'s footage was complete and waiting for the slot. The service resumes pier's training; dock waits."""
+    data = tmp_path / "data"
+    for cam, phase, queued_at in (("pier", "training", 1.0), ("dock", "queued", 2.0)):
+        folder = data / "cameras" / cam
+        (folder / "runs" / "run-0001").mkdir(parents=True)
+        (folder / "learning.json").write_text(json.dumps({
+            "phase": phase, "footage_minutes": 1.0, "train_minutes": 10.0, "frames_wanted": 300, "fps": 5.0,
+            "run": "run-0001", "error": None, "stopped": None, "pid": None, "frames_recorded": 300, "segments": 1,
+            "queued_at": queued_at}))
+    (data / "cameras/pier/runs/run-0001/progress.json").write_text(json.dumps(REFRESH_PROGRESS))
+    calls: list[Path] = []
+    monkeypatch.setattr("service.training_run.launch", stand_in_training(calls))
+    settings = load_settings(None, data_dir=data, learning={"max_trainings": 1},
+                             cameras=[{"id": "pier", "url": UNREACHABLE, "fps": 5},
+                                      {"id": "dock", "url": UNREACHABLE, "fps": 5}])
+    with serve(create_app(build_service(settings)), timeout=120) as srv:
+        assert calls == [data / "cameras/pier/runs/run-0001"]  # pier's turn first; dock waits
+        yield srv
+
+
+@pytest.mark.timeout(300)
+def test_a_queued_camera_shows_its_place_and_eta_in_chromium(browser: Any, queue_server: LiveServer,
+                                                              artifacts: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    drv, url = browser, queue_server.url
+    with httpx.Client(base_url=url, timeout=20) as api:  # what the dashboard is given
+        pier, dock = api.get("/v1/cameras/pier").json(), api.get("/v1/cameras/dock").json()
+    assert pier["mode"] == "training" and pier["learning"]["phase"] == "training", pier
+    assert dock["mode"] == "training" and dock["learning"]["phase"] == "queued", dock
+    assert dock["learning"]["queue_position"] == 1 and dock["learning"]["eta_s"] == 360.0 + 600.0, dock
+
+    def text(selector: str) -> str:
+        return str(drv.find_element(By.CSS_SELECTOR, selector).text).lower()
+
+    try:
+        drv.get(url + "/#/camera/dock")
+        wait(drv, "the queued camera's page", lambda d: d.find_element(By.ID, "cam-title").text == "dock"
+             and text("#cam-learning .learning-text") != "")
+        assert text("#cam-learning .learning-text") == "queued for training (next) · 16 min left"
+        assert text("#cam-learning .badge.mode") == "training"
+        drv.get(url + "/#/camera/pier")
+        wait(drv, "the training camera's page", lambda d: d.find_element(By.ID, "cam-title").text == "pier"
+             and text("#cam-learning .learning-text") != "")
+        assert text("#cam-learning .learning-text") == "step 40 / 100 · 6 min left"
+        drv.save_screenshot(str(artifacts / "queue-camera.png"))
+        assert console_errors(drv) == []
+    except Exception:
+        drv.save_screenshot(str(artifacts / "queue-failure.png"))
         print("browser console:", drv.get_log("browser"))  # shown with the failure
         raise

@@ -161,6 +161,26 @@ def test_restart_during_training_resumes_it_and_delete_kills_it(tmp_path: Path, 
 
 
 @pytest.mark.timeout(120)
+def test_cancel_learning_over_the_api(tmp_path: Path, moving_rtsp: RtspServer,
+                                      serve_service: Callable[..., Any]) -> None:
+    data = tmp_path / "data"
+    _, c, _ = serve_service(data, learning=learning_settings(tmp_path))
+    r = c.post("/v1/cameras", json={"id": "gate", "url": moving_rtsp.url, "fps": FPS, "learn": {}})
+    assert r.status_code == 201 and r.json()["mode"] == "learning"
+    wait_for(lambda: c.get("/v1/cameras/gate").json()["learning"]["frames_recorded"], lambda n: n > 0, 30,
+             "footage recorded")
+    r = c.delete("/v1/cameras/gate/learn")
+    assert r.status_code == 200 and r.json()["phase"] == "cancelled", r.text
+    cam = c.get("/v1/cameras/gate").json()
+    assert cam["mode"] == "unarmed" and cam["learning"]["phase"] == "cancelled", cam  # as before it learnt
+    assert not (data / "cameras/gate/footage").exists()
+    assert c.delete("/v1/cameras/gate/learn").status_code == 409  # nothing to cancel
+    assert c.delete("/v1/cameras/nope/learn").status_code == 404
+    assert c.post("/v1/cameras/gate/learn").status_code == 202  # and it can learn again
+    assert c.get("/v1/cameras/gate").json()["mode"] == "learning"
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("pattern, reason", [("gradient", "frozen"), ("black", "uniform")])
 def test_a_frozen_or_black_stream_is_refused(tmp_path: Path, pattern: str, reason: str,
                                              serve_service: Callable[..., Any]) -> None:
@@ -232,3 +252,51 @@ def test_rollback_and_patch_keep_mode_and_models(tmp_path: Path, serve_service: 
     assert c.patch("/v1/cameras/door", json={"name": "x"}).status_code == 422
     assert c.patch("/v1/cameras/nope", json={"fps": 4}).status_code == 404
     assert c.get("/v1/cameras/door").json()["model"]["version"] == "v0001"  # a refused PATCH changed nothing
+
+
+def training_processes(data: Path) -> int:
+    """Live `model.learn` processes whose run folder is under `data`."""
+    n = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"model.learn" in cmd and any(str(data).encode() in a for a in cmd) and alive(int(proc.name)):
+            n += 1
+    return n
+
+
+@pytest.mark.timeout(300)
+def test_cameras_added_together_train_in_turn_over_rtsp(tmp_path: Path, moving_rtsp: RtspServer,
+                                                         serve_service: Callable[..., Any]) -> None:
+    """Three cameras learn at once on one training slot: one trains, the others wait queued (place, ETA); a queued
+    camera deleted leaves the queue; never two training processes; both that stay end armed."""
+    data = tmp_path / "data"
+    _, c, _ = serve_service(data, learning=learning_settings(tmp_path, max_trainings=1))
+    for cam in ("a", "b", "c"):
+        r = c.post("/v1/cameras", json={"id": cam, "url": moving_rtsp.url, "fps": FPS, "learn": {}})
+        assert r.status_code == 201, r.text
+    both_queued: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 250
+    while True:
+        assert time.monotonic() < deadline, [c.get(f"/v1/cameras/{i}").json() for i in ("a", "b", "c")]
+        cams = {cam["id"]: cam for cam in c.get("/v1/cameras").json()}
+        learning = {i: cam["learning"] for i, cam in cams.items()}
+        assert sum(1 for v in learning.values() if v["phase"] == "training") <= 1, learning
+        assert training_processes(data) <= 1
+        queued = sorted((v for v in learning.values() if v["phase"] == "queued"), key=lambda v: v["queue_position"])
+        assert all(v["error"] is None for v in learning.values()), learning
+        for i, v in learning.items():
+            if v["phase"] == "queued":
+                assert cams[i]["mode"] == "training" and v["eta_s"] > 0, v
+        if not both_queued and len(queued) == 2:  # one trains, two wait: the first in line is deleted
+            both_queued = queued
+            first = next(i for i, v in learning.items() if v is queued[0])
+            assert c.delete(f"/v1/cameras/{first}").status_code == 204
+        if both_queued and all(cam["mode"] == "armed" for cam in cams.values()):
+            break
+        time.sleep(0.2)
+    assert len(cams) == 2 and all(cam["model"]["version"] == "v0001" for cam in cams.values()), cams
+    assert [v["queue_position"] for v in both_queued] == [1, 2], both_queued
+    assert both_queued[0]["eta_s"] < both_queued[1]["eta_s"], both_queued  # the second waits for the first too

@@ -234,8 +234,9 @@ def test_restart_during_a_refresh_resumes_its_training_and_activates_it(
         _, c2, _ = serve_service(data, learning=settings)
         cam = c2.get("/v1/cameras/gate").json()
         assert cam["mode"] == "armed" and cam["model"]["version"] == "v0001" and cam["learning"]["refresh"], cam
-        pid2 = json.loads((data / "cameras/gate/refresh.json").read_text())["pid"]
-        assert pid2 != pid and alive(pid2)
+        pid2 = wait_for(lambda: json.loads((data / "cameras/gate/refresh.json").read_text())["pid"],
+                        lambda p: p not in (None, pid), 30, "the refresh's training started again")  # the free slot
+        assert alive(pid2)
         wait_for(lambda: c2.get("/v1/cameras/gate").json()["model"]["version"], lambda v: v == "v0002", 150,
                  "the refreshed model active")
         last = c2.get("/v1/cameras/gate").json()["learning"]["last_refresh"]

@@ -21,7 +21,8 @@ from learning_host import GUARD_S, Host, WatchedLock, in_thread, learn_in_thread
 from test_registry import weights_file
 
 from service import training_run
-from service.learning import Job, Learning
+from service.learning import Learning
+from service.learning_job import Job
 from service.refresh_state import DAY_S
 from service.settings import CameraSettings
 
@@ -83,6 +84,7 @@ def test_views_answer_while_a_refresh_activates_its_model(tmp_path: Path, made: 
         cam = r._cams["cam"]
         cam.state.run, cam.state.base, cam.state.frames = "run-0001", "v0001", 3
         cam.proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        cam.state.pid = cam.proc.pid
         cam.proc.wait()
         host.hold = True
     assert host.entered.wait(GUARD_S)  # the thread now activates the refreshed model, held there
@@ -192,10 +194,13 @@ def test_one_cameras_unreadable_registry_does_not_stop_the_start(tmp_path: Path,
     (host.registry.folder("bad")).mkdir(parents=True, exist_ok=True)
     (host.registry.folder("bad") / "registry.json").write_text("{ not json")
     learning.start()
-    last = json.loads((folder / "refresh.json").read_text())["last"]
-    assert last["error"].startswith("refresh not resumed: cannot read") and not last["activated"], last
-    assert host.errors == [("bad", last["error"])]
     deadline = time.monotonic() + GUARD_S
+    while "last" not in json.loads((folder / "refresh.json").read_text()):  # its turn for a training slot came
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    last = json.loads((folder / "refresh.json").read_text())["last"]
+    assert "its training cannot start: cannot read" in last["error"] and not last["activated"], last
+    assert host.errors == [("bad", last["error"])]
     while "good" not in host.taps:  # the other camera's recent footage records
         assert time.monotonic() < deadline
         time.sleep(0.01)

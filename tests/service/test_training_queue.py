@@ -1,0 +1,233 @@
+"""Training slots (`learning.max_trainings`): at most that many training processes at once, cameras' learning and
+model refreshes together. A camera whose footage is complete waits `queued` with its place and an ETA that counts
+the wait; cameras take their turn in the order their footage was complete, before any refresh; a restart puts the
+interrupted trainings back first in turn; a queued camera deleted leaves the queue. Against a stand-in for the
+pipeline (real files, real learning thread, real processes that stand for the trainings and end when told);
+the same over real RTSP and real training processes is in test_learning.py."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from learning_host import GUARD_S, Host, settings
+from test_refresh_host import feed, own_model
+from test_registry import weights_file
+
+from service import training_run
+from service.learning import Learning, NotLearning
+from service.refresh_state import DAY_S
+from service.settings import LearningSettings
+
+TRAIN_MINUTES = 0.1
+
+
+def test_queue_starts() -> None:
+    qs = training_run.queue_starts
+    assert qs([], [(0.0, 60.0), (5.0, 60.0)], 2) == [0.0, 5.0]  # free slots: each starts once ready
+    assert qs([100.0], [(0.0, 60.0), (0.0, 60.0)], 1) == [100.0, 160.0]  # one slot: in turn
+    assert qs([100.0], [(30.0, 60.0), (40.0, 60.0)], 2) == [30.0, 90.0]  # the second waits for the first
+    assert qs([10.0, 50.0, 90.0], [(0.0, 60.0)], 2) == [50.0]  # three running on two slots: the second to end
+    assert qs([], [], 1) == []
+
+
+def test_the_default_slots_are_half_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cores, threads, slots in ((2, 1, 1), (1, 1, 1), (16, 1, 8), (16, 2, 4), (None, 1, 1)):
+        monkeypatch.setattr("os.cpu_count", lambda c=cores: c)
+        assert LearningSettings(threads=threads).training_slots == slots
+    assert LearningSettings(max_trainings=3).training_slots == 3
+
+
+class Trainings:
+    """training_run.launch replaced by real processes that wait until the test ends them, with a model or not."""
+
+    def __init__(self) -> None:
+        self.runs: list[Path] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def launch(self, settings: Any, footage: Path, run_dir: Path, train_minutes: float, **kw: Any
+               ) -> subprocess.Popen[bytes]:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        wait = "import pathlib, sys, time\nwhile not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.02)"
+        proc = subprocess.Popen([sys.executable, "-c", wait, str(run_dir / "go")], start_new_session=True)
+        self.runs.append(run_dir)
+        self.procs.append(proc)
+        return proc
+
+    def running(self) -> int:
+        return sum(1 for p in self.procs if p.poll() is None)
+
+    def end(self, run_dir: Path, seed: int) -> None:
+        """The training ends with a model."""
+        weights_file(run_dir / "final.pt", seed)
+        (run_dir / "progress.json").write_text(json.dumps({"heldout_psnr": 30.0, "init_heldout_psnr": 30.0}))
+        (run_dir / "go").touch()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def trainings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trainings]:
+    t = Trainings()
+    monkeypatch.setattr("service.training_run.launch", t.launch)
+    yield t
+    t.stop()
+
+
+@pytest.fixture
+def made(tmp_path: Path) -> Iterator[Callable[..., tuple[Host, Learning]]]:
+    made: list[Learning] = []
+    now = [time.time()]
+
+    def make(*ids: str, **over: Any) -> tuple[Host, Learning]:
+        host = Host(tmp_path / "data", *ids)
+        host.list_cameras = lambda: list(host.cams.values())  # type: ignore[method-assign]
+        learning = Learning(settings(**{"refresh_days": None, "train_minutes": TRAIN_MINUTES, "max_trainings": 1,
+                                        **over}),
+                            tmp_path / "data", host, device="cpu", clock=lambda: now[0])  # type: ignore[arg-type]
+        made.append(learning)
+        return host, learning
+    yield make
+    for learning in made:
+        learning.stop()
+
+
+def until(cond: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + GUARD_S
+    while not (value := cond()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+    return value
+
+
+def record(host: Host, learning: Learning, camera_id: str) -> None:
+    """The camera's footage (3 frames at 5 fps with footage_minutes 0.01), moving: it is complete."""
+    rng = np.random.default_rng(len(camera_id))
+    for i in range(5):
+        host.taps[camera_id](rng.integers(0, 255, (96, 128, 3), np.uint8), i / 5, False)
+    until(lambda: learning.phase(camera_id) != "recording", f"{camera_id}'s footage complete")
+
+
+def phases(learning: Learning, *ids: str) -> list[str | None]:
+    return [learning.phase(i) for i in ids]
+
+
+def test_cameras_take_turns_for_one_training_slot(made: Any, trainings: Trainings) -> None:
+    host, learning = made("a", "b", "c")
+    learning.start()
+    for cam in ("a", "b", "c"):
+        learning.learn(cam)
+    before = learning.view("c")
+    assert before is not None and before["phase"] == "recording" and before["queue_position"] is None
+    for cam in ("a", "b", "c"):
+        record(host, learning, cam)
+    until(lambda: phases(learning, "a", "b", "c") == ["training", "queued", "queued"], "a trains, b and c wait")
+    assert trainings.running() == 1 and len(trainings.runs) == 1
+    b, c = learning.view("b"), learning.view("c")
+    assert b is not None and c is not None
+    assert (b["queue_position"], c["queue_position"]) == (1, 2)
+    budget = TRAIN_MINUTES * 60
+    assert b["eta_s"] == pytest.approx(2 * budget, abs=1) and c["eta_s"] == pytest.approx(3 * budget, abs=1)
+
+    learning.delete_camera("b")  # a queued camera leaves the queue
+    c = learning.view("c")
+    assert c is not None and c["queue_position"] == 1 and c["eta_s"] == pytest.approx(2 * budget, abs=1)
+    time.sleep(0.2)  # polls meanwhile start nothing: the slot is a's
+    assert trainings.running() == 1 and learning.phase("c") == "queued"
+
+    trainings.end(trainings.runs[0], 1)
+    until(lambda: phases(learning, "a", "c") == ["done", "training"], "a armed, then c trains")
+    assert len(trainings.runs) == 2 and trainings.procs[0].poll() == 0  # a's process ended before c's started
+    assert host.registry.active("a") is not None
+    trainings.end(trainings.runs[1], 2)
+    until(lambda: learning.phase("c") == "done", "c armed")
+    assert trainings.running() == 0 and len(trainings.runs) == 2
+
+
+def test_two_slots_train_two_cameras_at_once(made: Any, trainings: Trainings) -> None:
+    host, learning = made("a", "b", "c", max_trainings=2)
+    learning.start()
+    for cam in ("a", "b", "c"):
+        learning.learn(cam)
+        record(host, learning, cam)
+    until(lambda: phases(learning, "a", "b", "c") == ["training", "training", "queued"], "two train, c waits")
+    assert trainings.running() == 2
+
+
+def test_a_restart_puts_the_interrupted_training_first_in_turn(tmp_path: Path, made: Any,
+                                                               trainings: Trainings) -> None:
+    host, learning = made("a", "b")
+    learning.start()
+    for cam in ("a", "b"):
+        learning.learn(cam)
+        record(host, learning, cam)
+    until(lambda: phases(learning, "a", "b") == ["training", "queued"], "a trains, b waits")
+    learning.stop()  # a's training stops with the service; its state stays on disk
+    assert trainings.running() == 0
+    assert json.loads((tmp_path / "data/cameras/a/learning.json").read_text())["phase"] == "training"
+
+    host2, again = made("a", "b")
+    again.start()  # a goes on at once (its run resumes from its checkpoint), b waits again
+    assert phases(again, "a", "b") == ["training", "queued"]
+    assert trainings.running() == 1 and trainings.runs[-1] == trainings.runs[0]  # the same run folder
+    view = again.view("b")
+    assert view is not None and view["queue_position"] == 1
+
+
+def test_a_refresh_waits_for_a_slot_and_for_the_cameras_that_learn(tmp_path: Path, made: Any,
+                                                                   trainings: Trainings) -> None:
+    host, learning = made("old", "a", "b", refresh_days=1.0)
+    own_model(host, tmp_path, "old")  # armed with a model of its own: its refresh becomes due below
+    learning.refresher.poll("old")
+    feed(host, "old", learning, 20)
+    learning.start()
+    for cam in ("a", "b"):
+        learning.learn(cam)
+        record(host, learning, cam)
+    until(lambda: phases(learning, "a", "b") == ["training", "queued"], "a trains, b waits")
+    learning.clock = learning.refresher.clock = lambda: time.time() + 2 * DAY_S  # the refresh is due
+    time.sleep(0.3)  # polls meanwhile: the refresh waits (no slot, and b waits to learn)
+    view = learning.view("old")
+    assert view is not None and not view["refresh"] and trainings.running() == 1
+
+    trainings.end(trainings.runs[0], 1)
+    until(lambda: learning.phase("b") == "training", "b's turn before the refresh")
+    time.sleep(0.3)
+    assert trainings.running() == 1 and not learning.view("old")["refresh"]  # type: ignore[index]
+    trainings.end(trainings.runs[1], 2)
+    until(lambda: len(trainings.runs) == 3, "the refresh trains once the slot is free")
+    assert trainings.runs[2].parent.parent.name == "old" and learning.phase("b") == "done"
+    until(lambda: (learning.view("old") or {}).get("phase") == "training", "the refresh's view")
+    assert trainings.running() == 1
+
+
+def test_cancelling_frees_the_slot_and_the_queue(tmp_path: Path, made: Any, trainings: Trainings) -> None:
+    host, learning = made("a", "b", "c")
+    learning.start()
+    for cam in ("a", "b", "c"):
+        learning.learn(cam)
+        record(host, learning, cam)
+    until(lambda: phases(learning, "a", "b", "c") == ["training", "queued", "queued"], "a trains, b and c wait")
+    view = learning.cancel("b")  # a queued camera: out of the queue, its footage gone
+    assert view["phase"] == "cancelled" and not (tmp_path / "data/cameras/b/footage").exists()
+    assert learning.view("c")["queue_position"] == 1  # type: ignore[index]
+    learning.cancel("a")  # the training one: its process stops, its run goes, c's turn comes
+    assert trainings.procs[0].poll() is not None and not trainings.runs[0].exists()
+    until(lambda: learning.phase("c") == "training", "c trains")
+    assert trainings.running() == 1 and phases(learning, "a", "b") == ["cancelled", "cancelled"]
+    assert host.registry.versions("a") == []
+    with pytest.raises(NotLearning):
+        learning.cancel("a")
+    with pytest.raises(KeyError):
+        learning.cancel("nope")
+    learning.learn("a")  # learns again from scratch
+    assert learning.phase("a") == "recording" and learning.view("a")["frames_recorded"] == 0  # type: ignore[index]
