@@ -230,9 +230,9 @@ class LearningSettings(_Model):
     max_trainings: int | None = Field(None, ge=1, le=64, description="Training processes at once, cameras' "
                                       "learning and model refreshes together (None: half the CPU cores divided by "
                                       "threads, at least one: one on 2 cores). Each holds torch and its footage in "
-                                      "memory (about 0.7 GB with 4 minutes of footage) and gets the CPU its budget "
-                                      "was measured with; more cameras wait their turn, queued in the order their "
-                                      "footage was complete, with their place and ETA shown.")
+                                      "memory (0.7 GB with 4 minutes of footage) and gets the CPU its budget "
+                                      "assumes; more cameras wait their turn, queued in the order their footage "
+                                      "was complete, with their place and ETA shown.")
     disk_cap_mb: float = Field(500.0, gt=0, description="Most footage one camera's learning may store (megabytes); "
                                "recording stops there and training takes what was recorded. With refresh_days, "
                                "its recent window has a cap of its own, and a refresh's copy of it: up to three "
