@@ -44,9 +44,9 @@ class StreamClock:
     reports 0) falls back to arrival time for the rest of the session. `jumped` says the timeline broke
     (presentation time went backwards or vanished): the frame history must not span it.
 
-    A session's first frame may have no presentation time of its own: over RTSP, FFmpeg's RTP demuxer stamps it
-    N/A, which a reader reports as no time or as the second frame's time. Either way it is timed one source frame
-    (`frame_s`) before the second: two frames at one time would make decimation drop one of them.
+    A session's first frame may have no presentation time of its own (RTSP: FFmpeg's RTP demuxer stamps it N/A,
+    read as no time or as the second frame's time). It is timed one source frame (`frame_s`) before the second,
+    so that decimation never sees two frames at one time and drops one of them.
     """
 
     STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
@@ -102,9 +102,8 @@ class StreamClock:
     def fresh_at(self, arrival: float) -> float:
         """When the frame just timed would have arrived had the stream kept up: its arrival minus how much
         later than the stream's usual delay its content came. Frame age (and so stall detection) counts from
-        here, not from the read. A source may still yield frames after its server froze (a reader that hands out
-        its decoder's last buffered frame at each read timeout, 40 ms of content on, a second or more apart).
-        Their content falls behind arrival time, so fresh_at stands still and the age grows."""
+        here, not from the read: a reader may keep yielding its decoder's buffered frames after the server froze,
+        and as their content falls behind arrival time, fresh_at stands still and the age grows."""
         if not self.use_pts or self._arrival0 is None:
             return arrival
         delay = arrival - self._arrival0 - self.last

@@ -1,7 +1,7 @@
 """A camera's content time: what its alert engine and scene-change detector measure durations in.
 
-A live stream delivers its buffered frames in a burst at connect and after the reader fell behind: frames kept
-0.1 s apart in content arrive 1 ms apart in wall time. Durations measured on the wall clock (an alert's
+A live stream delivers its buffered frames in a burst at connect and whenever the reader falls behind: frames
+far apart in content arrive milliseconds apart in wall time. Durations measured on the wall clock (an alert's
 min_duration, hold, cooldown, the scene's hold) would then cover many seconds of content in a few milliseconds,
 or, the other way round, wait seconds of content for wall time to pass. So each kept frame carries beside its
 wall capture time (`Window.ts`: latency, snapshots, what users see) its time on the camera's content timeline
