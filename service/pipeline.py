@@ -43,7 +43,7 @@ from .ring import RingBuffer
 from .settings import AlertSettings, CameraSettings, Settings
 from .sources import SourceFactory, open_source
 from .store import EventStore
-from .urls import redact_url, resolve_source
+from .urls import SourceSpec, redact_url, resolve_source
 from .watchdog import Supervised, Watchdog
 
 __all__ = ["CameraExists", "CameraLimit", "ClipError", "ClipResult", "Pipeline"]
@@ -127,19 +127,33 @@ class Pipeline:
 
     # -- cameras ------------------------------------------------------------------------------------------
 
-    def add_camera(self, cam: CameraSettings, *, trusted: bool = False,
-                   source_trusted: bool | None = None) -> CameraStatus:
-        """Untrusted (API) cameras count against max_cameras; trusted ones (the settings file) are not refused.
-        `source_trusted`: where its URL came from when that differs from `trusted` (a camera re-added by
-        update_camera keeps its URL's origin)."""
+    def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus:
+        """Untrusted (API) cameras count against max_cameras; trusted ones (the settings file) are not refused."""
         spec = resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
-        if source_trusted is not None:
-            spec = dataclasses.replace(spec, trusted=source_trusted)
+        return self._run_camera(cam, spec, counted=not trusted)
+
+    def update_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus:
+        """Run the camera with new settings (url, fps, alerts): a new capture worker and alert engine; its model,
+        its registry versions and its learning stay. ValueError (a URL refused) changes nothing; KeyError for
+        an unknown camera."""
+        spec = resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
+        with self._cams_lock:
+            old = self._cams[cam.id]
+        self._drop_camera(cam.id)  # its tap (footage recording) stays for the new worker
+        # Its slot was counted already; a URL that came from the API stays an untrusted source.
+        self._run_camera(cam, dataclasses.replace(spec, trusted=trusted and old.worker.spec.trusted), counted=False)
+        if old.entry is None and old.model is not self.models.shipped:  # set directly, not from the registry
+            self.set_camera_model(cam.id, old.model.scorer, version=old.model.version, sha256=old.model.sha256)  # type: ignore[arg-type]
+        log.info("camera %s updated (%s)", cam.id, redact_url(cam.url))
+        return self.get_camera(cam.id)
+
+    def _run_camera(self, cam: CameraSettings, spec: SourceSpec, *, counted: bool) -> CameraStatus:
+        """Start a camera whose source is resolved; `counted`: refused beyond max_cameras."""
         model, entry, error = self.models.registered(cam.id)
         with self._cams_lock:
             if cam.id in self._cams:
                 raise CameraExists(f"camera {cam.id!r} already exists")
-            if not trusted and len(self._cams) >= self.settings.max_cameras:
+            if counted and len(self._cams) >= self.settings.max_cameras:
                 raise CameraLimit(f"the service runs {len(self._cams)} cameras, the limit (max_cameras)")
             cfg = model.scorer.config
             ring = RingBuffer(cam.id, cfg.num_frames, cfg.frame_stride)
@@ -152,21 +166,6 @@ class Pipeline:
             if self._started and cam.enabled:
                 worker.start()
         log.info("camera %s added (%s)", cam.id, redact_url(cam.url))
-        return self.get_camera(cam.id)
-
-    def update_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus:
-        """Run the camera with new settings (url, fps, alerts): a new capture worker and alert engine; its model,
-        its registry versions and its learning stay. ValueError (a URL refused) changes nothing; KeyError for
-        an unknown camera."""
-        resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
-        with self._cams_lock:
-            old = self._cams[cam.id]
-        self._drop_camera(cam.id)  # its tap (footage recording) stays for the new worker
-        # checked above; the camera's slot was counted already. A URL from the API is an untrusted source.
-        self.add_camera(cam, trusted=True, source_trusted=trusted and old.worker.spec.trusted)
-        if old.entry is None and old.model is not self.models.shipped:  # set directly, not from the registry
-            self.set_camera_model(cam.id, old.model.scorer, version=old.model.version, sha256=old.model.sha256)  # type: ignore[arg-type]
-        log.info("camera %s updated (%s)", cam.id, redact_url(cam.url))
         return self.get_camera(cam.id)
 
     def camera_ids(self) -> list[str]:

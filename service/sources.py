@@ -34,7 +34,6 @@ class FrameSource(Protocol):
 SourceFactory = Callable[[SourceSpec, CameraSettings], FrameSource]
 
 
-
 class NetworkSource:
     """A network camera: model.LiveStream with the camera's open/read timeouts, errors redacted."""
 
