@@ -76,6 +76,11 @@ class _Cam:
     reported: str | None = None  # the recent footage's write error, once reported
 
 
+def _waiting(cam: _Cam) -> bool:
+    """A resumed refresh waits for a training slot: it has a run, and no process since the restart."""
+    return cam.proc is None and cam.state.run is not None and cam.state.pid is None
+
+
 class Refresher:
     """The cameras' refreshes, polled by the learning thread.
 
@@ -148,7 +153,7 @@ class Refresher:
             with self.lock:
                 cams = list(self._cams.items())
             for camera_id, cam in cams:
-                if cam.proc is None and cam.state.run is not None and cam.state.pid is None and self.may_train():
+                if _waiting(cam) and self.may_train():
                     try:
                         self._start(camera_id, cam)
                     except Exception as e:  # noqa: BLE001 - one camera's bad state must not stop the service
@@ -222,7 +227,7 @@ class Refresher:
             cam = self._cam(camera_id)
             if cam.proc is not None:
                 self._poll_training(camera_id, cam)
-            elif cam.state.run is not None and cam.state.pid is None and self.may_train():  # resumed, waiting
+            elif _waiting(cam) and self.may_train():
                 self._start(camera_id, cam)
             entry = self._own_model(camera_id)
             with self.lock:
