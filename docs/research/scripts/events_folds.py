@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from events_candidates import cells_of  # this script's folder is on sys.path
 from events_timing import FPS, HALF_LIVES, MIN_DURATIONS, SHIPPED_TIMING, calibration_of, rule1
-from pseudo_anomaly import grey_video, moving_object
+from pseudo_anomaly import grey_video, moving_object, paste
 
 from model.data import find_videos
 from model.events import evaluate_events
@@ -58,30 +58,6 @@ def train_folds(data: Path, work: Path, minutes: float) -> None:
             if proc.wait() != 0:
                 raise SystemExit(f"ffp learn failed: see {log.name}")
             log.close()
-
-
-def paste(video: np.ndarray, patch: np.ndarray, alpha: np.ndarray, row: int, speed: float, start: int,
-          leftwards: bool, style: str) -> tuple[np.ndarray, np.ndarray]:
-    """From `start` on, the object moves horizontally at `speed` px/frame, whole at the border in its first frame
-    (`appear`) or sliding in from outside the frame (`enter`). Labels: the frames any of it is visible in."""
-    out = video.astype(np.float32).copy()
-    labels = np.zeros(len(video), bool)
-    h, w = patch.shape
-    width = video.shape[2]
-    x0 = 0.0 if style == "appear" else -float(w)
-    for t in range(start, len(video)):
-        x = x0 + (t - start) * speed
-        xi = round(width - w - x) if leftwards else round(x)
-        if (xi > width - w // 2) if not leftwards else (xi < -w // 2):
-            break  # half out at the far side
-        lo, hi = max(0, xi), min(width, xi + w)
-        if hi <= lo:
-            continue
-        a = alpha[:, lo - xi:hi - xi]
-        region = out[t, row:row + h, lo:hi]
-        out[t, row:row + h, lo:hi] = a * patch[:, lo - xi:hi - xi] + (1 - a) * region
-        labels[t] = True
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8), labels
 
 
 def fold_material(p, data: Path, f: int) -> dict:  # type: ignore[no-untyped-def]
@@ -143,9 +119,8 @@ def main() -> None:
             normal_alerts += normal["false_alarms"]
             for style in STYLES:
                 sel = {n: v for n, v in pasted_x.items() if v[3] == style}
-                pseudo = evaluate_events({n: pad(v[0]) for n, v in sel.items()},
-                                         {n: np.r_[np.zeros(k, bool), v[1][k:]] for n, v in sel.items()}, k, cal,
-                                         params, FPS)
+                pseudo = evaluate_events({n: pad(v[0]) for n, v in sel.items()}, {n: v[1] for n, v in sel.items()},
+                                         k, cal, params, FPS)
                 pasted_fa += pseudo["false_alarms"]
                 episodes[style] += pseudo["episodes"]
                 alerted[style] += pseudo["episodes_alerted"]

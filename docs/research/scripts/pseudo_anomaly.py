@@ -57,21 +57,24 @@ def moving_object(video: np.ndarray, box: tuple[int, int] = (56, 28)) -> tuple[n
 
 
 def paste(video: np.ndarray, patch: np.ndarray, alpha: np.ndarray, row: int, speed: float, start: int,
-          leftwards: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Frames from `start` on carry the object moving horizontally at `speed` px/frame; returns video, labels."""
+          leftwards: bool, style: str = "appear") -> tuple[np.ndarray, np.ndarray]:
+    """From `start` on, the object moves horizontally at `speed` px/frame, whole at the border in its first frame
+    (`appear`) or sliding in from outside the frame (`enter`). Labels: the frames any of it is visible in."""
     out = video.astype(np.float32).copy()
     labels = np.zeros(len(video), bool)
     h, w = patch.shape
     width = video.shape[2]
+    x0 = 0.0 if style == "appear" else -float(w)
     for t in range(start, len(video)):
-        x = (t - start) * speed
-        x = width - w - x if leftwards else x
-        xi = round(x)
-        if xi < -w // 2 or xi > width - w // 2:
-            break
+        x = x0 + (t - start) * speed
+        xi = round(width - w - x) if leftwards else round(x)
+        if (xi > width - w // 2) if not leftwards else (xi < -w // 2):
+            break  # half out at the far side
         lo, hi = max(0, xi), min(width, xi + w)
-        region = out[t, row:row + h, lo:hi]
+        if hi <= lo:
+            continue
         a = alpha[:, lo - xi:hi - xi]
+        region = out[t, row:row + h, lo:hi]
         out[t, row:row + h, lo:hi] = a * patch[:, lo - xi:hi - xi] + (1 - a) * region
         labels[t] = True
     return np.clip(out + 0.5, 0, 255).astype(np.uint8), labels
