@@ -284,3 +284,30 @@ class Collector:
     def events(self) -> list[EventMessage]:
         with self.lock:
             return [m for m in self.msgs if isinstance(m, EventMessage)]
+
+
+@pytest.fixture
+def now() -> list[float]:
+    """The clock of `made`'s learning hosts: tests move it."""
+    return [time.time()]
+
+
+@pytest.fixture
+def made(tmp_path: Path, now: list[float]) -> Iterator[Callable[..., Any]]:
+    """made(*camera ids, **learning settings) -> (Host, Learning): learning against a stand-in for the pipeline
+    (learning_host.Host) in tmp_path/data, on the `now` clock; stopped at the end."""
+    from learning_host import Host, settings
+
+    from service.learning import Learning
+
+    made: list[Learning] = []
+
+    def make(*ids: str, **over: Any) -> tuple[Host, Learning]:
+        host = Host(tmp_path / "data", *(ids or ("cam",)))
+        learning = Learning(settings(**over), tmp_path / "data", host, device="cpu",  # type: ignore[arg-type]
+                            clock=lambda: now[0])
+        made.append(learning)
+        return host, learning
+    yield make
+    for learning in made:
+        learning.stop()

@@ -278,13 +278,15 @@ def test_cameras_added_together_train_in_turn_over_rtsp(tmp_path: Path, moving_r
         r = c.post("/v1/cameras", json={"id": cam, "url": moving_rtsp.url, "fps": FPS, "learn": {}})
         assert r.status_code == 201, r.text
     both_queued: list[dict[str, Any]] = []
+    most_processes = 0
     deadline = time.monotonic() + 250
     while True:
         assert time.monotonic() < deadline, [c.get(f"/v1/cameras/{i}").json() for i in ("a", "b", "c")]
         cams = {cam["id"]: cam for cam in c.get("/v1/cameras").json()}
         learning = {i: cam["learning"] for i, cam in cams.items()}
         assert sum(1 for v in learning.values() if v["phase"] == "training") <= 1, learning
-        assert training_processes(data) <= 1
+        most_processes = max(most_processes, training_processes(data))
+        assert most_processes <= 1
         queued = sorted((v for v in learning.values() if v["phase"] == "queued"), key=lambda v: v["queue_position"])
         assert all(v["error"] is None for v in learning.values()), learning
         for i, v in learning.items():
@@ -298,5 +300,6 @@ def test_cameras_added_together_train_in_turn_over_rtsp(tmp_path: Path, moving_r
             break
         time.sleep(0.2)
     assert len(cams) == 2 and all(cam["model"]["version"] == "v0001" for cam in cams.values()), cams
+    assert most_processes == 1  # the scan saw the trainings: its "at most one" is not for want of looking
     assert [v["queue_position"] for v in both_queued] == [1, 2], both_queued
     assert both_queued[0]["eta_s"] < both_queued[1]["eta_s"], both_queued  # the second waits for the first too

@@ -11,13 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from learning_host import GUARD_S, Host, WatchedLock, in_thread, learn_in_thread, settings
+from learning_host import GUARD_S, Host, WatchedLock, in_thread, learn_in_thread
 from test_registry import weights_file
 
 from service import training_run
@@ -25,26 +25,6 @@ from service.learning import Learning
 from service.learning_job import Job
 from service.refresh_state import DAY_S
 from service.settings import CameraSettings
-
-
-@pytest.fixture
-def now() -> list[float]:
-    return [time.time()]
-
-
-@pytest.fixture
-def made(tmp_path: Path, now: list[float]) -> Iterator[Callable[..., tuple[Host, Learning]]]:
-    made: list[Learning] = []
-
-    def make(*ids: str, **over: Any) -> tuple[Host, Learning]:
-        host = Host(tmp_path / "data", *(ids or ("cam",)))
-        learning = Learning(settings(**over), tmp_path / "data", host, device="cpu",  # type: ignore[arg-type]
-                            clock=lambda: now[0])
-        made.append(learning)
-        return host, learning
-    yield make
-    for learning in made:
-        learning.stop()
 
 
 def own_model(host: Host, tmp_path: Path, camera_id: str = "cam", seed: int = 0) -> str:

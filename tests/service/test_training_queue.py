@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from learning_host import GUARD_S, Host, settings
+from learning_host import GUARD_S, Host
 from test_refresh_host import feed, own_model
 from test_registry import weights_file
 
@@ -84,21 +84,14 @@ def trainings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trainings]:
 
 
 @pytest.fixture
-def made(tmp_path: Path) -> Iterator[Callable[..., tuple[Host, Learning]]]:
-    made: list[Learning] = []
-    now = [time.time()]
-
+def made(made: Callable[..., tuple[Host, Learning]]) -> Callable[..., tuple[Host, Learning]]:
+    """conftest's `made` with one training slot, refresh off, and the cameras' learning state resumed at start."""
     def make(*ids: str, **over: Any) -> tuple[Host, Learning]:
-        host = Host(tmp_path / "data", *ids)
+        host, learning = made(*ids, **{"refresh_days": None, "train_minutes": TRAIN_MINUTES, "max_trainings": 1,
+                                       **over})
         host.list_cameras = lambda: list(host.cams.values())  # type: ignore[method-assign]
-        learning = Learning(settings(**{"refresh_days": None, "train_minutes": TRAIN_MINUTES, "max_trainings": 1,
-                                        **over}),
-                            tmp_path / "data", host, device="cpu", clock=lambda: now[0])  # type: ignore[arg-type]
-        made.append(learning)
         return host, learning
-    yield make
-    for learning in made:
-        learning.stop()
+    return make
 
 
 def until(cond: Callable[[], Any], what: str) -> Any:
