@@ -7,6 +7,7 @@ Per frame: raw anomaly -> calibrated z (`CameraCalibration`: Calibration.z with 
 the one its warm-up adapts to the camera) -> `AlertEngine`: causal EMA (the CausalSmoother `ffp eval` uses) ->
 hysteresis:
   idle     --z >= on, held for min_duration, not in cooldown--> active  (emits start; start_ts = first crossing)
+  idle     --z >= on + strong_margin, not in cooldown--> active         (at once: strong evidence needs no wait)
   active   --z < off for hold seconds--> idle                         (emits end; end_ts = when z fell below off)
   active   --every update_interval--> update (peak, frame count so far)
 """
@@ -47,10 +48,13 @@ class AlertParams:
     warmup_s: float = 0.0
     warmup_blend: float = 0.5
     update_interval_s: float = 1.0
+    strong_margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.off_threshold > self.on_threshold:
             raise ValueError(f"off_threshold ({self.off_threshold}) must be <= on_threshold ({self.on_threshold})")
+        if self.strong_margin is not None and not self.strong_margin >= 0:
+            raise ValueError(f"strong_margin ({self.strong_margin}) must be >= 0 or None")
 
 
 EventType = Literal["anomaly", "scene_change"]  # what an event is about (model/scene.py: scene_change)
@@ -198,7 +202,8 @@ class AlertEngine:
         if s > self._pending_peak[0]:
             self._pending_peak = (s, now)
             self.peak_changed = True
-        if now - self._above_since < cfg.min_duration_s - TIME_SLACK_S:
+        strong = cfg.strong_margin is not None and s >= cfg.on_threshold + cfg.strong_margin
+        if not strong and now - self._above_since < cfg.min_duration_s - TIME_SLACK_S:
             return []
         peak, peak_ts = self._pending_peak
         self._event = OpenEvent(self._new_id(), self.camera_id, "anomaly", self._above_since, peak, peak_ts,

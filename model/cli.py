@@ -165,7 +165,8 @@ def _alert_params(path: Path | None):  # type: ignore[no-untyped-def]
     if not isinstance(raw, dict):
         raise DataError(f"--alerts {path}: expected a mapping of alert settings")
     try:
-        return AlertParams(**{k: float(v) for k, v in raw.items()})
+        values: dict[str, Any] = {k: None if v is None else float(v) for k, v in raw.items()}
+        return AlertParams(**values)
     except (TypeError, ValueError) as e:
         raise DataError(f"--alerts {path}: {e}") from None
 

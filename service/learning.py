@@ -41,6 +41,7 @@ from .training_run import read_json
 
 log = logging.getLogger(__name__)
 STATE_FILE = "learning.json"
+LAUNCH_RETRY_S = 60.0  # a training that could not start (memory, process limit) is tried again this much later
 
 
 class LearningHost(RefreshHost, Protocol):
@@ -181,6 +182,8 @@ class Learning:
             tombs = [tombstones.entomb(self.records.folder(camera_id)),
                      self.pipeline.registry.entomb_camera(camera_id)]
         tombstones.remove(tombs)
+        if job is not None and job.phase in ("queued", "training"):
+            self._queue_moved()
 
     def learn(self, camera_id: str, footage_minutes: float | None = None,
               train_minutes: float | None = None) -> dict[str, Any]:
@@ -226,6 +229,7 @@ class Learning:
             shutil.rmtree(job.run_dir, ignore_errors=True)
         log.info("camera %s: learning cancelled", camera_id)
         self.pipeline.publish_camera(camera_id)
+        self._queue_moved()
         with job.lock:
             return job.view()
 
@@ -310,11 +314,29 @@ class Learning:
         """Start the queued jobs' trainings, in turn, while slots are free."""
         with self.refresher.exclusive():  # no delete or relearn between taking a job and starting it
             free = self.settings.training_slots - self._running()
-            for job in self._queued()[:max(0, free)]:
+            now = self.clock()
+            taken = [j for j in self._queued() if j.retry_at <= now][:max(0, free)]
+            for job in taken:
                 try:
                     self._launch(job)
-                except OSError as e:  # no process (memory, process limit): said, and the slot goes to the next
-                    self._fail(job, f"training cannot start: {e}")
+                except OSError as e:  # no process (memory, process limit): said; the footage stays, and the
+                    self._launch_failed(job, e, now)  # slot goes to the next in turn until the retry
+            if taken:
+                self._queue_moved()
+
+    def _launch_failed(self, job: Job, e: OSError, now: float) -> None:
+        job.error = f"training cannot start: {e} (tried again in {LAUNCH_RETRY_S:g} s)"
+        job.retry_at = now + LAUNCH_RETRY_S
+        self._save(job)
+        log.error("camera %s: %s", job.camera_id, job.error)
+        self.pipeline.report_error(job.camera_id, job.error)
+        self.pipeline.publish_camera(job.camera_id)
+
+    def _queue_moved(self) -> None:
+        """The cameras still queued moved up (or their wait changed): each one's `camera` message says its new
+        place and ETA."""
+        for job in self._queued():
+            self.pipeline.publish_camera(job.camera_id)
 
     def _schedule(self) -> dict[str, tuple[float, int | None]]:
         """Each recording or queued job's ETA (seconds until armed) and place in the queue (queued ones): the

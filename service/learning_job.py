@@ -34,6 +34,7 @@ class Job:
     segments: int = 0
     progress: dict[str, Any] = field(default_factory=dict)
     queued_at: float = 0.0  # when its footage was complete: its turn for a training slot
+    retry_at: float = 0.0  # its training could not start: not tried again before then (a restart tries at once)
     recording: FootageRecording | None = None
     proc: subprocess.Popen[bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)

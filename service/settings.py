@@ -78,6 +78,8 @@ def _fields_of(params: type[_Params], fields: dict[str, Any]) -> Callable[[type[
     "warmup_blend": Field(ge=0, le=1, description="Weight of the camera's own statistics after warm-up (0 = shipped "
                                                   "calibration only)."),
     "update_interval_s": Field(gt=0, description="At most one 'update' message per event this often."),
+    "strong_margin": Field(ge=0, description="A smoothed z score this far above on_threshold starts an event at "
+                                             "once, without waiting min_duration_s (null: every event waits)."),
 })
 class AlertSettings(_Model):
     """Turns a camera's calibrated score stream (z units) into events. Times are in seconds. The validated

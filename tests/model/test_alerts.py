@@ -11,7 +11,7 @@ CAL = Calibration(mean={"anomaly": 0.0}, std={"anomaly": 1.0}, quantiles={}, fra
 FPS = 10
 
 
-def engine(**kw: float) -> AlertEngine:
+def engine(**kw: float | None) -> AlertEngine:
     base = {"on_threshold": 4.0, "off_threshold": 2.5, "min_duration_s": 0.3, "hold_s": 0.5, "cooldown_s": 1.0,
             "smoothing_half_life_frames": 0, "update_interval_s": 10.0}
     ids = (f"ev{i}" for i in itertools.count())
@@ -144,6 +144,29 @@ def test_non_finite_scores_are_skipped() -> None:
     assert c.update(float("nan"), 0.1) == [] and c.engine.score is None and c.engine.smoothed is None
     c.update(1.0, 0.2)
     assert c.engine.smoothed == 1.0  # the EMA never saw the NaN
+
+
+def test_strong_crossing_raises_at_once_a_moderate_one_waits() -> None:
+    e = engine(strong_margin=3.0)  # strong from 7.0
+    msgs = run(e, [0, 0, 8, 8, 8, 0, 0, 0, 0, 0])
+    assert msgs[0] == ("start", "ev0", 0.2)  # no wait for min_duration 0.3 s
+    e = engine(strong_margin=3.0)
+    assert run(e, [0, 0, 6, 6, 6, 6, 0])[0] == ("start", "ev0", 0.5)  # below on + margin: waits min_duration
+    assert run(engine(), [0, 0, 8, 8, 0, 0]) == []  # without the margin the short burst is filtered
+
+
+def test_strong_crossing_keeps_cooldown_and_start_at_first_crossing() -> None:
+    e = engine(strong_margin=1.0, hold_s=0.0, cooldown_s=1.0)
+    msgs = run(e, [4.5, 9, 0, 0, 9, 9, 0])  # the second burst is inside the cooldown
+    assert [(k, t) for k, _, t in msgs] == [("start", 0.1), ("end", 0.2)]
+    e = engine(strong_margin=1.0)
+    (start,) = [u for u in e.update(4.5, 0.0) + e.update(9.0, 0.1) if u.kind == "start"]
+    assert start.start_ts == 0.0 and start.peak_score == 9.0  # starts where it crossed on_threshold
+
+
+def test_params_reject_a_negative_strong_margin() -> None:
+    with pytest.raises(ValueError, match="strong_margin"):
+        AlertParams(strong_margin=-1.0)
 
 
 def test_params_reject_off_above_on() -> None:

@@ -524,12 +524,14 @@ def test_eval_alerts_file_fps_and_calibrate_anomaly(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--fps" in r.stderr and not out.exists()
     good = tmp_path / "alerts.yaml"
     # a service config's alerts: section
-    good.write_text("alerts: {on_threshold: 3.3, off_threshold: 1.0, smoothing_half_life_frames: 3.5}\n")
+    good.write_text("alerts: {on_threshold: 3.3, off_threshold: 1.0, smoothing_half_life_frames: 3.5, "
+                    "strong_margin: null}\n")
     r = ffp("eval", "--data", str(data), "--weights", str(cal), "--out", str(out), "--alerts", str(good),
             "--fps", "25", "--no-plots")
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     assert report["alerts"]["on_threshold"] == 3.3 and report["alerts_fps"] == 25.0
+    assert report["alerts"]["strong_margin"] is None
     assert report["causal_half_life"] == 3.5  # the causal protocol smooths as the alert engine does
     assert [row["on_threshold"] for row in report["threshold_sweep"] if row["operating_point"]] == [3.3]
     assert report["episodes"] == 1 and report["calibrated"] is True

@@ -24,6 +24,7 @@ class Host:
         self.cams = {i: CameraSettings(id=i, url=f"rtsp://127.0.0.1/{i}", fps=5.0) for i in ids}
         self.taps: dict[str, Any] = {}
         self.errors: list[tuple[str, str]] = []
+        self.published: list[str] = []  # the cameras whose `camera` message went out, in turn
         self.hold = False
         self.entered, self.go = threading.Event(), threading.Event()
         self.polled = 0
@@ -61,7 +62,7 @@ class Host:
         self.errors.append((camera_id, error))
 
     def publish_camera(self, camera_id: str) -> None:
-        pass
+        self.published.append(camera_id)
 
     def add_listener(self, fn: Callable[..., None]) -> None:
         pass

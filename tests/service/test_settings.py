@@ -169,11 +169,14 @@ def test_host_settings_are_validated() -> None:
 
 def test_alert_settings_convert_to_the_engine_params_field_by_field() -> None:
     s = AlertSettings(on_threshold=3.5, off_threshold=1.5, min_duration_s=0.2, hold_s=0.7, cooldown_s=3.0,
-                      smoothing_half_life_frames=1.0, warmup_s=2.0, warmup_blend=0.25, update_interval_s=0.5)
-    assert s.params() == AlertParams(3.5, 1.5, 0.2, 0.7, 3.0, 1.0, 2.0, 0.25, 0.5)
+                      smoothing_half_life_frames=1.0, warmup_s=2.0, warmup_blend=0.25, update_interval_s=0.5,
+                      strong_margin=1.25)
+    assert s.params() == AlertParams(3.5, 1.5, 0.2, 0.7, 3.0, 1.0, 2.0, 0.25, 0.5, 1.25)
     assert AlertSettings().params() == AlertParams()  # one set of defaults
     with pytest.raises(ValidationError, match="off_threshold"):
         AlertSettings(on_threshold=2, off_threshold=3)
+    with pytest.raises(ValidationError, match="strong_margin"):
+        AlertSettings(strong_margin=-0.5)
 
 
 @pytest.mark.parametrize(("settings", "params"), [(AlertSettings, AlertParams), (SceneSettings, SceneParams)])

@@ -21,7 +21,7 @@ from test_refresh_host import feed, own_model
 from test_registry import weights_file
 
 from service import training_run
-from service.learning import Learning, NotLearning
+from service.learning import LAUNCH_RETRY_S, Learning, NotLearning
 from service.refresh_state import DAY_S
 from service.settings import LearningSettings
 
@@ -131,7 +131,9 @@ def test_cameras_take_turns_for_one_training_slot(made: Any, trainings: Training
     budget = TRAIN_MINUTES * 60
     assert b["eta_s"] == pytest.approx(2 * budget, abs=1) and c["eta_s"] == pytest.approx(3 * budget, abs=1)
 
-    learning.delete_camera("b")  # a queued camera leaves the queue
+    host.published.clear()
+    learning.delete_camera("b")  # a queued camera leaves the queue: the one behind it hears its new place
+    assert host.published == ["c"]
     c = learning.view("c")
     assert c is not None and c["queue_position"] == 1 and c["eta_s"] == pytest.approx(2 * budget, abs=1)
     time.sleep(0.2)  # polls meanwhile start nothing: the slot is a's
@@ -139,6 +141,7 @@ def test_cameras_take_turns_for_one_training_slot(made: Any, trainings: Training
 
     trainings.end(trainings.runs[0], 1)
     until(lambda: phases(learning, "a", "c") == ["done", "training"], "a armed, then c trains")
+    assert "c" in host.published
     assert len(trainings.runs) == 2 and trainings.procs[0].poll() == 0  # a's process ended before c's started
     assert host.registry.active("a") is not None
     trainings.end(trainings.runs[1], 2)
@@ -210,8 +213,10 @@ def test_cancelling_frees_the_slot_and_the_queue(tmp_path: Path, made: Any, trai
         learning.learn(cam)
         record(host, learning, cam)
     until(lambda: phases(learning, "a", "b", "c") == ["training", "queued", "queued"], "a trains, b and c wait")
+    host.published.clear()
     view = learning.cancel("b")  # a queued camera: out of the queue, its footage gone
     assert view["phase"] == "cancelled" and not (tmp_path / "data/cameras/b/footage").exists()
+    assert host.published == ["b", "c"]  # c moved up: it hears so
     assert learning.view("c")["queue_position"] == 1  # type: ignore[index]
     learning.cancel("a")  # the training one: its process stops, its run goes, c's turn comes
     assert trainings.procs[0].poll() is not None and not trainings.runs[0].exists()
@@ -224,3 +229,35 @@ def test_cancelling_frees_the_slot_and_the_queue(tmp_path: Path, made: Any, trai
         learning.cancel("nope")
     learning.learn("a")  # learns again from scratch
     assert learning.phase("a") == "recording" and learning.view("a")["frames_recorded"] == 0  # type: ignore[index]
+
+
+def test_a_training_that_cannot_start_keeps_its_footage_and_is_tried_again(
+        made: Any, trainings: Trainings, now: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+    host, learning = made("a", "b")
+    failing = [True]
+
+    def launch(*args: Any, **kw: Any) -> subprocess.Popen[bytes]:
+        if failing[0]:
+            raise OSError(12, "Cannot allocate memory")
+        return trainings.launch(*args, **kw)
+
+    monkeypatch.setattr("service.training_run.launch", launch)
+    learning.start()
+    learning.learn("a")
+    record(host, learning, "a")
+    view = until(lambda: (v := learning.view("a")) and v["error"] and v, "a's launch failed")
+    assert view["phase"] == "queued" and "Cannot allocate memory" in view["error"], view
+    assert ("a", view["error"]) in host.errors
+    assert any((host.registry.root.parent / "cameras/a/footage").iterdir())  # nothing recorded is lost
+    learning.learn("b")  # b's turn comes while a waits for its retry: the slot is not held by a
+    failing[0] = False
+    record(host, learning, "b")
+    until(lambda: learning.phase("b") == "training", "b trains")
+    assert learning.phase("a") == "queued"
+    trainings.end(trainings.runs[0], 1)
+    until(lambda: learning.phase("b") == "done", "b armed")
+    time.sleep(0.2)
+    assert learning.phase("a") == "queued"  # not before its retry time
+    now[0] += LAUNCH_RETRY_S
+    until(lambda: learning.phase("a") == "training", "a tried again and trains")
+    assert learning.view("a")["error"] is None  # type: ignore[index]

@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from events_candidates import cells_of  # this script's folder is on sys.path
 from events_timing import FPS, HALF_LIVES, MIN_DURATIONS, SHIPPED_TIMING, calibration_of, rule1
 from pseudo_anomaly import grey_video, moving_object, paste
 
+from model import AlertParams, Calibration
 from model.data import find_videos
 from model.events import evaluate_events
 from model.predictor import load_predictor
@@ -77,6 +80,70 @@ def fold_material(p, data: Path, f: int) -> dict:  # type: ignore[no-untyped-def
     return {"clean": clean, "pasted": pasted}
 
 
+Direction = tuple[dict, dict, dict]  # (calibration anomaly by video, replayed clean by video, pasted by name)
+
+
+def fold_directions(data: Path, work: Path, threads: int) -> tuple[int, list[Direction]]:
+    """Each fold's eight calibrate/replay directions; the fold material is cached in work/material-f.pkl."""
+    torch.set_num_threads(threads)
+    k = 0
+    directions: list[Direction] = []
+    for f in range(1, 5):
+        cache = work / f"material-{f}.pkl"
+        p = load_predictor(work / f"fold-{f}.pt", device="cpu", precision="fp32")
+        k = p.num_frames
+        if cache.is_file():
+            m = pickle.loads(cache.read_bytes())
+        else:
+            m = fold_material(p, data, f)
+            cache.write_bytes(pickle.dumps(m))
+        held = fold_videos(f)
+        for cal_pair, replay_pair in ((held[:2], held[2:]), (held[2:], held[:2])):
+            directions.append(({n: m["clean"][n] for n in cal_pair}, {n: m["clean"][n] for n in replay_pair},
+                               {name: v for name, v in m["pasted"].items() if v[2] in replay_pair}))
+        print(json.dumps({"fold": f, "held_out": held, "frames": int(sum(len(x) for x in m["clean"].values()))}),
+              flush=True)
+    return k, directions
+
+
+def replay_directions(directions: list[Direction], k: int, params_of: Callable[[dict, Calibration], AlertParams]
+                      ) -> dict:
+    """Alerts on the unseen normal videos and the pasted ones, summed over the directions; `params_of` gives the
+    alert settings from a direction's calibration videos and their calibration."""
+    def pad(x: np.ndarray) -> np.ndarray:  # the first k frames are unscored
+        return np.r_[np.full(k, np.nan), x]
+
+    normal_alerts = pasted_fa = 0
+    delays: dict[str, list[float]] = {s: [] for s in STYLES}
+    alerted = {s: 0 for s in STYLES}
+    episodes = {s: 0 for s in STYLES}
+    for cal_x, clean_x, pasted_x in directions:
+        cal = calibration_of(cal_x)
+        params = params_of(cal_x, cal)
+        normal = evaluate_events({n: pad(x) for n, x in clean_x.items()},
+                                 {n: np.zeros(len(x) + k, bool) for n, x in clean_x.items()}, k, cal, params, FPS)
+        normal_alerts += normal["false_alarms"]
+        for style in STYLES:
+            sel = {n: v for n, v in pasted_x.items() if v[3] == style}
+            pseudo = evaluate_events({n: pad(v[0]) for n, v in sel.items()}, {n: v[1] for n, v in sel.items()},
+                                     k, cal, params, FPS)
+            pasted_fa += pseudo["false_alarms"]
+            episodes[style] += pseudo["episodes"]
+            alerted[style] += pseudo["episodes_alerted"]
+            delays[style] += [d["delay_s"] for d in pseudo["episode_detail"] if d["alerted"]]
+    every = delays["appear"] + delays["enter"]
+    return {"normal_alerts": normal_alerts, "pseudo_episodes": sum(episodes.values()),
+            "pseudo_alerted": sum(alerted.values()), "alerted_by_style": alerted, "pasted_false_alarms": pasted_fa,
+            "delay_s_median": float(np.median(every)) if every else None,
+            "delay_s_median_by_style": {s: float(np.median(d)) if d else None for s, d in delays.items()}}
+
+
+def passes(row: dict, ref: dict) -> bool:
+    """The rule's constraints a-c against the reference on the same material."""
+    return (row["normal_alerts"] <= ref["normal_alerts"] and row["pseudo_alerted"] >= ref["pseudo_alerted"]
+            and row["pasted_false_alarms"] <= ref["pasted_false_alarms"] and row["delay_s_median"] is not None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -87,55 +154,15 @@ def main() -> None:
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     train_folds(a.data, a.work, a.train_minutes)
-    torch.set_num_threads(a.threads)
-    k = None
-    directions = []  # (calibration anomaly by video, replayed clean by video, pasted by name)
-    for f in range(1, 5):
-        p = load_predictor(a.work / f"fold-{f}.pt", device="cpu", precision="fp32")
-        k = p.num_frames
-        m = fold_material(p, a.data, f)
-        held = fold_videos(f)
-        for cal_pair, replay_pair in ((held[:2], held[2:]), (held[2:], held[:2])):
-            directions.append(({n: m["clean"][n] for n in cal_pair}, {n: m["clean"][n] for n in replay_pair},
-                               {name: v for name, v in m["pasted"].items() if v[2] in replay_pair}))
-        print(json.dumps({"fold": f, "held_out": held, "frames": int(sum(len(x) for x in m["clean"].values()))}),
-              flush=True)
-    assert k is not None
-
-    def pad(x: np.ndarray) -> np.ndarray:  # the first k frames are unscored
-        return np.r_[np.full(k, np.nan), x]
-
+    k, directions = fold_directions(a.data, a.work, a.threads)
     rows = []
     for hl, md in itertools.product(HALF_LIVES, MIN_DURATIONS):
-        normal_alerts = pasted_fa = 0
-        delays: dict[str, list[float]] = {s: [] for s in STYLES}
-        alerted = {s: 0 for s in STYLES}
-        episodes = {s: 0 for s in STYLES}
-        for cal_x, clean_x, pasted_x in directions:
-            cal = calibration_of(cal_x)
-            _, params = rule1(cal_x, cal, hl, md)
-            normal = evaluate_events({n: pad(x) for n, x in clean_x.items()},
-                                     {n: np.zeros(len(x) + k, bool) for n, x in clean_x.items()}, k, cal, params, FPS)
-            normal_alerts += normal["false_alarms"]
-            for style in STYLES:
-                sel = {n: v for n, v in pasted_x.items() if v[3] == style}
-                pseudo = evaluate_events({n: pad(v[0]) for n, v in sel.items()}, {n: v[1] for n, v in sel.items()},
-                                         k, cal, params, FPS)
-                pasted_fa += pseudo["false_alarms"]
-                episodes[style] += pseudo["episodes"]
-                alerted[style] += pseudo["episodes_alerted"]
-                delays[style] += [d["delay_s"] for d in pseudo["episode_detail"] if d["alerted"]]
-        every = delays["appear"] + delays["enter"]
-        rows.append({"half_life": hl, "min_duration_s": md, "normal_alerts": normal_alerts,
-                     "pseudo_episodes": sum(episodes.values()), "pseudo_alerted": sum(alerted.values()),
-                     "alerted_by_style": alerted, "pasted_false_alarms": pasted_fa,
-                     "delay_s_median": float(np.median(every)) if every else None,
-                     "delay_s_median_by_style": {s: float(np.median(d)) if d else None for s, d in delays.items()}})
+        row = replay_directions(directions, k, lambda cal_x, cal, h=hl, m=md: rule1(cal_x, cal, h, m)[1])
+        rows.append({"half_life": hl, "min_duration_s": md, **row})
         print(json.dumps(rows[-1]), flush=True)
     ref = next(r for r in rows if (r["half_life"], r["min_duration_s"]) == SHIPPED_TIMING)
     for r in rows:
-        r["passes"] = (r["normal_alerts"] <= ref["normal_alerts"] and r["pseudo_alerted"] >= ref["pseudo_alerted"]
-                       and r["pasted_false_alarms"] <= ref["pasted_false_alarms"] and r["delay_s_median"] is not None)
+        r["passes"] = passes(r, ref)
     pick = min((r for r in rows if r["passes"]),
                key=lambda r: (round(r["delay_s_median"], 6), -r["min_duration_s"], -r["half_life"]))
     print(json.dumps({"reference": ref, "pick": pick}), flush=True)
