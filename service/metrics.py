@@ -82,7 +82,8 @@ class _Collector(Collector):
                                  "unarmed), 0 for the others.", labels=["camera", "mode"])
         progress = GaugeMetricFamily("ffp_camera_learning_progress", "How far the camera's learning is, 0 to 1: "
                                      "footage recorded of footage wanted while learning, training minutes of the "
-                                     "budget while training (0 while queued for a training slot), 1 once done.",
+                                     "budget while training or queued for a training slot (a resumed training "
+                                     "counts the minutes it spent), 1 once done.",
                                      labels=["camera", "phase"])
         for c in cams:
             for m in CAMERA_MODES:
@@ -114,7 +115,7 @@ def learning_progress(learning: Mapping[str, object]) -> float:
     phase = learning.get("phase")
     if phase == "recording":
         return min(1.0, _number(learning.get("frames_recorded")) / max(1.0, _number(learning.get("frames_wanted"))))
-    if phase == "training":
+    if phase in ("training", "queued"):
         return min(1.0, _number(learning.get("minutes")) / max(1e-9, _number(learning.get("train_minutes"))))
     return 1.0 if phase == "done" else 0.0
 

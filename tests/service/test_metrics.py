@@ -19,6 +19,7 @@ from model import Predictor
 from service.api import create_app
 from service.frames import REPORTED_METRICS, EventMessage, ScoreMessage
 from service.hub import Hub, Subscriber
+from service.metrics import learning_progress
 from service.settings import load_settings
 from service.wiring import build_service
 
@@ -149,3 +150,12 @@ def test_hub_counts_drops_of_departed_clients_and_reports_each_dispatch() -> Non
         assert [m.frame_index for m in seen if isinstance(m, ScoreMessage)] == list(range(6))
 
     asyncio.run(main())
+
+
+def test_learning_progress_by_phase() -> None:
+    assert learning_progress({"phase": "recording", "frames_recorded": 30, "frames_wanted": 120}) == 0.25
+    assert learning_progress({"phase": "training", "minutes": 3.0, "train_minutes": 15.0}) == pytest.approx(0.2)
+    assert learning_progress({"phase": "queued", "minutes": None, "train_minutes": 15.0}) == 0.0
+    # a training resumed after a restart waits for its slot with the minutes it spent
+    assert learning_progress({"phase": "queued", "minutes": 6.0, "train_minutes": 15.0}) == pytest.approx(0.4)
+    assert learning_progress({"phase": "done"}) == 1.0 and learning_progress({"phase": "failed"}) == 0.0
