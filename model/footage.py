@@ -241,7 +241,9 @@ class FootageWriter:
     over everything recorded, whether the stream is frozen or uniform (see motion_check).
 
     `rolling`: a window of the most recent footage instead: at a cap, the oldest chunk on disk is deleted to
-    make room (an emptied segment with it), and recording goes on; `dropped` counts the frames deleted."""
+    make room (an emptied segment with it), and recording goes on; `dropped` counts the frames deleted. The frame
+    cap of a rolling window is max_frames plus one chunk, so that once full it always holds at least max_frames
+    (whoever takes the window between two frames gets all of it); the byte cap stays a hard cap."""
 
     def __init__(self, root: str | Path, config: ModelConfig, *, fps: float, max_frames: int, max_bytes: int,
                  chunk_frames: int = 50, rolling: bool = False) -> None:
@@ -252,6 +254,7 @@ class FootageWriter:
         self.config = config
         self.fps = float(fps)
         self.max_frames, self.max_bytes, self.chunk_frames = max_frames, max_bytes, chunk_frames
+        self._frame_cap = max_frames + chunk_frames if rolling else max_frames
         self.full_reason: str | None = None
         existing = Footage(self.root)
         self._stored_frames = existing.frames
@@ -297,7 +300,7 @@ class FootageWriter:
         return self.append_prepared(self.prepare(frame), ts)
 
     def _at_cap(self) -> bool:
-        return (self.frames >= self.max_frames
+        return (self.frames >= self._frame_cap
                 or self._stored_bytes + self._pending_bytes(len(self._buffer) + 1) > self.max_bytes)
 
     def _drop_oldest_chunk(self) -> bool:
@@ -336,7 +339,7 @@ class FootageWriter:
                     break
                 self.flush()  # a window smaller than a chunk: what waits goes to disk to be dropped from there
         if self.full_reason is None:
-            if self.frames >= self.max_frames:
+            if self.frames >= self._frame_cap:
                 self.full_reason = f"frame cap reached: {self.frames} frames recorded (max_frames {self.max_frames})"
             elif self._stored_bytes + self._pending_bytes(len(self._buffer) + 1) > self.max_bytes:
                 self.full_reason = f"disk cap reached: {self.bytes} bytes of footage (max_bytes {self.max_bytes})"

@@ -103,9 +103,8 @@ def test_refresh_activates_a_new_version_while_armed_and_rollback_and_restart_ke
         cam = c.get("/v1/cameras/gate").json()
         last = cam["learning"]["last_refresh"]
         assert last["activated"] and last["version"] == "v0002" and last["base"] == "v0001", last
-        # The recent window (110 frames) rolls: once full, a poll that comes a frame late finds its oldest chunk
-        # (a quarter of it) dropped, and the refresh learns from what is left.
-        assert last["frames"] >= 110 - 110 // 4 and last["heldout_psnr"] > 0 and last["base_heldout_psnr"] > 0
+        # The recent window rolls, and once full it holds at least its 110 frames whenever the poll comes
+        assert 110 <= last["frames"] <= 110 + 110 // 4 and last["heldout_psnr"] > 0 and last["base_heldout_psnr"] > 0
         assert not cam["learning"]["refresh"]
         models = c.get("/v1/cameras/gate/models").json()
         v2 = models["versions"][1]

@@ -92,6 +92,18 @@ def test_an_open_exclusion_holds_everything_after_it(tmp_path: Path) -> None:
     assert stored_values(root) == [list(range(0, 35))]
 
 
+def test_a_full_rolling_window_holds_its_frames_between_any_two(tmp_path: Path) -> None:
+    rec = recent_footage(tmp_path / "recent", max_frames=40)
+    sizes = []
+    for i in range(200):
+        rec.tap(frame(i), i / 10, fresh=False)
+        rec.scored(i / 10)
+        if rec.enough():
+            sizes.append(rec.frames)
+    rec.close()
+    assert sizes and min(sizes) >= 40 and max(sizes) <= 50
+
+
 def test_rolling_window_drops_its_oldest_frames_and_is_then_enough(tmp_path: Path) -> None:
     root = tmp_path / "recent"
     rec = recent_footage(root, max_frames=40)
@@ -103,7 +115,8 @@ def test_rolling_window_drops_its_oldest_frames_and_is_then_enough(tmp_path: Pat
     assert rec.enough() and rec.writer.dropped > 0
     rec.close()
     values = [v for seg in stored_values(root) for v in seg]
-    assert values == list(range(130 - len(values), 130)) and 30 <= len(values) <= 40
+    # once full, the window never holds less than its 40 frames (and at most one chunk of 10 more)
+    assert values == list(range(130 - len(values), 130)) and 40 <= len(values) <= 50
     moved = rec.rotate(tmp_path / "run" / "footage")  # a refresh takes the window; recording goes on empty
     assert moved == len(values) and Footage(tmp_path / "run" / "footage").frames == moved and rec.frames == 0
 
