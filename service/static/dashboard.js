@@ -276,8 +276,9 @@ function learningText(s) {
   if (s.mode === "learning") return `recording ${l.frames_recorded} / ${l.frames_wanted} frames`;
   if (s.mode === "training" && l.phase === "queued") {
     const place = l.queue_position > 1 ? `${l.queue_position - 1} ahead` : "next";
-    return l.eta_s !== null ? `queued for training (${place}) · ${Math.ceil(l.eta_s / 60)} min left`
-                            : `queued for training (${place})`;
+    const text = l.eta_s !== null ? `queued for training (${place}) · ${Math.ceil(l.eta_s / 60)} min left`
+                                  : `queued for training (${place})`;
+    return l.error ? `${text} · ${l.error}` : text;  // a training that could not start waits for its retry
   }
   if (s.mode === "training") {
     const step = l.steps_planned ? `step ${l.step ?? 0} / ${l.steps_planned}` : `step ${l.step ?? 0}`;

@@ -311,17 +311,21 @@ def test_refresh_badge_and_next_refresh_in_chromium(browser: Any, refreshing_ser
         raise
 
 
+LAUNCH_ERROR = "training cannot start: [errno 12] cannot allocate memory (tried again in 60 s)"
+
+
 @pytest.fixture
 def queue_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
     """One training slot: camera `pier` was training when the service last stopped (4 of its 10 min spent), camera
-    `dock`'s footage was complete and waiting for the slot. The service resumes pier's training; dock waits."""
+    `dock`'s footage was complete and waiting for the slot, its last try to start failed. The service resumes
+    pier's training; dock waits."""
     data = tmp_path / "data"
-    for cam, phase, queued_at in (("pier", "training", 1.0), ("dock", "queued", 2.0)):
+    for cam, phase, queued_at, error in (("pier", "training", 1.0, None), ("dock", "queued", 2.0, LAUNCH_ERROR)):
         folder = data / "cameras" / cam
         (folder / "runs" / "run-0001").mkdir(parents=True)
         (folder / "learning.json").write_text(json.dumps({
             "phase": phase, "footage_minutes": 1.0, "train_minutes": 10.0, "frames_wanted": 300, "fps": 5.0,
-            "run": "run-0001", "error": None, "stopped": None, "pid": None, "frames_recorded": 300, "segments": 1,
+            "run": "run-0001", "error": error, "stopped": None, "pid": None, "frames_recorded": 300, "segments": 1,
             "queued_at": queued_at}))
     (data / "cameras/pier/runs/run-0001/progress.json").write_text(json.dumps(REFRESH_PROGRESS))
     calls: list[Path] = []
@@ -345,6 +349,7 @@ def test_a_queued_camera_shows_its_place_and_eta_in_chromium(browser: Any, queue
     assert pier["mode"] == "training" and pier["learning"]["phase"] == "training", pier
     assert dock["mode"] == "training" and dock["learning"]["phase"] == "queued", dock
     assert dock["learning"]["queue_position"] == 1 and dock["learning"]["eta_s"] == 360.0 + 600.0, dock
+    assert dock["learning"]["error"] == LAUNCH_ERROR, dock
 
     def text(selector: str) -> str:
         return str(drv.find_element(By.CSS_SELECTOR, selector).text).lower()
@@ -353,7 +358,7 @@ def test_a_queued_camera_shows_its_place_and_eta_in_chromium(browser: Any, queue
         drv.get(url + "/#/camera/dock")
         wait(drv, "the queued camera's page", lambda d: d.find_element(By.ID, "cam-title").text == "dock"
              and text("#cam-learning .learning-text") != "")
-        assert text("#cam-learning .learning-text") == "queued for training (next) · 16 min left"
+        assert text("#cam-learning .learning-text") == f"queued for training (next) · 16 min left · {LAUNCH_ERROR}"
         assert text("#cam-learning .badge.mode") == "training"
         drv.get(url + "/#/camera/pier")
         wait(drv, "the training camera's page", lambda d: d.find_element(By.ID, "cam-title").text == "pier"
