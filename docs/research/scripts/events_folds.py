@@ -18,6 +18,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +84,19 @@ def fold_material(p, data: Path, f: int) -> dict:  # type: ignore[no-untyped-def
 Direction = tuple[dict, dict, dict]  # (calibration anomaly by video, replayed clean by video, pasted by name)
 
 
-def fold_directions(data: Path, work: Path, threads: int) -> tuple[int, list[Direction]]:
-    """Each fold's eight calibrate/replay directions; the fold material is cached in work/material-f.pkl."""
+def fold_directions(data: Path, work: Path, threads: int, patch_fraction: float | None = None
+                    ) -> tuple[int, list[Direction]]:
+    """Each fold's eight calibrate/replay directions; the fold material is cached in work/material-f.pkl
+    (material-f-patch-FRACTION.pkl with another `patch_fraction` than the models' own)."""
     torch.set_num_threads(threads)
     k = 0
     directions: list[Direction] = []
     for f in range(1, 5):
-        cache = work / f"material-{f}.pkl"
         p = load_predictor(work / f"fold-{f}.pt", device="cpu", precision="fp32")
+        cache = work / f"material-{f}.pkl"
+        if patch_fraction is not None and patch_fraction != p.score_config.patch_fraction:
+            p = replace(p, score_config=replace(p.score_config, patch_fraction=patch_fraction))
+            cache = work / f"material-{f}-patch-{patch_fraction:g}.pkl"
         k = p.num_frames
         if cache.is_file():
             m = pickle.loads(cache.read_bytes())
