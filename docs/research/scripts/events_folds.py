@@ -150,6 +150,28 @@ def passes(row: dict, ref: dict) -> bool:
             and row["pasted_false_alarms"] <= ref["pasted_false_alarms"] and row["delay_s_median"] is not None)
 
 
+def grid_args(doc: str) -> argparse.Namespace:
+    """The command line of a grid on the fold material (events_strong.py, events_patch.py)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path)
+    return ap.parse_args()
+
+
+def choose(rows: list[dict], ref: dict, order: Callable[[dict], tuple], out: Path | None) -> dict:
+    """The rule's pick: the rows that pass against the reference, the first by `order` (the lowest median delay,
+    then the tie-break); printed, and written to `out` with every row."""
+    for r in rows:
+        r["passes"] = passes(r, ref)
+    pick = min((r for r in rows if r["passes"]), key=order)
+    print(json.dumps({"reference": ref, "pick": pick}), flush=True)
+    if out:
+        out.write_text(json.dumps({"rows": rows, "pick": pick}, indent=2))
+    return pick
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -167,13 +189,7 @@ def main() -> None:
         rows.append({"half_life": hl, "min_duration_s": md, **row})
         print(json.dumps(rows[-1]), flush=True)
     ref = next(r for r in rows if (r["half_life"], r["min_duration_s"]) == SHIPPED_TIMING)
-    for r in rows:
-        r["passes"] = passes(r, ref)
-    pick = min((r for r in rows if r["passes"]),
-               key=lambda r: (round(r["delay_s_median"], 6), -r["min_duration_s"], -r["half_life"]))
-    print(json.dumps({"reference": ref, "pick": pick}), flush=True)
-    if a.json:
-        a.json.write_text(json.dumps({"rows": rows, "pick": pick}, indent=2))
+    choose(rows, ref, lambda r: (round(r["delay_s_median"], 6), -r["min_duration_s"], -r["half_life"]), a.json)
 
 
 if __name__ == "__main__":

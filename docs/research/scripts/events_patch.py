@@ -10,11 +10,9 @@ scores; patch_fraction in CANDIDATES against the models' own 1/8 (the reference)
 """
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
-from events_folds import fold_directions, passes, replay_directions  # this script's folder is on sys.path
+from events_folds import choose, fold_directions, grid_args, replay_directions  # this script's folder is on sys.path
 from events_timing import SHIPPED_TIMING, rule1
 
 REFERENCE = 0.125
@@ -22,26 +20,14 @@ CANDIDATES = (1 / 16, 3 / 32)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path)
-    a = ap.parse_args()
+    a = grid_args(__doc__)
     rows = []
     for fraction in (REFERENCE, *CANDIDATES):
         k, directions = fold_directions(a.data, a.work, a.threads, fraction)
         row = replay_directions(directions, k, lambda cal_x, cal: rule1(cal_x, cal, *SHIPPED_TIMING)[1])
         rows.append({"patch_fraction": fraction, **row})
         print(json.dumps(rows[-1]), flush=True)
-    ref = rows[0]
-    for r in rows:
-        r["passes"] = passes(r, ref)
-    pick = min((r for r in rows if r["passes"]),
-               key=lambda r: (round(r["delay_s_median"], 6), -r["patch_fraction"]))
-    print(json.dumps({"reference": ref, "pick": pick}), flush=True)
-    if a.json:
-        a.json.write_text(json.dumps({"rows": rows, "pick": pick}, indent=2))
+    choose(rows, rows[0], lambda r: (round(r["delay_s_median"], 6), -r["patch_fraction"]), a.json)
 
 
 if __name__ == "__main__":
