@@ -164,8 +164,14 @@ def _alert_params(path: Path | None):  # type: ignore[no-untyped-def]
         raw = raw["alerts"]
     if not isinstance(raw, dict):
         raise DataError(f"--alerts {path}: expected a mapping of alert settings")
+    optional = {f.name for f in dataclasses.fields(AlertParams) if f.default is None}  # null turns these off
+    values: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            values[k] = None if v is None and k in optional else float(v)
+        except (TypeError, ValueError):
+            raise DataError(f"--alerts {path}: {k} must be a number, got {v!r}") from None
     try:
-        values: dict[str, Any] = {k: None if v is None else float(v) for k, v in raw.items()}
         return AlertParams(**values)
     except (TypeError, ValueError) as e:
         raise DataError(f"--alerts {path}: {e}") from None

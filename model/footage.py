@@ -337,7 +337,7 @@ class FootageWriter:
                     continue
                 if not self._buffer:
                     break
-                self.flush()  # a window smaller than a chunk: what waits goes to disk to be dropped from there
+                self.flush()  # at the byte cap with nothing on disk: what waits goes there to be dropped
         if self.full_reason is None:
             if self.frames >= self._frame_cap:
                 self.full_reason = f"frame cap reached: {self.frames} frames recorded (max_frames {self.max_frames})"

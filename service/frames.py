@@ -122,7 +122,8 @@ class ScoreMessage:
 
 @dataclass(frozen=True)
 class CameraMessage:
-    """A camera's mode or model changed (learning -> training -> armed, a relearn, a rollback)."""
+    """A camera's mode, model or learning changed (learning -> training -> armed, a relearn, a rollback, its
+    place in the training queue)."""
 
     camera_id: str
     mode: CameraMode

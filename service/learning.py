@@ -41,7 +41,10 @@ from .training_run import read_json
 
 log = logging.getLogger(__name__)
 STATE_FILE = "learning.json"
-LAUNCH_RETRY_S = 60.0  # a training that could not start (memory, process limit) is tried again this much later
+# A training that could not start (memory, process limit) is tried again once a slot is free and this much time
+# has passed, at most LAUNCH_TRIES times in all: a cause that lasts (a folder it cannot write) fails the job.
+LAUNCH_RETRY_S = 60.0
+LAUNCH_TRIES = 5
 
 
 class LearningHost(RefreshHost, Protocol):
@@ -183,7 +186,7 @@ class Learning:
                      self.pipeline.registry.entomb_camera(camera_id)]
         tombstones.remove(tombs)
         if job is not None and job.phase in ("queued", "training"):
-            self._queue_moved()
+            self._publish_queued()
 
     def learn(self, camera_id: str, footage_minutes: float | None = None,
               train_minutes: float | None = None) -> dict[str, Any]:
@@ -221,6 +224,7 @@ class Learning:
                 job = self._jobs.get(camera_id)
                 if job is None or job.phase not in BUSY:
                     raise NotLearning(f"camera {camera_id!r} is not learning")
+                was = job.phase
                 job.phase, job.pid, job.error = "cancelled", None, None
             self.pipeline.set_tap(camera_id, None)
             self._halt(job)
@@ -229,7 +233,8 @@ class Learning:
             shutil.rmtree(job.run_dir, ignore_errors=True)
         log.info("camera %s: learning cancelled", camera_id)
         self.pipeline.publish_camera(camera_id)
-        self._queue_moved()
+        if was in ("queued", "training"):
+            self._publish_queued()
         with job.lock:
             return job.view()
 
@@ -307,32 +312,44 @@ class Learning:
         return jobs + len(self.refresher.running_left_s())
 
     def _may_refresh(self) -> bool:
-        """A refresh may start its training: a slot is free and no camera waits for one (learning goes first)."""
-        return not self._queued() and self._running() < self.settings.training_slots
+        """A refresh may start its training: a slot is free and no camera waits for one (learning goes first; one
+        waiting to retry a training that could not start does not hold the slot meanwhile)."""
+        return not self._ready() and self._running() < self.settings.training_slots
+
+    def _ready(self) -> list[Job]:
+        """The queued jobs that may start now, in turn."""
+        now = self.clock()
+        return [j for j in self._queued() if j.retry_at <= now]
 
     def _start_queued(self) -> None:
         """Start the queued jobs' trainings, in turn, while slots are free."""
         with self.refresher.exclusive():  # no delete or relearn between taking a job and starting it
             free = self.settings.training_slots - self._running()
-            now = self.clock()
-            taken = [j for j in self._queued() if j.retry_at <= now][:max(0, free)]
+            taken = self._ready()[:max(0, free)]
             for job in taken:
+                # No process (memory, process limit): said, the footage stays, and the slot goes to the next in
+                # turn until the retry.
                 try:
                     self._launch(job)
-                except OSError as e:  # no process (memory, process limit): said; the footage stays, and the
-                    self._launch_failed(job, e, now)  # slot goes to the next in turn until the retry
+                except OSError as e:
+                    self._launch_failed(job, e)
             if taken:
-                self._queue_moved()
+                self._publish_queued()
 
-    def _launch_failed(self, job: Job, e: OSError, now: float) -> None:
-        job.error = f"training cannot start: {e} (tried again in {LAUNCH_RETRY_S:g} s)"
-        job.retry_at = now + LAUNCH_RETRY_S
+    def _launch_failed(self, job: Job, e: OSError) -> None:
+        job.launch_tries += 1
+        if job.launch_tries >= LAUNCH_TRIES:
+            self._fail(job, f"training cannot start: {e} ({job.launch_tries} tries)")
+            return
+        job.error = (f"training cannot start: {e} (try {job.launch_tries} of {LAUNCH_TRIES}; the next once a "
+                     f"slot is free, in {LAUNCH_RETRY_S:g} s at the earliest)")
+        job.retry_at = self.clock() + LAUNCH_RETRY_S
         self._save(job)
         log.error("camera %s: %s", job.camera_id, job.error)
         self.pipeline.report_error(job.camera_id, job.error)
         self.pipeline.publish_camera(job.camera_id)
 
-    def _queue_moved(self) -> None:
+    def _publish_queued(self) -> None:
         """The cameras still queued moved up (or their wait changed): each one's `camera` message says its new
         place and ETA."""
         for job in self._queued():
@@ -343,11 +360,13 @@ class Learning:
         running trainings' time left, then the waiting ones in turn, each in the first slot to come free."""
         with self._lock:
             jobs = list(self._jobs.values())
+        now = self.clock()
         running = [float(j.progress.get("eta_s") or j.budget_left_s()) for j in jobs if j.proc is not None]
         waiting = self._queued() + sorted((j for j in jobs if j.phase == "recording"), key=Job.recording_left_s)
         starts = training_run.queue_starts(
             running + self.refresher.running_left_s(),
-            [(0.0 if j.phase == "queued" else j.recording_left_s(), j.budget_left_s()) for j in waiting],
+            [(max(0.0, j.retry_at - now) if j.phase == "queued" else j.recording_left_s(), j.budget_left_s())
+             for j in waiting],
             self.settings.training_slots)
         return {j.camera_id: (round(start + j.budget_left_s(), 1), i + 1 if j.phase == "queued" else None)
                 for i, (j, start) in enumerate(zip(waiting, starts, strict=True))}

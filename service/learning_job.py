@@ -35,6 +35,7 @@ class Job:
     progress: dict[str, Any] = field(default_factory=dict)
     queued_at: float = 0.0  # when its footage was complete: its turn for a training slot
     retry_at: float = 0.0  # its training could not start: not tried again before then (a restart tries at once)
+    launch_tries: int = 0  # trainings that could not start (a restart counts again from 0)
     recording: FootageRecording | None = None
     proc: subprocess.Popen[bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)

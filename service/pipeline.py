@@ -213,7 +213,7 @@ class Pipeline:
         return "armed" if c.armed else "unarmed"
 
     def publish_camera(self, camera_id: str) -> None:
-        """Tell the listeners (WebSocket clients) the camera's mode and model: after either changed."""
+        """Tell the listeners (WebSocket clients) the camera's mode, model and learning: after one changed."""
         try:
             st = self.get_camera(camera_id)
         except KeyError:

@@ -79,7 +79,8 @@ class LearningPublic(BaseModel):
                                 "the wait for a training slot included).")
     queue_position: int | None = Field(None, description="While queued: its place among the cameras waiting for a "
                                        "training slot (1: next).")
-    error: str | None = Field(description="Why learning failed (a frozen stream, training error).")
+    error: str | None = Field(description="Why learning failed (a frozen stream, training error), or, while "
+                              "queued, why its training could not start yet (it is tried again).")
     stopped: str | None = Field(description="Why recording stopped before footage_minutes (the disk cap).")
     refresh: bool = Field(False, description="A refresh of the armed camera's own model trains now (the fields "
                           "above are its progress; the camera stays armed with its model meanwhile).")

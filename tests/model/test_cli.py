@@ -520,6 +520,9 @@ def test_eval_alerts_file_fps_and_calibrate_anomaly(tmp_path: Path) -> None:
     bad.write_text("alerts: {on_threshold: 1, no_such_field: 2}\n")
     r = ffp("eval", "--data", str(data), "--weights", str(cal), "--out", str(out), "--alerts", str(bad))
     assert r.returncode == 2 and "no_such_field" in r.stderr and not out.exists()
+    bad.write_text("alerts: {hold_s: null}\n")  # only a setting that may be off (strong_margin) takes null
+    r = ffp("eval", "--data", str(data), "--weights", str(cal), "--out", str(out), "--alerts", str(bad))
+    assert r.returncode == 2 and "hold_s must be a number" in r.stderr and not out.exists()
     r = ffp("eval", "--data", str(data), "--weights", str(cal), "--out", str(out), "--fps", "0")
     assert r.returncode == 2 and "--fps" in r.stderr and not out.exists()
     good = tmp_path / "alerts.yaml"

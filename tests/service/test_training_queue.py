@@ -21,7 +21,7 @@ from test_refresh_host import feed, own_model
 from test_registry import weights_file
 
 from service import training_run
-from service.learning import LAUNCH_RETRY_S, Learning, NotLearning
+from service.learning import LAUNCH_RETRY_S, LAUNCH_TRIES, Learning, NotLearning
 from service.refresh_state import DAY_S
 from service.settings import LearningSettings
 
@@ -141,12 +141,26 @@ def test_cameras_take_turns_for_one_training_slot(made: Any, trainings: Training
 
     trainings.end(trainings.runs[0], 1)
     until(lambda: phases(learning, "a", "c") == ["done", "training"], "a armed, then c trains")
-    assert "c" in host.published
     assert len(trainings.runs) == 2 and trainings.procs[0].poll() == 0  # a's process ended before c's started
     assert host.registry.active("a") is not None
     trainings.end(trainings.runs[1], 2)
     until(lambda: learning.phase("c") == "done", "c armed")
     assert trainings.running() == 0 and len(trainings.runs) == 2
+
+
+def test_the_cameras_behind_hear_when_a_training_starts(made: Any, trainings: Trainings) -> None:
+    host, learning = made("a", "b", "c")
+    learning.start()
+    for cam in ("a", "b", "c"):
+        learning.learn(cam)
+        record(host, learning, cam)
+    until(lambda: phases(learning, "a", "b", "c") == ["training", "queued", "queued"], "a trains, b and c wait")
+    host.published.clear()
+    trainings.end(trainings.runs[0], 1)
+    until(lambda: learning.phase("b") == "training", "b trains")
+    until(lambda: "c" in host.published, "c told it is next")
+    c = learning.view("c")
+    assert c is not None and c["queue_position"] == 1
 
 
 def test_two_slots_train_two_cameras_at_once(made: Any, trainings: Trainings) -> None:
@@ -247,6 +261,7 @@ def test_a_training_that_cannot_start_keeps_its_footage_and_is_tried_again(
     record(host, learning, "a")
     view = until(lambda: (v := learning.view("a")) and v["error"] and v, "a's launch failed")
     assert view["phase"] == "queued" and "Cannot allocate memory" in view["error"], view
+    assert "try 1 of" in view["error"], view
     assert ("a", view["error"]) in host.errors
     assert any((host.registry.root.parent / "cameras/a/footage").iterdir())  # nothing recorded is lost
     learning.learn("b")  # b's turn comes while a waits for its retry: the slot is not held by a
@@ -261,3 +276,27 @@ def test_a_training_that_cannot_start_keeps_its_footage_and_is_tried_again(
     now[0] += LAUNCH_RETRY_S
     until(lambda: learning.phase("a") == "training", "a tried again and trains")
     assert learning.view("a")["error"] is None  # type: ignore[index]
+
+
+def test_a_training_that_never_starts_fails_after_its_tries(made: Any, now: list[float],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    host, learning = made("a")
+    tries: list[Path] = []
+
+    def launch(settings: Any, footage: Path, run_dir: Path, *args: Any, **kw: Any) -> subprocess.Popen[bytes]:
+        tries.append(run_dir)
+        raise PermissionError(13, "Permission denied", str(run_dir))
+
+    monkeypatch.setattr("service.training_run.launch", launch)
+    learning.start()
+    learning.learn("a")
+    record(host, learning, "a")
+    for n in range(1, LAUNCH_TRIES):
+        until(lambda n=n: len(tries) == n, f"try {n}")
+        assert learning.phase("a") == "queued"
+        view = learning.view("a")
+        assert view is not None and view["eta_s"] >= LAUNCH_RETRY_S - 1  # the wait for its retry counts
+        now[0] += LAUNCH_RETRY_S
+    until(lambda: learning.phase("a") == "failed", "a failed after its tries")
+    assert len(tries) == LAUNCH_TRIES
+    assert f"({LAUNCH_TRIES} tries)" in learning.view("a")["error"]  # type: ignore[index]

@@ -12,6 +12,7 @@ mean and std, rule 1's thresholds per combination) and the other is replayed, cl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import pickle
@@ -86,17 +87,18 @@ Direction = tuple[dict, dict, dict]  # (calibration anomaly by video, replayed c
 
 def fold_directions(data: Path, work: Path, threads: int, patch_fraction: float | None = None
                     ) -> tuple[int, list[Direction]]:
-    """Each fold's eight calibrate/replay directions; the fold material is cached in work/material-f.pkl
-    (material-f-patch-FRACTION.pkl with another `patch_fraction` than the models' own)."""
+    """Each fold's eight calibrate/replay directions; the fold material is cached in work/material-f-SHA.pkl, SHA
+    the fold model's (material-f-SHA-patch-FRACTION.pkl with another `patch_fraction` than the model's own)."""
     torch.set_num_threads(threads)
     k = 0
     directions: list[Direction] = []
     for f in range(1, 5):
-        p = load_predictor(work / f"fold-{f}.pt", device="cpu", precision="fp32")
-        cache = work / f"material-{f}.pkl"
+        weights = work / f"fold-{f}.pt"
+        p = load_predictor(weights, device="cpu", precision="fp32")
+        cache = work / f"material-{f}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}.pkl"
         if patch_fraction is not None and patch_fraction != p.score_config.patch_fraction:
             p = replace(p, score_config=replace(p.score_config, patch_fraction=patch_fraction))
-            cache = work / f"material-{f}-patch-{patch_fraction:g}.pkl"
+            cache = cache.with_name(f"{cache.stem}-patch-{patch_fraction:g}.pkl")
         k = p.num_frames
         if cache.is_file():
             m = pickle.loads(cache.read_bytes())
