@@ -32,7 +32,7 @@ from model import ModelConfig, WeightsError, recipe_model, write_json_atomic
 from . import tombstones, training_run
 from .camera_records import CameraRecords
 from .frames import CameraStatus
-from .learning_job import BUSY, Job, Phase
+from .learning_job import BUSY, Job, Phase, in_turn, schedule
 from .learning_view import learning_view
 from .recording import FootageRecording
 from .refresh import Refresher, RefreshHost
@@ -300,16 +300,17 @@ class Learning:
         log.info("camera %s: footage complete (%d frames), queued for training", job.camera_id, job.frames_recorded)
         self.pipeline.publish_camera(job.camera_id)
 
+    def _all(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
     def _queued(self) -> list[Job]:
         """The jobs waiting for a training slot, in their turn."""
-        with self._lock:
-            return sorted((j for j in self._jobs.values() if j.phase == "queued"), key=lambda j: j.queued_at)
+        return in_turn(self._all())
 
     def _running(self) -> int:
         """Training processes running now: the jobs' and the refreshes'."""
-        with self._lock:
-            jobs = sum(1 for j in self._jobs.values() if j.proc is not None)
-        return jobs + len(self.refresher.running_left_s())
+        return sum(1 for j in self._all() if j.proc is not None) + len(self.refresher.running_left_s())
 
     def _may_refresh(self) -> bool:
         """A refresh may start its training: a slot is free and no camera waits for one (learning goes first; one
@@ -356,20 +357,7 @@ class Learning:
             self.pipeline.publish_camera(job.camera_id)
 
     def _schedule(self) -> dict[str, tuple[float, int | None]]:
-        """Each recording or queued job's ETA (seconds until armed) and place in the queue (queued ones): the
-        running trainings' time left, then the waiting ones in turn, each in the first slot to come free."""
-        with self._lock:
-            jobs = list(self._jobs.values())
-        now = self.clock()
-        running = [float(j.progress.get("eta_s") or j.budget_left_s()) for j in jobs if j.proc is not None]
-        waiting = self._queued() + sorted((j for j in jobs if j.phase == "recording"), key=Job.recording_left_s)
-        starts = training_run.queue_starts(
-            running + self.refresher.running_left_s(),
-            [(max(0.0, j.retry_at - now) if j.phase == "queued" else j.recording_left_s(), j.budget_left_s())
-             for j in waiting],
-            self.settings.training_slots)
-        return {j.camera_id: (round(start + j.budget_left_s(), 1), i + 1 if j.phase == "queued" else None)
-                for i, (j, start) in enumerate(zip(waiting, starts, strict=True))}
+        return schedule(self._all(), self.refresher.running_left_s(), self.settings.training_slots, self.clock())
 
     # -- training -------------------------------------------------------------------------------------------
 
@@ -454,10 +442,7 @@ class Learning:
         if saved is None:
             return
         try:
-            job = Job(camera_id, folder, float(saved["footage_minutes"]), float(saved["train_minutes"]),
-                      int(saved["frames_wanted"]), float(saved["fps"]), str(saved["run"]), saved["phase"],
-                      saved.get("error"), saved.get("stopped"), saved.get("pid"), int(saved.get("frames_recorded", 0)),
-                      int(saved.get("segments", 0)), queued_at=float(saved.get("queued_at", 0.0)))
+            job = Job.from_saved(camera_id, folder, saved)
         except (KeyError, TypeError, ValueError) as e:
             log.error("camera %s: learning state %s unreadable (%s): not resumed", camera_id, folder / STATE_FILE, e)
             return

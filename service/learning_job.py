@@ -1,5 +1,6 @@
 """One camera's learning job: what it was asked for, where it stands (its phase), and its running parts; its state
-on disk (`saved`) and as GET /v1/cameras/{id} shows it (`view`). service.learning drives it."""
+on disk (`saved`, `from_saved`) and as GET /v1/cameras/{id} shows it (`view`); the jobs' turn for the training
+slots (`in_turn`, `schedule`). service.learning drives it."""
 from __future__ import annotations
 
 import subprocess
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import training_run
 from .learning_view import learning_view
 from .recording import FootageRecording
 
@@ -54,6 +56,14 @@ class Job:
                 "stopped": self.stopped, "pid": self.pid, "frames_recorded": self.frames_recorded,
                 "segments": self.segments, "queued_at": self.queued_at}
 
+    @classmethod
+    def from_saved(cls, camera_id: str, folder: Path, saved: dict[str, Any]) -> Job:
+        """The job `saved()` wrote (KeyError, TypeError, ValueError: it cannot be read)."""
+        return cls(camera_id, folder, float(saved["footage_minutes"]), float(saved["train_minutes"]),
+                   int(saved["frames_wanted"]), float(saved["fps"]), str(saved["run"]), saved["phase"],
+                   saved.get("error"), saved.get("stopped"), saved.get("pid"), int(saved.get("frames_recorded", 0)),
+                   int(saved.get("segments", 0)), queued_at=float(saved.get("queued_at", 0.0)))
+
     @property
     def recorded(self) -> int:
         return self.recording.frames if self.recording is not None else self.frames_recorded
@@ -73,3 +83,23 @@ class Job:
                              segments=self.segments, footage_minutes=self.footage_minutes, progress=self.progress,
                              train_minutes=self.train_minutes, eta_s=eta, error=self.error, stopped=self.stopped,
                              queue_position=queue_position)
+
+
+def in_turn(jobs: list[Job]) -> list[Job]:
+    """The jobs waiting for a training slot, in their turn: the order their footage was complete."""
+    return sorted((j for j in jobs if j.phase == "queued"), key=lambda j: j.queued_at)
+
+
+def schedule(jobs: list[Job], refreshes_left_s: list[float], slots: int, now: float
+             ) -> dict[str, tuple[float, int | None]]:
+    """Each recording or queued job's ETA (seconds until armed) and place in the queue (queued ones): the running
+    trainings' time left (the jobs' and the refreshes'), then the waiting ones in turn, each in the first slot to
+    come free, a queued one not before its retry."""
+    running = [float(j.progress.get("eta_s") or j.budget_left_s()) for j in jobs if j.proc is not None]
+    waiting = in_turn(jobs) + sorted((j for j in jobs if j.phase == "recording"), key=Job.recording_left_s)
+    starts = training_run.queue_starts(
+        running + refreshes_left_s,
+        [(max(0.0, j.retry_at - now) if j.phase == "queued" else j.recording_left_s(), j.budget_left_s())
+         for j in waiting], slots)
+    return {j.camera_id: (round(start + j.budget_left_s(), 1), i + 1 if j.phase == "queued" else None)
+            for i, (j, start) in enumerate(zip(waiting, starts, strict=True))}

@@ -24,7 +24,9 @@ class Host:
         self.cams = {i: CameraSettings(id=i, url=f"rtsp://127.0.0.1/{i}", fps=5.0) for i in ids}
         self.taps: dict[str, Any] = {}
         self.errors: list[tuple[str, str]] = []
-        self.published: list[str] = []  # the cameras whose `camera` message went out, in turn
+        # Each `camera` message: the camera and its learning as the message says it (with `view_of` set)
+        self.published: list[tuple[str, dict[str, Any] | None]] = []
+        self.view_of: Callable[[str], dict[str, Any] | None] | None = None
         self.hold = False
         self.entered, self.go = threading.Event(), threading.Event()
         self.polled = 0
@@ -62,7 +64,7 @@ class Host:
         self.errors.append((camera_id, error))
 
     def publish_camera(self, camera_id: str) -> None:
-        self.published.append(camera_id)
+        self.published.append((camera_id, None if self.view_of is None else self.view_of(camera_id)))
 
     def add_listener(self, fn: Callable[..., None]) -> None:
         pass
