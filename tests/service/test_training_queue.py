@@ -153,14 +153,19 @@ def test_cameras_take_turns_for_one_training_slot(made: Any, trainings: Training
     assert trainings.running() == 0 and len(trainings.runs) == 2
 
 
-def test_the_cameras_behind_hear_when_a_training_starts(made: Any, trainings: Trainings) -> None:
-    host, learning = made("a", "b", "c")
+def three_in_line(host: Host, learning: Learning) -> None:
+    """Cameras a, b and c learn in turn: a trains, b and c wait (c second in line, as its messages said)."""
     learning.start()
     for cam in ("a", "b", "c"):
         learning.learn(cam)
         record(host, learning, cam)
     until(lambda: phases(learning, "a", "b", "c") == ["training", "queued", "queued"], "a trains, b and c wait")
-    assert 1 not in told(host, "c")  # second in line so far
+    assert 1 not in told(host, "c")
+
+
+def test_the_cameras_behind_hear_when_a_training_starts(made: Any, trainings: Trainings) -> None:
+    host, learning = made("a", "b", "c")
+    three_in_line(host, learning)
     trainings.end(trainings.runs[0], 1)
     until(lambda: learning.phase("b") == "training", "b trains")
     until(lambda: 1 in told(host, "c"), "c told it is next")
@@ -225,12 +230,7 @@ def test_a_refresh_waits_for_a_slot_and_for_the_cameras_that_learn(tmp_path: Pat
 
 def test_cancelling_frees_the_slot_and_the_queue(tmp_path: Path, made: Any, trainings: Trainings) -> None:
     host, learning = made("a", "b", "c")
-    learning.start()
-    for cam in ("a", "b", "c"):
-        learning.learn(cam)
-        record(host, learning, cam)
-    until(lambda: phases(learning, "a", "b", "c") == ["training", "queued", "queued"], "a trains, b and c wait")
-    assert 1 not in told(host, "c")
+    three_in_line(host, learning)
     view = learning.cancel("b")  # a queued camera: out of the queue, its footage gone
     assert view["phase"] == "cancelled" and not (tmp_path / "data/cameras/b/footage").exists()
     assert told(host, "c")[-1] == 1  # c moved up: it hears so
