@@ -37,16 +37,16 @@ def presentation_s(msec: float) -> float | None:
 class StreamClock:
     """Content time of one live session's frames, in seconds from its first frame.
 
-    Decimation and gap checks need the time a frame was *taken*, not when it was read: a network stream
-    delivers its buffered first second in one burst at connect, and again after the reader fell behind (a
-    busy CPU). Read times would keep one frame of a burst and then jump ahead in content. So the source's
-    presentation time is used while it increases; a source without one (or one stuck, e.g. a webcam that
-    reports 0) falls back to arrival time for the rest of the session. `jumped` says the timeline broke
-    (presentation time went backwards or vanished): the frame history must not span it.
+    Decimation and gap checks measure the time a frame was taken, not when it was read: a network stream
+    delivers frames in bursts (its buffer at connect, and whenever the reader is behind), and read times do not
+    keep their content's spacing. The source's presentation time is used while it increases; a source without
+    one, or with one that stands still (a webcam that reports 0), is timed by arrival for the rest of the
+    session. `jumped` says the timeline broke (presentation time went backwards or vanished): the frame history
+    must not span it.
 
-    A session's first frame may have no presentation time of its own (RTSP: FFmpeg's RTP demuxer stamps it N/A,
+    A session's first frame may have no presentation time of its own (an RTP stream's first frame is stamped N/A,
     read as no time or as the second frame's time). It is timed one source frame (`frame_s`) before the second,
-    so that decimation never sees two frames at one time and drops one of them.
+    so that decimation never sees two frames at one time.
     """
 
     STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
@@ -85,7 +85,7 @@ class StreamClock:
                 self._pts0, self._pts_changed_at = pts - self.frame_s, arrival
             elif pts > self._last_pts:
                 self._last_pts, self._pts_changed_at = pts, arrival
-            elif pts < self._last_pts - 1e-3:  # the stream's clock restarted: carry on from the last time
+            elif pts < self._last_pts - 1e-3:  # the stream's clock went back: time goes on from the last time
                 self._pts0, self._last_pts, self._pts_changed_at = pts - self.last, pts, arrival
                 self.jumped = True
             if arrival - self._pts_changed_at <= self.STUCK_S:
@@ -102,8 +102,8 @@ class StreamClock:
     def fresh_at(self, arrival: float) -> float:
         """When the frame just timed would have arrived had the stream kept up: its arrival minus how much
         later than the stream's usual delay its content came. Frame age (and so stall detection) counts from
-        here, not from the read: a reader may keep yielding its decoder's buffered frames after the server froze,
-        and as their content falls behind arrival time, fresh_at stands still and the age grows."""
+        here, not from the read: a reader may go on yielding its decoder's buffered frames once the source has
+        stopped sending; their content falls behind arrival time, so fresh_at stands still and the age grows."""
         if not self.use_pts or self._arrival0 is None:
             return arrival
         delay = arrival - self._arrival0 - self.last

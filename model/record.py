@@ -2,9 +2,8 @@
 a folder of videos (each file a segment).
 
 `record(source, footage_root, ...)` keeps the frames the service's capture keeps of the same source: a stream
-goes through capture's FrameKeeper (model.clock: timed by its presentation time, so a burst delivered at connect
-keeps its content spacing, and decimated to the camera's fps), and a new segment starts wherever capture restarts
-its history.
+goes through capture's FrameKeeper (model.clock: timed by its presentation time and decimated to the camera's
+fps), and a new segment starts wherever capture restarts its history.
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """A camera's content time: what its alert engine and scene-change detector measure durations in.
 
-A live stream delivers its buffered frames in a burst at connect and whenever the reader falls behind: frames
-far apart in content arrive milliseconds apart in wall time. Durations measured on the wall clock (an alert's
-min_duration, hold, cooldown, the scene's hold) would then cover many seconds of content in a few milliseconds,
-or, the other way round, wait seconds of content for wall time to pass. So each kept frame carries beside its
-wall capture time (`Window.ts`: latency, snapshots, what users see) its time on the camera's content timeline
+A live stream delivers frames in bursts (its buffer at connect, and whenever the reader is behind): frames far
+apart in content arrive milliseconds apart in wall time. Durations (an alert's min_duration, hold, cooldown, the
+scene's hold) are about the content, so they are measured on the camera's content timeline: each kept frame
+carries beside its wall capture time (`Window.ts`: latency, snapshots, what users see) its time on that timeline
 (`Window.media_ts`), and what the engines report is converted back to wall time for the users.
 
 `MediaTimeline` (capture) stamps the frames; `MediaClock` (pipeline) converts between the two.
