@@ -32,7 +32,7 @@ from model import ModelConfig, WeightsError, recipe_model, write_json_atomic
 from . import tombstones, training_run
 from .camera_records import CameraRecords
 from .frames import CameraStatus
-from .learning_job import BUSY, Job, Phase, in_turn, schedule
+from .learning_job import BUSY, IN_LINE, Job, Phase, in_turn, schedule
 from .learning_view import learning_view
 from .recording import FootageRecording
 from .refresh import Refresher, RefreshHost
@@ -185,7 +185,7 @@ class Learning:
             tombs = [tombstones.entomb(self.records.folder(camera_id)),
                      self.pipeline.registry.entomb_camera(camera_id)]
         tombstones.remove(tombs)
-        if job is not None and job.phase in ("queued", "training"):
+        if job is not None and job.phase in IN_LINE:
             self._publish_queued()
 
     def learn(self, camera_id: str, footage_minutes: float | None = None,
@@ -233,7 +233,7 @@ class Learning:
             shutil.rmtree(job.run_dir, ignore_errors=True)
         log.info("camera %s: learning cancelled", camera_id)
         self.pipeline.publish_camera(camera_id)
-        if was in ("queued", "training"):
+        if was in IN_LINE:
             self._publish_queued()
         with job.lock:
             return job.view()
@@ -342,13 +342,9 @@ class Learning:
         if job.launch_tries >= LAUNCH_TRIES:
             self._fail(job, f"training cannot start: {e} ({job.launch_tries} tries)")
             return
-        job.error = (f"training cannot start: {e} (try {job.launch_tries} of {LAUNCH_TRIES}; the next once a "
-                     f"slot is free, in {LAUNCH_RETRY_S:g} s at the earliest)")
         job.retry_at = self.clock() + LAUNCH_RETRY_S
-        self._save(job)
-        log.error("camera %s: %s", job.camera_id, job.error)
-        self.pipeline.report_error(job.camera_id, job.error)
-        self.pipeline.publish_camera(job.camera_id)
+        self._say_error(job, f"training cannot start: {e} (try {job.launch_tries} of {LAUNCH_TRIES}; the next once "
+                             f"a slot is free, in {LAUNCH_RETRY_S:g} s at the earliest)")
 
     def _publish_queued(self) -> None:
         """The cameras still queued moved up (or their wait changed): each one's `camera` message says its new
@@ -414,7 +410,12 @@ class Learning:
         log.info("camera %s: armed with its own model %s", job.camera_id, entry.version)
 
     def _fail(self, job: Job, error: str) -> None:
-        job.phase, job.error, job.pid = "failed", error, None
+        job.phase, job.pid = "failed", None
+        self._say_error(job, error)
+
+    def _say_error(self, job: Job, error: str) -> None:
+        """The job's error, kept with its state and told: the log, the camera's last_error, a `camera` message."""
+        job.error = error
         self._save(job)
         log.error("camera %s: %s", job.camera_id, error)
         self.pipeline.report_error(job.camera_id, error)

@@ -15,6 +15,7 @@ from .recording import FootageRecording
 
 Phase = Literal["recording", "queued", "training", "done", "failed", "cancelled"]
 BUSY: tuple[Phase, ...] = ("recording", "queued", "training")  # a job owns the camera: no relearn, no refresh
+IN_LINE: tuple[Phase, ...] = ("queued", "training")  # waits for or holds a training slot: mode `training`
 
 
 @dataclass

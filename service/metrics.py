@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .frames import CameraMessage, CameraMode, CameraState, CameraStatus, EventMessage, ScoreMessage
+from .learning_job import IN_LINE
 from .listeners import BatchListener, Listener
 
 CAMERA_STATES: tuple[str, ...] = get_args(CameraState)
@@ -115,7 +116,7 @@ def learning_progress(learning: Mapping[str, object]) -> float:
     phase = learning.get("phase")
     if phase == "recording":
         return min(1.0, _number(learning.get("frames_recorded")) / max(1.0, _number(learning.get("frames_wanted"))))
-    if phase in ("training", "queued"):
+    if phase in IN_LINE:
         return min(1.0, _number(learning.get("minutes")) / max(1e-9, _number(learning.get("train_minutes"))))
     return 1.0 if phase == "done" else 0.0
 

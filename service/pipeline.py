@@ -35,6 +35,7 @@ from .clips import ClipError, ClipLimits, ClipResult, score_clip
 from .frames import SHIPPED, CameraMessage, CameraMode, CameraStatus, ModelStatus
 from .inference import InferenceWorker
 from .learning import Learning, LearningBusy
+from .learning_job import IN_LINE
 from .listeners import BatchListener, Listener, Listeners, RelearnHook
 from .live_camera import LiveCamera
 from .recorder import EventRecorder
@@ -208,7 +209,7 @@ class Pipeline:
         phase = self.learning.phase(camera_id)
         if phase == "recording":
             return "learning"
-        if phase in ("queued", "training"):
+        if phase in IN_LINE:
             return "training"
         return "armed" if c.armed else "unarmed"
 

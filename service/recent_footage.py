@@ -3,13 +3,12 @@
 While a camera is armed with its own model and `learning.refresh_days` is set, its kept frames are recorded into
 data_dir/cameras/{id}/recent/, a rolling window (model.footage's FootageWriter, `rolling`): at footage_minutes of
 frames and one chunk more, or at the disk cap, the oldest chunk is deleted (so a full window holds at least
-footage_minutes). Frames during an anomaly alert or a scene change, and
-`refresh_margin_s` before and after one, are left out, and a new segment starts after each left-out stretch, so
-that no training window spans one.
+footage_minutes). Frames during an anomaly alert or a scene change, and `refresh_margin_s` before and after one,
+are left out, and a new segment starts after each left-out stretch, so that no training window spans one.
 
 An alert is known only after the fact: an anomaly event starts at its first crossing but is raised up to
-min_duration later, a scene change scene.hold_s later, both after the frame was scored. So frames wait in memory (as the
-model's small input images) until the camera's scores have reached `hold_s` past them, hold_s being the margin
+min_duration later, a scene change scene.hold_s later, both after the frame was scored. So frames wait in memory
+(as the model's small input images) until the camera's scores have reached `hold_s` past them, hold_s being the margin
 plus the longest of those delays plus a second; then they are written, or dropped when an exclusion covers them.
 A frame whose score never comes (inference far behind) is dropped once `max_pending` frames wait. A frame
 whose window inference dropped (the queue full) has no score of its own, but a later window's score moves the

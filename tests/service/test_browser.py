@@ -311,7 +311,8 @@ def test_refresh_badge_and_next_refresh_in_chromium(browser: Any, refreshing_ser
         raise
 
 
-LAUNCH_ERROR = "training cannot start: [errno 12] cannot allocate memory (tried again in 60 s)"
+LAUNCH_ERROR = ("training cannot start: [errno 12] cannot allocate memory (try 1 of 5; the next once a slot is free, "
+                "in 60 s at the earliest)")
 
 
 @pytest.fixture
