@@ -10,6 +10,9 @@ hysteresis:
   idle     --z >= on + strong_margin, not in cooldown--> active         (at once: strong evidence needs no wait)
   active   --z < off for hold seconds--> idle                         (emits end; end_ts = when z fell below off)
   active   --every update_interval--> update (peak, frame count so far)
+A break in the camera's frames (a reconnect, a gap, a file's loop seam: `restart`) starts the smoothing and every
+duration being waited for (a pending crossing, a fall below off) again: what is held must be held on frames seen,
+and a stream scored after a break gets the numbers it would get alone, as an uploaded clip does.
 """
 from __future__ import annotations
 
@@ -230,6 +233,13 @@ class AlertEngine:
             self._last_msg = now
             return [ev.message("update")]
         return []
+
+    def restart(self) -> None:
+        """The camera's frames broke off: the next score starts the smoothing again, and a crossing or a fall below
+        off before the break counts from its first frame after it. An open event stays open, and cooldown runs on."""
+        self._smoother.reset()
+        self._above_since, self._pending_peak, self._pending_frames = None, (-math.inf, 0.0), 0
+        self._below_since = None
 
     def close(self, now: float) -> list[EventUpdate]:
         """End an active event now (camera removed, service stopping)."""

@@ -22,7 +22,9 @@ away from it, so a camera moved back to its view ends the scene change.
   normal   --changed and steady--> pending  --held hold_s--> changed (emits start)
   pending  --not changed, or not steady--> normal
   changed  --back to the reference for hold_s--> normal (emits end)
-While pending or changed the camera's anomaly alerts are suppressed (`suppressing`).
+While pending or changed the camera's anomaly alerts are suppressed (`suppressing`). After a break in the frames
+(`restart`) hold_s is held on frames seen after it, and the first frame's motion is not measured against a frame
+from before it.
 """
 from __future__ import annotations
 
@@ -123,8 +125,10 @@ class SceneChangeDetector:
             return []
         x = thumbnail(picture)
         prev, self._prev = self._prev, x
-        if self._ref is None or prev is None:
+        if self._ref is None:
             self._ref = x.copy()
+            return []
+        if prev is None:  # the first frame after a break: no motion to measure it by
             return []
         d_ref = np.abs(x - self._ref)
         changed = self._changed(cell_mean(d_ref))
@@ -198,6 +202,14 @@ class SceneChangeDetector:
         if now - self._since < self.params.hold_s:
             return []
         return [self._end(self._since)]
+
+    def restart(self) -> None:
+        """The camera's frames broke off: a pending change is dropped (it is held again on frames seen from now
+        on), a changed view stays changed until it is back for hold_s after the break."""
+        self._prev = None
+        self._since = None
+        if self.state == "pending":
+            self.state = "normal"
 
     def close(self, now: float) -> list[EventUpdate]:
         """End an open scene change now (the camera's model changed, camera removed, service stopping)."""

@@ -7,7 +7,8 @@ view, its anomaly alerts are held back, an open anomaly event ends, one scene_ch
 
 Both measure durations in the camera's content time (`Window.media_ts`, service.media_time), not in wall time: a
 burst of buffered frames is as many seconds of content as at real time. What they report is converted to wall
-time in one place (`_record`), and the wall times of the API's actions to content time (`_engine_now`).
+time in one place (`_record`), and the wall times of the API's actions to content time (`_engine_now`). A break
+in a camera's frames (a new `Window.run`) restarts both engines' smoothing and held durations.
 
 An unarmed camera's scores are published with armed=false and feed no alert. A window cut for a camera's
 previous model is dropped, not scored into the new model's calibration.
@@ -74,6 +75,10 @@ class Alerting:
             with c.lock:
                 if w.model is not c.model:
                     continue  # cut for the camera's previous model: its scores are not this calibration's
+                if c.run is not None and w.run != c.run:  # a break in the frames: nothing held spans it
+                    c.engine.restart()
+                    c.scene.restart()
+                c.run = w.run
                 media_ts = c.media.observe(w.ts, w.media_ts)
                 z = c.calibration.z(float(scores.anomaly[i]), media_ts)  # warm-up: seconds of content
                 armed = c.armed  # unarmed: scores published, never alerted on

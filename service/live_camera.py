@@ -28,6 +28,7 @@ class LiveCamera:
         self.lock = threading.Lock()
         self.scored: tuple[np.ndarray, np.ndarray] | None = None  # (raw frame, heatmap) scored last
         self.media = MediaClock()  # the engines' content time <-> wall time
+        self.run: int | None = None  # the run of frames (Window.run) scored last
 
     @property
     def armed(self) -> bool:

@@ -20,6 +20,7 @@ class RingBuffer:
     def __init__(self, camera_id: str, num_frames: int, stride: int = 1) -> None:
         self.camera_id = camera_id
         self._lock = threading.Lock()
+        self.run = 0  # which unbroken run of frames the history holds: one more at each restart of it
         self.resize(num_frames, stride)
 
     def resize(self, num_frames: int, stride: int = 1) -> None:
@@ -27,6 +28,7 @@ class RingBuffer:
         if num_frames < 1 or stride < 1:
             raise ValueError(f"num_frames and stride must be >= 1, got {num_frames} and {stride}")
         with self._lock:
+            self.run += 1
             self.num_frames, self.stride = num_frames, stride
             self.size = num_frames * stride + 1
             self._frames: deque[np.ndarray] = deque(maxlen=self.size)
@@ -43,9 +45,11 @@ class RingBuffer:
             self._frames.append(pre)
             # (k+1, C, H, W): a copy, so later pushes do not alter it
             data = window_from_buffer(self._frames, self.num_frames, self.stride)
-        return None if data is None else Window(self.camera_id, index, ts, data, raw, model, media_ts)
+            run = self.run
+        return None if data is None else Window(self.camera_id, index, ts, data, raw, model, media_ts, run)
 
     def clear(self) -> None:
         """After a reconnect the history is from another time: never predict across the gap."""
         with self._lock:
             self._frames.clear()
+            self.run += 1

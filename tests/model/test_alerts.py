@@ -182,3 +182,34 @@ def test_min_duration_counts_frames_not_float_rounding(start: int) -> None:
     values = [0.0] * start + [9.0] * 10
     starts = [t for kind, _, t in run(e, values) if kind == "start"]
     assert starts == [round((start + 4) / FPS, 2)]
+
+
+def test_a_crossing_is_not_held_across_a_break_in_the_frames() -> None:
+    # Above on for 0.2 s, a break of a minute, then one frame above on: 60 s passed since the first crossing, but
+    # it was held on three frames seen. After the break the crossing counts from its first frame.
+    e = engine()
+    assert run(e, [9, 9, 9]) == []
+    e.restart()
+    assert run(e, [9, 9, 9], t0=60.0) == []  # 0.2 s held since the break: min_duration 0.3 not reached
+    start = e.update(9, 60.3)
+    assert [u.kind for u in start] == ["start"] and start[0].start_ts == 60.0
+
+
+def test_smoothing_starts_again_after_a_break() -> None:
+    e = engine(smoothing_half_life_frames=2.0)
+    run(e, [9] * 20)
+    assert e.smoothed is not None and e.smoothed > 8
+    e.restart()
+    e.update(1.0, 10.0)
+    assert e.smoothed == 1.0  # the score alone, as the first frame of a clip
+
+
+def test_an_open_event_stays_open_across_a_break_and_ends_on_frames_seen() -> None:
+    e = engine()
+    msgs = run(e, [9] * 6 + [0, 0])  # started, then below off since 0.6 s
+    assert [m[0] for m in msgs] == ["start"] and e.active
+    e.restart()
+    # Below off on the first frame after the break: the fall counts from there, not from before the break.
+    assert [u.kind for u in e.update(0, 30.0)] == ["update"] and e.active  # the update interval passed
+    end = e.update(0, 30.5)
+    assert [u.kind for u in end] == ["end"] and end[0].end_ts == 30.0

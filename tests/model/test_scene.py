@@ -105,3 +105,17 @@ def test_the_background_texture_is_the_synthetic_scenes() -> None:
     # other_scene must differ from the synthetic scene everywhere, or the tests above would prove less.
     other = other_scene(1)[0].astype(np.float32)
     assert np.abs(other - background(64).astype(np.float32)).mean() > 20
+
+
+def test_a_pending_change_is_held_again_after_a_break_in_the_frames() -> None:
+    d = detector(hold_s=1.0)
+    before = scene_frames(60)
+    ups, held = run(d, before + other_scene(5))  # the new view for 0.4 s: pending
+    assert ups == [] and d.state == "pending" and held[-1]
+    d.restart()
+    assert d.state == "normal" and not d.suppressing
+    # The same view after the break: held for hold_s from its first frames after the break, not from before.
+    later = other_scene(30)[5:]
+    ups, _ = run(d, later, t0=60.0)
+    assert [u.kind for u in ups] == ["start"]
+    assert 60.0 < ups[0].start_ts <= 60.3

@@ -182,6 +182,8 @@ def test_read_error_reconnects_and_clears_history(no_thread_leak: None) -> None:
     idx = [x.frame_index for x in sink.windows]
     # 8 frames before the failure; the ring restarts, so the next window needs k+1 new frames.
     assert idx[:4] == [4, 5, 6, 7] and idx[4] == 8 + K1 - 1
+    runs = [x.run for x in sink.windows]  # the windows after the reconnect are a run of their own
+    assert len(set(runs[:4])) == 1 and len(set(runs[4:])) == 1 and runs[4] > runs[0]
 
 
 def test_watchdog_marks_a_stalled_camera_and_recovers(no_thread_leak: None) -> None:
@@ -268,6 +270,10 @@ def test_a_looped_file_rewinds_without_reopening(tmp_path: Path, write_video: Ca
     seen = [np.round(x.data[:, 0, 0] / 8).astype(int) for x in sink.windows]  # frame i is 8 * i, give or take JPEG
     assert [int(x[0]) for x in seen].count(0) >= 3, seen  # each loop starts at the first frame again
     assert all(np.all(np.diff(x) == 1) for x in seen), seen
+    # Each loop is a run of its own: the run changes exactly where a loop starts again.
+    runs = [x.run for x in sink.windows]
+    assert [runs[i] != runs[i - 1] for i in range(1, len(seen))] == [
+        int(seen[i][0]) == 0 for i in range(1, len(seen))], (runs, seen)
 
 
 def test_live_camera_drops_oldest_when_inference_is_behind(no_thread_leak: None) -> None:
@@ -332,6 +338,9 @@ def test_gap_in_live_stream_restarts_the_history(no_thread_leak: None) -> None:
     assert w.history_resets == 1
     for x in sink.windows:
         assert set(np.diff(source_indices(x)).tolist()) <= {2, 3}, source_indices(x)
+    before = {x.run for x in sink.windows if source_indices(x)[-1] <= 12}
+    after = {x.run for x in sink.windows if source_indices(x)[0] > 12}
+    assert len(before) == 1 and len(after) == 1 and before != after  # the windows after the gap: a new run
 
 
 class FrozenSource(PtsSource):

@@ -43,12 +43,13 @@ class Camera:
         self.i = 0
         self.last_ts = T0
 
-    def feed(self, anomaly: float, wall_step: float = 0.001, media_step: float = 0.1) -> list[EventMessage]:
-        """One window; returns the event messages it caused."""
+    def feed(self, anomaly: float, wall_step: float = 0.001, media_step: float = 0.1, run: int = 0
+             ) -> list[EventMessage]:
+        """One window of the camera's `run` of unbroken frames; returns the event messages it caused."""
         model = self.pipe._cams["a"].model
         ts, media = T0 + self.i * wall_step, M0 + self.i * media_step
         w = Window("a", self.i, ts, np.zeros((5, 1, 64, 64), np.float32), np.zeros((8, 8, 3), np.uint8), model,
-                   media_ts=media)
+                   media_ts=media, run=run)
         self.i += 1
         self.last_ts = ts
         before = len(self.got)
@@ -97,6 +98,23 @@ def test_cooldown_is_content_time_too(camera: Camera) -> None:
     # cooldown (2 s) of content after the end: 20 windows in a burst of 20 ms; the next anomaly then alerts
     starts = [i for i in range(40) if any(m.kind == "start" for m in camera.feed(HIGH))]
     assert starts and 19 <= starts[0] <= 25, starts
+
+
+def test_a_break_in_the_frames_restarts_what_the_engine_holds(camera: Camera) -> None:
+    # Three windows above on_threshold (0.2 s held: min_duration is 0.4 s), then the stream breaks off: the next
+    # windows are a new run, 10 s of content later. The crossing is held again from the new run's first window,
+    # and its smoothing starts from that window's score alone.
+    assert [m for _ in range(3) for m in camera.feed(HIGH)] == []
+    camera.i += 100  # the outage
+    first = camera.feed(HIGH, run=1)
+    assert first == []
+    smoothed = [m.smoothed for m in camera.got if isinstance(m, ScoreMessage)]
+    assert smoothed[-1] == pytest.approx(HIGH)  # a continued EMA would be the same here: see the next lines
+    raised = [camera.feed(HIGH, run=1) for _ in range(6)]
+    assert [i for i, msgs in enumerate(raised) if any(m.kind == "start" for m in msgs)] == [3]  # 0.4 s after
+    camera.i += 100
+    camera.feed(LOW, run=2)
+    assert [m.smoothed for m in camera.got if isinstance(m, ScoreMessage)][-1] == pytest.approx(LOW)
 
 
 def test_removing_a_camera_ends_its_event_at_the_wall_clocks_now(camera: Camera) -> None:
