@@ -108,7 +108,8 @@ def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
 def default_scoring_threads() -> int:
     """Torch threads for the scoring commands when --threads is not given: half the cores this process may run
     on, at least 1. With one thread per core, a core held by another process stalls every parallel section
-    (OpenMP threads wait for the slowest one): `ffp score` measured 39 s against 4.7 s with one thread."""
+    (OpenMP threads wait for the slowest one): `ffp score` of the demo clip beside a process that burns one of
+    two cores took 58-77 s with two threads against 20-27 s with one (README, *The numbers*)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // 2)
 

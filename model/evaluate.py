@@ -7,7 +7,7 @@
   that a smoothed score is never reported as the paper's. A frame's PSNR carries noise from its own input
   window that the next window does not share; averaging over a few frames removes much of it.
 - combined: the same with A_t = alpha L_int + beta L_grad + gamma L_flow.
-- events (model/events.py): each test video replayed through the alert engine at the video's frame rate:
+- events (model/events.py): each test video replayed through the alert engine at `fps` (default 10):
   episodes alerted, false alarms, delays, and a sweep of on_threshold.
 - causal: the calibrated score z = (anomaly - mean) / std with statistics from normal training footage
   only, smoothed by a causal EMA that restarts with each video, concatenated over all videos. This is what a

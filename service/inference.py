@@ -2,8 +2,8 @@
 scores them with one batched forward per model (the same `Predictor.score` as `ffp eval`): each window carries the
 model it was cut for (`Window.model`), so cameras with different models share the thread and a batch round.
 Separate forwards, not one stacked forward of same-architecture models: on this CPU four lite models at batch 1
-cost 1.1x one shared model at batch 4, against 2.0x for torch.func vmap over stacked weights (eager) and 1.7x for
-one traced U-Net of grouped convolutions (benchmarks/multi_model.py).
+cost 1.1x one shared model at batch 4, against 1.9x for torch.func vmap over stacked weights (eager) and 1.5-1.7x
+for one traced U-Net of grouped convolutions (benchmarks/multi_model.py).
 
 Capture never waits for it: each camera has a short queue (`queue_per_camera`, default 2) of unscored
 windows. A live camera whose queue is full drops its oldest window (counted as skipped); a file camera waits

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -64,6 +65,17 @@ def require_rtsp() -> None:
     if why is None:
         return
     reason = f"RTSP test needs GStreamer's RTSP server ({why}): apt-get install {GSTREAMER_APT} (.ci/run does)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def require_ffmpeg() -> None:
+    """Skip a test that encodes its clip with the ffmpeg command where it is missing; fail under CI (.ci/run
+    installs it)."""
+    if shutil.which("ffmpeg") is not None:
+        return
+    reason = "this test encodes its clip with ffmpeg: apt-get install ffmpeg (.ci/run does)"
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 import time
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RtspServer, require_rtsp
+from conftest import RtspServer, require_ffmpeg, require_rtsp
 from timing import scaled
 
 from model import Footage, FrameScores, recipe_model
@@ -409,8 +408,7 @@ def grey_level_clip(tmp_path: Path, native: int, n: int = 40, bframes: int = 0) 
     """tmp_path/media/clip.mp4: n frames at `native` fps, frame i all grey level GREY_STEP * i (which frames a
     window or a recording holds is visible), H.264 with a key frame every 10 and `bframes` B-frames (frames
     decoded out of presentation order, as many cameras' main-profile streams have)."""
-    if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg is required")
+    require_ffmpeg()
     import cv2
 
     for i in range(n):

@@ -1,20 +1,19 @@
 """The test RTSP server's `--files` mode (used by benchmarks/learn_camera.py): a recorded H.264 file, served live."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import SERVER, SYSTEM_PYTHON
+from conftest import SERVER, SYSTEM_PYTHON, require_ffmpeg, require_rtsp
 
 
 @pytest.mark.timeout(60)
 def test_files_are_served_from_their_first_frame_to_their_last(tmp_path: Path) -> None:
-    if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg is required")
+    require_ffmpeg()
+    require_rtsp()
     levels = [20 + 10 * i for i in range(20)]  # each frame its own grey level: which frame arrived is visible
     for i, v in enumerate(levels):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.full((64, 96, 3), v, np.uint8))

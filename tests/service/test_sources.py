@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RtspServer
+from conftest import RtspServer, require_ffmpeg
 
 from service.settings import CameraSettings
 from service.sources import SourceError, open_source
@@ -182,6 +182,7 @@ def test_an_http_camera_added_over_the_api_may_not_be_a_playlist(tmp_path: Path)
     """A playlist (HLS) makes FFmpeg fetch its segments from whatever hosts it names, past the host policy that
     checked the camera's URL: a camera added over the API may not be one (its segment is never requested); one
     from the settings file may, and an API camera's plain video stream plays."""
+    require_ffmpeg()
     segment = tmp_path / "seg.ts"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(DEMO), "-c", "copy", "-f", "mpegts", str(segment)],
                    check=True)
