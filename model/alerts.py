@@ -56,6 +56,10 @@ class AlertParams:
     strong_margin: float | None = None
 
     def __post_init__(self) -> None:
+        # NaN fails every comparison: a NaN threshold would let every score through, an infinite one none.
+        bad = [f"{k} ({v})" for k, v in vars(self).items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"alert parameters must be finite numbers: {', '.join(bad)}")
         if self.off_threshold > self.on_threshold:
             raise ValueError(f"off_threshold ({self.off_threshold}) must be <= on_threshold ({self.on_threshold})")
         if self.strong_margin is not None and not self.strong_margin >= 0:

@@ -23,6 +23,20 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
+class RateMismatch(WeightsError):
+    """A camera's model learnt motion at another frame rate than the camera runs at."""
+
+
+def rate_mismatch(entry: ModelEntry, fps: float) -> str | None:
+    """Why `entry` cannot score a camera at `fps` (None: it can). A model learns how far things move between two
+    frames: at another rate every moving thing moves too far or too little, and looks anomalous."""
+    learnt = entry.fps
+    if learnt is None or abs(learnt - fps) < 1e-6:
+        return None
+    return (f"model {entry.version} learnt motion at {learnt:g} fps and the camera runs at {fps:g} fps: relearn at "
+            f"this rate, or set fps back to {learnt:g}")
+
+
 class CameraModels:
     """`camera` finds a running camera (None: unknown); `publish` tells the listeners a camera's mode and model."""
 
@@ -40,13 +54,18 @@ class CameraModels:
             raise KeyError(camera_id)
         return c
 
-    def registered(self, camera_id: str) -> tuple[ServedModel, ModelEntry | None, str | None]:
+    def registered(self, camera_id: str, fps: float) -> tuple[ServedModel, ModelEntry | None, str | None]:
         """The camera's active model in the registry (a restart keeps it) and its entry, else the shipped one;
-        with the reason when its active model cannot be loaded."""
+        with the reason when its active model cannot be loaded, or learnt at another rate than the camera's `fps`
+        (it stays the active version: at its rate it scores the camera again)."""
         try:
             entry = self.registry.active(camera_id)
             if entry is None:
                 return self.shipped, None, None
+            mismatch = rate_mismatch(entry, fps)
+            if mismatch is not None:
+                log.warning("camera %s: scoring with the shipped model: %s", camera_id, mismatch)
+                return self.shipped, None, f"{mismatch}; scoring with the shipped model"
             return ServedModel(self._load(camera_id, entry.version), entry.version, entry.sha256), entry, None
         except WeightsError as e:
             log.error("camera %s: its model cannot be loaded, scoring with the shipped one: %s", camera_id, e)
@@ -89,6 +108,9 @@ class CameraModels:
             self.registry.activate(camera_id, None)
             return self.set(camera_id, None)
         entry = self.registry.entry(camera_id, version)
+        mismatch = rate_mismatch(entry, c.cam.fps)
+        if mismatch is not None:
+            raise RateMismatch(mismatch)
         try:
             predictor = self._load(camera_id, entry.version)
         except WeightsError as e:

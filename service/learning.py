@@ -61,6 +61,8 @@ class LearningHost(RefreshHost, Protocol):
 
     def list_cameras(self) -> list[CameraStatus]: ...
 
+    def camera_live(self, camera_id: str) -> bool: ...
+
 
 class LearningBusy(Exception):
     """The camera is learning or training already (the API answers 409)."""
@@ -154,18 +156,38 @@ class Learning:
 
     def update_camera(self, cam: CameraSettings, *, trusted: bool) -> None:
         """PATCH: new URL, fps or alert settings; the camera keeps its mode, models and job. Its recent footage
-        (refresh) is recorded anew with them; at another fps, what was recorded goes."""
-        old_fps = self.pipeline.camera_settings(cam.id).fps
+        (refresh) is recorded anew with them. A model learns motion at its footage's rate, so at another fps what
+        was recorded goes (the learning footage starts again at the new rate), and LearningBusy refuses it while
+        footage of the old rate waits for or is in training."""
         with self.refresher.exclusive():  # no learn nor poll gives the camera a tap while it is dropped and re-added
+            old_fps = self.pipeline.camera_settings(cam.id).fps
+            with self._lock:
+                job = self._jobs.get(cam.id)
+            new_rate = cam.fps != old_fps
+            if new_rate and job is not None and job.phase in IN_LINE:
+                raise LearningBusy(f"camera {cam.id!r} is {job.phase} on footage at {old_fps:g} fps: its fps can "
+                                   "change once the training ends (relearn then), or after DELETE .../learn")
             self.pipeline.update_camera(cam, trusted=trusted)
+            if new_rate and job is not None and job.phase == "recording":
+                self._record_again(job, cam.fps)
         if (self.records.folder(cam.id) / "camera.json").is_file():
             self.records.save(cam)
-        self.refresher.restart_recording(cam.id, discard=cam.fps != old_fps)
-        with self._lock:
-            job = self._jobs.get(cam.id)
-        if job is not None and job.phase == "recording":
-            with job.lock:
-                job.fps = cam.fps
+        self.refresher.restart_recording(cam.id, discard=new_rate)
+
+    def _record_again(self, job: Job, fps: float) -> None:
+        """The camera's learning footage starts again at `fps` (its refresher's lock held)."""
+        self.pipeline.set_tap(job.camera_id, None)
+        with job.lock:
+            recording, job.recording = job.recording, None
+        if recording is not None:
+            recording.close()
+        shutil.rmtree(job.footage, ignore_errors=True)
+        with job.lock:
+            job.fps, job.frames_wanted = fps, max(1, round(job.footage_minutes * 60 * fps))
+            job.frames_recorded, job.segments, job.stopped = 0, 0, None
+            self._open_writer(job)
+        self._save(job)
+        log.info("camera %s: learning footage recorded again at %g fps", job.camera_id, fps)
 
     def delete_camera(self, camera_id: str) -> None:
         """Cancel the camera's job, stop it, and remove its record, footage, runs and models. KeyError: unknown."""
@@ -213,7 +235,9 @@ class Learning:
         log.info("camera %s: learning (%d frames of footage, then %g min of training in %s)", camera_id,
                  job.frames_wanted, job.train_minutes, job.run)
         self.pipeline.publish_camera(camera_id)
-        return job.view()
+        eta, place = self._eta(job)
+        with job.lock:
+            return job.view(eta, place)
 
     def cancel(self, camera_id: str) -> dict[str, Any]:
         """Stop the camera's learning (recording, queued or training): its footage and run folder go; its models,
@@ -258,7 +282,7 @@ class Learning:
         if job is None and refresh is None:
             return None
         if job is not None:
-            eta, place = self._schedule().get(camera_id, (None, None))
+            eta, place = self._eta(job)
             with job.lock:
                 base = job.view(eta, place)
         else:  # armed with a model of its own that it did not learn here (a settings-file camera, an upload)
@@ -351,6 +375,14 @@ class Learning:
         place and ETA."""
         for job in self._queued():
             self.pipeline.publish_camera(job.camera_id)
+
+    def _eta(self, job: Job) -> tuple[float | None, int | None]:
+        """The job's ETA and place in the queue; no ETA while its footage waits for frames that do not come (a
+        camera reconnecting, stalled or disabled, a file that ended)."""
+        eta, place = self._schedule().get(job.camera_id, (None, None))
+        if job.phase == "recording" and not self.pipeline.camera_live(job.camera_id):
+            eta = None
+        return eta, place
 
     def _schedule(self) -> dict[str, tuple[float, int | None]]:
         return schedule(self._all(), self.refresher.running_left_s(), self.settings.training_slots, self.clock())

@@ -9,6 +9,7 @@ event type as the pipeline emits them.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, get_args
@@ -34,6 +35,8 @@ class PipelineSource(Protocol):
     """What the metrics read from and subscribe to (service.pipeline.Pipeline)."""
 
     def list_cameras(self) -> list[CameraStatus]: ...
+
+    def camera_ids(self) -> list[str]: ...
 
     def stats(self) -> Mapping[str, object]: ...
 
@@ -141,17 +144,25 @@ class ServiceMetrics:
             "WebSocket connections.", ["camera"], buckets=LATENCY_SECONDS_BUCKETS, registry=self.registry)
         self.events = Counter("ffp_events", "Event messages emitted, by kind (start, update, end) and event type "
                               "(anomaly, scene_change).", ["camera", "kind", "type"], registry=self.registry)
+        # The label values of the two metrics above, so that a removed camera's series go with it (a site that
+        # adds and removes cameras must not grow its metrics forever).
+        self._lock = threading.Lock()
+        self._event_labels: set[tuple[str, str, str]] = set()
+        self._latency_cameras: set[str] = set()
+        self._camera_ids: Callable[[], list[str]] | None = None
 
     def attach(self, pipeline: PipelineSource, hub: HubSource) -> Callable[[], None]:
         """Collect from `pipeline` and `hub` at scrape time and observe its batches and events; returns detach."""
         collector = _Collector(pipeline, hub)
         self.registry.register(collector)
+        self._camera_ids = pipeline.camera_ids
         unsubscribe = (pipeline.add_listener(self.observe_event), pipeline.add_batch_listener(self.observe_batch))
 
         def detach() -> None:
             for fn in unsubscribe:
                 fn()
             self.registry.unregister(collector)
+            self._camera_ids = None
         return detach
 
     def observe_batch(self, size: int, ms: float) -> None:
@@ -161,14 +172,36 @@ class ServiceMetrics:
 
     def observe_event(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Pipeline listener (inference thread)."""
-        if isinstance(msg, EventMessage):
-            self.events.labels(msg.event.camera_id, msg.kind, msg.event.type).inc()
+        if isinstance(msg, EventMessage) and self._running(msg.event.camera_id):
+            labels = (msg.event.camera_id, msg.kind, msg.event.type)
+            with self._lock:
+                self._event_labels.add(labels)
+                self.events.labels(*labels).inc()
 
     def observe_dispatch(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Hub dispatch hook (event loop): a score message reaches the WebSocket connections now."""
-        if isinstance(msg, ScoreMessage):
-            self.capture_to_websocket.labels(msg.camera_id).observe(max(0.0, self._clock() - msg.ts))
+        if isinstance(msg, ScoreMessage) and self._running(msg.camera_id):
+            with self._lock:
+                self._latency_cameras.add(msg.camera_id)
+                self.capture_to_websocket.labels(msg.camera_id).observe(max(0.0, self._clock() - msg.ts))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
+        if self._camera_ids is not None:
+            self._forget_removed(set(self._camera_ids()))
         return generate_latest(self.registry)
+
+    def _running(self, camera_id: str) -> bool:
+        """A message of a camera removed while it was in flight makes no series again."""
+        ids = self._camera_ids
+        return ids is None or camera_id in ids()
+
+    def _forget_removed(self, cameras: set[str]) -> None:
+        """Drop the series of cameras no longer running (a camera added again with the id starts from zero)."""
+        with self._lock:
+            for labels in [x for x in self._event_labels if x[0] not in cameras]:
+                self.events.remove(*labels)
+                self._event_labels.discard(labels)
+            for camera in [c for c in self._latency_cameras if c not in cameras]:
+                self.capture_to_websocket.remove(camera)
+                self._latency_cameras.discard(camera)

@@ -150,7 +150,7 @@ class Pipeline:
 
     def _run_camera(self, cam: CameraSettings, spec: SourceSpec, *, counted: bool) -> CameraStatus:
         """Start a camera whose source is resolved; `counted`: refused beyond max_cameras."""
-        model, entry, error = self.models.registered(cam.id)
+        model, entry, error = self.models.registered(cam.id, cam.fps)
         with self._cams_lock:
             if cam.id in self._cams:
                 raise CameraExists(f"camera {cam.id!r} already exists")
@@ -168,6 +168,12 @@ class Pipeline:
                 worker.start()
         log.info("camera %s added (%s)", cam.id, redact_url(cam.url))
         return self.get_camera(cam.id)
+
+    def camera_live(self, camera_id: str) -> bool:
+        """Its frames come, or are about to: its capture is live or connecting for the first time (False for an
+        unknown camera, and after a fault: reconnecting, stalled, ended, failed; and for a disabled one)."""
+        c = self._camera(camera_id)
+        return c is not None and c.cam.enabled and c.worker.state in ("live", "connecting")
 
     def camera_ids(self) -> list[str]:
         with self._cams_lock:

@@ -48,10 +48,38 @@ class ModelEntry:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def fps(self) -> float | None:
+        """The frame rate of the footage it learnt from (None: not recorded, e.g. a model trained elsewhere)."""
+        fps = (self.footage or {}).get("fps")
+        return float(fps) if isinstance(fps, int | float) and fps > 0 else None
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelEntry:
         known: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        known["footage"], known["calibration"] = _without_paths(known["footage"], known["calibration"])
         return cls(**known)
+
+
+def _without_paths(footage: Any, calibration: Any) -> tuple[Any, Any]:
+    """An entry's footage and calibration summaries without the server's folders (what the API shows): the
+    footage's `root`, and the same folder named in the calibration's source."""
+    if not isinstance(footage, dict) or "root" not in footage:
+        return footage, calibration
+    root = str(footage["root"])
+    if isinstance(calibration, dict) and isinstance(calibration.get("source"), str) and root:
+        calibration = {**calibration, "source": calibration["source"].replace(root, "the footage")}
+    return {k: v for k, v in footage.items() if k != "root"}, calibration
+
+
+def _is_registry(data: Any) -> bool:
+    """The shape `_write` gives the file (a file edited by hand may have another)."""
+    if not isinstance(data, dict) or not isinstance(data.get("versions"), list):
+        return False
+    if data.get("active") is not None and not isinstance(data["active"], str):
+        return False
+    return all(isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("version", "file", "sha256"))
+               for v in data["versions"])
 
 
 def summarize(blob: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +94,7 @@ def summarize(blob: dict[str, Any]) -> dict[str, Any]:
         "frames": cal.get("frames"), "source": cal.get("source"),
         "anomaly_mean": cal.get("mean", {}).get("anomaly"), "anomaly_std": cal.get("std", {}).get("anomaly"),
         "quantiles": cal.get("quantiles", {})}
+    footage, summary = _without_paths(footage, summary)
     psnr = meta.get("heldout_psnr")
     recipe = meta.get("recipe")
     return {"preset": str(blob.get("model_config", {}).get("name")), "footage": footage,
@@ -109,6 +138,9 @@ class ModelRegistry:
             return {"active": None, "versions": []}
         except (OSError, ValueError) as e:
             raise WeightsError(f"cannot read {path}: {e}") from e
+        if not _is_registry(data):
+            raise WeightsError(f"cannot read {path}: not a model registry (an object with 'active' and a list of "
+                               "'versions', each with its 'version', 'file' and 'sha256')")
         return data  # type: ignore[no-any-return]
 
     def _write(self, camera: str, data: dict[str, Any]) -> None:

@@ -37,7 +37,9 @@ class SettingsError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN compares false with everything: a NaN threshold would let every score through. JSON and YAML can spell
+    # both NaN and infinity, so every number of the settings must be finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 _Params = TypeVar("_Params", AlertParams, SceneParams)
@@ -275,7 +277,7 @@ def _section(cls: type[_Model], description: str) -> Any:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FFP_", env_nested_delimiter="__", extra="forbid",
-                                      frozen=True)
+                                      allow_inf_nan=False, frozen=True)
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds.")

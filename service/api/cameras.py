@@ -22,8 +22,13 @@ router = APIRouter(prefix="/v1/cameras", tags=["cameras"], route_class=KeyFirstR
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No camera with this id."}}
 
 
+def quoted(name: str, limit: int = 64) -> str:
+    """A name from the request for an error message: quoted, and cut to `limit` characters."""
+    return repr(name) if len(name) <= limit else repr(name[:limit]) + "..."
+
+
 def not_found(camera_id: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id!r}")
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {quoted(camera_id)}")
 
 
 def host_policy(settings: Settings, request: Request) -> HostPolicy:

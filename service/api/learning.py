@@ -2,6 +2,8 @@
 forward), and change its address or alert settings without losing them (PATCH)."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -11,7 +13,7 @@ from model import WeightsError
 from ..learning import LearningBusy, NotLearning
 from ..settings import CameraSettings
 from ..urls import redact_text
-from .cameras import NOT_FOUND, check_url, not_found
+from .cameras import NOT_FOUND, check_url, not_found, quoted
 from .deps import KeyFirstRoute, PipelineDep, SettingsDep
 from .schemas import CameraPatch, CameraPublic, LearningPublic, LearnRequest, ModelList, ModelVersionPublic
 
@@ -64,29 +66,44 @@ def models(camera_id: str, pipeline: PipelineDep) -> ModelList:
 
 @router.post("/{camera_id}/models/{version}/activate", response_model=CameraPublic,
              responses={404: {"description": "No camera with this id, or no such version of its model."},
-                        409: {"description": "The version's file cannot be loaded (changed or damaged on disk); "
-                                             "the camera keeps its model."}})
+                        409: {"description": "The version's file cannot be loaded (changed or damaged on disk), "
+                                             "or it learnt at another frame rate than the camera's fps; the "
+                                             "camera keeps its model."}})
 async def activate(camera_id: str, version: str, pipeline: PipelineDep) -> CameraPublic:
     """Score the camera with one of its versions from its next window on (rollback or forward)."""
     try:
+        pipeline.camera_settings(camera_id)
+    except KeyError:
+        raise not_found(camera_id) from None
+    try:
         await run_in_threadpool(pipeline.activate_model, camera_id, version)
     except KeyError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"camera {camera_id!r} has no model {version!r}") from None
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"camera {quoted(camera_id)} has no model {quoted(version)}") from None
     except WeightsError as e:
         raise HTTPException(status.HTTP_409_CONFLICT, redact_text(str(e))) from None
     return CameraPublic.from_status(await run_in_threadpool(pipeline.get_camera, camera_id))
 
 
 @router.patch("/{camera_id}", response_model=CameraPublic,
-              responses={**NOT_FOUND, 422: {"description": "Invalid values, or a URL the rules of POST refuse."}})
+              responses={**NOT_FOUND,
+                         409: {"description": "A new fps while the camera's footage waits for or is in training."},
+                         422: {"description": "Invalid values, or a URL the rules of POST refuse."}})
 async def patch_camera(camera_id: str, body: CameraPatch, request: Request, pipeline: PipelineDep,
                        settings: SettingsDep) -> CameraPublic:
-    """Change the camera's url, fps or alert settings. It keeps its mode, its models and its learning."""
+    """Change the camera's url, fps or alert settings. It keeps its mode, its models and its learning. A model
+    scores only at the frame rate it learnt: at another fps the camera scores with the shipped model (its own
+    comes back at its rate), and footage being recorded starts again at the new rate."""
     try:
         old = pipeline.camera_settings(camera_id)
     except KeyError:
         raise not_found(camera_id) from None
     changes = body.model_dump(exclude_unset=True)
+    nulls = sorted(k for k, v in changes.items() if v is None and k != "alerts")
+    if nulls:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{nulls[0]} may not be null")
+    if "alerts" in changes:
+        changes["alerts"] = merge_alerts(old.alerts, changes["alerts"])
     if "url" in changes:
         check_url(changes["url"], request, settings)
     try:
@@ -99,6 +116,17 @@ async def patch_camera(camera_id: str, body: CameraPatch, request: Request, pipe
         await run_in_threadpool(pipeline.learning.update_camera, cam, trusted="url" not in changes)
     except KeyError:
         raise not_found(camera_id) from None
+    except LearningBusy as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     except ValueError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, redact_text(str(e))) from None
     return CameraPublic.from_status(await run_in_threadpool(pipeline.get_camera, camera_id))
+
+
+def merge_alerts(old: dict[str, Any] | None, patch: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A PATCH's `alerts` merged into the camera's overrides (JSON merge patch, RFC 7396): a key set to null goes
+    back to the service's setting, `alerts: null` drops them all."""
+    if patch is None:
+        return None
+    merged = {k: v for k, v in {**(old or {}), **patch}.items() if v is not None}
+    return merged or None

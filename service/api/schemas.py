@@ -15,10 +15,12 @@ from ..urls import redact_text, redact_url
 class LearnRequest(BaseModel):
     """How much footage to record and how long to train (defaults: the `learning` settings)."""
 
-    model_config = ConfigDict(extra="forbid")
-    footage_minutes: float | None = Field(None, gt=0, le=24 * 60, description="Minutes of footage to record at "
-                                          "the camera's fps.")
-    train_minutes: float | None = Field(None, gt=0, le=24 * 60, description="Training budget, wall clock.")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: a number, not true (1.0) nor "5"
+    footage_minutes: float | None = Field(None, gt=0, le=24 * 60, strict=True, description="Minutes of footage to "
+                                          "record at the camera's fps.")
+    train_minutes: float | None = Field(None, gt=0, le=24 * 60, strict=True, description="Training budget, wall "
+                                        "clock.")
 
 
 class CameraCreate(CameraSettings):
@@ -40,10 +42,12 @@ class CameraPatch(BaseModel):
     """Body of PATCH /v1/cameras/{id}: the fields to change. The camera keeps its mode, its models and its
     learning (a camera's address changes; its view does not)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     url: str | None = Field(None, description="New source URL (the rules of POST /v1/cameras apply).")
-    fps: float | None = Field(None, gt=0, le=120, description="New scoring rate.")
-    alerts: dict[str, Any] | None = Field(None, description="Per-camera overrides of the alert settings.")
+    fps: float | None = Field(None, gt=0, le=120, strict=True, description="New scoring rate.")
+    alerts: dict[str, Any] | None = Field(None, description="Per-camera overrides of the alert settings, merged "
+                                          "into the camera's (JSON merge patch): a key set to null goes back to the "
+                                          "service's setting; `alerts: null` drops every override.")
     use_shipped: bool | None = Field(None, description="Alert on the shipped model's scores without a model of "
                                      "its own.")
 
@@ -76,7 +80,8 @@ class LearningPublic(BaseModel):
     train_minutes: float
     heldout_psnr: float | None = Field(description="Prediction PSNR (dB) on the held-out tail at the last check.")
     eta_s: float | None = Field(description="Seconds until the camera is armed (recording, queued and training: "
-                                "the wait for a training slot included).")
+                                "the wait for a training slot included); null while recording a camera whose "
+                                "frames do not come (reconnecting, stalled, ended, disabled).")
     queue_position: int | None = Field(None, description="While queued: its place among the cameras waiting for a "
                                        "training slot (1: next).")
     error: str | None = Field(description="Why learning failed (a frozen stream, training error), or, while "

@@ -213,3 +213,10 @@ def test_an_open_event_stays_open_across_a_break_and_ends_on_frames_seen() -> No
     assert [u.kind for u in e.update(0, 30.0)] == ["update"] and e.active  # the update interval passed
     end = e.update(0, 30.5)
     assert [u.kind for u in end] == ["end"] and end[0].end_ts == 30.0
+
+
+@pytest.mark.parametrize("field", ["on_threshold", "off_threshold", "min_duration_s", "strong_margin"])
+def test_params_reject_non_finite_numbers(field: str) -> None:
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            AlertParams(**{field: bad})

@@ -28,6 +28,7 @@ class Host:
         self.published: list[tuple[str, dict[str, Any] | None]] = []
         self.view_of: Callable[[str], dict[str, Any] | None] | None = None
         self.hold = False
+        self.live = True  # the cameras' frames come
         self.entered, self.go = threading.Event(), threading.Event()
         self.polled = 0
 
@@ -71,6 +72,9 @@ class Host:
 
     def add_camera(self, cam: CameraSettings, *, trusted: bool = False) -> Any:
         self.cams[cam.id] = cam
+
+    def camera_live(self, camera_id: str) -> bool:
+        return self.live
 
     def update_camera(self, cam: CameraSettings, *, trusted: bool = False) -> Any:
         self.cams[cam.id] = cam

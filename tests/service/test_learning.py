@@ -21,6 +21,7 @@ from model.footage import Footage
 from model.recipes import recipe_path
 from service.api.schemas import CameraWsMessage, ScoreWsMessage
 from service.frames import ScoreMessage
+from service.settings import AlertSettings
 
 FPS = 10.0
 # 110 frames: the held-out tail needs 32 windows of k + 1 = 9 frames, the rest trains.
@@ -209,6 +210,7 @@ def test_disk_cap_stops_recording_and_says_why(tmp_path: Path, write_video: Call
                             learning=learning_settings(tmp_path, disk_cap_mb=cap_mb))
     r = c.post("/v1/cameras/walk/learn", json={"footage_minutes": 1.0})
     assert r.status_code == 202 and r.json()["frames_wanted"] == 600
+    assert r.json()["eta_s"] is not None and r.json()["eta_s"] > 60  # a minute of footage, then the training
     cam = wait_for(lambda: c.get("/v1/cameras/walk").json(), lambda j: j["learning"]["phase"] == "failed", 60,
                    "recording stopped")
     learning = cam["learning"]
@@ -251,7 +253,73 @@ def test_rollback_and_patch_keep_mode_and_models(tmp_path: Path, serve_service: 
     assert c.patch("/v1/cameras/door", json={"fps": -1}).status_code == 422
     assert c.patch("/v1/cameras/door", json={"name": "x"}).status_code == 422
     assert c.patch("/v1/cameras/nope", json={"fps": 4}).status_code == 404
+    assert c.patch("/v1/cameras/door", json={"url": None}).status_code == 422
+    assert c.patch("/v1/cameras/door", json={"fps": None}).status_code == 422
+    assert c.patch("/v1/cameras/door", json={"fps": True}).status_code == 422  # not a number: not 1 fps
+    for body in ({"train_minutes": True}, {"footage_minutes": "5"}, {"footage_minutes": -1}):
+        assert c.post("/v1/cameras/door/learn", json=body).status_code == 422, body
+    # NaN passes every comparison's "no": a NaN threshold would alert on every frame. JSON can spell it.
+    headers = {"content-type": "application/json"}
+    for bad in ("NaN", "Infinity"):
+        r = c.patch("/v1/cameras/door", content=f'{{"alerts": {{"on_threshold": {bad}}}}}', headers=headers)
+        assert r.status_code == 422, r.text
+        body = f'{{"id": "nan", "url": "rtsp://127.0.0.1:9/n", "alerts": {{"on_threshold": {bad}}}}}'
+        r = c.post("/v1/cameras", content=body, headers=headers)
+        assert r.status_code == 422, r.text
     assert c.get("/v1/cameras/door").json()["model"]["version"] == "v0001"  # a refused PATCH changed nothing
+    assert c.get("/v1/cameras/door").json()["on_threshold"] == 6
+
+    # alerts is merged into the camera's overrides; null sends a key back to the service's setting
+    r = c.patch("/v1/cameras/door", json={"alerts": {"min_duration_s": 1.0}})
+    assert r.status_code == 200 and r.json()["on_threshold"] == 6
+    assert service.pipeline.camera_settings("door").alerts == {"on_threshold": 6, "min_duration_s": 1.0}
+    r = c.patch("/v1/cameras/door", json={"alerts": {"on_threshold": None}})
+    assert r.status_code == 200 and r.json()["on_threshold"] == AlertSettings().on_threshold
+    assert service.pipeline.camera_settings("door").alerts == {"min_duration_s": 1.0}
+    assert c.patch("/v1/cameras/door", json={"alerts": None}).status_code == 200
+    assert service.pipeline.camera_settings("door").alerts is None
+
+    # Unknown camera or version: said as such, a long name cut.
+    r = c.post("/v1/cameras/nope/models/v0001/activate")
+    assert r.status_code == 404 and r.json()["detail"] == "no camera 'nope'"
+    r = c.post(f"/v1/cameras/door/models/v{'9' * 5000}/activate")
+    assert r.status_code == 404 and len(r.json()["detail"]) < 200
+
+
+@pytest.mark.timeout(120)
+def test_a_model_scores_only_at_the_frame_rate_it_learnt(tmp_path: Path, serve_service: Callable[..., Any]) -> None:
+    data = tmp_path / "data"
+    _, c, service = serve_service(data, learning=learning_settings(tmp_path))
+    r = c.post("/v1/cameras", json={"id": "gate", "url": "rtsp://127.0.0.1:9/a", "fps": 10, "use_shipped": False})
+    assert r.status_code == 201
+    service.pipeline.registry.add("gate", weights_file(tmp_path / "a.pt", 0, {"footage": {"frames": 600, "fps": 10}}))
+    service.pipeline.registry.add("gate", weights_file(tmp_path / "b.pt", 1, {"footage": {"frames": 300, "fps": 5}}))
+    assert c.post("/v1/cameras/gate/models/v0001/activate").json()["mode"] == "armed"
+    r = c.post("/v1/cameras/gate/models/v0002/activate")  # learnt at 5 fps, the camera runs at 10
+    assert r.status_code == 409 and "5 fps" in r.json()["detail"], r.text
+    assert c.get("/v1/cameras/gate").json()["model"]["version"] == "v0001"
+
+    # At another rate the camera's own model stands aside (it stays the active version), and comes back at its own.
+    r = c.patch("/v1/cameras/gate", json={"fps": 5})
+    assert r.status_code == 200, r.text
+    cam = r.json()
+    assert cam["mode"] == "unarmed" and cam["model"]["version"] == "shipped"
+    assert "learnt motion at 10 fps" in cam["model"]["error"]
+    assert c.get("/v1/cameras/gate/models").json()["active"] == "v0001"
+    assert c.post("/v1/cameras/gate/models/v0002/activate").json()["model"]["version"] == "v0002"  # its rate
+    r = c.patch("/v1/cameras/gate", json={"fps": 10})
+    assert r.json()["model"]["version"] == "shipped"  # v0002 learnt at 5
+    assert c.post("/v1/cameras/gate/models/v0001/activate").json()["mode"] == "armed"
+    r = c.patch("/v1/cameras/gate", json={"fps": 5})
+    assert r.json()["model"]["version"] == "shipped"
+    r = c.patch("/v1/cameras/gate", json={"fps": 10})
+    assert r.json()["model"]["version"] == "v0001" and r.json()["model"]["error"] is None
+
+    # A registry file of the wrong shape (edited by hand) is a damaged registry (409), not an unknown camera.
+    for text in ("[]", '{"active": "v0001"}', '{"active": 3, "versions": []}'):
+        (data / "models/gate/registry.json").write_text(text)
+        r = c.get("/v1/cameras/gate/models")
+        assert r.status_code == 409 and "not a model registry" in r.json()["detail"], r.text
 
 
 def training_processes(data: Path) -> int:

@@ -98,6 +98,13 @@ def test_metrics_move_between_scrapes(server: LiveServer) -> None:
     assert value(second, "ffp_capture_to_websocket_seconds", "ffp_capture_to_websocket_seconds_sum",
                  camera="cam") > 0
 
+    # A removed camera's series go with it: a site that adds and removes cameras does not grow its metrics.
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as c:
+        assert c.delete("/v1/cameras/cam").status_code == 204
+        gone = scrape(c)
+    for family in ("ffp_events", "ffp_capture_to_websocket_seconds", "ffp_frames_scored"):
+        assert not [x for x in gone.get(family, []) if x.labels.get("camera") == "cam"], family
+
 
 @pytest.mark.timeout(30)
 def test_metrics_need_the_api_key(server: LiveServer) -> None:

@@ -15,7 +15,7 @@ from model.checkpoint import atomic_save
 from model.config import ScoreConfig, get_preset
 from model.unet import Generator
 from service import tombstones
-from service.registry import ModelRegistry
+from service.registry import ModelEntry, ModelRegistry, summarize
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,3 +161,18 @@ def test_concurrent_reader_sees_whole_registries(tmp_path: Path) -> None:
     assert not errors, errors[0]
     assert seen and seen == sorted(seen)  # never went backwards
     assert len(reg.versions("c")) == 12 and reg.active("c") == reg.versions("c")[-1]
+
+
+def test_entries_do_not_show_the_servers_folders(tmp_path: Path) -> None:
+    root = "/srv/ffp/data/cameras/gate/footage"
+    blob = {"model_config": {"name": "lite"}, "meta": {"footage": {"root": root, "frames": 600, "fps": 10.0}},
+            "calibration": {"frames": 90, "source": f"{root} held-out [2]", "mean": {}, "std": {}}}
+    summary = summarize(blob)
+    assert summary["footage"] == {"frames": 600, "fps": 10.0}
+    assert summary["calibration"]["source"] == "the footage held-out [2]"
+    # An entry written with the folder (an older registry file) reads without it.
+    entry = ModelEntry.from_dict({"version": "v0001", "file": "v0001.pt", "sha256": "0" * 64, "bytes": 1,
+                                  "created": 0.0, "preset": "lite", "footage": blob["meta"]["footage"],
+                                  "calibration": {"source": f"{root} held-out [2]"}})
+    assert entry.footage == {"frames": 600, "fps": 10.0} and entry.fps == 10.0
+    assert entry.calibration == {"source": "the footage held-out [2]"}

@@ -21,7 +21,7 @@ from test_refresh_host import feed, own_model
 from test_registry import weights_file
 
 from service import training_run
-from service.learning import LAUNCH_RETRY_S, LAUNCH_TRIES, Learning, NotLearning
+from service.learning import LAUNCH_RETRY_S, LAUNCH_TRIES, Learning, LearningBusy, NotLearning
 from service.refresh_state import DAY_S
 from service.settings import LearningSettings
 
@@ -167,7 +167,7 @@ def test_the_cameras_behind_hear_when_a_training_starts(made: Any, trainings: Tr
     host, learning = made("a", "b", "c")
     three_in_line(host, learning)
     trainings.end(trainings.runs[0], 1)
-    until(lambda: learning.phase("b") == "training", "b trains")
+    until(lambda: learning.phase("b") == "training", f"b trains: {learning.view('b')}")
     until(lambda: 1 in told(host, "c"), "c told it is next")
 
 
@@ -270,7 +270,7 @@ def test_a_training_that_cannot_start_keeps_its_footage_and_is_tried_again(
     learning.learn("b")  # b's turn comes while a waits for its retry: the slot is not held by a
     failing[0] = False
     record(host, learning, "b")
-    until(lambda: learning.phase("b") == "training", "b trains")
+    until(lambda: learning.phase("b") == "training", f"b trains: {learning.view('b')}")
     assert learning.phase("a") == "queued"
     trainings.end(trainings.runs[0], 1)
     until(lambda: learning.phase("b") == "done", "b armed")
@@ -303,3 +303,41 @@ def test_a_training_that_never_starts_fails_after_its_tries(made: Any, now: list
     until(lambda: learning.phase("a") == "failed", "a failed after its tries")
     assert len(tries) == LAUNCH_TRIES
     assert f"({LAUNCH_TRIES} tries)" in learning.view("a")["error"]  # type: ignore[index]
+
+
+def test_a_new_fps_records_the_footage_again_and_waits_for_a_training(tmp_path: Path, made: Any,
+                                                                      trainings: Trainings) -> None:
+    """A model learns motion at its footage's rate: footage being recorded starts again at the new rate; footage
+    queued or in training keeps its rate, so a new fps is refused until the training ends or is cancelled."""
+    host, learning = made("a", "b", footage_minutes=0.1)
+    learning.start()
+    learning.learn("a")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        host.taps["a"](rng.integers(0, 255, (96, 128, 3), np.uint8), i / 5, False)
+    until(lambda: (learning.view("a") or {}).get("frames_recorded") == 4, "a's first frames recorded")
+    assert learning.view("a")["eta_s"] is not None  # type: ignore[index]
+    host.live = False  # its frames stop coming: when its footage is complete is not known
+    assert learning.view("a")["eta_s"] is None  # type: ignore[index]
+    host.live = True
+    assert learning.view("a")["frames_wanted"] == 30  # type: ignore[index]  # 0.1 min at 5 fps
+    learning.update_camera(host.cams["a"].model_copy(update={"fps": 2.5}), trusted=True)
+    view = learning.view("a")
+    assert view is not None and view["phase"] == "recording"
+    assert (view["frames_wanted"], view["frames_recorded"]) == (15, 0)  # 0.1 min at 2.5 fps, from the start
+    assert "a" in host.taps  # still recording
+    saved = json.loads((tmp_path / "data/cameras/a/learning.json").read_text())
+    assert (saved["fps"], saved["frames_wanted"]) == (2.5, 15)  # what a restart goes on with
+
+    learning.learn("b")
+    for i in range(32):  # a frame past the footage wanted: the recording knows it is full
+        host.taps["b"](rng.integers(0, 255, (96, 128, 3), np.uint8), i / 5, False)
+    until(lambda: learning.phase("b") == "training", f"b trains: {learning.view('b')}")
+    with pytest.raises(LearningBusy, match="training on footage at 5 fps"):
+        learning.update_camera(host.cams["b"].model_copy(update={"fps": 10.0}), trusted=True)
+    assert host.cams["b"].fps == 5.0  # refused: nothing changed
+    learning.update_camera(host.cams["b"].model_copy(update={"url": "rtsp://127.0.0.1/b2"}), trusted=True)
+    assert host.cams["b"].url.endswith("/b2")  # the same rate: a new address is fine
+    learning.cancel("b")
+    learning.update_camera(host.cams["b"].model_copy(update={"fps": 10.0}), trusted=True)
+    assert host.cams["b"].fps == 10.0
