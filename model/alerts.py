@@ -10,9 +10,10 @@ hysteresis:
   idle     --z >= on + strong_margin, not in cooldown--> active         (at once: strong evidence needs no wait)
   active   --z < off for hold seconds--> idle                         (emits end; end_ts = when z fell below off)
   active   --every update_interval--> update (peak, frame count so far)
-A break in the camera's frames (a reconnect, a gap, a file's loop seam: `restart`) starts the smoothing and every
-duration being waited for (a pending crossing, a fall below off) again: what is held must be held on frames seen,
-and a stream scored after a break gets the numbers it would get alone, as an uploaded clip does.
+A break in the camera's frames (a reconnect, a gap, a file's loop seam: `restart`) starts the smoothing and a
+pending crossing again: a crossing must be held on frames seen, and the smoothed scores after a break are the ones
+the same frames get scored alone (as an uploaded clip). An open event ends by the usual rule: a fall below off
+that began before the break counts on.
 """
 from __future__ import annotations
 
@@ -239,11 +240,11 @@ class AlertEngine:
         return []
 
     def restart(self) -> None:
-        """The camera's frames broke off: the next score starts the smoothing again, and a crossing or a fall below
-        off before the break counts from its first frame after it. An open event stays open, and cooldown runs on."""
+        """The camera's frames broke off: the next score starts the smoothing again, and a crossing before the
+        break counts from its first frame after it. An open event stays open (a fall below off before the break
+        counts on: frequent short breaks must not hold an event open), and cooldown runs on."""
         self._smoother.reset()
         self._above_since, self._pending_peak, self._pending_frames = None, (-math.inf, 0.0), 0
-        self._below_since = None
 
     def close(self, now: float) -> list[EventUpdate]:
         """End an active event now (camera removed, service stopping)."""

@@ -23,8 +23,8 @@ away from it, so a camera moved back to its view ends the scene change.
   pending  --not changed, or not steady--> normal
   changed  --back to the reference for hold_s--> normal (emits end)
 While pending or changed the camera's anomaly alerts are suppressed (`suppressing`). After a break in the frames
-(`restart`) hold_s is held on frames seen after it, and the first frame's motion is not measured against a frame
-from before it.
+(`restart`) a pending change is held again on frames seen after it, and the first frame's motion is not measured
+against a frame from before it.
 """
 from __future__ import annotations
 
@@ -205,11 +205,10 @@ class SceneChangeDetector:
 
     def restart(self) -> None:
         """The camera's frames broke off: a pending change is dropped (it is held again on frames seen from now
-        on), a changed view stays changed until it is back for hold_s after the break."""
+        on); a changed view ends by the usual rule (its return before the break counts on)."""
         self._prev = None
-        self._since = None
         if self.state == "pending":
-            self.state = "normal"
+            self.state, self._since = "normal", None
 
     def close(self, now: float) -> list[EventUpdate]:
         """End an open scene change now (the camera's model changed, camera removed, service stopping)."""

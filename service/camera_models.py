@@ -27,16 +27,6 @@ class RateMismatch(WeightsError):
     """A camera's model learnt motion at another frame rate than the camera runs at."""
 
 
-def rate_mismatch(entry: ModelEntry, fps: float) -> str | None:
-    """Why `entry` cannot score a camera at `fps` (None: it can). A model learns how far things move between two
-    frames: at another rate every moving thing moves too far or too little, and looks anomalous."""
-    learnt = entry.fps
-    if learnt is None or abs(learnt - fps) < 1e-6:
-        return None
-    return (f"model {entry.version} learnt motion at {learnt:g} fps and the camera runs at {fps:g} fps: relearn at "
-            f"this rate, or set fps back to {learnt:g}")
-
-
 class CameraModels:
     """`camera` finds a running camera (None: unknown); `publish` tells the listeners a camera's mode and model."""
 
@@ -62,7 +52,7 @@ class CameraModels:
             entry = self.registry.active(camera_id)
             if entry is None:
                 return self.shipped, None, None
-            mismatch = rate_mismatch(entry, fps)
+            mismatch = entry.rate_mismatch(fps)
             if mismatch is not None:
                 log.warning("camera %s: scoring with the shipped model: %s", camera_id, mismatch)
                 return self.shipped, None, f"{mismatch}; scoring with the shipped model"
@@ -108,7 +98,7 @@ class CameraModels:
             self.registry.activate(camera_id, None)
             return self.set(camera_id, None)
         entry = self.registry.entry(camera_id, version)
-        mismatch = rate_mismatch(entry, c.cam.fps)
+        mismatch = entry.rate_mismatch(c.cam.fps)
         if mismatch is not None:
             raise RateMismatch(mismatch)
         try:

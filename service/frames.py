@@ -105,8 +105,9 @@ class Window:
     # The newest frame's time on the camera's content timeline (service.media_time): what alert and scene-change
     # durations are measured in, as a burst of buffered frames arrives faster than real time.
     media_ts: float
-    # The camera's unbroken run of frames it was cut from (service.ring): a new run follows a reconnect, a gap or
-    # a file's loop seam, and the alert engines start their smoothing and held durations again with it.
+    # The unbroken run of frames it was cut from (service.ring; unique across rings): a new run follows a
+    # reconnect, a gap, a file's loop seam or a camera re-made, and the alert engines start their smoothing and
+    # their wait for a crossing to hold again with it.
     run: int = 0
 
 

@@ -182,12 +182,17 @@ class Learning:
         if recording is not None:
             recording.close()
         shutil.rmtree(job.footage, ignore_errors=True)
-        with job.lock:
-            job.fps, job.frames_wanted = fps, max(1, round(job.footage_minutes * 60 * fps))
-            job.frames_recorded, job.segments, job.stopped = 0, 0, None
-            self._open_writer(job)
-        self._save(job)
+        try:
+            with job.lock:
+                job.fps, job.frames_wanted = fps, max(1, round(job.footage_minutes * 60 * fps))
+                job.frames_recorded, job.segments, job.stopped = 0, 0, None
+                self._open_writer(job)
+            self._save(job)
+        except OSError as e:
+            self._fail(job, f"footage cannot be recorded again at {fps:g} fps: {e}")
+            return
         log.info("camera %s: learning footage recorded again at %g fps", job.camera_id, fps)
+        self.pipeline.publish_camera(job.camera_id)
 
     def delete_camera(self, camera_id: str) -> None:
         """Cancel the camera's job, stop it, and remove its record, footage, runs and models. KeyError: unknown."""
@@ -481,6 +486,15 @@ class Learning:
             return
         with self._lock:
             self._jobs[camera_id] = job
+        fps = self.pipeline.camera_settings(camera_id).fps
+        if job.phase in BUSY and job.fps != fps:  # the settings file gives the camera another rate now
+            if job.phase == "recording":
+                self._record_again(job, fps)
+                return
+            training_run.kill_stale(job.pid, job.run_dir)
+            self._fail(job, f"its footage was recorded at {job.fps:g} fps and the camera runs at {fps:g} fps now: "
+                       "learn again")
+            return
         if job.phase == "recording":
             self._open_writer(job)  # goes on in a new segment: the time the service was down is a gap
             log.info("camera %s: recording resumed (%d of %d frames)", camera_id,

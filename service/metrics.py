@@ -172,7 +172,7 @@ class ServiceMetrics:
 
     def observe_event(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Pipeline listener (inference thread)."""
-        if isinstance(msg, EventMessage) and self._running(msg.event.camera_id):
+        if isinstance(msg, EventMessage):
             labels = (msg.event.camera_id, msg.kind, msg.event.type)
             with self._lock:
                 self._event_labels.add(labels)
@@ -180,7 +180,7 @@ class ServiceMetrics:
 
     def observe_dispatch(self, msg: ScoreMessage | EventMessage | CameraMessage) -> None:
         """Hub dispatch hook (event loop): a score message reaches the WebSocket connections now."""
-        if isinstance(msg, ScoreMessage) and self._running(msg.camera_id):
+        if isinstance(msg, ScoreMessage):
             with self._lock:
                 self._latency_cameras.add(msg.camera_id)
                 self.capture_to_websocket.labels(msg.camera_id).observe(max(0.0, self._clock() - msg.ts))
@@ -191,13 +191,9 @@ class ServiceMetrics:
             self._forget_removed(set(self._camera_ids()))
         return generate_latest(self.registry)
 
-    def _running(self, camera_id: str) -> bool:
-        """A message of a camera removed while it was in flight makes no series again."""
-        ids = self._camera_ids
-        return ids is None or camera_id in ids()
-
     def _forget_removed(self, cameras: set[str]) -> None:
-        """Drop the series of cameras no longer running (a camera added again with the id starts from zero)."""
+        """Drop the series of cameras no longer running, at each scrape: a message of a removed camera still in
+        flight (the end of its open event) is counted, and its series goes at the next scrape."""
         with self._lock:
             for labels in [x for x in self._event_labels if x[0] not in cameras]:
                 self.events.remove(*labels)

@@ -135,9 +135,12 @@ class Pipeline:
 
     def update_camera(self, cam: CameraSettings, *, trusted: bool = False) -> CameraStatus:
         """Run the camera with new settings (url, fps, alerts): a new capture worker and alert engine; its model,
-        its registry versions and its learning stay. ValueError (a URL refused) changes nothing; KeyError for
-        an unknown camera."""
+        its registry versions and its learning stay. ValueError (a URL refused, alert settings that do not hold)
+        changes nothing; KeyError for an unknown camera."""
         spec = resolve_source(cam.url, trusted=trusted, media_dir=self.settings.media_dir)  # ValueError -> 422
+        # Its alert overrides on top of the service's alert settings (a hysteresis they break: ValueError) before
+        # the running camera is dropped.
+        cam.alert_settings(self.settings.alerts)
         with self._cams_lock:
             old = self._cams[cam.id]
         self._drop_camera(cam.id)  # its tap (footage recording) stays for the new worker

@@ -189,15 +189,19 @@ class Refresher:
             if cam is None:
                 return
             self._stop_recording(camera_id, cam, untap=False, remove=True)
-            proc, cam.proc = cam.proc, None
-            if proc is not None:
-                training_run.kill_group(proc)
-            run = cam.state.run
-            if run is not None:
-                self._end(camera_id, cam, {"run": run, "base": cam.state.base,
-                                           "error": f"refresh cancelled: {reason}", "activated": False},
-                          publish=False)
-                shutil.rmtree(self._run_dir(camera_id, run) / "footage", ignore_errors=True)
+            self._cancel(camera_id, cam, reason, publish=False)
+
+    def _cancel(self, camera_id: str, cam: _Cam, reason: str, *, publish: bool) -> None:
+        """Stop the camera's refresh training, if one runs, and end it with `reason`."""
+        proc, cam.proc = cam.proc, None
+        if proc is not None:
+            training_run.kill_group(proc)
+        run = cam.state.run
+        if run is not None:
+            self._end(camera_id, cam, {"run": run, "base": cam.state.base,
+                                       "error": f"refresh cancelled: {reason}", "activated": False},
+                      publish=publish)
+            shutil.rmtree(self._run_dir(camera_id, run) / "footage", ignore_errors=True)
 
     def forget(self, camera_id: str) -> None:
         with self._ops:
@@ -207,12 +211,15 @@ class Refresher:
 
     def restart_recording(self, camera_id: str, *, discard: bool) -> None:
         """The camera's settings changed (fps, alerts): its recent footage is recorded anew with them from the next
-        poll on; `discard`: what was recorded goes too (recorded at another fps)."""
+        poll on; `discard`: the camera runs at another fps, so what was recorded goes too and a refresh training
+        (footage of the old rate) is cancelled."""
         with self._ops:
             with self.lock:
                 cam = self._cams.get(camera_id)
             if cam is not None:
                 self._stop_recording(camera_id, cam, untap=True, remove=discard)
+                if discard:
+                    self._cancel(camera_id, cam, "the camera's fps changed", publish=True)
 
     # -- the learning thread --------------------------------------------------------------------------------
 
@@ -249,11 +256,15 @@ class Refresher:
                 self._begin(camera_id, cam, entry, recent)
 
     def _own_model(self, camera_id: str) -> ModelEntry | None:
+        """The camera's active version, if it scores the camera (learnt at the camera's fps)."""
         try:
-            return self.host.registry.active(camera_id)
+            entry = self.host.registry.active(camera_id)
         except WeightsError as e:
             log.error("camera %s: no refresh, its registry cannot be read: %s", camera_id, e)
             return None
+        if entry is None or entry.rate_mismatch(self.host.camera_settings(camera_id).fps) is not None:
+            return None
+        return entry
 
     def _ensure_recording(self, camera_id: str, cam: _Cam) -> bool:
         with self.lock:

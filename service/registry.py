@@ -54,6 +54,15 @@ class ModelEntry:
         fps = (self.footage or {}).get("fps")
         return float(fps) if isinstance(fps, int | float) and fps > 0 else None
 
+    def rate_mismatch(self, fps: float) -> str | None:
+        """Why it cannot score a camera at `fps` (None: it can). A model learns how far things move between two
+        frames: at another rate every moving thing moves too far or too little, and looks anomalous."""
+        learnt = self.fps
+        if learnt is None or abs(learnt - fps) < 1e-6:
+            return None
+        return (f"model {self.version} learnt motion at {learnt:g} fps and the camera runs at {fps:g} fps: relearn "
+                f"at this rate, or set fps back to {learnt:g}")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelEntry:
         known: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
@@ -79,6 +88,7 @@ def _is_registry(data: Any) -> bool:
     if data.get("active") is not None and not isinstance(data["active"], str):
         return False
     return all(isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("version", "file", "sha256"))
+               and VERSION.match(v["version"]) is not None and v["file"] == Path(v["file"]).name
                for v in data["versions"])
 
 
@@ -140,7 +150,7 @@ class ModelRegistry:
             raise WeightsError(f"cannot read {path}: {e}") from e
         if not _is_registry(data):
             raise WeightsError(f"cannot read {path}: not a model registry (an object with 'active' and a list of "
-                               "'versions', each with its 'version', 'file' and 'sha256')")
+                               "'versions', each with its 'version' vNNNN, a 'file' in the folder and 'sha256')")
         return data  # type: ignore[no-any-return]
 
     def _write(self, camera: str, data: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ uses too (model.clip.window_from_buffer), so a live stream and an uploaded clip 
 window."""
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 
@@ -13,6 +14,10 @@ from model import window_from_buffer
 
 from .frames import ServedModel, Window
 
+# Run numbers are unique across rings: a camera re-made by a PATCH has a new ring, and a window of its old one still
+# in flight must not pass for the new ring's run.
+_RUNS = itertools.count(1)
+
 
 class RingBuffer:
     """deque(maxlen=k*stride+1): the oldest frame falls off when a new one arrives."""
@@ -20,7 +25,7 @@ class RingBuffer:
     def __init__(self, camera_id: str, num_frames: int, stride: int = 1) -> None:
         self.camera_id = camera_id
         self._lock = threading.Lock()
-        self.run = 0  # which unbroken run of frames the history holds: one more at each restart of it
+        self.run = 0  # which unbroken run of frames the history holds: a new number at each restart of it
         self.resize(num_frames, stride)
 
     def resize(self, num_frames: int, stride: int = 1) -> None:
@@ -28,7 +33,7 @@ class RingBuffer:
         if num_frames < 1 or stride < 1:
             raise ValueError(f"num_frames and stride must be >= 1, got {num_frames} and {stride}")
         with self._lock:
-            self.run += 1
+            self.run = next(_RUNS)
             self.num_frames, self.stride = num_frames, stride
             self.size = num_frames * stride + 1
             self._frames: deque[np.ndarray] = deque(maxlen=self.size)
@@ -52,4 +57,4 @@ class RingBuffer:
         """After a reconnect the history is from another time: never predict across the gap."""
         with self._lock:
             self._frames.clear()
-            self.run += 1
+            self.run = next(_RUNS)

@@ -128,5 +128,10 @@ def merge_alerts(old: dict[str, Any] | None, patch: dict[str, Any] | None) -> di
     back to the service's setting, `alerts: null` drops them all."""
     if patch is None:
         return None
-    merged = {k: v for k, v in {**(old or {}), **patch}.items() if v is not None}
+    merged = dict(old or {})
+    for k, v in patch.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
     return merged or None

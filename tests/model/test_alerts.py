@@ -204,15 +204,20 @@ def test_smoothing_starts_again_after_a_break() -> None:
     assert e.smoothed == 1.0  # the score alone, as the first frame of a clip
 
 
-def test_an_open_event_stays_open_across_a_break_and_ends_on_frames_seen() -> None:
+def test_an_open_event_stays_open_across_a_break_and_ends_by_the_usual_rule() -> None:
     e = engine()
-    msgs = run(e, [9] * 6 + [0, 0])  # started, then below off since 0.6 s
+    msgs = run(e, [9] * 6 + [0])  # started, then below off since 0.6 s
     assert [m[0] for m in msgs] == ["start"] and e.active
     e.restart()
-    # Below off on the first frame after the break: the fall counts from there, not from before the break.
-    assert [u.kind for u in e.update(0, 30.0)] == ["update"] and e.active  # the update interval passed
-    end = e.update(0, 30.5)
-    assert [u.kind for u in end] == ["end"] and end[0].end_ts == 30.0
+    assert e.active  # a break alone ends nothing
+    # Still below off after the break: the fall that began before it counts on, and the event ends at it.
+    end = e.update(0, 1.1)
+    assert [u.kind for u in end] == ["end"] and end[0].end_ts == 0.6
+    # A score back above off after a break keeps an event open as without a break.
+    e2 = engine()
+    run(e2, [9] * 6 + [0])
+    e2.restart()
+    assert e2.update(3, 1.1) == [] and e2.active
 
 
 @pytest.mark.parametrize("field", ["on_threshold", "off_threshold", "min_duration_s", "strong_margin"])

@@ -316,7 +316,10 @@ def test_a_model_scores_only_at_the_frame_rate_it_learnt(tmp_path: Path, serve_s
     assert r.json()["model"]["version"] == "v0001" and r.json()["model"]["error"] is None
 
     # A registry file of the wrong shape (edited by hand) is a damaged registry (409), not an unknown camera.
-    for text in ("[]", '{"active": "v0001"}', '{"active": 3, "versions": []}'):
+    entry = '{"version": "%s", "file": "%s", "sha256": "00"}'
+    for text in ("[]", '{"active": "v0001"}', '{"active": 3, "versions": []}',
+                 '{"active": null, "versions": [%s]}' % (entry % ("foo", "v0001.pt")),
+                 '{"active": null, "versions": [%s]}' % (entry % ("v0001", "../v0001.pt"))):
         (data / "models/gate/registry.json").write_text(text)
         r = c.get("/v1/cameras/gate/models")
         assert r.status_code == 409 and "not a model registry" in r.json()["detail"], r.text

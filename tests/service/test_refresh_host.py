@@ -100,6 +100,19 @@ def test_no_refresh_view_without_a_model_of_its_own(tmp_path: Path, made: Any, n
     assert learning.view("cam")["next_refresh"] == now[0] + DAY_S  # type: ignore[index]
 
 
+def test_no_refresh_of_a_model_learnt_at_another_frame_rate(tmp_path: Path, made: Any) -> None:
+    """At another fps the camera's own model does not score it (the shipped one does): nothing to refresh, and no
+    footage at the new rate fine-tunes a model of the old one."""
+    host, learning = made()
+    entry = host.registry.add("cam", weights_file(tmp_path / "w.pt", 0, {"footage": {"frames": 600, "fps": 10.0}}))
+    host.registry.activate("cam", entry.version)  # learnt at 10 fps; the camera runs at 5
+    learning.refresher.poll("cam")
+    assert learning.view("cam") is None and "cam" not in host.taps
+    host.cams["cam"] = host.cams["cam"].model_copy(update={"fps": 10.0})  # its rate: refreshed again
+    learning.refresher.poll("cam")
+    assert learning.view("cam") is not None and "cam" in host.taps
+
+
 def test_a_write_error_of_the_recent_footage_is_reported_once_and_recovered(tmp_path: Path, made: Any) -> None:
     host, learning = made(footage_minutes=10.0)
     own_model(host, tmp_path)

@@ -20,6 +20,7 @@ from learning_host import GUARD_S, Host
 from test_refresh_host import feed, own_model
 from test_registry import weights_file
 
+from model.footage import Footage
 from service import training_run
 from service.learning import LAUNCH_RETRY_S, LAUNCH_TRIES, Learning, LearningBusy, NotLearning
 from service.refresh_state import DAY_S
@@ -328,12 +329,17 @@ def test_a_new_fps_records_the_footage_again_and_waits_for_a_training(tmp_path: 
     assert "a" in host.taps  # still recording
     saved = json.loads((tmp_path / "data/cameras/a/learning.json").read_text())
     assert (saved["fps"], saved["frames_wanted"]) == (2.5, 15)  # what a restart goes on with
+    for i in range(17):
+        host.taps["a"](rng.integers(0, 255, (96, 128, 3), np.uint8), i / 2.5, False)
+    until(lambda: learning.phase("a") != "recording", "a's footage at the new rate complete")
+    footage = Footage(tmp_path / "data/cameras/a/footage")
+    assert footage.fps == 2.5 and footage.frames == 15  # the old rate's frames are gone
 
     learning.learn("b")
     for i in range(32):  # a frame past the footage wanted: the recording knows it is full
         host.taps["b"](rng.integers(0, 255, (96, 128, 3), np.uint8), i / 5, False)
-    until(lambda: learning.phase("b") == "training", f"b trains: {learning.view('b')}")
-    with pytest.raises(LearningBusy, match="training on footage at 5 fps"):
+    until(lambda: learning.phase("b") == "queued", "b waits for a's training slot")
+    with pytest.raises(LearningBusy, match="queued on footage at 5 fps"):
         learning.update_camera(host.cams["b"].model_copy(update={"fps": 10.0}), trusted=True)
     assert host.cams["b"].fps == 5.0  # refused: nothing changed
     learning.update_camera(host.cams["b"].model_copy(update={"url": "rtsp://127.0.0.1/b2"}), trusted=True)
@@ -341,3 +347,44 @@ def test_a_new_fps_records_the_footage_again_and_waits_for_a_training(tmp_path: 
     learning.cancel("b")
     learning.update_camera(host.cams["b"].model_copy(update={"fps": 10.0}), trusted=True)
     assert host.cams["b"].fps == 10.0
+
+
+def test_a_new_fps_cancels_a_refresh_training_on_footage_of_the_old_rate(tmp_path: Path, made: Any,
+                                                                          trainings: Trainings) -> None:
+    host, learning = made("old", refresh_days=1.0)
+    own_model(host, tmp_path, "old")
+    learning.refresher.poll("old")
+    feed(host, "old", learning, 20)
+    learning.clock = learning.refresher.clock = lambda: time.time() + 2 * DAY_S  # the refresh is due
+    learning.start()
+    until(lambda: trainings.running() == 1, "the refresh trains")
+    learning.update_camera(host.cams["old"].model_copy(update={"fps": 10.0}), trusted=True)
+    assert trainings.running() == 0  # its process stopped: the model it would make learnt 5 fps
+    view = learning.view("old")
+    assert view is not None and not view["refresh"]
+    assert "fps changed" in view["last_refresh"]["error"], view
+    assert ("old", "refresh cancelled: the camera's fps changed") in host.errors
+
+
+def test_a_restart_at_another_fps_records_again_or_fails_the_training(tmp_path: Path, made: Any,
+                                                                      trainings: Trainings) -> None:
+    """The settings file gives the cameras another fps across a restart: footage being recorded starts again at the
+    new rate; footage of the old rate waiting for or in training is not learnt (a model of it would not score)."""
+    host, learning = made("a", "b", footage_minutes=0.1)
+    learning.start()
+    learning.learn("a")
+    learning.learn("b")
+    rng = np.random.default_rng(1)
+    for i in range(32):
+        host.taps["b"](rng.integers(0, 255, (96, 128, 3), np.uint8), i / 5, False)
+    until(lambda: learning.phase("b") == "training", "b trains")
+    host.taps["a"](rng.integers(0, 255, (96, 128, 3), np.uint8), 0.0, False)
+    learning.stop()
+
+    host2, again = made("a", "b", footage_minutes=0.1)
+    host2.cams = {k: v.model_copy(update={"fps": 10.0}) for k, v in host2.cams.items()}
+    again.start()
+    a, b = again.view("a"), again.view("b")
+    assert a is not None and a["phase"] == "recording" and (a["frames_wanted"], a["frames_recorded"]) == (60, 0)
+    assert b is not None and b["phase"] == "failed" and "recorded at 5 fps" in b["error"], b
+    assert trainings.running() == 0
