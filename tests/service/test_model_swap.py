@@ -16,6 +16,7 @@ from test_registry import weights_file
 from model import METRICS, Calibration, Predictor, WeightsError
 from model.config import ScoreConfig, get_preset
 from model.unet import Generator
+from service.api.learning import merge_alerts
 from service.frames import SHIPPED, CameraMessage, EventMessage, ScoreMessage, Window
 from service.pipeline import Pipeline
 from service.settings import AlertSettings, CameraSettings, Settings
@@ -201,3 +202,28 @@ def test_swap_waits_for_nothing_while_inference_runs(tmp_path: Path) -> None:
         assert pipe.get_camera("a").model.version == "o"  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_a_patch_whose_alert_overrides_break_the_services_hysteresis_changes_nothing(tmp_path: Path) -> None:
+    """The overrides hold against the defaults (off 2.0 <= on 2.75) but not against this service's alert settings
+    (on 1.8): refused before the running camera is dropped, which keeps running as it was."""
+    store = EventStore.open(tmp_path)
+    settings = Settings(data_dir=tmp_path, alerts=AlertSettings(on_threshold=1.8, off_threshold=1.0))
+    pipe = Pipeline(settings, predictor(0, 4, 0.0), store)
+    try:
+        cam = CameraSettings(id="a", url="rtsp://cam.local/a")
+        pipe.add_camera(cam)
+        with pytest.raises(ValueError, match="off_threshold"):
+            pipe.update_camera(cam.model_copy(update={"alerts": {"off_threshold": 2.0}}))
+        assert pipe.camera_settings("a") == cam and pipe.get_camera("a").on_threshold == 1.8
+    finally:
+        store.close()
+
+
+def test_alerts_merge_patch() -> None:
+    old = {"on_threshold": 3.0, "strong_margin": None}  # null stored on purpose: every event waits
+    assert merge_alerts(old, {"min_duration_s": 1.0}) == {"on_threshold": 3.0, "strong_margin": None,
+                                                          "min_duration_s": 1.0}
+    assert merge_alerts(old, {"on_threshold": None}) == {"strong_margin": None}
+    assert merge_alerts({"on_threshold": 3.0}, {"on_threshold": None}) is None
+    assert merge_alerts(old, None) is None and merge_alerts(None, {"hold_s": 2.0}) == {"hold_s": 2.0}
