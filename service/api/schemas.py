@@ -50,6 +50,8 @@ class CameraPatch(BaseModel):
                                           "service's setting; `alerts: null` drops every override.")
     use_shipped: bool | None = Field(None, description="Alert on the shipped model's scores without a model of "
                                      "its own.")
+    enabled: bool | None = Field(None, description="false: the camera stays configured, with its models and "
+                                 "events, but stops reading its stream (state `stopped`); true: it runs again.")
 
 
 class CameraModelPublic(BaseModel):

@@ -279,6 +279,14 @@ def test_rollback_and_patch_keep_mode_and_models(tmp_path: Path, serve_service: 
     assert c.patch("/v1/cameras/door", json={"alerts": None}).status_code == 200
     assert service.pipeline.camera_settings("door").alerts is None
 
+    # Stopped and started again: configured meanwhile, its model kept.
+    r = c.patch("/v1/cameras/door", json={"enabled": False})
+    assert r.status_code == 200 and r.json()["state"] == "stopped" and r.json()["model"]["version"] == "v0001"
+    assert service.pipeline._cams["door"].worker._thread is None  # no capture thread
+    r = c.patch("/v1/cameras/door", json={"enabled": True})
+    assert r.status_code == 200 and r.json()["state"] != "stopped"
+    assert json.loads((data / "cameras/door/camera.json").read_text())["enabled"] is True
+
     # Unknown camera or version: said as such, a long name cut.
     r = c.post("/v1/cameras/nope/models/v0001/activate")
     assert r.status_code == 404 and r.json()["detail"] == "no camera 'nope'"
