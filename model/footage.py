@@ -38,6 +38,7 @@ MOVING_LEVEL = 10
 MOVING_PIXELS = 0.0005
 MIN_MOVING_PAIRS = 0.001
 MIN_SPREAD = 2.0
+MIN_HOLDOUT_WINDOWS = 32  # held-out windows footage keeps at least, whatever the holdout fraction gives
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -201,6 +202,12 @@ class Footage:
                                 f"training part and {min_holdout_windows} held-out windows of {history + 1} "
                                 "frames are needed")
             held = min(total, held + (min_holdout_windows - holdout_windows))
+
+
+def min_footage_frames(history: int, min_holdout_windows: int = MIN_HOLDOUT_WINDOWS) -> int:
+    """The fewest frames footage can be learnt from, in one unbroken segment (`Footage.split`): the held-out
+    windows and one training window, each of `history` + 1 frames."""
+    return min_holdout_windows + 2 * history + 1
 
 
 def _cut(pieces: list[Piece], at: int) -> tuple[list[Piece], list[Piece]]:

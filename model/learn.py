@@ -28,14 +28,13 @@ from typing import Any
 from .checkpoint import DEFAULT_WEIGHTS_NAME, WEIGHTS_DIR, WeightsError, atomic_save, safe_torch_load, weights_of
 from .config import ModelConfig, TrainConfig
 from .data import UINT8_TO_FLOAT, DataError, VideoSource
-from .footage import Footage, Piece, as_model_layout, motion_check, write_json_atomic
+from .footage import MIN_HOLDOUT_WINDOWS, Footage, Piece, as_model_layout, motion_check, write_json_atomic
 from .recipes import load_recipe
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = "camera-lite"
 HOLDOUT_FRACTION = 0.15  # the tail of the footage held out for validation and calibration
-MIN_HOLDOUT_WINDOWS = 32  # at least this many held-out windows, whatever the fraction gives
 PROGRESS_EVERY_S = 2.0  # progress.json is rewritten at most this often while training
 WARMUP_STEPS = 3  # the first steps (allocations, oneDNN's kernel choice) are not timed for the forecast
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from model import ModelConfig, WeightsError, recipe_model, write_json_atomic
+from model import ModelConfig, WeightsError, min_footage_frames, recipe_model, write_json_atomic
 
 from . import tombstones, training_run
 from .camera_records import CameraRecords
@@ -266,6 +266,17 @@ class Learning:
             self._publish_queued()
         with job.lock:
             return job.view()
+
+    def footage_too_short(self, footage_minutes: float | None, fps: float) -> str | None:
+        """Why footage of `footage_minutes` (None: the setting) at `fps` cannot be learnt from (None: it can),
+        said before it is recorded rather than by a training that fails on it."""
+        minutes = footage_minutes or self.settings.footage_minutes
+        frames = max(1, round(minutes * 60 * fps))
+        need = min_footage_frames(self._model_config().history)
+        if frames >= need:
+            return None
+        return (f"footage_minutes {minutes:g} is {frames} frames at {fps:g} fps; learning needs at least {need} "
+                f"({need / fps:.1f} s)")
 
     # -- what the pipeline asks -----------------------------------------------------------------------------
 

@@ -44,12 +44,15 @@ def host_policy(settings: Settings, request: Request) -> HostPolicy:
              responses={409: {"description": "A camera with this id exists, max_cameras are running, or a DELETE of "
                                              "this id came while it was being added."},
                         422: {"description": "Invalid camera: bad id, unsupported URL scheme, a URL longer than "
-                                             "max_url_length, a host the camera host policy refuses, or a local "
-                                             "path outside media_dir."}})
+                                             "max_url_length, a host the camera host policy refuses, a local "
+                                             "path outside media_dir, or footage to learn from too short."}})
 async def add_camera(body: CameraCreate, request: Request, pipeline: PipelineDep,
                      settings: SettingsDep) -> CameraPublic:
     check_url(body.url, request, settings)
     learn = body.learn
+    short = None if learn is None else pipeline.learning.footage_too_short(learn.footage_minutes, body.fps)
+    if short is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, short)
     try:
         # API clients are untrusted: local files only under media_dir, max_cameras (the pipeline enforces both).
         await run_in_threadpool(pipeline.learning.add_camera, body.settings(), learn=learn is not None,

@@ -21,11 +21,19 @@ router = APIRouter(prefix="/v1/cameras", tags=["cameras"], route_class=KeyFirstR
 
 
 @router.post("/{camera_id}/learn", status_code=status.HTTP_202_ACCEPTED, response_model=LearningPublic,
-             responses={**NOT_FOUND, 409: {"description": "The camera is learning or training already."}})
+             responses={**NOT_FOUND, 409: {"description": "The camera is learning or training already."},
+                        422: {"description": "Invalid minutes, or footage too short to learn from."}})
 async def learn(camera_id: str, pipeline: PipelineDep, body: LearnRequest | None = None) -> LearningPublic:
     """Start (or restart) learning the camera's own model: fresh footage, then training in a fresh run. The
     camera keeps scoring with its current model meanwhile; its mode is `learning`, then `training`."""
     body = body or LearnRequest.model_validate({})
+    try:
+        fps = pipeline.camera_settings(camera_id).fps
+    except KeyError:
+        raise not_found(camera_id) from None
+    short = pipeline.learning.footage_too_short(body.footage_minutes, fps)
+    if short is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, short)
     try:
         view = await run_in_threadpool(pipeline.learning.learn, camera_id, body.footage_minutes, body.train_minutes)
     except KeyError:

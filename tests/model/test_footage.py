@@ -18,7 +18,7 @@ from model.data import (
     preprocess_frame,
     resize_frame,
 )
-from model.footage import Footage, FootageWriter, as_model_layout, motion_check
+from model.footage import Footage, FootageWriter, as_model_layout, min_footage_frames, motion_check
 from tests.model.synthetic import scene_frames
 
 CONFIG = get_preset("lite", num_frames=4, image_size=(32, 32))
@@ -147,3 +147,20 @@ def test_holdout_is_the_tail_and_big_enough_to_calibrate(tmp_path: Path) -> None
     assert [p.name for p in held] == ["seg-00002[56:]"] and len(held[0].frames) - 4 == 40
     with pytest.raises(DataError, match="too short"):
         footage.split(0.15, history=4, min_holdout_windows=500)
+
+
+@pytest.mark.parametrize("history", [2, 4, 8])
+def test_min_footage_frames_is_the_fewest_that_split(tmp_path: Path, history: int) -> None:
+    need = min_footage_frames(history, min_holdout_windows=10)
+    for n, ok in ((need, True), (need - 1, False)):
+        root = tmp_path / f"footage-{history}-{n}"
+        writer = FootageWriter(root, CONFIG, fps=10, max_frames=1000, max_bytes=BIG)
+        for i, f in enumerate(moving(n)):
+            writer.append(f, i / 10)
+        writer.close()
+        if ok:
+            train, held = Footage(root).split(0.15, history=history, min_holdout_windows=10)
+            assert train and held
+        else:
+            with pytest.raises(DataError, match="too short"):
+                Footage(root).split(0.15, history=history, min_holdout_windows=10)

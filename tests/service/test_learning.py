@@ -258,6 +258,12 @@ def test_rollback_and_patch_keep_mode_and_models(tmp_path: Path, serve_service: 
     assert c.patch("/v1/cameras/door", json={"fps": True}).status_code == 422  # not a number: not 1 fps
     for body in ({"train_minutes": True}, {"footage_minutes": "5"}, {"footage_minutes": -1}):
         assert c.post("/v1/cameras/door/learn", json=body).status_code == 422, body
+    # Footage too short to learn from is said before it is recorded, not by a training that fails on it.
+    r = c.post("/v1/cameras/door/learn", json={"footage_minutes": 0.001})
+    assert r.status_code == 422 and "learning needs at least" in r.json()["detail"], r.text
+    r = c.post("/v1/cameras", json={"id": "tiny", "url": "rtsp://127.0.0.1:9/t", "learn": {"footage_minutes": 0.001}})
+    assert r.status_code == 422 and c.get("/v1/cameras/tiny").status_code == 404
+    assert c.get("/v1/cameras/door").json()["learning"] is None  # nothing started
     # NaN passes every comparison's "no": a NaN threshold would alert on every frame. JSON can spell it.
     headers = {"content-type": "application/json"}
     for bad in ("NaN", "Infinity"):
