@@ -267,6 +267,12 @@ class Learning:
         with job.lock:
             return job.view()
 
+    def activate(self, camera_id: str, version: str) -> None:
+        """Roll the camera back or forward to a version of its model (CameraModels.activate), never beside a PATCH
+        that changes its fps: the version's rate is checked against the camera as it stays."""
+        with self.refresher.exclusive():
+            self.pipeline.activate_model(camera_id, version)
+
     def footage_too_short(self, footage_minutes: float | None, fps: float) -> str | None:
         """Why footage of `footage_minutes` (None: the setting) at `fps` cannot be learnt from (None: it can),
         said before it is recorded rather than by a training that fails on it."""

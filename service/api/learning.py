@@ -84,7 +84,7 @@ async def activate(camera_id: str, version: str, pipeline: PipelineDep) -> Camer
     except KeyError:
         raise not_found(camera_id) from None
     try:
-        await run_in_threadpool(pipeline.activate_model, camera_id, version)
+        await run_in_threadpool(pipeline.learning.activate, camera_id, version)
     except KeyError:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"camera {quoted(camera_id)} has no model {quoted(version)}") from None
