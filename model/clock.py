@@ -37,9 +37,9 @@ def presentation_s(msec: float) -> float | None:
 class StreamClock:
     """Content time of one live session's frames, in seconds from its first frame.
 
-    Decimation and gap checks measure the time a frame was taken, not when it was read: a network stream
-    delivers frames in bursts (its buffer at connect, and whenever the reader is behind), and read times do not
-    keep their content's spacing. The source's presentation time is used while it increases; a source without
+    Decimation and gap checks measure the time a frame was taken: a network stream delivers frames in bursts
+    (its buffer at connect, and whenever the reader is behind), so read times do not keep their content's
+    spacing. The source's presentation time is used while it increases; a source without
     one, or with one that stands still (a webcam that reports 0), is timed by arrival for the rest of the
     session. `jumped` says the timeline broke (presentation time went backwards or vanished): the frame history
     must not span it.
@@ -102,7 +102,7 @@ class StreamClock:
     def fresh_at(self, arrival: float) -> float:
         """When the frame just timed would have arrived had the stream kept up: its arrival minus how much
         later than the stream's usual delay its content came. Frame age (and so stall detection) counts from
-        here, not from the read: a reader may go on yielding its decoder's buffered frames once the source has
+        here: a reader may go on yielding its decoder's buffered frames once the source has
         stopped sending; their content falls behind arrival time, so fresh_at stands still and the age grows."""
         if not self.use_pts or self._arrival0 is None:
             return arrival
@@ -116,8 +116,8 @@ class Decimator:
     """Keeps frames at `fps` by content time (a file's media time, a stream's StreamClock time): a frame is kept
     when it reaches the next slot, and slots advance by whole periods, so a 25 fps source gives 10 fps on
     average. A kept frame more than half a period late for its slot (a gap, or a source timed on arrival that
-    jitters) moves the next slot to half a period after it rather than one period after the missed slot: two
-    kept frames are never less than half a period apart."""
+    jitters) moves the next slot to half a period after it, so two kept frames are never less than half a period
+    apart."""
 
     SLACK_S = 1e-6  # times in milliseconds or time-base units are not exact multiples of a period
 

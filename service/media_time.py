@@ -22,8 +22,8 @@ class MediaTimeline:
     A session starts at its first kept frame's wall time, or one period after the previous session's last frame
     if that is later. So the timeline never goes backwards, and an outage counts as the content time that passed:
     the wall gap, less how far the previous session's content ran ahead of the wall clock (its burst at connect,
-    whose frames are older than their arrival). As each session is anchored to the wall clock, that lead is at
-    most the current session's burst, whatever the number of reconnects."""
+    whose frames are older than their arrival). Each session is anchored to the wall clock, so that lead never
+    exceeds the current session's burst."""
 
     def __init__(self) -> None:
         self._base: float | None = None  # content time 0 of the current session on the timeline
