@@ -15,7 +15,7 @@ from .clip import (
 from .clock import STREAM_FALLBACK_FPS, FrameKeeper, native_fps, presentation_s, stream_fps
 from .config import PRESETS, LossWeights, ModelConfig, ScoreConfig, get_preset
 from .data import preprocess_frame
-from .footage import Footage, FootageWriter, min_footage_frames, write_json_atomic
+from .footage import Footage, FootageWriter, footage_frames, min_footage_frames, write_json_atomic
 from .predictor import Predictor, load_predictor
 from .recipes import recipe_model
 from .redact import redact_text, redact_url
@@ -28,8 +28,8 @@ __all__ = [
     "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "EventType", "EventUpdate", "Footage",
     "FootageWriter", "FrameKeeper", "FrameScorer", "FrameScores", "LiveStream", "LossWeights", "ModelConfig",
     "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamError",
-    "WeightsError", "clip_event", "default_weights_path", "get_preset", "load_predictor", "min_footage_frames",
-    "native_fps", "preprocess_frame", "presentation_s", "recipe_model", "redact_text", "redact_url",
-    "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "weights_of", "window_from_buffer",
-    "windows_from_frames", "write_json_atomic",
+    "WeightsError", "clip_event", "default_weights_path", "footage_frames", "get_preset", "load_predictor",
+    "min_footage_frames", "native_fps", "preprocess_frame", "presentation_s", "recipe_model", "redact_text",
+    "redact_url", "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "weights_of",
+    "window_from_buffer", "windows_from_frames", "write_json_atomic",
 ]

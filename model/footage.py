@@ -204,6 +204,11 @@ class Footage:
             held = min(total, held + (min_holdout_windows - holdout_windows))
 
 
+def footage_frames(minutes: float, fps: float) -> int:
+    """Frames in `minutes` of footage kept at `fps` (at least one): what a recording of that length holds."""
+    return max(1, round(minutes * 60 * fps))
+
+
 def min_footage_frames(history: int, min_holdout_windows: int = MIN_HOLDOUT_WINDOWS) -> int:
     """The fewest frames footage can be learnt from, in one unbroken segment (`Footage.split`): the held-out
     windows and one training window, each of `history` + 1 frames."""

@@ -17,7 +17,7 @@ import numpy as np
 from .clock import Decimator, FrameKeeper, native_fps
 from .config import ModelConfig
 from .data import DataError, VideoSource, find_videos
-from .footage import FootageWriter
+from .footage import FootageWriter, footage_frames
 from .redact import redact_url
 from .stream import LiveStream, StreamError
 
@@ -122,7 +122,7 @@ def record(source: str, footage_root: Path, config: ModelConfig, *, fps: float, 
     `fps`, until footage_minutes of frames are kept; returns the closed writer (frames, static_reason)."""
     if footage_minutes <= 0 or fps <= 0:
         raise DataError("--footage-minutes and --fps must be positive")
-    max_frames = max(1, round(footage_minutes * 60 * fps))
+    max_frames = footage_frames(footage_minutes, fps)
     writer = FootageWriter(footage_root, config, fps=fps, max_frames=max_frames, max_bytes=max_bytes)
     try:
         if is_url(source):

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from model import ModelConfig, WeightsError, min_footage_frames, recipe_model, write_json_atomic
+from model import ModelConfig, WeightsError, footage_frames, min_footage_frames, recipe_model, write_json_atomic
 
 from . import tombstones, training_run
 from .camera_records import CameraRecords
@@ -184,7 +184,7 @@ class Learning:
         shutil.rmtree(job.footage, ignore_errors=True)
         try:
             with job.lock:
-                job.fps, job.frames_wanted = fps, max(1, round(job.footage_minutes * 60 * fps))
+                job.fps, job.frames_wanted = fps, footage_frames(job.footage_minutes, fps)
                 job.frames_recorded, job.segments, job.stopped = 0, 0, None
                 self._open_writer(job)
             self._save(job)
@@ -226,7 +226,7 @@ class Learning:
             folder = self.records.folder(camera_id)
             fm = footage_minutes or self.settings.footage_minutes
             job = Job(camera_id, folder, fm, train_minutes or self.settings.train_minutes,
-                      max(1, round(fm * 60 * cam.fps)), cam.fps, training_run.next_run(folder))
+                      footage_frames(fm, cam.fps), cam.fps, training_run.next_run(folder))
             with self._lock:  # from here on the camera is busy: no refresh records it or starts
                 old = self._jobs.get(camera_id)
                 if old is not None and old.phase in BUSY:
@@ -277,7 +277,7 @@ class Learning:
         """Why footage of `footage_minutes` (None: the setting) at `fps` cannot be learnt from (None: it can),
         said before it is recorded rather than by a training that fails on it."""
         minutes = footage_minutes or self.settings.footage_minutes
-        frames = max(1, round(minutes * 60 * fps))
+        frames = footage_frames(minutes, fps)
         need = min_footage_frames(self._model_config().history)
         if frames >= need:
             return None

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from model import Footage, ModelConfig, WeightsError, sha256_file, write_json_atomic
+from model import Footage, ModelConfig, WeightsError, footage_frames, sha256_file, write_json_atomic
 
 from . import training_run
 from .camera_records import CameraRecords
@@ -277,7 +277,7 @@ class Refresher:
                 fps = self.host.camera_settings(camera_id).fps
                 margin = s.refresh_margin_s
                 cam.recent = CleanFootage(self._folder(camera_id) / "recent", self.config(), fps=fps,
-                                          max_frames=max(1, round(s.footage_minutes * 60 * fps)),
+                                          max_frames=footage_frames(s.footage_minutes, fps),
                                           max_bytes=int(s.disk_cap_mb * 1e6), margin_s=margin,
                                           hold_s=margin + self.host.detection_delay_s(camera_id) + 1.0)
                 self.host.set_tap(camera_id, cam.recent.tap)
