@@ -158,7 +158,8 @@ class Learning:
         """PATCH: new URL, fps or alert settings; the camera keeps its mode, models and job. Its recent footage
         (refresh) is recorded anew with them. A model learns motion at its footage's rate, so at another fps what
         was recorded goes (the learning footage starts again at the new rate), and LearningBusy refuses it while
-        footage of the old rate waits for or is in training."""
+        footage of the old rate waits for or is in training. With `auto_relearn`, a camera whose own model scored
+        it at the old rate learns again at the new one, as after a scene change."""
         with self.refresher.exclusive():  # no learn nor poll gives the camera a tap while it is dropped and re-added
             old_fps = self.pipeline.camera_settings(cam.id).fps
             with self._lock:
@@ -167,12 +168,28 @@ class Learning:
             if new_rate and job is not None and job.phase in IN_LINE:
                 raise LearningBusy(f"camera {cam.id!r} is {job.phase} on footage at {old_fps:g} fps: its fps can "
                                    "change once the training ends (relearn then), or after DELETE .../learn")
+            relearn = (new_rate and self.settings.auto_relearn and (job is None or job.phase not in BUSY)
+                       and self._scored_by_own_model(cam.id, old_fps))
             self.pipeline.update_camera(cam, trusted=trusted)
             if new_rate and job is not None and job.phase == "recording":
                 self._record_again(job, cam.fps)
         if (self.records.folder(cam.id) / "camera.json").is_file():
             self.records.save(cam)
         self.refresher.restart_recording(cam.id, discard=new_rate)
+        if relearn:
+            log.info("camera %s: relearning at %g fps (its model learnt %g fps)", cam.id, cam.fps, old_fps)
+            try:
+                self.learn(cam.id)
+            except (LearningBusy, KeyError) as e:  # a learn or a delete came first
+                log.info("camera %s: no relearn at the new fps: %s", cam.id, e)
+
+    def _scored_by_own_model(self, camera_id: str, fps: float) -> bool:
+        """The camera's active version of its own model scores it at `fps`."""
+        try:
+            entry = self.pipeline.registry.active(camera_id)
+        except WeightsError:
+            return False
+        return entry is not None and entry.rate_mismatch(fps) is None
 
     def _record_again(self, job: Job, fps: float) -> None:
         """The camera's learning footage starts again at `fps` (its refresher's lock held)."""

@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_type_hints
 
 import yaml
 from pydantic import (
@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -40,6 +41,17 @@ class _Model(BaseModel):
     # NaN compares false with everything: a NaN threshold would let every score through. JSON and YAML can spell
     # both NaN and infinity, so every number of the settings must be finite.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads JSON's true as the number 1: "fps": true would score at 1 fps. A boolean belongs only in
+        # a field that is one.
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in get_args(annotation):
+                raise ValueError("must not be a boolean")
+        return value
 
 
 _Params = TypeVar("_Params", AlertParams, SceneParams)
@@ -247,8 +259,9 @@ class LearningSettings(_Model):
     recipe: str = Field("camera-lite", description="Training recipe: a packaged recipe name or a YAML file.")
     init: str = Field("none", description="Starting weights: none (from scratch), shipped, or a weights file.")
     poll_s: float = Field(1.0, gt=0, description="How often recording and training progress are checked.")
-    auto_relearn: bool = Field(False, description="On a scene_change event, relearn the camera's model by itself "
-                               "(the pipeline calls its relearn hook); off: the event prompts the user to relearn.")
+    auto_relearn: bool = Field(False, description="On a scene_change event, or when a PATCH gives a camera another "
+                               "fps than its model learnt, relearn the camera's model by itself; off: the event "
+                               "or the model's error prompts the user to relearn.")
     refresh_days: float | None = Field(None, gt=0, description="Refresh an armed camera's own model this often "
                                        "(days, from the active model's creation) by fine-tuning it on its recent "
                                        "alert-free footage, so that slow changes are absorbed; None: never.")

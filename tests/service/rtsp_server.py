@@ -10,6 +10,9 @@ live picture of every connected client at once, which injects a deterministic vi
     snow       -> the test pattern becomes white noise
     pinwheel   -> back to the normal picture (any name in PATTERNS works)
 
+Every client gets its own pipeline from the pattern's first frame: a media shared between clients aborts
+gst-rtsp-server 1.22 when clients connect and leave at once (`gst_rtsp_media_get_rates: assertion failed`).
+
 Killing the process drops every client (a camera outage); start it again with `--port <n>` to come back.
 
 `--files DIR` also serves every DIR/NAME.mp4 (H.264) at /NAME, paced in real time; each client gets its own
@@ -56,12 +59,13 @@ def main() -> None:
         f"! video/x-raw,width=320,height=240,framerate={args.fps}/1 "
         "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 "
         "! rtph264pay name=pay0 pt=96 config-interval=1 )")
-    factory.set_shared(True)
+    factory.set_shared(False)
 
     def on_configure(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
         src = media.get_element().get_by_name("src")
         src.set_property("pattern", state["pattern"])
         sources.append(src)
+        media.connect("unprepared", lambda _media: sources.remove(src))
 
     factory.connect("media-configure", on_configure)
     server.get_mount_points().add_factory(args.path, factory)

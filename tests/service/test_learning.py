@@ -272,6 +272,11 @@ def test_rollback_and_patch_keep_mode_and_models(tmp_path: Path, serve_service: 
         body = f'{{"id": "nan", "url": "rtsp://127.0.0.1:9/n", "alerts": {{"on_threshold": {bad}}}}}'
         r = c.post("/v1/cameras", content=body, headers=headers)
         assert r.status_code == 422, r.text
+    # JSON's true is not the number 1: not 1 fps, not a threshold of 1.
+    for body in ({"id": "yes", "url": "rtsp://127.0.0.1:9/y", "fps": True},
+                 {"id": "yes", "url": "rtsp://127.0.0.1:9/y", "alerts": {"on_threshold": True}}):
+        assert c.post("/v1/cameras", json=body).status_code == 422, body
+    assert c.patch("/v1/cameras/door", json={"alerts": {"hold_s": True}}).status_code == 422
     assert c.get("/v1/cameras/door").json()["model"]["version"] == "v0001"  # a refused PATCH changed nothing
     assert c.get("/v1/cameras/door").json()["on_threshold"] == 6
 

@@ -1,13 +1,17 @@
-"""The test RTSP server's `--files` mode (used by benchmarks/learn_camera.py): a recorded H.264 file, served live."""
+"""The test RTSP server: live test patterns many clients open at once, and `--files` mode (used by
+benchmarks/learn_camera.py), a recorded H.264 file served live."""
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
-from conftest import SERVER, SYSTEM_PYTHON, require_ffmpeg, require_rtsp
+from conftest import SERVER, SYSTEM_PYTHON, RtspServer, require_ffmpeg, require_rtsp
 
 
 @pytest.mark.timeout(60)
@@ -44,3 +48,53 @@ def test_files_are_served_from_their_first_frame_to_their_last(tmp_path: Path) -
         proc.wait(10)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+@pytest.mark.timeout(120)
+def test_clients_that_connect_and_leave_together_keep_the_server_up_and_each_sees_a_switch() -> None:
+    """Three cameras opening one URL at once, reading a little and closing, over and over, as the service's
+    reconnecting captures do; then two connected clients both see the picture switch to snow."""
+    require_rtsp()
+    srv = RtspServer(pattern="ball").start()
+    try:
+        failures: list[str] = []
+
+        def read(frames: int) -> None:
+            try:
+                with av.open(srv.url, options={"rtsp_transport": "tcp"}, timeout=5) as c:
+                    for i, _ in enumerate(c.decode(video=0)):
+                        if i >= frames:
+                            break
+            except av.FFmpegError as e:
+                failures.append(repr(e))
+
+        for _ in range(15):
+            clients = [threading.Thread(target=read, args=(3 + 5 * k,)) for k in range(3)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join(30)
+            assert srv.proc is not None and srv.proc.poll() is None, "the RTSP server died"
+        assert failures == []
+
+        opened = [av.open(srv.url, options={"rtsp_transport": "tcp"}, timeout=5) for _ in range(2)]
+        try:
+            frames = [c.decode(video=0) for c in opened]
+            assert all(_texture(next(f)) < 40 for f in frames)  # the ball on a flat background
+            srv.switch("snow")
+            deadline = time.monotonic() + 10
+            seen = [0.0, 0.0]
+            while min(seen) < 40 and time.monotonic() < deadline:
+                seen = [max(s, _texture(next(f))) for s, f in zip(seen, frames, strict=True)]
+            assert min(seen) >= 40, seen
+        finally:
+            for c in opened:
+                c.close()
+    finally:
+        srv.kill()
+
+
+def _texture(frame: av.VideoFrame) -> float:
+    """Mean absolute difference between neighbouring pixels: near 0 on flat colour, large on white noise."""
+    grey = frame.to_ndarray(format="gray").astype(np.int16)
+    return float(np.abs(np.diff(grey, axis=1)).mean())

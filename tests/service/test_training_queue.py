@@ -20,7 +20,7 @@ from learning_host import GUARD_S, Host
 from test_refresh_host import feed, own_model
 from test_registry import weights_file
 
-from model.footage import Footage
+from model.footage import Footage, footage_frames
 from service import training_run
 from service.learning import LAUNCH_RETRY_S, LAUNCH_TRIES, Learning, LearningBusy, NotLearning
 from service.refresh_state import DAY_S
@@ -388,3 +388,26 @@ def test_a_restart_at_another_fps_records_again_or_fails_the_training(tmp_path: 
     assert a is not None and a["phase"] == "recording" and (a["frames_wanted"], a["frames_recorded"]) == (60, 0)
     assert b is not None and b["phase"] == "failed" and "recorded at 5 fps" in b["error"], b
     assert trainings.running() == 0
+
+
+@pytest.mark.parametrize("auto_relearn", [True, False])
+def test_a_new_fps_relearns_a_camera_that_its_own_model_scored_with_auto_relearn(
+        tmp_path: Path, made: Any, trainings: Trainings, auto_relearn: bool) -> None:
+    """auto_relearn: a camera whose own model no longer fits its new fps learns again at that fps by itself, as
+    after a scene change; its models stay. Off, it waits for the user (model.error says why)."""
+    host, learning = made("own", "shipped", auto_relearn=auto_relearn)
+    version = own_model(host, tmp_path, "own")
+    learning.start()
+    learning.update_camera(host.cams["shipped"].model_copy(update={"fps": 10.0}), trusted=True)
+    assert learning.phase("shipped") is None  # no model of its own to fit: nothing to relearn
+    learning.update_camera(host.cams["own"].model_copy(update={"url": "rtsp://127.0.0.1/own2"}), trusted=True)
+    assert learning.phase("own") is None  # the same rate: its model still fits
+    learning.update_camera(host.cams["own"].model_copy(update={"fps": 10.0}), trusted=True)
+    view = learning.view("own")
+    if not auto_relearn:
+        assert view is None or view.get("phase") is None
+        return
+    assert view is not None and view["phase"] == "recording", view
+    assert view["frames_wanted"] == footage_frames(learning.settings.footage_minutes, 10.0)
+    assert "own" in host.taps  # recording at the new rate
+    assert [e.version for e in host.registry.versions("own")] == [version]  # kept for rollback
