@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from live_server import LiveServer, api_client, serve_api, untrained_predictor, write_clip
+from timing import scaled
 
 KEY = "hardening-key"
 PASSWORDS = ("pa#ss1", "pa/ss2", "p@ss3", "pa%40ss4")
@@ -43,7 +44,7 @@ def test_credentials_never_leak(client: httpx.Client, caplog: pytest.LogCaptureF
         # An unencoded '#' or '/' ends the authority early (for FFmpeg too): "admin0:pa" has no valid port.
         assert r.status_code == (422 if i < 2 else 201), r.text
         answers.append(r.text)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + scaled(15)
     while not all(c["last_error"] for c in client.get("/v1/cameras").json()):
         assert time.monotonic() < deadline, "the cameras never reported their error"
         time.sleep(0.3)

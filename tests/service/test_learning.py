@@ -15,6 +15,7 @@ import yaml
 from conftest import RtspServer
 from live_server import moving_square
 from test_registry import weights_file
+from timing import scaled
 from websockets.sync.client import connect
 
 from model.footage import Footage
@@ -89,7 +90,7 @@ def test_lifecycle_over_rtsp_learning_training_armed(tmp_path: Path, moving_rtsp
         modes: list[str] = []
         unarmed: list[dict[str, Any]] = []
         armed: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 200
+        deadline = time.monotonic() + scaled(200)
         while len(armed) < 3:
             assert time.monotonic() < deadline, (modes, len(unarmed), c.get("/v1/cameras/gate").json())
             msg = json.loads(ws.recv(timeout=60))
@@ -369,7 +370,7 @@ def test_cameras_added_together_train_in_turn_over_rtsp(tmp_path: Path, moving_r
         assert r.status_code == 201, r.text
     both_queued: list[dict[str, Any]] = []
     most_processes = 0
-    deadline = time.monotonic() + 250
+    deadline = time.monotonic() + scaled(250)
     while True:
         assert time.monotonic() < deadline, [c.get(f"/v1/cameras/{i}").json() for i in ("a", "b", "c")]
         cams = {cam["id"]: cam for cam in c.get("/v1/cameras").json()}

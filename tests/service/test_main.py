@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from live_server import untrained_predictor
+from timing import scaled
 from websockets.sync.client import connect
 
 from model.checkpoint import atomic_save
@@ -70,7 +71,7 @@ def test_serves_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     reader.start()
     try:
         port = None
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + scaled(40)
         while port is None and time.monotonic() < deadline:
             m = re.search(r"running on http://127\.0\.0\.1:(\d+)", lines.get(timeout=40))
             port = int(m.group(1)) if m else None

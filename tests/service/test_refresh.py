@@ -18,6 +18,7 @@ import yaml
 from conftest import TEST_FPS, RtspServer
 from test_learning import FPS, alive, fast_recipe, learning_settings, wait_for
 from test_registry import weights_file
+from timing import scaled
 from torch import nn
 from websockets.sync.client import connect
 
@@ -183,7 +184,7 @@ def test_an_alert_while_recent_footage_records_is_left_out_of_it(
     with connect(f"{srv.ws_url}?cameras=cam", open_timeout=5) as ws:
         assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
         rtsp_server.switch("snow")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)
         while "end" not in events:
             assert time.monotonic() < deadline, (events, learning())
             msg = json.loads(ws.recv(timeout=30))

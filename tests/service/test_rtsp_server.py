@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import SERVER, SYSTEM_PYTHON, RtspServer, require_ffmpeg, require_rtsp
+from timing import scaled
 
 
 @pytest.mark.timeout(60)
@@ -82,7 +83,7 @@ def test_clients_that_connect_and_leave_together_keep_the_server_up_and_each_see
             frames = [c.decode(video=0) for c in opened]
             assert all(_texture(next(f)) < 40 for f in frames)  # the ball on a flat background
             srv.switch("snow")
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + scaled(10)
             seen = [0.0, 0.0]
             while min(seen) < 40 and time.monotonic() < deadline:
                 seen = [max(s, _texture(next(f))) for s, f in zip(seen, frames, strict=True)]

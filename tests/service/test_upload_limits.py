@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from live_server import serve, untrained_predictor
+from timing import scaled
 
 from model import FrameScores, Predictor
 from service.api import create_app
@@ -142,7 +143,7 @@ def test_a_disconnecting_client_frees_the_slot(tmp_path: Path,
     with start(tmp_path, p, upload_workers=1, upload_queue=1, max_clip_seconds=60) as srv:
         calls.clear()
         gone = raw_post(srv.port, long_body, ctype)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + scaled(20)
         while len(calls) < 2:  # scoring has started
             assert time.monotonic() < deadline, "the long clip was never scored"
             time.sleep(0.05)

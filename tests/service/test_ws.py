@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from live_server import LiveServer, serve, untrained_predictor, write_clip
+from timing import scaled
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -86,14 +87,14 @@ def test_resume_after_disconnect_loses_no_event(server: LiveServer) -> None:
     seen: list[dict[str, Any]] = []
     with connect(url + "&resume_from=0", open_timeout=5) as ws:
         assert recv(ws)["type"] == "subscribed"
-        seen += collect_events(ws, time.monotonic() + 15, want=4)
+        seen += collect_events(ws, time.monotonic() + scaled(15), want=4)
     assert len(seen) >= 4, "the noise segments should raise events"
     first_batch = len(seen)
     time.sleep(3.5)  # ~2 loops of the clip happen while the client is away
     with connect(f"{url}&resume_from={seen[-1]['seq']}", open_timeout=5) as ws:
         replay_hdr = None
         more: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + scaled(15)
         while time.monotonic() < deadline and (replay_hdr is None or not any(not m["replay"] for m in more)):
             msg = recv(ws)
             if msg["type"] == "subscribed":
@@ -168,7 +169,7 @@ def test_events_rest_routes(server: LiveServer) -> None:
     import httpx
 
     with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=10) as c:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + scaled(15)
         while not (ended := c.get("/v1/events", params={"active": "false"}).json()["events"]):
             assert time.monotonic() < deadline, "no event ended in time"
             time.sleep(0.3)

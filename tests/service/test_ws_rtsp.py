@@ -11,6 +11,7 @@ import httpx
 import pytest
 from conftest import TEST_FPS, RtspServer
 from live_server import serve
+from timing import scaled
 from websockets.sync.client import connect
 
 from model import Predictor
@@ -32,7 +33,7 @@ def test_rtsp_camera_scores_and_event_over_websocket(tmp_path: Path, rtsp_server
             assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
             scores: list[dict[str, Any]] = []
             start = None
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + scaled(30)
             while start is None and time.monotonic() < deadline:
                 msg = json.loads(ws.recv(timeout=10))
                 if msg["type"] == "score":
