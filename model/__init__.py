@@ -9,6 +9,7 @@ from .clip import (
     ScoredFrame,
     clip_event,
     score_frames,
+    unscorable,
     window_from_buffer,
     windows_from_frames,
 )
@@ -30,6 +31,6 @@ __all__ = [
     "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamError",
     "WeightsError", "clip_event", "default_weights_path", "footage_frames", "get_preset", "load_predictor",
     "min_footage_frames", "native_fps", "preprocess_frame", "presentation_s", "recipe_model", "redact_text",
-    "redact_url", "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "weights_of",
+    "redact_url", "safe_torch_load", "score_frames", "sha256_file", "stream_fps", "unscorable", "weights_of",
     "window_from_buffer", "windows_from_frames", "write_json_atomic",
 ]

@@ -63,6 +63,15 @@ class AlertParams:
             raise ValueError(f"alert parameters must be finite numbers: {', '.join(bad)}")
         if self.off_threshold > self.on_threshold:
             raise ValueError(f"off_threshold ({self.off_threshold}) must be <= on_threshold ({self.on_threshold})")
+        negative = [f"{k} ({getattr(self, k)})" for k in ("min_duration_s", "hold_s", "cooldown_s",
+                                                            "smoothing_half_life_frames", "warmup_s")
+                    if getattr(self, k) < 0]
+        if negative:
+            raise ValueError(f"must be >= 0: {', '.join(negative)}")
+        if not 0 <= self.warmup_blend <= 1:
+            raise ValueError(f"warmup_blend ({self.warmup_blend}) must be between 0 and 1")
+        if not self.update_interval_s > 0:
+            raise ValueError(f"update_interval_s ({self.update_interval_s}) must be > 0")
         if self.strong_margin is not None and not self.strong_margin >= 0:
             raise ValueError(f"strong_margin ({self.strong_margin}) must be >= 0 or None")
 

@@ -63,6 +63,8 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def safe_torch_load(path: Path) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder, not a weights file")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:

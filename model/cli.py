@@ -9,8 +9,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
+import signal
 import sys
+import tempfile
 import types
 import typing
 from pathlib import Path
@@ -27,11 +30,12 @@ def cmd_train_flow(a: argparse.Namespace) -> None:
     from .flownet import train_flownet
 
     _set_threads(a.threads)
+    out = output_file(a.out)
     preset = PRESETS[a.preset]
     cfg = FlowNetConfig(channels=preset.channels, image_size=preset.image_size)
     train_src, _ = split_holdout(find_videos(a.data, "training"), a.holdout)
     videos = load_videos(train_src, preset, progress=True)
-    metrics = train_flownet(videos, cfg, Path(a.out), steps=a.steps, max_minutes=a.max_minutes, seed=a.seed)
+    metrics = train_flownet(videos, cfg, out, steps=a.steps, max_minutes=a.max_minutes, seed=a.seed)
     print(json.dumps(metrics, indent=2))
 
 
@@ -55,6 +59,8 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     if a.no_adv:
         values["w_adv"] = 0.0
     config = TrainConfig(**values)
+    if Path(config.out).exists() and not Path(config.out).is_dir():
+        raise DataError(f"--out {config.out} is a file; a run writes a folder (last.pt, best.pt, metrics.csv)")
     _set_threads(config.threads)  # validated here like every command's; train() sets it again for library callers
     return config
 
@@ -64,13 +70,16 @@ def cmd_learn(a: argparse.Namespace) -> None:
     from contextlib import nullcontext
 
     from .checkpoint import atomic_save, safe_torch_load
-    from .learn import learn
+    from .learn import check_init, learn
     from .recipes import recipe_model
     from .record import record
 
     _set_threads(a.threads)
-    out = Path(a.out)
+    out = output_file(a.out)
     config = recipe_model(a.recipe)
+    check_init(a.init, a.recipe)  # before minutes of footage are recorded for it
+    if a.work and Path(a.work).exists() and not Path(a.work).is_dir():
+        raise DataError(f"--work {a.work} is a file; give a folder")
     # --work keeps the footage and the run (a second call resumes from them); by default both are temporary
     with nullcontext(a.work) if a.work else tempfile.TemporaryDirectory(prefix="ffp-learn-") as work:
         writer = record(a.source, Path(work) / "footage", config, fps=a.fps, footage_minutes=a.footage_minutes,
@@ -89,6 +98,60 @@ def cmd_learn(a: argparse.Namespace) -> None:
                                                                        "heldout_psnr", "footage")}}, indent=2))
 
 
+def positive(text: str) -> float:
+    """argparse type: a finite number > 0 (nan, inf, 0 and negatives are refused by name)."""
+    value = _number(text, float)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = _number(text, float)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def at_least_one(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def _number(text: str, kind: type[float] | type[int]) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a{' whole' if kind is int else ''} number, got {text!r}") from None
+
+
+def output_file(path: str | Path, option: str = "--out") -> Path:
+    """An output file, checked before any work is done: not a folder, its folder made if missing and writable
+    (a file is made there and removed). Raises DataError naming the option."""
+    out = Path(path)
+    if out.is_dir():
+        raise DataError(f"{option} {out} is a folder; give a file path")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise DataError(f"{option} {out}: cannot write there ({e.strerror or e})") from None
+    return out
+
+
 def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
     """--arch depth=5 --arch base_width=24: ModelConfig fields over the preset (recorded in the weights)."""
     known = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
@@ -101,7 +164,13 @@ def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
-        out[key] = tuple(parsed) if isinstance(parsed, list) else parsed
+        parsed = tuple(parsed) if isinstance(parsed, list) else parsed
+        default = getattr(ModelConfig(), key)
+        fits = (all(type(x) is int for x in parsed) if isinstance(default, tuple) and isinstance(parsed, tuple)
+                else type(parsed) is type(default))
+        if not fits:
+            raise DataError(f"--arch {item!r}: {key} takes a value like {json.dumps(default)}")
+        out[key] = parsed
     return out
 
 
@@ -138,10 +207,9 @@ def _load(a: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_eval(a: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
-    if a.fps <= 0:
-        raise DataError(f"--fps must be positive, got {a.fps}")
     alerts = _alert_params(a.alerts)
-    report = evaluate(_load(a), Path(a.data), Path(a.out), labels=a.labels, batch_size=a.batch_size,
+    out = output_file(a.out)
+    report = evaluate(_load(a), Path(a.data), out, labels=a.labels, batch_size=a.batch_size,
                       half_life=a.half_life, alerts=alerts, fps=a.fps, plots=not a.no_plots)
     keys = ("dataset", "frames", "auc_paper_psnr", "auc_paper_smoothed", "auc_paper_local", "auc_combined",
             "auc_causal", "episodes", "episodes_alerted", "event_recall", "false_alarms", "false_alarms_per_hour",
@@ -181,12 +249,16 @@ def _alert_params(path: Path | None):  # type: ignore[no-untyped-def]
 def cmd_calibrate(a: argparse.Namespace) -> None:
     import dataclasses
 
-    from .checkpoint import atomic_save, safe_torch_load, weights_of
+    from .checkpoint import atomic_save, read_manifest, safe_torch_load, weights_of
     from .data import find_videos, load_videos, split_holdout
     from .evaluate import calibrate_predictor
 
     if a.out is None and a.weights is None:
         raise ValueError("give --out (or --weights to update in place): the shipped weights are checksummed")
+    out = output_file(a.out or a.weights)
+    listed = out.resolve().parent / "manifest.json"
+    if out.is_file() and out.name in read_manifest(listed):
+        raise DataError(f"{out} is listed with its sha256 in {listed}: write the calibrated copy with --out")
     predictor = _load(a)
     if a.anomaly is not None:
         predictor = dataclasses.replace(predictor,
@@ -196,7 +268,6 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
         _, sources = split_holdout(sources, a.holdout)
     cal = calibrate_predictor(predictor, load_videos(sources, predictor.config, True),
                               source=f"{a.data} videos {[s.name for s in sources]}")
-    out = Path(a.out or a.weights)
     blob = safe_torch_load(Path(a.weights)) if a.weights else predictor.with_calibration(cal).weights_blob()
     target = weights_of(blob)
     target["calibration"] = cal.to_dict()
@@ -208,14 +279,16 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
 
 def cmd_score(a: argparse.Namespace) -> None:
     from .alerts import AlertEngine, CameraCalibration
-    from .clip import CLIP_CAMERA, CLIP_FALLBACK_FPS, clip_event, score_frames
+    from .clip import CLIP_CAMERA, CLIP_FALLBACK_FPS, clip_event, score_frames, unscorable
     from .data import VideoSource, iter_frames, video_fps
+    from .footage import write_json_atomic
 
-    predictor = _load(a)
-    params = _alert_params(a.alerts)
     path = Path(a.video)
     if not path.exists():
         raise DataError(f"video not found: {path}")
+    out = output_file(a.out) if a.out else None
+    params = _alert_params(a.alerts)
+    predictor = _load(a)
     # POST /v1/score's shape: frames with index, time (seconds from the clip's start = index / fps), the metrics
     # and smoothed; events raised by the service's alert engine over the clip's timeline, in the live events'
     # fields. A folder of frames has no rate: --fps, else the service's fallback for clips.
@@ -234,36 +307,50 @@ def cmd_score(a: argparse.Namespace) -> None:
         for u in engine.update(z, t):
             events[u.event_id] = clip_event(u)
         rows.append({"index": f.index, "time": round(t, 4), **f.metrics, "score": z, "smoothed": engine.smoothed})
+    reason = unscorable(len(rows), predictor.num_frames)
+    if reason is not None:  # what POST /v1/score answers for the same clip
+        raise DataError(f"{path}: {reason}")
     for u in engine.close(t):
         events[u.event_id] = clip_event(u)
-    text = json.dumps({"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows,
-                       "events": sorted(events.values(), key=lambda e: e["start_ts"])}, indent=1)
-    if a.out:
-        tmp = Path(a.out + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(a.out)
+    result = {"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows,
+              "events": sorted(events.values(), key=lambda e: e["start_ts"])}
+    if out is not None:
+        write_json_atomic(out, result)
     else:
-        print(text)
+        print(json.dumps(result, indent=1))
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from .checkpoint import atomic_save, half_generator, record_in_manifest, sha256_file
+    from .checkpoint import atomic_save, half_generator, read_manifest, record_in_manifest, sha256_file
     from .predictor import load_predictor
 
+    out = output_file(a.out)
+    onnx = output_file(a.onnx, "--onnx") if a.onnx else None
+    try:
+        meta = json.loads(a.meta or "{}")
+    except json.JSONDecodeError as e:
+        raise DataError(f"--meta is not JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise DataError("--meta must be a JSON object, e.g. '{\"note\": \"x\"}'")
+    if a.manifest:
+        listed = out.resolve().parent / "manifest.json"
+        try:
+            read_manifest(listed)
+        except (ValueError, AttributeError) as e:
+            raise DataError(f"--manifest: {listed} cannot be read: {e}") from None
     predictor = load_predictor(a.checkpoint, device="cpu")
     blob = predictor.weights_blob()
-    blob["meta"] = {**blob["meta"], **json.loads(a.meta or "{}")}
+    blob["meta"] = {**blob["meta"], **meta}
     if a.half:  # half the file; loading casts back to fp32 (the paper preset: 31 MB -> 15 MB)
         blob = half_generator(blob)
-    out = Path(a.out)
     atomic_save(blob, out)
     if a.manifest:
         entry = record_in_manifest(out, predictor.config.name)
         print(json.dumps({str(out): entry}, indent=2))
     else:
         print(out, sha256_file(out))
-    if a.onnx:
-        _export_onnx(predictor, Path(a.onnx))
+    if onnx is not None:
+        _export_onnx(predictor, onnx)
 
 
 def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -353,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         if weights:
             sp.add_argument("--weights", help="weights or checkpoint file (default: the shipped Ped2 weights)")
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-        sp.add_argument("--threads", type=int, help="torch CPU threads (default: half the cores, at least 1, "
+        sp.add_argument("--threads", type=at_least_one, help="torch CPU threads (default: half the cores, at least 1, "
                         "so that another busy process does not stall scoring)")
         if weights:
             sp.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -364,11 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True, help="dataset root (uses its training videos)")
     sp.add_argument("--out", required=True, help="flow-network file to write")
     sp.add_argument("--preset", default="lite", choices=sorted(PRESETS))
-    sp.add_argument("--steps", type=int, default=3000)
-    sp.add_argument("--holdout", type=int, default=2)
-    sp.add_argument("--max-minutes", type=float)
+    sp.add_argument("--steps", type=at_least_one, default=3000)
+    sp.add_argument("--holdout", type=count, default=2)
+    sp.add_argument("--max-minutes", type=positive)
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--threads", type=int)
+    sp.add_argument("--threads", type=at_least_one)
 
     sp = sub.add_parser("train", help="train the future-frame predictor on normal video")
     add_train_options(sp)
@@ -376,35 +463,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("learn", help="record a camera, a video or a folder of videos and learn its own model")
     sp.add_argument("source", help="rtsp:// or http:// URL, a video file, a folder of videos (each one a segment) "
                                    "or of frame folders (taken as shot at --fps)")
-    sp.add_argument("--footage-minutes", type=float, required=True, help="minutes of footage to record (at --fps)")
-    sp.add_argument("--train-minutes", type=float, required=True, help="training budget, wall clock")
+    sp.add_argument("--footage-minutes", type=positive, required=True, help="minutes of footage to record (at --fps)")
+    sp.add_argument("--train-minutes", type=positive, required=True, help="training budget, wall clock")
     sp.add_argument("--out", required=True, help="weights file to write (calibrated on the held-out footage)")
-    sp.add_argument("--fps", type=float, default=10.0, help="frames kept per second of video (default 10)")
+    sp.add_argument("--fps", type=positive, default=10.0, help="frames kept per second of video (default 10)")
     sp.add_argument("--init", default="none", help="none (from scratch, default), shipped (the Ped2 lite weights) "
                                                    "or a weights file of the same architecture")
     sp.add_argument("--recipe", default="camera-lite", help="training recipe (default camera-lite)")
     sp.add_argument("--work", help="folder for the footage and the run, kept (a second call resumes from it); "
                                    "default: a temporary one")
-    sp.add_argument("--max-footage-mb", type=float, default=4096.0, help="disk cap of the footage (default 4096)")
-    sp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
+    sp.add_argument("--max-footage-mb", type=positive, default=4096.0, help="disk cap of the footage (default 4096)")
+    sp.add_argument("--threads", type=at_least_one, help="torch CPU threads (default: torch's, one per core)")
 
     sp = sub.add_parser("eval", help="frame-level AUC (paper, combined, causal) and event-level alert numbers")
     sp.add_argument("--data", required=True, help="dataset root with testing/ and labels")
     sp.add_argument("--out", required=True, help="JSON report (ROC and timeline PNGs are written beside it)")
     sp.add_argument("--labels", type=Path, help="label file (default: found in --data)")
-    sp.add_argument("--batch-size", type=int, default=16)
-    sp.add_argument("--half-life", type=float, help="causal EMA half-life in frames for the causal "
+    sp.add_argument("--batch-size", type=at_least_one, default=16)
+    sp.add_argument("--half-life", type=non_negative, help="causal EMA half-life in frames for the causal "
                     "protocols (default: the alert settings' smoothing_half_life_frames)")
     sp.add_argument("--alerts", type=Path, help="alert settings YAML (a mapping, or a service config's alerts:) "
                     "for the event-level numbers; default: the service's defaults")
-    sp.add_argument("--fps", type=float, default=10.0, help="frame rate the test videos are replayed at through "
+    sp.add_argument("--fps", type=positive, default=10.0, help="frame rate the test videos are replayed at through "
                     "the alert engine (UCSD Ped2: 10)")
     sp.add_argument("--no-plots", action="store_true")
     common(sp)
 
     sp = sub.add_parser("calibrate", help="store score statistics on normal footage with the weights")
     sp.add_argument("--data", required=True, help="dataset root; its training/ videos are normal footage")
-    sp.add_argument("--holdout", type=int, default=2, help="use the last N training videos (0 = all)")
+    sp.add_argument("--holdout", type=count, default=2, help="use the last N training videos (0 = all)")
     sp.add_argument("--out", help="file to write (default: update --weights in place)")
     sp.add_argument("--anomaly", choices=ANOMALY_KINDS, help="how the image cells become the raw anomaly score "
                     "(stored in the weights' score config; default: keep the weights' own)")
@@ -413,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("score", help="score a video file or a folder of frames, per frame, as JSON")
     sp.add_argument("video")
     sp.add_argument("--out", help="JSON file (default: stdout)")
-    sp.add_argument("--batch-size", type=int, default=8)
-    sp.add_argument("--fps", type=float, help="frame rate for the frames' times (default: the video's, or 25)")
+    sp.add_argument("--batch-size", type=at_least_one, default=8)
+    sp.add_argument("--fps", type=positive, help="frame rate for the frames' times (default: the video's, or 25)")
     sp.add_argument("--alerts", type=Path, help="alert settings YAML (a mapping, or a service config's alerts:) "
                     "for the events; default: the service's defaults")
     common(sp)
@@ -441,12 +528,17 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .checkpoint import WeightsError
 
+    # A stopped command ends like an interrupted one: its temporary folders and files are removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "learn": cmd_learn, "eval": cmd_eval,
                 "calibrate": cmd_calibrate, "score": cmd_score, "export": cmd_export}
     try:
         handlers[args.cmd](args)
     except (DataError, WeightsError, ValueError) as e:
         print(f"ffp {args.cmd}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a path the system refuses (permissions, a full disk, a folder where a file goes)
+        print(f"ffp {args.cmd}: error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

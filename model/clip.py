@@ -24,6 +24,16 @@ CLIP_CAMERA = "clip"  # the camera id of a clip's events (`ffp score`, POST /v1/
 CLIP_FALLBACK_FPS = 25.0  # the frame rate of a clip that declares none (a folder of frames, a broken header)
 
 
+def unscorable(frames: int, num_frames: int) -> str | None:
+    """Why a clip of `frames` decoded frames has no score (None: it has one): a window needs num_frames frames
+    before the one it predicts."""
+    if frames == 0:
+        return "the clip has no decodable frames"
+    if frames <= num_frames:
+        return f"the clip needs more than {num_frames} frames to be scored, it has {frames}"
+    return None
+
+
 def clip_event(u: EventUpdate) -> dict[str, Any]:
     """A clip's event in the fields of a live camera's (the service's EventPublic, images aside), its times in
     seconds from the clip's start. A clip raises anomalies only (no scene changes), so no action."""

@@ -1,6 +1,7 @@
 """Presets are data: a ModelConfig names every architectural choice; one builder turns it into modules."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -271,3 +272,22 @@ class TrainConfig:
         "start from these weights or checkpoint (same architecture; the image size may differ): fine-tuning; "
         "ignored when --out has a checkpoint to resume"))
     progress: bool = field(default=True, metadata=_opt("show a progress bar", cli=False))
+
+    def __post_init__(self) -> None:
+        at_least_one = ("batch_size", "val_every", "val_windows", "log_every", "lr_decay_step", "crop")
+        positive = ("lr_g", "lr_d", "max_minutes")
+        non_negative = ("w_int", "w_grad", "w_flow", "w_adv")
+        wrong = [f"--{k.replace('_', '-')} must be at least 1, got {getattr(self, k)!r}" for k in at_least_one
+                 if getattr(self, k) is not None and not (isinstance(getattr(self, k), int) and getattr(self, k) >= 1)]
+        wrong += [f"--{k.replace('_', '-')} must be a positive number, got {getattr(self, k)!r}" for k in positive
+                  if getattr(self, k) is not None and not (math.isfinite(getattr(self, k)) and getattr(self, k) > 0)]
+        wrong += [f"--{k.replace('_', '-')} must be a number >= 0, got {getattr(self, k)!r}" for k in non_negative
+                  if getattr(self, k) is not None and not (math.isfinite(getattr(self, k)) and getattr(self, k) >= 0)]
+        if self.steps < 0:  # 0: the starting weights, written as the run's checkpoint
+            wrong.append(f"--steps must be >= 0, got {self.steps}")
+        if self.holdout < 0:
+            wrong.append(f"--holdout must be >= 0, got {self.holdout}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            wrong.append(f"--ema must be between 0 and 1, got {self.ema}")
+        if wrong:
+            raise ValueError("; ".join(wrong))

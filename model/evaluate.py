@@ -79,6 +79,9 @@ def calibrate_predictor(predictor: Predictor, normal_videos: list[np.ndarray], s
     for video in normal_videos:
         windows = [w for _, w in windows_from_frames(video, raw.config) if w is not None]
         parts += [raw.score(np.stack(windows[i:i + batch_size])) for i in range(0, len(windows), batch_size)]
+    if not parts:
+        raise DataError(f"{source}: no video is longer than the model's {raw.config.num_frames} past frames, "
+                        "so there is nothing to calibrate on")
     scores = {m: np.concatenate([getattr(p, m) for p in parts]).astype(np.float64) for m in METRICS}
     cell_error = np.concatenate([p.cell_error for p in parts])
     cell_speed = np.concatenate([p.cell_speed for p in parts])

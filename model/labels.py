@@ -48,6 +48,17 @@ def _from_mat(path: Path, names: list[str], counts: list[int]) -> Labels:
     return out
 
 
+def _binary(path: Path, video: str, values: object) -> np.ndarray:
+    """One video's labels as int8 0/1, one per frame; anything else is an error that names the file and video."""
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged nested lists
+        arr = np.asarray([None])
+    if arr.ndim != 1 or arr.dtype.kind not in "biuf" or not np.isin(arr, (0, 1)).all():
+        raise DataError(f"{path}: video {video}: expected a flat list of 0/1, one per frame")
+    return arr.astype(np.int8)
+
+
 def _from_json(path: Path) -> Labels:
     try:
         raw = json.loads(path.read_text())
@@ -55,18 +66,18 @@ def _from_json(path: Path) -> Labels:
         raise DataError(f"cannot read JSON labels {path}: {e}") from e
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected {{video: [0/1 per frame]}}")
-    return {str(k): np.asarray(v, dtype=np.int8) for k, v in raw.items()}
+    return {str(k): _binary(path, str(k), v) for k, v in raw.items()}
 
 
 def _from_npy_dir(path: Path) -> Labels:
     files = sorted(path.glob("*.npy"))
     if not files:
         raise DataError(f"no .npy label files in {path}")
-    return {f.stem: np.load(f).astype(np.int8).reshape(-1) for f in files}
+    return {f.stem: _binary(f, f.stem, np.load(f, allow_pickle=False).reshape(-1)) for f in files}
 
 
 def _from_flat_npy(path: Path, names: list[str], counts: list[int]) -> Labels:
-    flat = np.load(path).astype(np.int8).reshape(-1)
+    flat = _binary(path, "(all)", np.load(path, allow_pickle=False).reshape(-1))
     if not counts:
         raise DataError(f"{path} is a flat label array: the video frame counts are needed to split it")
     if len(flat) != sum(counts):
@@ -93,7 +104,8 @@ def load_labels(path: str | Path, names: list[str] | None = None, counts: list[i
         labels = _from_json(path)
     elif path.suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
-        labels = _from_flat_npy(path, names, counts) if arr.ndim == 1 and names else {path.stem: arr.astype(np.int8)}
+        labels = (_from_flat_npy(path, names, counts) if arr.ndim == 1 and names
+                  else {path.stem: _binary(path, path.stem, arr.reshape(-1))})
     else:
         raise DataError(f"unknown label format: {path} (use .mat, .json, .npy or a folder of .npy)")
     if names:

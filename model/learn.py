@@ -29,7 +29,7 @@ from .checkpoint import DEFAULT_WEIGHTS_NAME, WEIGHTS_DIR, WeightsError, atomic_
 from .config import ModelConfig, TrainConfig
 from .data import UINT8_TO_FLOAT, DataError, VideoSource
 from .footage import MIN_HOLDOUT_WINDOWS, Footage, Piece, as_model_layout, motion_check, write_json_atomic
-from .recipes import load_recipe
+from .recipes import load_recipe, recipe_model
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ class Budget:
 
     def __init__(self, train_minutes: float, val_every: int, progress: ProgressFile, minutes_done: float = 0.0,
                  steps_planned: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        if train_minutes <= 0:
-            raise ValueError(f"train_minutes must be positive, got {train_minutes}")
+        if not (math.isfinite(train_minutes) and train_minutes > 0):
+            raise ValueError(f"train_minutes must be a positive number, got {train_minutes}")
         self.train_minutes, self.val_every, self.progress = train_minutes, val_every, progress
         self.minutes_done, self.steps_planned = minutes_done, steps_planned
         self.clock = clock
@@ -150,6 +150,15 @@ def resolve_init(init: str | Path) -> Path | None:
     if not path.is_file():
         raise DataError(f"--init: weights file not found: {path} (or give none or shipped)")
     return path
+
+
+def check_init(init: str | Path, recipe: str = DEFAULT_RECIPE) -> None:
+    """What a run of `recipe` would start from (`init`), checked before footage is recorded for it."""
+    from .train_state import read_init
+
+    path = resolve_init(init)
+    if path is not None:
+        read_init(path, recipe_model(recipe))
 
 
 def footage_data(footage: Footage, cfg: TrainConfig, config: ModelConfig, holdout_fraction: float,

@@ -72,7 +72,12 @@ def pick_device(device: str = "auto") -> tuple[torch.device, str]:
     (For inference on CPU, `fastest_cpu_precision` refines this choice by measuring.)"""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        dev = torch.device("meta")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise WeightsError("CUDA was requested but is not available on this machine")
     precision = "bf16" if dev.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
@@ -143,12 +148,15 @@ def load_predictor(path: str | Path | None = None, *, device: str = "auto", prec
     """Load a weights file (default: the shipped Ped2 weights), verifying its checksum when it is listed
     in weights/manifest.json. Training checkpoints (ffp train's ckpt files) load too."""
     p = Path(path) if path is not None else default_weights_path()
+    if p.is_dir():
+        raise WeightsError(f"{p} is a folder, not a weights file")
     if not p.is_file():
         raise WeightsError(f"weights file not found: {p}" + (
             " (the default weights ship in weights/; set FFP_WEIGHTS or pass --weights)" if path is None else ""))
     entry = verify_checksum(p)
     blob = weights_of(safe_torch_load(p))
-    if entry is not None and isinstance(blob, dict) and blob.get("model_config", {}).get("name") != entry["preset"]:
+    if (entry is not None and isinstance(blob, dict) and blob.get("format") == WEIGHTS_FORMAT
+            and blob.get("model_config", {}).get("name") != entry["preset"]):
         raise WeightsError(f"{p}: manifest says preset {entry['preset']!r} but the file holds "
                            f"{blob.get('model_config', {}).get('name')!r}")
     return predictor_from_blob(blob, device=device, precision=precision, path=p, expected_preset=expected_preset)

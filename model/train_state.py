@@ -79,23 +79,37 @@ def load_checkpoint(path: Path, config: ModelConfig) -> dict[str, Any]:
     return ckpt
 
 
-def _init_weights(path: Path, generator: Generator, discriminator: PatchDiscriminator) -> dict[str, Any]:
-    """Load a generator (and, from a training checkpoint, its discriminator) of the same architecture. The
-    image size may differ: every layer is convolutional, so fine-tuning at a new size starts from them.
-    Returns the record of the start kept in the run's meta: file, sha256 and the source run's step."""
+def read_init(path: Path, config: ModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--init's file, checked against the architecture it is to start: (the file as loaded, its weights blob).
+    A shipped file listed in weights/manifest.json must match its sha256; the image size may differ (every layer
+    is convolutional, so fine-tuning at a new size starts from them)."""
     if not path.is_file():
         raise DataError(f"--init: weights file not found: {path}")
-    verify_checksum(path)  # a shipped file listed in weights/manifest.json must match its sha256
+    verify_checksum(path)
     ckpt = safe_torch_load(path)
     blob = weights_of(ckpt)
     if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"--init: {path} is not an ffp weights file or checkpoint")
+    ours, theirs = Generator(config).state_dict(), blob["generator"]
+    differ = sorted({k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape}
+                    | (theirs.keys() - ours.keys()))
+    if differ:
+        raise WeightsError(f"--init: {path} does not fit this architecture (only image_size may differ): "
+                           f"{len(differ)} of the generator's tensors differ, {differ[0]} first")
+    return ckpt, blob
+
+
+def _init_weights(path: Path, models: Models, config: ModelConfig) -> dict[str, Any]:
+    """Load a generator (and, from a training checkpoint, its discriminator) of the same architecture.
+    Returns the record of the start kept in the run's meta: file, sha256 and the source run's step."""
+    ckpt, blob = read_init(path, config)
     try:
-        generator.load_state_dict(blob["generator"])
+        models.generator.load_state_dict(blob["generator"])
         if ckpt is not blob:
-            discriminator.load_state_dict(ckpt["discriminator"])
+            models.discriminator.load_state_dict(ckpt["discriminator"])
     except RuntimeError as e:
-        raise WeightsError(f"--init: {path} does not fit this architecture (only image_size may differ): {e}") from e
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        raise WeightsError(f"--init: {path} does not fit this architecture: {first_line}") from e
     return {"file": str(path), "sha256": sha256_file(path), "step": blob.get("meta", {}).get("step")}
 
 
@@ -125,7 +139,7 @@ def resume(cfg: TrainConfig, config: ModelConfig, models: Models, last_path: Pat
         progress.init = ckpt["weights"].get("meta", {}).get("init")
         log.info("resumed from %s at step %d", last_path, progress.step)
     elif cfg.init is not None:
-        progress.init = _init_weights(Path(cfg.init), models.generator, models.discriminator)
+        progress.init = _init_weights(Path(cfg.init), models, config)
         log.info("initialised from %s (step %s of its run)", cfg.init, progress.init["step"])
     if cfg.ema is not None:
         models.ema = copy.deepcopy(models.generator).requires_grad_(False)

@@ -25,6 +25,7 @@ from model import (
     Predictor,
     clip_event,
     score_frames,
+    unscorable,
 )
 
 from .frames import REPORTED_METRICS
@@ -254,10 +255,9 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
             out.append(row)
     finally:
         cap.release()
-    if not out:
-        raise ClipError("the clip has no decodable frames")
-    if len(out) <= predictor.num_frames:
-        raise ClipError(f"the clip needs more than {predictor.num_frames} frames to be scored")
+    reason = unscorable(len(out), predictor.num_frames)
+    if reason is not None:
+        raise ClipError(reason)
     take(engine.close(out[-1]["index"] / fps))
     return ClipResult(fps=fps, frames=out, events=sorted(events.values(), key=lambda e: e["start_ts"]),
                       peaks=peaks)

@@ -328,7 +328,7 @@ def test_threads_option_of_every_command(tmp_path: Path) -> None:
     clip = data / "testing" / "frames" / "01"
     out = tmp_path / "scores.json"
     r = ffp("score", str(clip), "--weights", str(weights), "--threads", "0", "--out", str(out))
-    assert r.returncode == 2 and "--threads must be at least 1" in r.stderr and not out.exists()
+    assert r.returncode == 2 and "--threads: must be at least 1" in r.stderr and not out.exists()
     r = ffp("score", str(clip), "--weights", str(weights), "--threads", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
     scored = json.loads(out.read_text())
@@ -343,7 +343,7 @@ def test_threads_option_of_every_command(tmp_path: Path) -> None:
     for cmd in (["train", "--data", str(data), "--out", str(tmp_path / "run")],
                 ["train-flow", "--data", str(data), "--out", str(tmp_path / "flow.pt")]):
         r = ffp(*cmd, "--threads", "0")  # the training commands check it the same way, before any work
-        assert r.returncode == 2 and "--threads must be at least 1" in r.stderr, (cmd, r.stderr)
+        assert r.returncode == 2 and "must be at least 1" in r.stderr and "--threads" in r.stderr, (cmd, r.stderr)
         assert not Path(cmd[-1]).exists()
 
 
@@ -538,3 +538,174 @@ def test_eval_alerts_file_fps_and_calibrate_anomaly(tmp_path: Path) -> None:
     assert report["causal_half_life"] == 3.5  # the causal protocol smooths as the alert engine does
     assert [row["on_threshold"] for row in report["threshold_sweep"] if row["operating_point"]] == [3.3]
     assert report["episodes"] == 1 and report["calibrated"] is True
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> tuple[Path, Path]:
+    """A synthetic data set (2 normal videos of 12 frames, 1 test video) and untrained weights for it."""
+    from tests.model.synthetic import make_dataset
+    from tests.model.test_weights_scoring import make_predictor
+
+    data = make_dataset(tmp_path / "data", train_videos=2, test_videos=1, length=12)
+    weights = tmp_path / "w.pt"
+    torch.save(make_predictor().weights_blob(), weights)
+    return data, weights
+
+
+def one_line_error(r: Run, *fragments: str) -> None:
+    """Exit status 2 and one error line (argparse puts its usage above it), which says each fragment."""
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    last = r.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in r.stderr and last.startswith("ffp ") and ": error: " in last, r.stderr
+    for fragment in fragments:
+        assert fragment in last, (fragment, r.stderr)
+
+
+def test_numbers_out_of_range_are_refused_by_option_name(small: tuple[Path, Path], tmp_path: Path) -> None:
+    data, weights = small
+    clip = str(data / "testing" / "frames" / "01")
+    for value in ("nan", "inf", "0", "-1", "fast"):
+        one_line_error(ffp("score", clip, "--weights", str(weights), "--fps", value), "--fps")
+    one_line_error(ffp("eval", "--data", str(data), "--out", str(tmp_path / "r.json"), "--half-life", "-1"),
+                   "--half-life")
+    for option in ("--footage-minutes", "--train-minutes", "--fps", "--max-footage-mb"):
+        args = {"--footage-minutes": "1", "--train-minutes": "1", option: "nan"}
+        r = ffp("learn", clip, "--out", str(tmp_path / "l.pt"), *[x for kv in args.items() for x in kv])
+        one_line_error(r, option)
+    one_line_error(ffp("calibrate", "--data", str(data), "--out", str(tmp_path / "c.pt"), "--holdout", "-1"),
+                   "--holdout")
+    run = tmp_path / "run"
+    for option, value, said in (("--batch-size", "0", "--batch-size must be at least 1"),
+                                ("--steps", "-5", "--steps must be >= 0"),
+                                ("--w-int", "-1", "--w-int must be a number >= 0"),
+                                ("--max-minutes", "nan", "--max-minutes must be a positive number"),
+                                ("--arch", "depth=x", "depth takes a value like 4")):
+        one_line_error(ffp("train", "--data", str(data), "--out", str(run), option, value), said)
+    assert not run.exists()
+    one_line_error(ffp("score", clip, "--weights", str(weights), "--device", "gpu"), "device 'gpu'")
+
+
+def test_outputs_are_checked_before_the_work_and_leave_nothing(small: tuple[Path, Path], tmp_path: Path) -> None:
+    data, weights = small
+    clip = str(data / "testing" / "frames" / "01")
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    one_line_error(ffp("score", clip, "--weights", str(weights), "--out", str(folder)), "is a folder")
+    one_line_error(ffp("score", clip, "--weights", str(weights), "--out", "/proc/x.json"), "cannot write there")
+    one_line_error(ffp("eval", "--data", str(data), "--weights", str(weights), "--out", str(folder)), "is a folder")
+    one_line_error(ffp("export", str(weights), "--out", str(tmp_path / "e.pt"), "--onnx", str(folder)), "--onnx")
+    assert not (tmp_path / "e.pt").exists()
+    (tmp_path / "file").write_text("x")
+    one_line_error(ffp("train", "--data", str(data), "--out", str(tmp_path / "file")), "is a file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder", "data", "file", "w.pt"]
+    assert list(folder.iterdir()) == []
+    # a missing folder is made, as for eval and calibrate
+    r = ffp("score", clip, "--weights", str(weights), "--threads", "1", "--out", str(tmp_path / "new/s.json"))
+    assert r.returncode == 0 and json.loads((tmp_path / "new/s.json").read_text())["frames"], r.stderr
+
+
+def test_score_refuses_what_post_score_refuses(small: tuple[Path, Path], tmp_path: Path) -> None:
+    data, weights = small
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(ffp("score", str(empty), "--weights", str(weights)), "no decodable frames")
+    short = tmp_path / "short"
+    short.mkdir()
+    for f in sorted((data / "testing" / "frames" / "01").iterdir())[:3]:
+        (short / f.name).write_bytes(f.read_bytes())
+    one_line_error(ffp("score", str(short), "--weights", str(weights)), "needs more than 4 frames", "it has 3")
+
+
+def test_alert_files_labels_and_weights_are_checked_as_the_service_checks_them(small: tuple[Path, Path],
+                                                                               tmp_path: Path) -> None:
+    data, weights = small
+    clip = str(data / "testing" / "frames" / "01")
+    alerts = tmp_path / "alerts.yaml"
+    for text, said in (("min_duration_s: -1\n", "min_duration_s (-1.0)"),
+                       ("update_interval_s: 0\n", "update_interval_s"), ("warmup_blend: 2\n", "warmup_blend")):
+        alerts.write_text(text)
+        one_line_error(ffp("score", clip, "--weights", str(weights), "--alerts", str(alerts)), said)
+    labels = tmp_path / "labels.json"
+    for values in ([0, 255] + [0] * 10, [0, None] + [0] * 10, [0.7] * 12, [[0, 1]] * 6):
+        labels.write_text(json.dumps({"01": values}))
+        r = ffp("eval", "--data", str(data), "--weights", str(weights), "--labels", str(labels),
+                "--out", str(tmp_path / "r.json"))
+        one_line_error(r, str(labels), "video 01", "0/1")
+    one_line_error(ffp("score", clip, "--weights", str(tmp_path)), "is a folder, not a weights file")
+    for meta, said in (("[1, 2]", "--meta must be a JSON object"), ("{nope", "--meta is not JSON")):
+        one_line_error(ffp("export", str(weights), "--out", str(tmp_path / "e.pt"), "--meta", meta), said)
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    (shelf / "manifest.json").write_text("not json")
+    one_line_error(ffp("export", str(weights), "--out", str(shelf / "x.pt"), "--manifest"), "manifest.json")
+    assert not (shelf / "x.pt").exists()  # refused before the weights were written
+
+
+def test_calibrate_never_rewrites_a_file_its_manifest_checksums(small: tuple[Path, Path], tmp_path: Path) -> None:
+    from model.checkpoint import record_in_manifest, sha256_file
+
+    data, weights = small
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    listed = shelf / "listed.pt"
+    listed.write_bytes(weights.read_bytes())
+    record_in_manifest(listed, "lite")
+    before = sha256_file(listed)
+    r = ffp("calibrate", "--data", str(data), "--weights", str(listed), "--holdout", "1", "--threads", "1")
+    one_line_error(r, "is listed with its sha256", "--out")
+    assert sha256_file(listed) == before
+    r = ffp("calibrate", "--data", str(data), "--weights", str(listed), "--holdout", "1", "--threads", "1",
+            "--out", str(shelf / "calibrated.pt"))
+    assert r.returncode == 0, r.stderr
+    # videos too short for a window: said, not a numpy error
+    short = tmp_path / "short"
+    (short / "training" / "frames" / "01").mkdir(parents=True)
+    for f in sorted((data / "training" / "frames" / "01").iterdir())[:3]:
+        (short / "training" / "frames" / "01" / f.name).write_bytes(f.read_bytes())
+    r = ffp("calibrate", "--data", str(short), "--weights", str(weights), "--holdout", "0", "--threads", "1",
+            "--out", str(tmp_path / "c.pt"))
+    one_line_error(r, "nothing to calibrate on")
+
+
+def test_learn_checks_its_start_before_recording(small: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = small
+    source = str(data / "training" / "frames")
+    base = ["learn", source, "--footage-minutes", "1", "--train-minutes", "1", "--out", str(tmp_path / "l.pt")]
+    for init, said in ((str(tmp_path / "none.pt"), "--init: weights file not found"),
+                       ("weights/flownet-lite.pt", "--init:")):
+        r = ffp(*base, "--init", init)
+        one_line_error(r, said)
+        assert "footage:" not in r.stderr  # nothing was recorded for it
+    (tmp_path / "work").write_text("x")
+    one_line_error(ffp(*base, "--work", str(tmp_path / "work")), "--work", "is a file")
+
+
+def test_a_stopped_learn_removes_its_temporary_footage(tmp_path: Path) -> None:
+    """SIGTERM (a service or a shell stopping it) ends `ffp learn` as Ctrl-C does: its temporary folder goes."""
+    import os
+    import signal
+    import time
+
+    from tests.model.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", train_videos=1, test_videos=0, length=240)  # enough to train on
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "learn", str(data / "training" / "frames"),
+                             "--footage-minutes", "1", "--train-minutes", "5", "--threads", "1",
+                             "--out", str(tmp_path / "l.pt")], env={**os.environ, "TMPDIR": str(temp)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(temp.glob("ffp-learn-*/run/progress.json")) and proc.poll() is None:  # it trains
+            assert time.monotonic() < deadline, "ffp learn never made its temporary folder"
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert list(temp.iterdir()) == []
