@@ -21,8 +21,9 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
+from .bounds import Bounds, out_of_bounds
 from .scoring import Calibration, CausalSmoother
 
 # Without calibration there is no z to read; the camera's own statistics are learnt first.
@@ -56,6 +57,12 @@ class AlertParams:
     update_interval_s: float = 1.0
     strong_margin: float | None = None
 
+    BOUNDS: ClassVar[Bounds] = {
+        "min_duration_s": {"ge": 0}, "hold_s": {"ge": 0}, "cooldown_s": {"ge": 0},
+        "smoothing_half_life_frames": {"ge": 0}, "warmup_s": {"ge": 0}, "warmup_blend": {"ge": 0, "le": 1},
+        "update_interval_s": {"gt": 0}, "strong_margin": {"ge": 0},
+    }
+
     def __post_init__(self) -> None:
         # NaN fails every comparison: a NaN threshold would let every score through, an infinite one none.
         bad = [f"{k} ({v})" for k, v in vars(self).items() if isinstance(v, float) and not math.isfinite(v)]
@@ -63,17 +70,9 @@ class AlertParams:
             raise ValueError(f"alert parameters must be finite numbers: {', '.join(bad)}")
         if self.off_threshold > self.on_threshold:
             raise ValueError(f"off_threshold ({self.off_threshold}) must be <= on_threshold ({self.on_threshold})")
-        negative = [f"{k} ({getattr(self, k)})" for k in ("min_duration_s", "hold_s", "cooldown_s",
-                                                            "smoothing_half_life_frames", "warmup_s")
-                    if getattr(self, k) < 0]
-        if negative:
-            raise ValueError(f"must be >= 0: {', '.join(negative)}")
-        if not 0 <= self.warmup_blend <= 1:
-            raise ValueError(f"warmup_blend ({self.warmup_blend}) must be between 0 and 1")
-        if not self.update_interval_s > 0:
-            raise ValueError(f"update_interval_s ({self.update_interval_s}) must be > 0")
-        if self.strong_margin is not None and not self.strong_margin >= 0:
-            raise ValueError(f"strong_margin ({self.strong_margin}) must be >= 0 or None")
+        wrong = out_of_bounds(self, self.BOUNDS)
+        if wrong:
+            raise ValueError("; ".join(wrong))
 
 
 EventType = Literal["anomaly", "scene_change"]  # what an event is about (model/scene.py: scene_change)

@@ -9,17 +9,18 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import signal
 import sys
 import tempfile
+import threading
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import ANOMALY_KINDS, PRECISIONS, PRESETS, FlowNetConfig, ModelConfig, TrainConfig
+from .config import ANOMALY_KINDS, PRECISIONS, PRESETS, FlowNetConfig, ModelConfig, TrainConfig, number_error
 from .data import DataError
 
 log = logging.getLogger("ffp")
@@ -59,14 +60,12 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     if a.no_adv:
         values["w_adv"] = 0.0
     config = TrainConfig(**values)
-    if Path(config.out).exists() and not Path(config.out).is_dir():
-        raise DataError(f"--out {config.out} is a file; a run writes a folder (last.pt, best.pt, metrics.csv)")
+    output_folder(config.out)  # a run writes a folder: last.pt, best.pt, metrics.csv
     _set_threads(config.threads)  # validated here like every command's; train() sets it again for library callers
     return config
 
 
 def cmd_learn(a: argparse.Namespace) -> None:
-    import tempfile
     from contextlib import nullcontext
 
     from .checkpoint import atomic_save, safe_torch_load
@@ -78,8 +77,8 @@ def cmd_learn(a: argparse.Namespace) -> None:
     out = output_file(a.out)
     config = recipe_model(a.recipe)
     check_init(a.init, a.recipe)  # before minutes of footage are recorded for it
-    if a.work and Path(a.work).exists() and not Path(a.work).is_dir():
-        raise DataError(f"--work {a.work} is a file; give a folder")
+    if a.work:
+        output_folder(a.work, "--work")
     # --work keeps the footage and the run (a second call resumes from them); by default both are temporary
     with nullcontext(a.work) if a.work else tempfile.TemporaryDirectory(prefix="ffp-learn-") as work:
         writer = record(a.source, Path(work) / "footage", config, fps=a.fps, footage_minutes=a.footage_minutes,
@@ -98,58 +97,55 @@ def cmd_learn(a: argparse.Namespace) -> None:
                                                                        "heldout_psnr", "footage")}}, indent=2))
 
 
-def positive(text: str) -> float:
-    """argparse type: a finite number > 0 (nan, inf, 0 and negatives are refused by name)."""
-    value = _number(text, float)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+def _number_type(rule: str, kind: type[int] | type[float]) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` that keeps model.config.NUMBER_RULES[rule], else argparse's error."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        error = number_error(rule, value)
+        if error is not None:
+            raise argparse.ArgumentTypeError(error)
+        return value
+    parse.__name__ = rule
+    return parse
 
 
-def non_negative(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    value = _number(text, float)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def at_least_one(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
-
-
-def count(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def _number(text: str, kind: type[float] | type[int]) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a{' whole' if kind is int else ''} number, got {text!r}") from None
+positive, non_negative = _number_type("positive", float), _number_type("non_negative", float)
+at_least_one, count = _number_type("at_least_one", int), _number_type("count", int)
 
 
 def output_file(path: str | Path, option: str = "--out") -> Path:
-    """An output file, checked before any work is done: not a folder, its folder made if missing and writable
-    (a file is made there and removed). Raises DataError naming the option."""
+    """An output file, checked before any work is done: not a folder, and the nearest folder above it that exists
+    takes a new file (one is made there and removed; missing folders are made when the output is written).
+    Raises DataError naming the option."""
     out = Path(path)
     if out.is_dir():
         raise DataError(f"{option} {out} is a folder; give a file path")
+    _writable_where(out.absolute().parent, out, option)
+    return out
+
+
+def output_folder(path: str | Path, option: str = "--out") -> Path:
+    """An output folder, checked as output_file checks a file: not a file, and writable where it is to be made."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{option} {out} is a file; give a folder")
+    _writable_where(out.absolute(), out, option)
+    return out
+
+
+def _writable_where(folder: Path, out: Path, option: str) -> None:
+    """`folder`, or the nearest folder above it that exists, takes a new file."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(existing))
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".ffp-", suffix=".probe"):
             pass
     except OSError as e:
         raise DataError(f"{option} {out}: cannot write there ({e.strerror or e})") from None
-    return out
 
 
 def _arch_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -255,10 +251,12 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
 
     if a.out is None and a.weights is None:
         raise ValueError("give --out (or --weights to update in place): the shipped weights are checksummed")
-    out = output_file(a.out or a.weights)
+    option = "--out" if a.out else "--weights"
+    out = output_file(a.out or a.weights, option)
     listed = out.resolve().parent / "manifest.json"
     if out.is_file() and out.name in read_manifest(listed):
-        raise DataError(f"{out} is listed with its sha256 in {listed}: write the calibrated copy with --out")
+        raise DataError(f"{option} {out} is listed with its sha256 in {listed}: write the calibrated weights to "
+                        "another file" + ("" if a.out else " with --out"))
     predictor = _load(a)
     if a.anomaly is not None:
         predictor = dataclasses.replace(predictor,
@@ -315,7 +313,9 @@ def cmd_score(a: argparse.Namespace) -> None:
     result = {"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows,
               "events": sorted(events.values(), key=lambda e: e["start_ts"])}
     if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, result)
+        out.chmod(0o644)  # a temp file's 0600: scores are meant to be shared, like the weights
     else:
         print(json.dumps(result, indent=1))
 
@@ -366,6 +366,7 @@ def _export_onnx(predictor, path: Path) -> None:  # type: ignore[no-untyped-def]
         raise WeightsError("--onnx needs the onnx package: pip install 'ffp[onnx]'") from e
     cfg = predictor.config
     dummy = torch.zeros(1, cfg.num_frames * cfg.channels, *cfg.image_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings on the generator's shape check
@@ -528,8 +529,8 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .checkpoint import WeightsError
 
-    # A stopped command ends like an interrupted one: its temporary folders and files are removed on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if on_main_thread else None
     handlers = {"train-flow": cmd_train_flow, "train": cmd_train, "learn": cmd_learn, "eval": cmd_eval,
                 "calibrate": cmd_calibrate, "score": cmd_score, "export": cmd_export}
     try:
@@ -538,10 +539,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ffp {args.cmd}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # a path the system refuses (permissions, a full disk, a folder where a file goes)
-        print(f"ffp {args.cmd}: error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"ffp {args.cmd}: error: {e.strerror or e}{where}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _stop(signum: int, _frame: types.FrameType | None) -> None:
+    """SIGTERM ends a command as Ctrl-C does: on the way out its temporary folders and files are removed."""
+    sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,20 @@ class ScoreConfig:
 LR_SCHEDULES: tuple[str, ...] = ("step", "cosine")
 SHIP_CHOICES: tuple[str, ...] = ("best", "last")
 
+# The ranges a number of a command or a config may take: the check, and how an error says it.
+NUMBER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "positive": (lambda v: isinstance(v, int | float) and math.isfinite(v) and v > 0, "a positive number"),
+    "non_negative": (lambda v: isinstance(v, int | float) and math.isfinite(v) and v >= 0, "a number >= 0"),
+    "at_least_one": (lambda v: isinstance(v, int) and v >= 1, "at least 1"),
+    "count": (lambda v: isinstance(v, int) and v >= 0, "0 or more"),
+}
+
+
+def number_error(rule: str, value: Any) -> str | None:
+    """What is wrong with `value` under NUMBER_RULES[rule] ("must be ..., got ..."), or None."""
+    check, wording = NUMBER_RULES[rule]
+    return None if check(value) else f"must be {wording}, got {value!r}"
+
 
 def _opt(help: str, **argparse: Any) -> dict[str, Any]:
     """A TrainConfig field's metadata: its `ffp train` help text and argparse extras (choices, metavar).
@@ -274,20 +289,20 @@ class TrainConfig:
     progress: bool = field(default=True, metadata=_opt("show a progress bar", cli=False))
 
     def __post_init__(self) -> None:
-        at_least_one = ("batch_size", "val_every", "val_windows", "log_every", "lr_decay_step", "crop")
-        positive = ("lr_g", "lr_d", "max_minutes")
-        non_negative = ("w_int", "w_grad", "w_flow", "w_adv")
-        wrong = [f"--{k.replace('_', '-')} must be at least 1, got {getattr(self, k)!r}" for k in at_least_one
-                 if getattr(self, k) is not None and not (isinstance(getattr(self, k), int) and getattr(self, k) >= 1)]
-        wrong += [f"--{k.replace('_', '-')} must be a positive number, got {getattr(self, k)!r}" for k in positive
-                  if getattr(self, k) is not None and not (math.isfinite(getattr(self, k)) and getattr(self, k) > 0)]
-        wrong += [f"--{k.replace('_', '-')} must be a number >= 0, got {getattr(self, k)!r}" for k in non_negative
-                  if getattr(self, k) is not None and not (math.isfinite(getattr(self, k)) and getattr(self, k) >= 0)]
-        if self.steps < 0:  # 0: the starting weights, written as the run's checkpoint
-            wrong.append(f"--steps must be >= 0, got {self.steps}")
-        if self.holdout < 0:
-            wrong.append(f"--holdout must be >= 0, got {self.holdout}")
+        wrong = [f"{'--' + f.name.replace('_', '-') if f.metadata.get('cli', True) else f.name} {error}"
+                 for f in fields(self) if f.name in TRAIN_NUMBER_RULES and getattr(self, f.name) is not None
+                 and (error := number_error(TRAIN_NUMBER_RULES[f.name], getattr(self, f.name)))]
         if self.ema is not None and not 0 < self.ema < 1:
-            wrong.append(f"--ema must be between 0 and 1, got {self.ema}")
+            wrong.append(f"--ema must be in (0, 1), got {self.ema}")
         if wrong:
             raise ValueError("; ".join(wrong))
+
+
+# Which rule of NUMBER_RULES each numeric TrainConfig field keeps (None, where a field allows it, is not checked).
+# steps 0 writes the starting weights as the run's checkpoint; lr_decay_step 0 never drops the rate.
+TRAIN_NUMBER_RULES: dict[str, str] = {
+    "steps": "count", "batch_size": "at_least_one", "lr_g": "positive", "lr_d": "positive",
+    "lr_decay_step": "count", "w_int": "non_negative", "w_grad": "non_negative", "w_flow": "non_negative",
+    "w_adv": "non_negative", "crop": "at_least_one", "holdout": "count", "val_every": "at_least_one",
+    "val_windows": "at_least_one", "log_every": "at_least_one", "max_minutes": "positive",
+}

@@ -72,12 +72,13 @@ def pick_device(device: str = "auto") -> tuple[torch.device, str]:
     (For inference on CPU, `fastest_cpu_precision` refines this choice by measuring.)"""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    wrong = ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
     try:
         dev = torch.device(device)
     except RuntimeError:
-        dev = torch.device("meta")
+        raise wrong from None
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+        raise wrong
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise WeightsError("CUDA was requested but is not available on this machine")
     precision = "bf16" if dev.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"

@@ -32,12 +32,13 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
 
 from .alerts import EventUpdate, OpenEvent
+from .bounds import Bounds, out_of_bounds
 
 THUMB = 64  # side of the grey thumbnail the pictures are compared on
 CELL = 8  # side of an image cell on the thumbnail: an 8 x 8 grid
@@ -66,9 +67,15 @@ class SceneParams:
     reference_half_life_frames: float = 20.0
     warmup_frames: int = 30
 
+    BOUNDS: ClassVar[Bounds] = {
+        "changed_share": {"gt": 0, "le": 1}, "cell_threshold": {"gt": 0}, "steady_ratio": {"gt": 0, "le": 1},
+        "hold_s": {"ge": 0}, "reference_half_life_frames": {"gt": 0}, "warmup_frames": {"ge": 1},
+    }
+
     def __post_init__(self) -> None:
-        if not 0 < self.changed_share <= 1:
-            raise ValueError(f"changed_share ({self.changed_share}) must be in (0, 1]")
+        wrong = out_of_bounds(self, self.BOUNDS)
+        if wrong:
+            raise ValueError("; ".join(wrong))
 
 
 def thumbnail(picture: np.ndarray) -> np.ndarray:

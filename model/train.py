@@ -92,8 +92,6 @@ def plan(cfg: TrainConfig) -> Plan:
                          f"got {cfg.calibration_precision!r}")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr schedule must be step or cosine, got {cfg.lr_schedule!r}")
-    if cfg.ema is not None and not 0.0 < cfg.ema < 1.0:
-        raise ValueError(f"--ema must be in (0, 1), got {cfg.ema}")
     if cfg.ship not in SHIP_CHOICES:
         raise ValueError(f"ship must be one of {', '.join(SHIP_CHOICES)}, got {cfg.ship!r}")
     if cfg.crop is not None:

@@ -90,12 +90,16 @@ def read_init(path: Path, config: ModelConfig) -> tuple[dict[str, Any], dict[str
     blob = weights_of(ckpt)
     if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"--init: {path} is not an ffp weights file or checkpoint")
-    ours, theirs = Generator(config).state_dict(), blob["generator"]
-    differ = sorted({k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape}
-                    | (theirs.keys() - ours.keys()))
-    if differ:
-        raise WeightsError(f"--init: {path} does not fit this architecture (only image_size may differ): "
-                           f"{len(differ)} of the generator's tensors differ, {differ[0]} first")
+    parts: list[tuple[str, torch.nn.Module, dict[str, Any]]] = [("generator", Generator(config), blob["generator"])]
+    if ckpt is not blob:  # a training checkpoint: its discriminator starts the run's too
+        parts.append(("discriminator", PatchDiscriminator(config.channels, config.disc_widths), ckpt["discriminator"]))
+    for name, module, theirs in parts:
+        ours = module.state_dict()
+        differ = sorted({k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape}
+                        | (theirs.keys() - ours.keys()))
+        if differ:
+            raise WeightsError(f"--init: {path} does not fit this architecture (only image_size may differ): "
+                               f"{len(differ)} of the {name}'s tensors differ, {differ[0]} first")
     return ckpt, blob
 
 

@@ -158,8 +158,8 @@ class Learning:
         """PATCH: new URL, fps or alert settings; the camera keeps its mode, models and job. Its recent footage
         (refresh) is recorded anew with them. A model learns motion at its footage's rate, so at another fps what
         was recorded goes (the learning footage starts again at the new rate), and LearningBusy refuses it while
-        footage of the old rate waits for or is in training. With `auto_relearn`, a camera whose own model scored
-        it at the old rate learns again at the new one, as after a scene change."""
+        footage of the old rate waits for or is in training. With `auto_relearn`, a camera whose own model learnt
+        another rate learns again at the new one, as after a scene change."""
         with self.refresher.exclusive():  # no learn nor poll gives the camera a tap while it is dropped and re-added
             old_fps = self.pipeline.camera_settings(cam.id).fps
             with self._lock:
@@ -169,7 +169,7 @@ class Learning:
                 raise LearningBusy(f"camera {cam.id!r} is {job.phase} on footage at {old_fps:g} fps: its fps can "
                                    "change once the training ends (relearn then), or after DELETE .../learn")
             relearn = (new_rate and self.settings.auto_relearn and (job is None or job.phase not in BUSY)
-                       and self._scored_by_own_model(cam.id, old_fps))
+                       and self._outgrown(cam))
             self.pipeline.update_camera(cam, trusted=trusted)
             if new_rate and job is not None and job.phase == "recording":
                 self._record_again(job, cam.fps)
@@ -183,13 +183,20 @@ class Learning:
             except (LearningBusy, KeyError) as e:  # a learn or a delete came first
                 log.info("camera %s: no relearn at the new fps: %s", cam.id, e)
 
-    def _scored_by_own_model(self, camera_id: str, fps: float) -> bool:
-        """The camera's active version of its own model scores it at `fps`."""
+    def _outgrown(self, cam: CameraSettings) -> bool:
+        """The camera's own model cannot score it at its fps, and footage at that rate can be recorded and learnt
+        from (the camera runs; enough frames in `footage_minutes`)."""
         try:
-            entry = self.pipeline.registry.active(camera_id)
+            entry = self.pipeline.registry.active(cam.id)
         except WeightsError:
             return False
-        return entry is not None and entry.rate_mismatch(fps) is None
+        if entry is None or entry.rate_mismatch(cam.fps) is None:
+            return False
+        why_not = "the camera is stopped" if not cam.enabled else self.footage_too_short(None, cam.fps)
+        if why_not is not None:
+            log.info("camera %s: no relearn at %g fps: %s", cam.id, cam.fps, why_not)
+            return False
+        return True
 
     def _record_again(self, job: Job, fps: float) -> None:
         """The camera's learning footage starts again at `fps` (its refresher's lock held)."""

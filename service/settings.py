@@ -37,21 +37,21 @@ class SettingsError(ValueError):
     """The settings file or environment is invalid; the message says where and why."""
 
 
+def no_boolean_numbers(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A model's field validator (every field, before parsing): pydantic reads JSON's and YAML's true as the
+    number 1, so "fps": true would score at 1 fps. A boolean belongs only in a field that is one."""
+    if isinstance(value, bool) and info.field_name is not None:
+        annotation = cls.model_fields[info.field_name].annotation
+        if annotation is not bool and bool not in get_args(annotation):
+            raise ValueError("must not be a boolean")
+    return value
+
+
 class _Model(BaseModel):
     # NaN compares false with everything: a NaN threshold would let every score through. JSON and YAML can spell
     # both NaN and infinity, so every number of the settings must be finite.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic reads JSON's true as the number 1: "fps": true would score at 1 fps. A boolean belongs only in
-        # a field that is one.
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if annotation is not bool and bool not in get_args(annotation):
-                raise ValueError("must not be a boolean")
-        return value
+    _no_boolean_numbers = field_validator("*", mode="before")(no_boolean_numbers)
 
 
 _Params = TypeVar("_Params", AlertParams, SceneParams)
@@ -60,16 +60,18 @@ _M = TypeVar("_M", bound=_Model)
 
 def _fields_of(params: type[_Params], fields: dict[str, Any]) -> Callable[[type[_M]], type[_M]]:
     """The validated form of a model/ parameter dataclass: one pydantic field per dataclass field, with the
-    dataclass's type and default (the defaults live with the engine) and the description and bounds in `fields`
-    (the service's concern: what /docs and the JSON schema say, what a settings file may hold)."""
+    dataclass's type, default and bounds (`BOUNDS`: they live with the engine) and the description in `fields`
+    (the service's concern: what /docs and the JSON schema say)."""
     names = [f.name for f in dataclasses.fields(params)]
     if sorted(names) != sorted(fields):
         raise TypeError(f"{params.__name__}: fields {sorted(names)} but settings for {sorted(fields)}")
     hints = get_type_hints(params)
 
     def build(cls: type[_M]) -> type[_M]:
-        declared: dict[str, Any] = {f.name: (Annotated[hints[f.name], fields[f.name]], f.default)
-                                    for f in dataclasses.fields(params)}
+        declared: dict[str, Any] = {
+            f.name: (Annotated[hints[f.name], Field(**params.BOUNDS.get(f.name, {})),  # type: ignore[call-overload]
+                               fields[f.name]], f.default)
+            for f in dataclasses.fields(params)}
         return create_model(cls.__name__, __base__=cls, __doc__=cls.__doc__, __module__=cls.__module__,
                             **declared)
     return build
@@ -78,22 +80,22 @@ def _fields_of(params: type[_Params], fields: dict[str, Any]) -> Callable[[type[
 @_fields_of(AlertParams, {
     "on_threshold": Field(description="An event may start when the smoothed z score reaches this."),
     "off_threshold": Field(description="An event may end once the smoothed z score falls below this."),
-    "min_duration_s": Field(ge=0, description="The score must stay above on_threshold this long before an event "
-                                              "starts (filters single-frame spikes)."),
-    "hold_s": Field(ge=0, description="An active event stays open this long after the score drops below "
-                                      "off_threshold (bridges short dips)."),
-    "cooldown_s": Field(ge=0, description="No new event starts this soon after the previous one ended (so a scene "
-                                          "that keeps crossing the thresholds does not raise a burst of events)."),
-    "smoothing_half_life_frames": Field(ge=0, description="Half-life of the causal EMA over scores, in frames; 0 "
-                                                          "disables smoothing."),
-    "warmup_s": Field(ge=0, description="Adapt calibration to the camera: estimate mean/std of the raw score over "
-                                        "its first warmup_s seconds (0 = off). Weights without calibration always "
-                                        "warm up (5 s when this is 0), and the camera has no score until then."),
-    "warmup_blend": Field(ge=0, le=1, description="Weight of the camera's own statistics after warm-up (0 = shipped "
-                                                  "calibration only)."),
-    "update_interval_s": Field(gt=0, description="At most one 'update' message per event this often."),
-    "strong_margin": Field(ge=0, description="A smoothed z score this far above on_threshold starts an event at "
-                                             "once, without waiting min_duration_s (null: every event waits)."),
+    "min_duration_s": Field(description="The score must stay above on_threshold this long before an event "
+                                        "starts (filters single-frame spikes)."),
+    "hold_s": Field(description="An active event stays open this long after the score drops below "
+                                "off_threshold (bridges short dips)."),
+    "cooldown_s": Field(description="No new event starts this soon after the previous one ended (so a scene "
+                                    "that keeps crossing the thresholds does not raise a burst of events)."),
+    "smoothing_half_life_frames": Field(description="Half-life of the causal EMA over scores, in frames; 0 "
+                                                    "disables smoothing."),
+    "warmup_s": Field(description="Adapt calibration to the camera: estimate mean/std of the raw score over "
+                                  "its first warmup_s seconds (0 = off). Weights without calibration always "
+                                  "warm up (5 s when this is 0), and the camera has no score until then."),
+    "warmup_blend": Field(description="Weight of the camera's own statistics after warm-up (0 = shipped "
+                                      "calibration only)."),
+    "update_interval_s": Field(description="At most one 'update' message per event this often."),
+    "strong_margin": Field(description="A smoothed z score this far above on_threshold starts an event at "
+                                       "once, without waiting min_duration_s (null: every event waits)."),
 })
 class AlertSettings(_Model):
     """Turns a camera's calibrated score stream (z units) into events. Times are in seconds. The validated
@@ -110,20 +112,20 @@ class AlertSettings(_Model):
 
 @_fields_of(SceneParams, {
     "enabled": Field(description="Detect scene changes (off: a new view raises anomaly alerts)."),
-    "changed_share": Field(gt=0, le=1, description="Share of the image cells that must have moved away from the "
-                                                   "camera's usual picture (normal footage: at most 0.06 on Ped2 "
-                                                   "and vtest.avi)."),
-    "cell_threshold": Field(gt=0, description="A cell moved away when its distance to the usual picture exceeds "
-                                              "its normal mean by this many of its normal standard deviations."),
-    "steady_ratio": Field(gt=0, le=1, description="The new picture is steady when it differs from the previous "
-                                                  "frame by less than this fraction of its difference to the usual "
-                                                  "picture (white noise, a passing crowd and the jump itself are "
-                                                  "not)."),
-    "hold_s": Field(ge=0, description="The new view must hold this long before the event starts, and the old view "
-                                      "must be back this long before it ends."),
-    "reference_half_life_frames": Field(gt=0, description="Half-life of the running average of normal frames that "
-                                                          "is the usual picture (slow changes are absorbed)."),
-    "warmup_frames": Field(ge=1, description="Normal frames learnt from before detecting."),
+    "changed_share": Field(description="Share of the image cells that must have moved away from the "
+                                       "camera's usual picture (normal footage: at most 0.06 on Ped2 "
+                                       "and vtest.avi)."),
+    "cell_threshold": Field(description="A cell moved away when its distance to the usual picture exceeds "
+                                        "its normal mean by this many of its normal standard deviations."),
+    "steady_ratio": Field(description="The new picture is steady when it differs from the previous "
+                                      "frame by less than this fraction of its difference to the usual "
+                                      "picture (white noise, a passing crowd and the jump itself are "
+                                      "not)."),
+    "hold_s": Field(description="The new view must hold this long before the event starts, and the old view "
+                                "must be back this long before it ends."),
+    "reference_half_life_frames": Field(description="Half-life of the running average of normal frames that "
+                                                    "is the usual picture (slow changes are absorbed)."),
+    "warmup_frames": Field(description="Normal frames learnt from before detecting."),
 })
 class SceneSettings(_Model):
     """Detects a camera that shows another view (moved, covered, refocused, zoomed): one scene_change event, and
@@ -291,13 +293,15 @@ def _section(cls: type[_Model], description: str) -> Any:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FFP_", env_nested_delimiter="__", extra="forbid",
                                       allow_inf_nan=False, frozen=True)
+    _no_boolean_numbers = field_validator("*", mode="before")(no_boolean_numbers)
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds.")
     data_dir: Path = Field(Path("data"), description="Events database and images, cameras added "
                           "over the API, their footage, training runs and models live here.")
     weights: Path | None = Field(None, description="Weights file; None = the shipped default weights.")
-    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+                        description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Model precision: 'auto' is bf16 (else fp16) on a GPU, and on a CPU whichever of "
                             "fp32 and bf16 measures faster for this model at start.")

@@ -101,7 +101,8 @@ async def patch_camera(camera_id: str, body: CameraPatch, request: Request, pipe
                        settings: SettingsDep) -> CameraPublic:
     """Change the camera's url, fps, alert settings, or stop and start it (`enabled`). It keeps its mode, its models
     and its learning. A model scores only at the frame rate it learnt: at another fps the camera scores with the
-    shipped model (its own comes back at its rate), and footage being recorded starts again at the new rate."""
+    shipped model (its own comes back at its rate; with `learning.auto_relearn` it learns the new rate instead), and
+    footage being recorded starts again at the new rate."""
     try:
         old = pipeline.camera_settings(camera_id)
     except KeyError:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from ..frames import ACTIONS, REPORTED_METRICS
-from ..settings import CameraSettings
+from ..settings import CameraSettings, no_boolean_numbers
 from ..urls import redact_text, redact_url
 
 
@@ -264,6 +264,7 @@ class SubscribeRequest(BaseModel):
     """Client -> server. Replaces the connection's subscription; with resume_from, replays stored events."""
 
     model_config = ConfigDict(extra="forbid")
+    _no_boolean_numbers = field_validator("*", mode="before")(no_boolean_numbers)
     type: Literal["subscribe"] = "subscribe"
     cameras: list[str] | None = Field(None, description="Camera ids; None = every camera.")
     kinds: list[ScoreKind] = Field(default_factory=lambda: list(ALL_KINDS))

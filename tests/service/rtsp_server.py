@@ -65,7 +65,12 @@ def main() -> None:
         src = media.get_element().get_by_name("src")
         src.set_property("pattern", state["pattern"])
         sources.append(src)
-        media.connect("unprepared", lambda _media: sources.remove(src))
+        media.connect("unprepared", lambda _media: GLib.idle_add(forget, src))
+
+    def forget(src: Gst.Element) -> bool:  # on the main loop, where `apply` walks the list
+        if src in sources:
+            sources.remove(src)
+        return False
 
     factory.connect("media-configure", on_configure)
     server.get_mount_points().add_factory(args.path, factory)

@@ -62,11 +62,11 @@ def test_clients_that_connect_and_leave_together_keep_the_server_up_and_each_see
 
         def read(frames: int) -> None:
             try:
-                with av.open(srv.url, options={"rtsp_transport": "tcp"}, timeout=5) as c:
+                with av.open(srv.url, options={"rtsp_transport": "tcp"}, timeout=scaled(5)) as c:
                     for i, _ in enumerate(c.decode(video=0)):
                         if i >= frames:
                             break
-            except av.FFmpegError as e:
+            except Exception as e:  # noqa: BLE001 (any failure of a client thread is the test's)
                 failures.append(repr(e))
 
         for _ in range(15):
@@ -74,11 +74,12 @@ def test_clients_that_connect_and_leave_together_keep_the_server_up_and_each_see
             for t in clients:
                 t.start()
             for t in clients:
-                t.join(30)
+                t.join(scaled(30))
+                assert not t.is_alive(), "a client hung"
             assert srv.proc is not None and srv.proc.poll() is None, "the RTSP server died"
         assert failures == []
 
-        opened = [av.open(srv.url, options={"rtsp_transport": "tcp"}, timeout=5) for _ in range(2)]
+        opened = [av.open(srv.url, options={"rtsp_transport": "tcp"}, timeout=scaled(5)) for _ in range(2)]
         try:
             frames = [c.decode(video=0) for c in opened]
             assert all(_texture(next(f)) < 40 for f in frames)  # the ball on a flat background

@@ -48,6 +48,8 @@ def test_yaml_env_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     ("alerts: {on_threshold: 2, off_threshold: 3}\n", "off_threshold"),
     ("cameras: [{id: a, url: 'x.mp4', fps: yes}]\n", "cameras.0.fps"),  # YAML's yes is true, not 1 fps
     ("alerts: {on_threshold: true}\n", "must not be a boolean"),
+    ("device: gpu\n", "device"),
+    ("max_upload_mb: true\n", "max_upload_mb"),
 ])
 def test_settings_errors_are_clear(tmp_path: Path, text: str, fragment: str) -> None:
     cfg = tmp_path / "bad.yaml"

@@ -391,21 +391,30 @@ def test_a_restart_at_another_fps_records_again_or_fails_the_training(tmp_path: 
 
 
 @pytest.mark.parametrize("auto_relearn", [True, False])
-def test_a_new_fps_relearns_a_camera_that_its_own_model_scored_with_auto_relearn(
+def test_a_new_fps_relearns_a_camera_whose_own_model_no_longer_fits_with_auto_relearn(
         tmp_path: Path, made: Any, trainings: Trainings, auto_relearn: bool) -> None:
-    """auto_relearn: a camera whose own model no longer fits its new fps learns again at that fps by itself, as
-    after a scene change; its models stay. Off, it waits for the user (model.error says why)."""
-    host, learning = made("own", "shipped", auto_relearn=auto_relearn)
-    version = own_model(host, tmp_path, "own")
+    """auto_relearn: a camera whose own model learnt motion at its old fps learns again at the new one by itself,
+    as after a scene change; its models stay. A model that fits the new rate too (no footage rate recorded), a
+    stopped camera, or footage too short at the new rate: no relearn. Off, the camera waits for the user."""
+    host, learning = made("own", "any_rate", "stopped", "shipped", auto_relearn=auto_relearn, footage_minutes=0.1)
+    at_5_fps = {"footage": {"fps": 5.0, "frames": 100}}
+    version = host.registry.add("own", weights_file(tmp_path / "own.pt", 0, at_5_fps)).version
+    host.registry.activate("own", version)
+    host.registry.activate("any_rate", host.registry.add("any_rate", weights_file(tmp_path / "any.pt", 1)).version)
+    stopped = host.registry.add("stopped", weights_file(tmp_path / "s.pt", 2, at_5_fps))
+    host.registry.activate("stopped", stopped.version)
     learning.start()
     learning.update_camera(host.cams["shipped"].model_copy(update={"fps": 10.0}), trusted=True)
-    assert learning.phase("shipped") is None  # no model of its own to fit: nothing to relearn
+    learning.update_camera(host.cams["any_rate"].model_copy(update={"fps": 10.0}), trusted=True)
+    learning.update_camera(host.cams["stopped"].model_copy(update={"fps": 10.0, "enabled": False}), trusted=True)
     learning.update_camera(host.cams["own"].model_copy(update={"url": "rtsp://127.0.0.1/own2"}), trusted=True)
-    assert learning.phase("own") is None  # the same rate: its model still fits
+    assert [learning.phase(c) for c in ("shipped", "any_rate", "stopped", "own")] == [None] * 4
+    learning.update_camera(host.cams["own"].model_copy(update={"fps": 0.5}), trusted=True)
+    assert learning.phase("own") is None  # 0.1 min at 0.5 fps: 3 frames, too few to learn from
     learning.update_camera(host.cams["own"].model_copy(update={"fps": 10.0}), trusted=True)
     view = learning.view("own")
     if not auto_relearn:
-        assert view is None or view.get("phase") is None
+        assert learning.phase("own") is None
         return
     assert view is not None and view["phase"] == "recording", view
     assert view["frames_wanted"] == footage_frames(learning.settings.footage_minutes, 10.0)

@@ -135,6 +135,7 @@ def test_subscription_changes(server: LiveServer) -> None:
     ("kinds=scores", json.dumps({"type": "subscribe", "kinds": ["nope"]}), "invalid message"),
     ("kinds=scores", json.dumps({"type": "subscribe", "resume_from": 1180591620717411303424}), "invalid message"),
     ("kinds=scores", json.dumps({"type": "subscribe", "resume_from": "x"}), "invalid message"),
+    ("kinds=scores", json.dumps({"type": "subscribe", "resume_from": True}), "invalid message"),  # true is not 1
     ("kinds=scores", "[1, 2", "invalid message"),
 ])
 def test_invalid_input_closes_with_4400(server: LiveServer, caplog: pytest.LogCaptureFixture, query: str,

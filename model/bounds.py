@@ -1,0 +1,24 @@
+"""The ranges of an engine's numeric parameters, stated once: the parameter dataclass checks them
+(`out_of_bounds` in its __post_init__), and the service's settings carry them into their validation and schema."""
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+Bounds = dict[str, dict[str, float]]  # field -> {"ge" | "gt" | "le" | "lt": limit}, pydantic's Field keywords
+
+_HOLDS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+_SAID = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def out_of_bounds(params: Any, bounds: Bounds) -> list[str]:
+    """Each field of `params` outside its bounds, as "name (value) must be >= 0"; a None value is not checked."""
+    wrong = []
+    for name, limits in bounds.items():
+        value = getattr(params, name)
+        if value is None:
+            continue
+        failed = [f"{_SAID[k]} {limit:g}" for k, limit in limits.items() if not _HOLDS[k](value, limit)]
+        if failed:
+            wrong.append(f"{name} ({value}) must be {' and '.join(failed)}")
+    return wrong
