@@ -6,6 +6,7 @@ from .checkpoint import WEIGHTS_FORMAT, WeightsError, default_weights_path, safe
 from .clip import (
     CLIP_CAMERA,
     CLIP_FALLBACK_FPS,
+    ClipAlerts,
     ScoredFrame,
     clip_event,
     score_frames,
@@ -26,7 +27,8 @@ from .stream import LiveStream, StreamError
 
 __all__ = [
     "CLIP_CAMERA", "CLIP_FALLBACK_FPS", "METRICS", "PRESETS", "STREAM_FALLBACK_FPS", "WEIGHTS_FORMAT", "AlertEngine",
-    "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "EventType", "EventUpdate", "Footage",
+    "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "ClipAlerts", "EventType", "EventUpdate",
+    "Footage",
     "FootageWriter", "FrameKeeper", "FrameScorer", "FrameScores", "LiveStream", "LossWeights", "ModelConfig",
     "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamError",
     "WeightsError", "clip_event", "default_weights_path", "footage_frames", "get_preset", "load_predictor",

@@ -276,8 +276,7 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
 
 
 def cmd_score(a: argparse.Namespace) -> None:
-    from .alerts import AlertEngine, CameraCalibration
-    from .clip import CLIP_CAMERA, CLIP_FALLBACK_FPS, clip_event, score_frames, unscorable
+    from .clip import CLIP_FALLBACK_FPS, ClipAlerts, clip_event, score_frames, unscorable
     from .data import VideoSource, iter_frames, video_fps
     from .footage import write_json_atomic
 
@@ -292,24 +291,21 @@ def cmd_score(a: argparse.Namespace) -> None:
     # fields. A folder of frames has no rate: --fps, else the service's fallback for clips.
     fps = a.fps or video_fps(path) or CLIP_FALLBACK_FPS
     rows = []
-    camera, engine = CameraCalibration(predictor.calibration, params), AlertEngine(CLIP_CAMERA, params)
+    alerts = ClipAlerts(predictor.calibration, params, fps)
     events: dict[str, dict[str, Any]] = {}
-    t = 0.0
     for f in score_frames(predictor, iter_frames(VideoSource(path.stem, path)), batch_size=a.batch_size):
-        t = f.index / fps
         if f.metrics is None:
-            rows.append({"index": f.index, "time": round(t, 4), "smoothed": None})
+            rows.append({"index": f.index, "time": round(f.index / fps, 4), "smoothed": None})
             continue
         # score and smoothed are what the alert engine compares, as POST /v1/score reports them
-        z = camera.z(float(typing.cast(float, f.metrics["anomaly"])), t)
-        for u in engine.update(z, t):
-            events[u.event_id] = clip_event(u)
-        rows.append({"index": f.index, "time": round(t, 4), **f.metrics, "score": z, "smoothed": engine.smoothed})
+        z, updates = alerts.update(f.index, float(typing.cast(float, f.metrics["anomaly"])))
+        events.update((u.event_id, clip_event(u)) for u in updates)
+        rows.append({"index": f.index, "time": round(alerts.time, 4), **f.metrics, "score": z,
+                     "smoothed": alerts.engine.smoothed})
     reason = unscorable(len(rows), predictor.num_frames)
     if reason is not None:  # what POST /v1/score answers for the same clip
         raise DataError(f"{path}: {reason}")
-    for u in engine.close(t):
-        events[u.event_id] = clip_event(u)
+    events.update((u.event_id, clip_event(u)) for u in alerts.close())
     result = {"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows,
               "events": sorted(events.values(), key=lambda e: e["start_ts"])}
     if out is not None:

@@ -5,20 +5,21 @@ preprocessed once, grouped into windows of k+1 (frames `frame_stride` apart, cut
 `window_from_buffer`, the rule of model.config.window_rows) and
 scored in batches. The first k frames have no history and get no score (None), exactly as a live camera that
 has just started. Smoothing the score stream is its consumer's business (the service's alert engine, `ffp eval`'s
-protocols, `ffp score`), each with one CausalSmoother.
+protocols, `ffp score`), each with one CausalSmoother. A clip's alerts (`ffp score`, POST /v1/score, `ffp eval`'s
+event numbers) come from `ClipAlerts`: the live camera's calibration and alert engine on the clip's timeline.
 """
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .alerts import EventUpdate
+from .alerts import AlertEngine, AlertParams, CameraCalibration, EventUpdate
 from .config import ModelConfig, window_rows
-from .scoring import FrameScorer, FrameScores
+from .scoring import Calibration, FrameScorer, FrameScores
 
 CLIP_CAMERA = "clip"  # the camera id of a clip's events (`ffp score`, POST /v1/score)
 CLIP_FALLBACK_FPS = 25.0  # the frame rate of a clip that declares none (a folder of frames, a broken header)
@@ -32,6 +33,30 @@ def unscorable(frames: int, num_frames: int) -> str | None:
     if frames <= num_frames:
         return f"the clip needs more than {num_frames} frames to be scored, it has {frames}"
     return None
+
+
+class ClipAlerts:
+    """A clip's scored frames through a fresh camera's calibration and alert engine, frame i at i/fps seconds,
+    as the service runs a live camera: `ffp score`, POST /v1/score and `ffp eval`'s event numbers replay clips
+    here. `close()` ends an open event at the last frame's time."""
+
+    def __init__(self, calibration: Calibration | None, params: AlertParams, fps: float, *,
+                 camera_id: str = CLIP_CAMERA, new_id: Callable[[], str] | None = None) -> None:
+        self.fps = fps
+        self.camera = CameraCalibration(calibration, params)
+        self.engine = AlertEngine(camera_id, params) if new_id is None else AlertEngine(camera_id, params,
+                                                                                          new_id=new_id)
+        self.time = 0.0
+
+    def update(self, index: int, anomaly: float) -> tuple[float | None, list[EventUpdate]]:
+        """Frame `index`'s raw anomaly -> its calibrated score (None while a camera without calibration warms
+        up) and the event updates it causes; the engine's `smoothed` and `peak_changed` are of this frame."""
+        self.time = index / self.fps
+        z = self.camera.z(anomaly, self.time)
+        return z, self.engine.update(z, self.time)
+
+    def close(self) -> list[EventUpdate]:
+        return self.engine.close(self.time)
 
 
 def clip_event(u: EventUpdate) -> dict[str, Any]:

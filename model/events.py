@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .alerts import AlertEngine, AlertParams, CameraCalibration, EventUpdate
+from .alerts import AlertParams, EventUpdate
+from .clip import ClipAlerts
 from .scoring import Calibration
 
 # The sweep's on_threshold grid (z units); the operating point is added to it. off_threshold keeps its gap.
@@ -45,18 +46,16 @@ def replay(anomaly: np.ndarray, k: int, calibration: Calibration | None, params:
            fps: float) -> list[Alert]:
     """One video's raw anomaly scores (T,; the first k unscored) through a fresh camera -> its alerts."""
     ids = (str(i) for i in itertools.count())
-    camera, engine = CameraCalibration(calibration, params), AlertEngine("eval", params, new_id=lambda: next(ids))
+    timeline = ClipAlerts(calibration, params, fps, camera_id="eval", new_id=lambda: next(ids))
     raised: dict[str, float] = {}
     alerts: list[Alert] = []
-    t = k / fps
     for i in range(k, len(anomaly)):
-        t = i / fps
-        for u in engine.update(camera.z(float(anomaly[i]), t), t):
+        for u in timeline.update(i, float(anomaly[i]))[1]:
             if u.kind == "start":
-                raised[u.event_id] = t
+                raised[u.event_id] = timeline.time
             elif u.kind == "end":
-                alerts.append(_alert(u, raised, t))
-    alerts.extend(_alert(u, raised, t) for u in engine.close(t))
+                alerts.append(_alert(u, raised, timeline.time))
+    alerts.extend(_alert(u, raised, timeline.time) for u in timeline.close())
     return alerts
 
 

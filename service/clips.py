@@ -1,7 +1,7 @@
 """Score an uploaded clip (POST /v1/score): sniff its container, decode defensively, score with the live model,
-and run a fresh camera calibration and AlertEngine over the clip's own timeline (frame time = index / fps), as a
-live camera would. Its events have the live events' fields, with times in seconds from the clip's start, and
-keep their peak frame and heatmap for the event images."""
+and run a fresh camera calibration and alert engine over the clip's own timeline (model.ClipAlerts: frame time =
+index / fps), as a live camera would. Its events have the live events' fields, with times in seconds from the
+clip's start, and keep their peak frame and heatmap for the event images."""
 from __future__ import annotations
 
 import math
@@ -16,10 +16,8 @@ import cv2
 import numpy as np
 
 from model import (
-    CLIP_CAMERA,
     CLIP_FALLBACK_FPS,
-    AlertEngine,
-    CameraCalibration,
+    ClipAlerts,
     EventUpdate,
     FrameScores,
     Predictor,
@@ -221,8 +219,7 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
                 yield frame
 
         scorer = _LockedScorer(predictor, model_lock, cancel)
-        params = alerts.params()
-        calibration, engine = CameraCalibration(predictor.calibration, params), AlertEngine(CLIP_CAMERA, params)
+        timeline = ClipAlerts(predictor.calibration, alerts.params(), fps)
         out: list[dict[str, Any]] = []
         events: dict[str, dict[str, Any]] = {}
         peaks: dict[str, ClipPeak] = {}
@@ -241,23 +238,23 @@ def score_clip(predictor: Predictor, path: Path, *, alerts: AlertSettings, limit
 
         for sf in score_frames(scorer, frames(), batch_size=batch_size, keep_heatmaps=True):
             frame = raw.pop(sf.index)
-            t = sf.index / fps
-            row: dict[str, Any] = {"index": sf.index, "time": round(t, 4)}
+            row: dict[str, Any] = {"index": sf.index, "time": round(sf.index / fps, 4)}
             if sf.metrics is None:
                 row.update(score=None, smoothed=None, **{k: None for k in REPORTED_METRICS})
             else:
-                z = calibration.z(float(cast(float, sf.metrics["anomaly"])), t)
-                updates = engine.update(z, t)
-                if engine.peak_changed and sf.heatmap is not None:
-                    peak = ClipPeak(frame, sf.heatmap.copy(), t)  # the heatmap: a view into the batch's array
+                z, updates = timeline.update(sf.index, float(cast(float, sf.metrics["anomaly"])))
+                if timeline.engine.peak_changed and sf.heatmap is not None:
+                    # the heatmap: a view into the batch's array
+                    peak = ClipPeak(frame, sf.heatmap.copy(), timeline.time)
                 take(updates)
-                row.update(score=z, smoothed=engine.smoothed, **{k: sf.metrics[k] for k in REPORTED_METRICS})
+                row.update(score=z, smoothed=timeline.engine.smoothed,
+                           **{k: sf.metrics[k] for k in REPORTED_METRICS})
             out.append(row)
     finally:
         cap.release()
     reason = unscorable(len(out), predictor.num_frames)
     if reason is not None:
         raise ClipError(reason)
-    take(engine.close(out[-1]["index"] / fps))
+    take(timeline.close())
     return ClipResult(fps=fps, frames=out, events=sorted(events.values(), key=lambda e: e["start_ts"]),
                       peaks=peaks)
