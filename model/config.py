@@ -234,7 +234,7 @@ def _opt(help: str, **argparse: Any) -> dict[str, Any]:
 @dataclass
 class TrainConfig:
     """Everything a training run takes, with the only copy of its defaults: `ffp train`'s options are
-    derived from these fields (model/cli.py) and a recipe (model/recipes/*.yaml) sets some of them."""
+    derived from these fields (model/cli_args.py) and a recipe (model/recipes/*.yaml) sets some of them."""
 
     data: Path = field(metadata=_opt("dataset root with training/ (normal videos only)"))
     out: Path = field(metadata=_opt("run folder: last.pt, best.pt, metrics.csv (resumes from it)"))
