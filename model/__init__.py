@@ -28,8 +28,7 @@ from .stream import LiveStream, StreamError
 __all__ = [
     "CLIP_CAMERA", "CLIP_FALLBACK_FPS", "METRICS", "PRESETS", "STREAM_FALLBACK_FPS", "WEIGHTS_FORMAT", "AlertEngine",
     "AlertParams", "Calibration", "CameraCalibration", "CausalSmoother", "ClipAlerts", "EventType", "EventUpdate",
-    "Footage",
-    "FootageWriter", "FrameKeeper", "FrameScorer", "FrameScores", "LiveStream", "LossWeights", "ModelConfig",
+    "Footage", "FootageWriter", "FrameKeeper", "FrameScorer", "FrameScores", "LiveStream", "LossWeights", "ModelConfig",
     "Predictor", "SceneChangeDetector", "SceneParams", "ScoreConfig", "ScoredFrame", "Scorer", "StreamError",
     "WeightsError", "clip_event", "default_weights_path", "footage_frames", "get_preset", "load_predictor",
     "min_footage_frames", "native_fps", "preprocess_frame", "presentation_s", "recipe_model", "redact_text",

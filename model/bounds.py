@@ -2,6 +2,7 @@
 (`out_of_bounds` in its __post_init__), and the service's settings carry them into their validation and schema."""
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -12,11 +13,15 @@ _SAID = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
 def out_of_bounds(params: Any, bounds: Bounds) -> list[str]:
-    """Each field of `params` outside its bounds, as "name (value) must be >= 0"; a None value is not checked."""
+    """Each field of `params` outside its bounds, as "name (value) must be >= 0"; a None value is not checked.
+    An infinite or NaN value is out of any bounds (NaN compares false with everything)."""
     wrong = []
     for name, limits in bounds.items():
         value = getattr(params, name)
         if value is None:
+            continue
+        if not math.isfinite(value):
+            wrong.append(f"{name} ({value}) must be a finite number")
             continue
         failed = [f"{_SAID[k]} {limit:g}" for k, limit in limits.items() if not _HOLDS[k](value, limit)]
         if failed:

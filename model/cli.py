@@ -240,27 +240,26 @@ def cmd_score(a: argparse.Namespace) -> None:
     # fields. A folder of frames has no rate: --fps, else the service's fallback for clips.
     fps = a.fps or video_fps(path) or CLIP_FALLBACK_FPS
     rows = []
-    alerts = ClipAlerts(predictor.calibration, params, fps)
+    timeline = ClipAlerts(predictor.calibration, params, fps)
     events: dict[str, dict[str, Any]] = {}
     for f in score_frames(predictor, iter_frames(VideoSource(path.stem, path)), batch_size=a.batch_size):
         if f.metrics is None:
             rows.append({"index": f.index, "time": round(f.index / fps, 4), "smoothed": None})
             continue
         # score and smoothed are what the alert engine compares, as POST /v1/score reports them
-        z, updates = alerts.update(f.index, float(typing.cast(float, f.metrics["anomaly"])))
+        z, updates = timeline.update(f.index, float(typing.cast(float, f.metrics["anomaly"])))
         events.update((u.event_id, clip_event(u)) for u in updates)
-        rows.append({"index": f.index, "time": round(alerts.time, 4), **f.metrics, "score": z,
-                     "smoothed": alerts.engine.smoothed})
+        rows.append({"index": f.index, "time": round(f.index / fps, 4), **f.metrics, "score": z,
+                     "smoothed": timeline.engine.smoothed})
     reason = unscorable(len(rows), predictor.num_frames)
     if reason is not None:  # what POST /v1/score answers for the same clip
         raise DataError(f"{path}: {reason}")
-    events.update((u.event_id, clip_event(u)) for u in alerts.close())
+    events.update((u.event_id, clip_event(u)) for u in timeline.close())
     result = {"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows,
               "events": sorted(events.values(), key=lambda e: e["start_ts"])}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out, result)
-        out.chmod(0o644)  # a temp file's 0600: scores are meant to be shared, like the weights
+        write_json_atomic(out, result, mode=0o644)  # scores are meant to be shared, like the weights
     else:
         print(json.dumps(result, indent=1))
 

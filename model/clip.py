@@ -44,8 +44,7 @@ class ClipAlerts:
                  camera_id: str = CLIP_CAMERA, new_id: Callable[[], str] | None = None) -> None:
         self.fps = fps
         self.camera = CameraCalibration(calibration, params)
-        self.engine = AlertEngine(camera_id, params) if new_id is None else AlertEngine(camera_id, params,
-                                                                                          new_id=new_id)
+        self.engine = AlertEngine(camera_id, params, **({} if new_id is None else {"new_id": new_id}))
         self.time = 0.0
 
     def update(self, index: int, anomaly: float) -> tuple[float | None, list[EventUpdate]]:

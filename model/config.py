@@ -250,7 +250,7 @@ class TrainConfig:
     lr_g: float | None = field(default=None, metadata=_opt("generator learning rate (default: the dataset's)"))
     lr_d: float | None = field(default=None, metadata=_opt("discriminator learning rate (default: the dataset's)"))
     lr_decay_step: int | None = field(default=7000, metadata=_opt(
-        "step schedule: the rate drops x0.1 here (the paper's Ped2 schedule)"))
+        "step schedule: the rate drops x0.1 here (the paper's Ped2 schedule; 0: never)"))
     lr_schedule: str = field(default="step", metadata=_opt(
         "step: x0.1 at --lr-decay-step; cosine: from the base lr to 0 at --steps", choices=LR_SCHEDULES))
     ema: float | None = field(default=None, metadata=_opt(

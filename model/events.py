@@ -1,7 +1,8 @@
 """Event-level evaluation: what a person watching the camera gets from the alert engine.
 
 Each test video is replayed, one scored frame every 1/fps s, through the service's own CameraCalibration and
-AlertEngine (model/alerts.py) with the alert settings in force. Then, over all videos:
+AlertEngine (model.clip.ClipAlerts, as `ffp score` and POST /v1/score replay a clip) with the alert settings in
+force. Then, over all videos:
 - episodes: the ground-truth anomalous intervals (maximal runs of anomalous frames);
 - episodes_alerted / event_recall: episodes caught by an alert: one that overlaps the episode (alert = [start_ts,
   end_ts] of an event) and was raised (its "start" message, min_duration_s after the score crossed on_threshold)

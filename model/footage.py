@@ -41,10 +41,13 @@ MIN_SPREAD = 2.0
 MIN_HOLDOUT_WINDOWS = 32  # held-out windows footage keeps at least, whatever the holdout fraction gives
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call write(file) on a temp file beside `path`, then rename it to `path`."""
+def _atomic_write(path: Path, write: Any, mode: int | None = None) -> None:
+    """Call write(file) on a temp file beside `path`, then rename it to `path`. The file keeps the temp file's
+    0600 unless `mode` is given (state that may hold camera URLs stays private)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -53,8 +56,8 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
+def write_json_atomic(path: Path, data: dict[str, Any], *, mode: int | None = None) -> None:
+    _atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()), mode)
 
 
 # ---- the static-stream check -------------------------------------------------------------------------------

@@ -264,12 +264,14 @@ def _init_heldout_psnr(cfg: TrainConfig, data: Any) -> float:
 # ---- python -m model.learn ---------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_args import at_least_one, positive
+
     p = argparse.ArgumentParser(prog="python -m model.learn", description="Learn a camera's model from its footage "
                                 "(resumes from DIR/last.pt; writes DIR/progress.json and DIR/final.pt).")
     p.add_argument("--footage", required=True, type=Path, help="the camera's footage folder (model.footage)")
     p.add_argument("--out", required=True, type=Path, help="run folder: last.pt, progress.json, final.pt")
-    p.add_argument("--train-minutes", required=True, type=float, help="training budget, wall clock")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--train-minutes", required=True, type=positive, help="training budget, wall clock")
+    p.add_argument("--threads", type=at_least_one, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--init", default="none", help="none (from scratch), shipped (the Ped2 lite weights) or a file")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help="a packaged recipe or a YAML file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
@@ -284,8 +286,6 @@ def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if a.threads < 1:
-            raise DataError(f"--threads must be at least 1, got {a.threads}")
         import torch
 
         torch.set_num_threads(a.threads)

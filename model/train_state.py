@@ -92,7 +92,8 @@ def read_init(path: Path, config: ModelConfig) -> tuple[dict[str, Any], dict[str
         raise WeightsError(f"--init: {path} is not an ffp weights file or checkpoint")
     parts: list[tuple[str, torch.nn.Module, dict[str, Any]]] = [("generator", Generator(config), blob["generator"])]
     if ckpt is not blob:  # a training checkpoint: its discriminator starts the run's too
-        parts.append(("discriminator", PatchDiscriminator(config.channels, config.disc_widths), ckpt["discriminator"]))
+        parts.append(("discriminator", PatchDiscriminator(config.channels, config.disc_widths),
+                      ckpt.get("discriminator") or {}))
     for name, module, theirs in parts:
         ours = module.state_dict()
         differ = sorted({k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape}

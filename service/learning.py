@@ -168,35 +168,35 @@ class Learning:
             if new_rate and job is not None and job.phase in IN_LINE:
                 raise LearningBusy(f"camera {cam.id!r} is {job.phase} on footage at {old_fps:g} fps: its fps can "
                                    "change once the training ends (relearn then), or after DELETE .../learn")
-            relearn = (new_rate and self.settings.auto_relearn and (job is None or job.phase not in BUSY)
-                       and self._outgrown(cam))
+            learnt = self._outgrown(cam) if new_rate and self.settings.auto_relearn and (
+                job is None or job.phase not in BUSY) else None
             self.pipeline.update_camera(cam, trusted=trusted)
             if new_rate and job is not None and job.phase == "recording":
                 self._record_again(job, cam.fps)
         if (self.records.folder(cam.id) / "camera.json").is_file():
             self.records.save(cam)
         self.refresher.restart_recording(cam.id, discard=new_rate)
-        if relearn:
-            log.info("camera %s: relearning at %g fps (its model learnt %g fps)", cam.id, cam.fps, old_fps)
+        if learnt is not None:
+            log.info("camera %s: relearning at %g fps (its model learnt %g fps)", cam.id, cam.fps, learnt)
             try:
                 self.learn(cam.id)
             except (LearningBusy, KeyError) as e:  # a learn or a delete came first
                 log.info("camera %s: no relearn at the new fps: %s", cam.id, e)
 
-    def _outgrown(self, cam: CameraSettings) -> bool:
-        """The camera's own model cannot score it at its fps, and footage at that rate can be recorded and learnt
-        from (the camera runs; enough frames in `footage_minutes`)."""
+    def _outgrown(self, cam: CameraSettings) -> float | None:
+        """The rate the camera's own model learnt, when it cannot score the camera at its fps and footage at that
+        fps can be recorded and learnt from (the camera runs; enough frames in `footage_minutes`); else None."""
         try:
             entry = self.pipeline.registry.active(cam.id)
         except WeightsError:
-            return False
-        if entry is None or entry.rate_mismatch(cam.fps) is None:
-            return False
+            return None
+        if entry is None or entry.fps is None or entry.rate_mismatch(cam.fps) is None:
+            return None
         why_not = "the camera is stopped" if not cam.enabled else self.footage_too_short(None, cam.fps)
         if why_not is not None:
             log.info("camera %s: no relearn at %g fps: %s", cam.id, cam.fps, why_not)
-            return False
-        return True
+            return None
+        return entry.fps
 
     def _record_again(self, job: Job, fps: float) -> None:
         """The camera's learning footage starts again at `fps` (its refresher's lock held)."""

@@ -370,7 +370,8 @@ def test_precision_option_of_the_scoring_commands(tmp_path: Path) -> None:
 
 
 def parse_train(*args: str):  # type: ignore[no-untyped-def]
-    from model.cli import build_parser, train_config
+    from model.cli import train_config
+    from model.cli_args import build_parser
 
     return train_config(build_parser().parse_args(["train", *args]))
 
@@ -599,6 +600,11 @@ def test_outputs_are_checked_before_the_work_and_leave_nothing(small: tuple[Path
     one_line_error(ffp("train", "--data", str(data), "--out", str(tmp_path / "file")), "is a file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder", "data", "file", "w.pt"]
     assert list(folder.iterdir()) == []
+    # a refused command makes no folder for its output
+    r = ffp("eval", "--data", str(data), "--weights", str(weights), "--labels", str(tmp_path / "none.json"),
+            "--out", str(tmp_path / "new" / "r.json"))
+    one_line_error(r, "label file not found")
+    assert not (tmp_path / "new").exists()
     # a missing folder is made, as for eval and calibrate
     r = ffp("score", clip, "--weights", str(weights), "--threads", "1", "--out", str(tmp_path / "new/s.json"))
     assert r.returncode == 0 and json.loads((tmp_path / "new/s.json").read_text())["frames"], r.stderr

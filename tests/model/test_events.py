@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model import AlertParams, Calibration
+from model import AlertParams, Calibration, ClipAlerts
 from model.events import episodes, evaluate_events, replay, threshold_sweep
 
 CAL = Calibration(mean={"anomaly": 0.0}, std={"anomaly": 1.0}, quantiles={}, frames=100, source="test")
@@ -80,3 +80,20 @@ def test_an_alert_raised_before_the_episode_is_a_false_alarm_not_a_catch() -> No
     m = evaluate_events(scores, labels, K, CAL, PARAMS, FPS)
     assert (m["episodes"], m["episodes_alerted"], m["false_alarms"]) == (1, 0, 1)
     assert m["delay_s_median"] is None
+
+
+def test_a_clip_replays_on_its_own_timeline_and_an_event_open_at_its_end_closes_at_its_last_frame() -> None:
+    """ClipAlerts (ffp score, POST /v1/score, ffp eval): frame i at i/fps, z from the calibration, and close()
+    ends an event still open at the last frame's time."""
+    params = AlertParams(on_threshold=2.0, off_threshold=1.0, min_duration_s=0.0, hold_s=0.0, cooldown_s=0.0,
+                         smoothing_half_life_frames=0.0)
+    timeline = ClipAlerts(CAL, params, fps=10.0)
+    updates = []
+    for i in range(4, 10):  # the first 4 frames of a clip have no score
+        z, got = timeline.update(i, 0.0 if i < 6 else 5.0)
+        assert z == (0.0 if i < 6 else 5.0) and timeline.time == pytest.approx(i / 10)
+        updates += got
+    assert [(u.kind, u.start_ts) for u in updates] == [("start", pytest.approx(0.6))]
+    end = timeline.close()
+    assert [(u.kind, u.end_ts) for u in end] == [("end", pytest.approx(0.9))]
+    assert ClipAlerts(CAL, params, fps=10.0).close() == []  # nothing scored: nothing to close

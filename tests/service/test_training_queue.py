@@ -393,8 +393,8 @@ def test_a_restart_at_another_fps_records_again_or_fails_the_training(tmp_path: 
 @pytest.mark.parametrize("auto_relearn", [True, False])
 def test_a_new_fps_relearns_a_camera_whose_own_model_no_longer_fits_with_auto_relearn(
         tmp_path: Path, made: Any, trainings: Trainings, auto_relearn: bool) -> None:
-    """auto_relearn: a camera whose own model learnt motion at its old fps learns again at the new one by itself,
-    as after a scene change; its models stay. A model that fits the new rate too (no footage rate recorded), a
+    """auto_relearn: a camera whose own model learnt another rate than its new fps learns again at the new one by
+    itself, as after a scene change; its models stay. A model that fits the new rate too (no footage rate recorded), a
     stopped camera, or footage too short at the new rate: no relearn. Off, the camera waits for the user."""
     host, learning = made("own", "any_rate", "stopped", "shipped", auto_relearn=auto_relearn, footage_minutes=0.1)
     at_5_fps = {"footage": {"fps": 5.0, "frames": 100}}
