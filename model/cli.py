@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # a video OpenCV cannot open is said in ffp's one line, not FFmpeg's own first
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from .checkpoint import WeightsError
 
     on_main_thread = threading.current_thread() is threading.main_thread()

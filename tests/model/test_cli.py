@@ -45,6 +45,14 @@ def test_the_console_script_runs() -> None:
     assert r.returncode == 2 and r.stderr.strip() == "ffp score: error: video not found: /nonexistent.mp4", r.stderr
 
 
+def test_a_corrupt_video_is_one_line_without_ffmpegs_own(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    r = subprocess.run([sys.executable, "-m", "model.cli", "score", str(corrupt), "--threads", "1"],
+                       check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == f"ffp score: error: cannot open video {corrupt}", r.stderr
+
+
 def test_help_lists_the_commands() -> None:
     out = ffp("--help").stdout
     for cmd in ("train", "train-flow", "learn", "eval", "calibrate", "score", "serve", "export"):
