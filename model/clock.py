@@ -3,8 +3,9 @@
 A camera's footage must be the same frames whichever records it: the service (its capture keeps frames for
 scoring and hands them to the footage recorder) or `ffp learn SOURCE` (offline). Both time a stream's frames
 with `StreamClock` (its presentation time, not the arrival time), a video file's by their count at
-`native_fps`, and keep them with `Decimator`; `FrameKeeper` joins the two with the rule of where the frame
-history (and so a footage segment) starts afresh, so both apply it alike.
+`native_fps`, and keep them with `Decimator`; `FrameKeeper` joins the two with the rule of where the window
+buffer (the frames the predictor's windows are cut from, and so a footage segment) restarts, so both apply it
+alike.
 """
 from __future__ import annotations
 
@@ -41,17 +42,17 @@ class StreamClock:
     (its buffer at connect, and whenever the reader is behind), so read times do not keep their content's
     spacing. The source's presentation time is used while it increases; a source without
     one, or with one that stands still (a webcam that reports 0), is timed by arrival for the rest of the
-    session. `jumped` says the timeline broke (presentation time went backwards or vanished): the frame history
-    must not span it.
+    session. `jumped` marks a frame whose presentation time is lower than the latest one, or missing in a session
+    that has them: no window spans that frame.
 
-    A session's first frame may have no presentation time of its own (an RTP stream's first frame is stamped N/A,
-    read as no time or as the second frame's time). It is timed one source frame (`frame_s`) before the second,
-    so that decimation never sees two frames at one time.
+    An RTP stream stamps its first frame N/A, which the reader gives as no time or as the second frame's time.
+    Such a first frame is timed one source frame (`frame_s`) ahead of the second, so that decimation never sees
+    two frames at one time.
     """
 
     STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
     # How fast the stream's delay may grow by itself (1 %: camera and host clocks drift apart, a reader falls
-    # a little behind): beyond that, content that arrives late is old content, not a live picture.
+    # a little behind): content that arrives later than that is buffered content, not a live picture.
     DRIFT = 0.01
 
     def __init__(self, frame_s: float) -> None:
@@ -60,7 +61,7 @@ class StreamClock:
         self.frame_s = frame_s  # the source's frame period
         self.use_pts = True
         self.last = 0.0  # the latest time returned: time never goes backwards
-        self.jumped = False  # set by time(): this frame's timeline broke from the previous one's
+        self.jumped = False  # set by time(): this frame starts a new timeline
         self._arrival0: float | None = None
         self._pts0 = self._last_pts = 0.0
         self._pts_seen = False
@@ -75,17 +76,17 @@ class StreamClock:
             self._arrival0 = self._pts_changed_at = arrival
         self.jumped = False
         self._frames += 1
-        if self.use_pts and pts is None and self._frames == 1:  # timed when the second frame comes (see above)
+        if self.use_pts and pts is None and self._frames == 1:  # an N/A first stamp: timed by the second frame
             return self.last
         if self.use_pts and pts is not None and pts >= 0:  # NaN fails >= as well
             if not self._pts_seen:
                 first_untimed = self._frames == 2
                 self._pts_seen, self._pts0, self._last_pts = True, pts - first_untimed * self.frame_s, pts
-            elif self._frames == 2 and pts == self._last_pts:  # the first frame had no time of its own (see above)
+            elif self._frames == 2 and pts == self._last_pts:  # the first frame carries the second's stamp
                 self._pts0, self._pts_changed_at = pts - self.frame_s, arrival
             elif pts > self._last_pts:
                 self._last_pts, self._pts_changed_at = pts, arrival
-            elif pts < self._last_pts - 1e-3:  # the stream's clock went back: time goes on from the last time
+            elif pts < self._last_pts - 1e-3:  # a reset stream clock: content time continues from self.last
                 self._pts0, self._last_pts, self._pts_changed_at = pts - self.last, pts, arrival
                 self.jumped = True
             if arrival - self._pts_changed_at <= self.STUCK_S:
@@ -94,16 +95,16 @@ class StreamClock:
         if self.use_pts:  # no presentation time (or stuck): arrival time for the rest of the session
             self.use_pts = False
             self.jumped = self._pts_seen
-            # carry on from the last time; a session that never had one is timed from its first frame's arrival
+            # arrival time continues from self.last; a session without any stamp counts from its first arrival
             self._offset = self.last - (arrival - self._arrival0) if self._pts_seen else 0.0
         self.last = max(self.last, arrival - self._arrival0 + self._offset)
         return self.last
 
     def fresh_at(self, arrival: float) -> float:
-        """When the frame just timed would have arrived had the stream kept up: its arrival minus how much
-        later than the stream's usual delay its content came. Frame age (and so stall detection) counts from
-        here: a reader may go on yielding its decoder's buffered frames once the source has
-        stopped sending; their content falls behind arrival time, so fresh_at stands still and the age grows."""
+        """The arrival time of the frame just timed at the stream's usual delay: its arrival less the part of its
+        delay above the least delay seen (allowing DRIFT). Frame age (and so stall detection) counts from here: a
+        reader yields its decoder's buffered frames after the source stops sending; their content falls behind
+        arrival time, so fresh_at stands still and the age grows."""
         if not self.use_pts or self._arrival0 is None:
             return arrival
         delay = arrival - self._arrival0 - self.last
@@ -137,15 +138,15 @@ class Decimator:
     def max_gap(self, frame_s: float) -> float:
         """The longest time between two kept frames of an unbroken stream whose frames are `frame_s` apart: a
         period give or take one source frame, with half a period to spare. A longer one is a break (frames
-        lost, a camera that froze): the predictor's history must not span it."""
+        lost, a frozen camera): no window spans it."""
         return 1.5 * self.period + frame_s
 
 
 @dataclass(frozen=True)
 class KeptFrame:
-    """A frame FrameKeeper keeps: its content time in the session, why the frame history starts afresh at it (None:
-    it continues the history), and the content time of the frame kept before it in the session's unbroken
-    timeline (None at the session's first kept frame and after the timeline broke)."""
+    """A frame FrameKeeper keeps: its content time in the session, why the window buffer restarts at it (None: it
+    continues the buffer), and the content time of the kept frame ahead of it in the session's unbroken timeline
+    (None at the session's first kept frame and at a new timeline)."""
 
     t: float
     restart: str | None
@@ -153,14 +154,14 @@ class KeptFrame:
 
 
 class FrameKeeper:
-    """Which frames of a source are kept at `fps`, and at which the frame history restarts: the per-frame rule of
-    the service's capture and of `ffp learn`, so that both keep the same frames and cut their history at the same
-    places.
+    """Which frames of a source are kept at `fps`, and at which the window buffer restarts: the per-frame rule of
+    the service's capture and of `ffp learn`, so that both keep the same frames and restart their buffers at the
+    same places.
 
     A session (from a connect to an outage, or a file's run from its start) times its frames on a StreamClock of
-    its own, or by a file's paced media time (`keep`). The history must not span a break: an outage, a broken
-    timeline (`StreamClock.jumped`) or a gap between two kept frames longer than `Decimator.max_gap`. Decimation
-    carries on across sessions (a looped file's media time runs on) and restarts after an outage."""
+    its own, or by a file's paced media time (`keep`). No window spans a break: an outage, a new timeline
+    (`StreamClock.jumped`) or a gap between two kept frames longer than `Decimator.max_gap`. Decimation runs on
+    across sessions (a looped file's media time runs on) and restarts after an outage."""
 
     OUTAGE = "outage"
     BROKEN = "the stream's timeline broke"
@@ -169,20 +170,20 @@ class FrameKeeper:
     def __init__(self, fps: float) -> None:
         self.fps = fps
         self.decimator = Decimator(fps)
-        self.clock: StreamClock | None = None  # the current session's; None before the first and after an outage
+        self.clock: StreamClock | None = None  # the current session's; None outside a session (start(), outage())
         self.last_kept: float | None = None  # content time of the frame kept last in the session's timeline
         self._frame_s = 0.0  # the session's source frame period
-        self._restart: str | None = None  # why the history restarts at the next kept frame
+        self._restart: str | None = None  # why the window buffer restarts at the next kept frame
 
     def start(self, frame_s: float) -> StreamClock:
-        """A new session of a source whose frames are `frame_s` apart: its content time starts again at 0."""
+        """A session of a source whose frames are `frame_s` apart: its content time starts at 0."""
         self.clock = StreamClock(frame_s)
         self._frame_s = frame_s
         self.last_kept = None
         return self.clock
 
     def outage(self) -> None:
-        """The source was lost: the next session starts decimation and the history afresh."""
+        """The source is lost: the next session restarts decimation and the window buffer."""
         self.decimator = Decimator(self.fps)
         self.clock = None
         self.last_kept = None

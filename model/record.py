@@ -3,7 +3,7 @@ a folder of videos (each file a segment).
 
 `record(source, footage_root, ...)` keeps the frames the service's capture keeps of the same source: a stream
 goes through capture's FrameKeeper (model.clock: timed by its presentation time and decimated to the camera's
-fps), and a new segment starts wherever capture restarts its history.
+fps), and a segment ends wherever capture restarts its window buffer.
 """
 from __future__ import annotations
 
@@ -98,11 +98,11 @@ def kept_stream_frames(reads: Iterable[StreamRead | None],
                        fps: float) -> Iterator[tuple[np.ndarray, float, str | None]]:
     """The frames of a live stream that the service's capture keeps at `fps`, by the same FrameKeeper: each session
     (from a connect to an outage, None) timed by its presentation time and decimated on it, as (frame, time in s
-    from the first session's start, why a new footage segment starts at it or None). A segment ends where the
-    capture restarts the predictor's history: an outage, a broken timeline, a gap."""
+    from the first session's start, why a footage segment starts at it or None). A segment ends where the
+    capture restarts its window buffer: an outage, a new timeline, a gap."""
     keeper = FrameKeeper(fps)
     start: float | None = None
-    offset = 0.0  # the session's first frame, in seconds from the first session's
+    offset = 0.0  # the current session's first frame, in seconds from the first session's first frame
     for read in reads:
         if read is None:
             keeper.outage()

@@ -19,18 +19,18 @@ class MediaTimeline:
     """One camera's content timeline across its sessions (connections, a file's pacing runs): a session's frame at
     content time t (StreamClock's, or a file's paced media time) is at session base + t.
 
-    A session starts at its first kept frame's wall time, or one period after the previous session's last frame
-    if that is later. So the timeline never goes backwards, and an outage counts as the content time that passed:
-    the wall gap, less how far the previous session's content ran ahead of the wall clock (its burst at connect,
-    whose frames are older than their arrival). Each session is anchored to the wall clock, so that lead never
-    exceeds the current session's burst."""
+    A session starts at its first kept frame's wall time, or one period after the timeline's latest stamp if
+    that is later. So the timeline only moves forward, and an outage counts as the content time that passes: the
+    wall gap, less the lead of the ending session's content over the wall clock (its burst at connect, whose
+    frames are older than their arrival). Each session is anchored to the wall clock, so that lead never exceeds
+    the current session's burst."""
 
     def __init__(self) -> None:
         self._base: float | None = None  # content time 0 of the current session on the timeline
         self.last: float | None = None  # the latest stamp
 
     def restart(self) -> None:
-        """A new session: its content time starts again at 0."""
+        """A session starts: its content time starts at 0, after the timeline's latest stamp."""
         self._base = None
 
     def stamp(self, t: float, wall: float, period: float) -> float:
@@ -39,7 +39,7 @@ class MediaTimeline:
         if self._base is None:
             first = wall if self.last is None else max(self.last + period, wall)
             self._base = first - t
-        media = self._base + t  # t never goes back within a session (StreamClock, a file's pacing)
+        media = self._base + t  # t only increases within a session (StreamClock, a file's pacing)
         self.last = media
         return media
 
