@@ -38,7 +38,7 @@ def presentation_s(msec: float) -> float | None:
 class StreamClock:
     """Content time of one live session's frames, in seconds from its first frame.
 
-    Decimation and gap checks measure the time a frame was taken: a network stream delivers frames in bursts
+    Decimation and gap checks measure the time a frame shows: a network stream delivers frames in bursts
     (its buffer at connect, and whenever the reader is behind), so read times do not keep their content's
     spacing. The source's presentation time is used while it increases; a source without
     one, or with one that stands still (a webcam that reports 0), is timed by arrival for the rest of the
@@ -50,7 +50,7 @@ class StreamClock:
     two frames at one time.
     """
 
-    STUCK_S = 1.0  # arrival time a source's presentation time may stand still before it is ignored
+    STUCK_S = 1.0  # arrival time a source's presentation time may stand still; past it, arrival time is used
     # How fast the stream's delay may grow by itself (1 %: camera and host clocks drift apart, a reader falls
     # a little behind): content that arrives later than that is buffered content, not a live picture.
     DRIFT = 0.01

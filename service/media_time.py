@@ -50,7 +50,7 @@ class MediaClock:
     camera removed, its model swapped, the service stopping) to content time.
 
     For a real-time stream the offset is near constant (the stream's delay, less the lead of its session's
-    burst), and an event's times converted with it are the wall times at which their content was live. During a
+    burst), and an event's times converted with it are the wall times at which their content is live. During a
     burst the offset changes with every window; the times are converted with the offset of the window that
     reports them, so none is later than that window's wall time. An event's start (and its peak) is converted
     once: all its messages report the same one."""
@@ -62,14 +62,14 @@ class MediaClock:
         self._peaks: dict[str, tuple[float, float]] = {}  # open event id -> its peak (content, wall) time
 
     def observe(self, wall: float, media: float) -> float:
-        """A window about to be scored (wall and content time); returns its content time, never before the
+        """A window about to be scored (wall and content time); returns its content time, at or after the
         engines' latest."""
         media = media if self.last is None else max(media, self.last)
         self.offset, self.last = wall - media, media
         return media
 
     def to_media(self, wall: float) -> float:
-        """A wall time (now, for an action of the API) on the engines' timeline, never before their latest time."""
+        """A wall time (now, for an action of the API) on the engines' timeline, at or after their latest time."""
         media = wall if self.offset is None else wall - self.offset
         return media if self.last is None else max(media, self.last)
 
