@@ -61,12 +61,17 @@ def atomic_save(obj: Any, path: Path) -> None:
         raise
 
 
-def safe_torch_load(path: Path) -> Any:
-    path = Path(path)
+def require_weights_file(path: Path, hint: str = "") -> None:
+    """WeightsError unless `path` is a file: a folder is said to be one; `hint` follows "not found"."""
     if path.is_dir():
         raise WeightsError(f"{path} is a folder, not a weights file")
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+        raise WeightsError(f"weights file not found: {path}{hint}")
+
+
+def safe_torch_load(path: Path) -> Any:
+    path = Path(path)
+    require_weights_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # zip errors, unpickling errors, truncated files
@@ -75,16 +80,24 @@ def safe_torch_load(path: Path) -> Any:
                            f"{first_line})") from e
 
 
+def manifest_beside(path: Path) -> Path:
+    """The manifest.json that may list `path` with its sha256: the one in the file's folder."""
+    return Path(path).resolve().parent / "manifest.json"
+
+
 def read_manifest(manifest: Path = MANIFEST) -> dict[str, dict[str, Any]]:
     if not manifest.is_file():
         return {}
-    return dict(json.loads(manifest.read_text()).get("files", {}))
+    try:
+        return dict(json.loads(manifest.read_text()).get("files", {}))
+    except (OSError, ValueError, AttributeError, TypeError) as e:  # not JSON, or not the manifest's shape
+        raise WeightsError(f"cannot read the manifest {manifest}: {e}") from None
 
 
 def verify_checksum(path: Path, manifest: Path | None = None) -> dict[str, Any] | None:
     """If the file is listed in the manifest beside it, check its sha256; returns its manifest entry."""
     path = Path(path)
-    manifest = manifest or path.resolve().parent / "manifest.json"
+    manifest = manifest or manifest_beside(path)
     entry = read_manifest(manifest).get(path.name) if path.resolve().parent == manifest.resolve().parent else None
     if entry is None:
         return None
@@ -97,7 +110,7 @@ def verify_checksum(path: Path, manifest: Path | None = None) -> dict[str, Any] 
 
 def record_in_manifest(path: Path, preset: str, extra: dict[str, Any] | None = None,
                        manifest: Path | None = None) -> dict[str, Any]:
-    manifest = manifest or Path(path).resolve().parent / "manifest.json"
+    manifest = manifest or manifest_beside(path)
     files = read_manifest(manifest)
     entry = {"sha256": sha256_file(path), "preset": preset, "bytes": path.stat().st_size, **(extra or {})}
     files[path.name] = entry

@@ -61,7 +61,7 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
         values["w_adv"] = 0.0
     config = TrainConfig(**values)
     output_folder(config.out)  # a run writes a folder: last.pt, best.pt, metrics.csv
-    _set_threads(config.threads)  # validated here like every command's; train() sets it again for library callers
+    _set_threads(config.threads)  # before the data loads; train() sets it again for library callers
     return config
 
 
@@ -132,8 +132,6 @@ def _set_threads(threads: int | None) -> None:
     """--threads: torch's CPU threads for this command (None: torch's default, one per core)."""
     if threads is None:
         return
-    if threads < 1:
-        raise DataError(f"--threads must be at least 1, got {threads}")
     import torch
 
     torch.set_num_threads(threads)
@@ -194,7 +192,7 @@ def _alert_params(path: Path | None):  # type: ignore[no-untyped-def]
 def cmd_calibrate(a: argparse.Namespace) -> None:
     import dataclasses
 
-    from .checkpoint import atomic_save, read_manifest, safe_torch_load, weights_of
+    from .checkpoint import atomic_save, manifest_beside, read_manifest, safe_torch_load, weights_of
     from .data import find_videos, load_videos, split_holdout
     from .evaluate import calibrate_predictor
 
@@ -202,7 +200,7 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
         raise ValueError("give --out (or --weights to update in place): the shipped weights are checksummed")
     option = "--out" if a.out else "--weights"
     out = output_file(a.out or a.weights, option)
-    listed = out.resolve().parent / "manifest.json"
+    listed = manifest_beside(out)
     if out.is_file() and out.name in read_manifest(listed):
         raise DataError(f"{option} {out} is listed with its sha256 in {listed}: write the calibrated weights to "
                         "another file" + ("" if a.out else " with --out"))
@@ -258,14 +256,13 @@ def cmd_score(a: argparse.Namespace) -> None:
     result = {"video": str(path), "weights": str(predictor.path), "fps": fps, "frames": rows,
               "events": sorted(events.values(), key=lambda e: e["start_ts"])}
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, result, mode=0o644)  # scores are meant to be shared, like the weights
     else:
         print(json.dumps(result, indent=1))
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from .checkpoint import atomic_save, half_generator, read_manifest, record_in_manifest, sha256_file
+    from .checkpoint import atomic_save, half_generator, manifest_beside, read_manifest, record_in_manifest, sha256_file
     from .predictor import load_predictor
 
     out = output_file(a.out)
@@ -277,11 +274,7 @@ def cmd_export(a: argparse.Namespace) -> None:
     if not isinstance(meta, dict):
         raise DataError("--meta must be a JSON object, e.g. '{\"note\": \"x\"}'")
     if a.manifest:
-        listed = out.resolve().parent / "manifest.json"
-        try:
-            read_manifest(listed)
-        except (ValueError, AttributeError) as e:
-            raise DataError(f"--manifest: {listed} cannot be read: {e}") from None
+        read_manifest(manifest_beside(out))  # a manifest it cannot update is said before the weights are written
     predictor = load_predictor(a.checkpoint, device="cpu")
     blob = predictor.weights_blob()
     blob["meta"] = {**blob["meta"], **meta}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import ANOMALY_KINDS, NUMBER_RULES, PRECISIONS, PRESETS, TrainConfig, number_error
+from .config import ANOMALY_KINDS, NUMBER_RULES, PRECISIONS, PRESETS, TrainConfig
 from .data import DataError
 
 
@@ -24,8 +24,9 @@ def _number_type(rule: str, kind: type[int] | type[float]) -> Callable[[str], An
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be a{' whole' if kind is int else ''} number, got {text!r}"
                                              ) from None
-        if number_error(rule, value) is not None:
-            raise argparse.ArgumentTypeError(f"must be {NUMBER_RULES[rule][1]}, got {text!r}")
+        holds, wording = NUMBER_RULES[rule]
+        if not holds(value):
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {text!r}")
         return value
     parse.__name__ = rule
     return parse

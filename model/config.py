@@ -304,5 +304,5 @@ TRAIN_NUMBER_RULES: dict[str, str] = {
     "steps": "count", "batch_size": "at_least_one", "lr_g": "positive", "lr_d": "positive",
     "lr_decay_step": "count", "w_int": "non_negative", "w_grad": "non_negative", "w_flow": "non_negative",
     "w_adv": "non_negative", "crop": "at_least_one", "holdout": "count", "val_every": "at_least_one",
-    "val_windows": "at_least_one", "log_every": "at_least_one", "max_minutes": "positive",
+    "val_windows": "at_least_one", "log_every": "at_least_one", "max_minutes": "positive", "threads": "at_least_one",
 }

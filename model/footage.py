@@ -42,8 +42,9 @@ MIN_HOLDOUT_WINDOWS = 32  # held-out windows footage keeps at least, whatever th
 
 
 def _atomic_write(path: Path, write: Any, mode: int | None = None) -> None:
-    """Call write(file) on a temp file beside `path`, then rename it to `path`. The file keeps the temp file's
-    0600 unless `mode` is given (state that may hold camera URLs stays private)."""
+    """Call write(file) on a temp file beside `path` (its folder made if missing), then rename it to `path`. The
+    file keeps the temp file's 0600 unless `mode` is given (state that may hold camera URLs stays private)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         if mode is not None:

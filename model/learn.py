@@ -154,11 +154,14 @@ def resolve_init(init: str | Path) -> Path | None:
 
 def check_init(init: str | Path, recipe: str = DEFAULT_RECIPE) -> None:
     """What a run of `recipe` would start from (`init`), checked before footage is recorded for it."""
+    from .discriminator import PatchDiscriminator
     from .train_state import read_init
+    from .unet import Generator
 
     path = resolve_init(init)
     if path is not None:
-        read_init(path, recipe_model(recipe))
+        config = recipe_model(recipe)
+        read_init(path, Generator(config), PatchDiscriminator(config.channels, config.disc_widths))
 
 
 def footage_data(footage: Footage, cfg: TrainConfig, config: ModelConfig, holdout_fraction: float,

@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import WEIGHTS_FORMAT, WeightsError, default_weights_path, safe_torch_load, verify_checksum, weights_of
+from .checkpoint import (
+    WEIGHTS_FORMAT,
+    WeightsError,
+    default_weights_path,
+    require_weights_file,
+    safe_torch_load,
+    verify_checksum,
+    weights_of,
+)
 from .config import FlowNetConfig, ModelConfig, ScoreConfig
 from .data import preprocess_frame
 from .flownet import FlowNet, freeze
@@ -149,11 +157,8 @@ def load_predictor(path: str | Path | None = None, *, device: str = "auto", prec
     """Load a weights file (default: the shipped Ped2 weights), verifying its checksum when it is listed
     in weights/manifest.json. Training checkpoints (ffp train's ckpt files) load too."""
     p = Path(path) if path is not None else default_weights_path()
-    if p.is_dir():
-        raise WeightsError(f"{p} is a folder, not a weights file")
-    if not p.is_file():
-        raise WeightsError(f"weights file not found: {p}" + (
-            " (the default weights ship in weights/; set FFP_WEIGHTS or pass --weights)" if path is None else ""))
+    require_weights_file(p, "" if path is not None else
+                         " (the default weights ship in weights/; set FFP_WEIGHTS or pass --weights)")
     entry = verify_checksum(p)
     blob = weights_of(safe_torch_load(p))
     if (entry is not None and isinstance(blob, dict) and blob.get("format") == WEIGHTS_FORMAT

@@ -79,10 +79,12 @@ def load_checkpoint(path: Path, config: ModelConfig) -> dict[str, Any]:
     return ckpt
 
 
-def read_init(path: Path, config: ModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """--init's file, checked against the architecture it is to start: (the file as loaded, its weights blob).
-    A shipped file listed in weights/manifest.json must match its sha256; the image size may differ (every layer
-    is convolutional, so fine-tuning at a new size starts from them)."""
+def read_init(path: Path, generator: torch.nn.Module,
+              discriminator: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--init's file, checked against the modules it is to start (the discriminator only when the file is a
+    training checkpoint): (the file as loaded, its weights blob). A shipped file listed in weights/manifest.json
+    must match its sha256; the image size may differ (every layer is convolutional, so fine-tuning at a new size
+    starts from them)."""
     if not path.is_file():
         raise DataError(f"--init: weights file not found: {path}")
     verify_checksum(path)
@@ -90,10 +92,9 @@ def read_init(path: Path, config: ModelConfig) -> tuple[dict[str, Any], dict[str
     blob = weights_of(ckpt)
     if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"--init: {path} is not an ffp weights file or checkpoint")
-    parts: list[tuple[str, torch.nn.Module, dict[str, Any]]] = [("generator", Generator(config), blob["generator"])]
+    parts = [("generator", generator, blob["generator"])]
     if ckpt is not blob:  # a training checkpoint: its discriminator starts the run's too
-        parts.append(("discriminator", PatchDiscriminator(config.channels, config.disc_widths),
-                      ckpt.get("discriminator") or {}))
+        parts.append(("discriminator", discriminator, ckpt.get("discriminator") or {}))
     for name, module, theirs in parts:
         ours = module.state_dict()
         differ = sorted({k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape}
@@ -104,17 +105,13 @@ def read_init(path: Path, config: ModelConfig) -> tuple[dict[str, Any], dict[str
     return ckpt, blob
 
 
-def _init_weights(path: Path, models: Models, config: ModelConfig) -> dict[str, Any]:
+def _init_weights(path: Path, models: Models) -> dict[str, Any]:
     """Load a generator (and, from a training checkpoint, its discriminator) of the same architecture.
     Returns the record of the start kept in the run's meta: file, sha256 and the source run's step."""
-    ckpt, blob = read_init(path, config)
-    try:
-        models.generator.load_state_dict(blob["generator"])
-        if ckpt is not blob:
-            models.discriminator.load_state_dict(ckpt["discriminator"])
-    except RuntimeError as e:
-        first_line = (str(e).strip().splitlines() or [""])[0]
-        raise WeightsError(f"--init: {path} does not fit this architecture: {first_line}") from e
+    ckpt, blob = read_init(path, models.generator, models.discriminator)
+    models.generator.load_state_dict(blob["generator"])
+    if ckpt is not blob:
+        models.discriminator.load_state_dict(ckpt["discriminator"])
     return {"file": str(path), "sha256": sha256_file(path), "step": blob.get("meta", {}).get("step")}
 
 
@@ -144,7 +141,7 @@ def resume(cfg: TrainConfig, config: ModelConfig, models: Models, last_path: Pat
         progress.init = ckpt["weights"].get("meta", {}).get("init")
         log.info("resumed from %s at step %d", last_path, progress.step)
     elif cfg.init is not None:
-        progress.init = _init_weights(Path(cfg.init), models, config)
+        progress.init = _init_weights(Path(cfg.init), models)
         log.info("initialised from %s (step %s of its run)", cfg.init, progress.init["step"])
     if cfg.ema is not None:
         models.ema = copy.deepcopy(models.generator).requires_grad_(False)

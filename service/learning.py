@@ -190,7 +190,7 @@ class Learning:
             entry = self.pipeline.registry.active(cam.id)
         except WeightsError:
             return None
-        if entry is None or entry.fps is None or entry.rate_mismatch(cam.fps) is None:
+        if entry is None or entry.rate_mismatch(cam.fps) is None:
             return None
         why_not = "the camera is stopped" if not cam.enabled else self.footage_too_short(None, cam.fps)
         if why_not is not None:
